@@ -1,0 +1,133 @@
+"""Checkpoints: safetensors weights + JSON metadata, written atomically, validated on load.
+
+Nothing is ever unpickled. ``model.safetensors`` holds tensors; ``model.json`` beside it holds
+the metadata (architecture, dataset, normalization, T, thresholds, provenance). The metadata is
+also embedded in the safetensors header so a lone weights file still says what it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from robustsnn.errors import UserError
+
+FORMAT_VERSION = 1
+
+
+def metadata_path(path: str | Path) -> Path:
+    """``runs/x/snn.safetensors`` -> ``runs/x/snn.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_tensors(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]
+) -> None:
+    """Save tensors (safetensors) and metadata (JSON, beside and in the header), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format_version": FORMAT_VERSION, **metadata}
+    header = {"robustsnn": json.dumps(meta)}
+    clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(clean, tmp, metadata=header)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    atomic_write_json(metadata_path(path), meta)
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load tensors and metadata; any unreadable or inconsistent file is a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"checkpoint not found: {path} (check the path; runs write <run>/ann.safetensors)"
+        )
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise UserError(
+            f"checkpoint {path} is corrupt or not a safetensors file ({exc}); re-create it"
+        ) from None
+    meta: dict[str, Any] | None = None
+    mpath = metadata_path(path)
+    if mpath.is_file():
+        try:
+            meta = json.loads(mpath.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(
+                f"metadata {mpath} is not valid JSON ({exc}); delete it to use the copy in the weights file"
+            ) from None
+    if meta is None:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        if "robustsnn" not in header:
+            raise UserError(
+                f"checkpoint {path} has no robustsnn metadata (no {mpath.name} beside it)"
+            )
+        meta = json.loads(header["robustsnn"])
+    if not isinstance(meta, dict) or "kind" not in meta:
+        raise UserError(f"metadata of {path} lacks 'kind'; it was not written by robustsnn")
+    return tensors, meta
+
+
+def load_state_into(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path
+) -> None:
+    """Load ``state`` into ``model`` strictly; missing/unexpected keys or shapes are a UserError."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise UserError(
+            f"checkpoint {source} does not match the architecture in its metadata "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); it is corrupt or from another version"
+        )
+    for key, value in state.items():
+        if own[key].shape != value.shape:
+            raise UserError(
+                f"checkpoint {source}: tensor {key!r} has shape {tuple(value.shape)}, "
+                f"the architecture expects {tuple(own[key].shape)}"
+            )
+    model.load_state_dict(dict(state), strict=True)

@@ -1,0 +1,83 @@
+"""Model zoo: ANN architectures that convert to SNNs (registry ``MODELS``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from robustsnn.errors import UserError
+from robustsnn.models.layers import Normalize
+from robustsnn.models.resnet import ResNet20, WideResNet
+from robustsnn.models.vgg import VGG, VGG_CONFIGS, SmallCNN, SmallVGG
+from robustsnn.registry import Registry
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+
+@MODELS.register("vgg11")
+def vgg11(**kw: Any) -> nn.Module:
+    """The paper's CIFAR VGG11 (BN, AvgPool, 4096-4096 classifier with dropout)."""
+    return VGG(VGG_CONFIGS["vgg11"], **kw)
+
+
+@MODELS.register("vgg16")
+def vgg16(**kw: Any) -> nn.Module:
+    """VGG16 with BN and AvgPool."""
+    return VGG(VGG_CONFIGS["vgg16"], **kw)
+
+
+@MODELS.register("vgg11_tin")
+def vgg11_tin(**kw: Any) -> nn.Module:
+    """VGG11 for 64x64 TinyImageNet: the last pooling leaves 2x2 maps for the classifier."""
+    kw.setdefault("image_size", 64)
+    return VGG(VGG_CONFIGS["vgg11"], **kw)
+
+
+MODELS.add("resnet20", ResNet20)
+MODELS.add("wrn16_4", lambda **kw: WideResNet(depth=16, **{"width": 4, **kw}))
+MODELS.add("cnn_small", SmallCNN)
+MODELS.add("vgg_small", SmallVGG)
+
+
+def build_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model; ``model.arch`` records the arguments that rebuild it."""
+    factory = MODELS.get(name)
+    arch: dict[str, Any] = dict(
+        name=name,
+        num_classes=int(num_classes),
+        in_channels=int(in_channels),
+        image_size=int(image_size),
+        mean=[float(m) for m in mean],
+        std=[float(s) for s in std],
+        **{k: v for k, v in kwargs.items() if v is not None},
+    )
+    build_args = {k: v for k, v in arch.items() if k != "name"}
+    try:
+        model = factory(**build_args)
+    except TypeError as exc:
+        raise UserError(
+            f"model {name!r}: bad argument ({exc}); check model.* in the config"
+        ) from None
+    model.arch = arch  # type: ignore[assignment]
+    return model
+
+
+def rebuild_model(arch: dict[str, Any]) -> nn.Module:
+    """Rebuild a model from the ``arch`` dict stored in checkpoint metadata."""
+    args = dict(arch)
+    name = args.pop("name")
+    return build_model(name, **args)
+
+
+__all__ = ["MODELS", "Normalize", "build_model", "rebuild_model"]
