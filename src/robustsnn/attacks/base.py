@@ -1,0 +1,326 @@
+"""Base class and shared helpers of every L-inf attack.
+
+Threat model: L-inf ball of radius ``eps`` around ``x``, intersected with the pixel box [0, 1].
+``model`` is any callable ``x [N, ...] -> logits [N, K]``; spiking specifics reach an attack only
+as a gradient estimator wrapped around the model (DESIGN.md section 3). Attacks never change the
+model's train/eval mode and never touch parameter ``.grad``: gradients are taken with
+``torch.autograd.grad`` with respect to the input only. All randomness goes through a
+``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from robustsnn.errors import UserError
+
+Model = Callable[[Tensor], Tensor]
+"""Any callable mapping a batch of images in [0, 1] to logits ``[N, K]``."""
+
+DEFAULT_SEED = 0
+_RANGE_TOLERANCE = 1e-5
+
+
+class Attack:
+    """An L-inf attack in pixel space; ``attack(model, x, y)`` returns ``x_adv``.
+
+    Subclasses implement :meth:`perturb`; :meth:`__call__` validates the inputs, creates a
+    default seeded generator when none is given and projects the result onto the eps-ball
+    intersected with [0, 1], so every attack's output is valid whatever ``perturb`` does.
+
+    Args:
+        eps: radius of the L-inf ball, in pixel units (``8/255`` for the paper's headline).
+    """
+
+    name: str = "attack"
+    #: Whether ``__call__`` accepts explicit ``target`` labels (targeted attacks).
+    supports_target: bool = False
+
+    def __init__(self, eps: float) -> None:
+        self.eps = check_eps(eps)
+
+    def __call__(
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        target: Tensor | None = None,
+    ) -> Tensor:
+        """Attack ``model`` at ``(x, y)``.
+
+        Args:
+            model: callable ``x -> logits [N, K]``; its mode and parameters are left as they are.
+            x: clean images ``[N, C, H, W]`` (or ``[N, D]``), float in [0, 1].
+            y: true labels ``[N]``, int64.
+            generator: source of all randomness; a generator seeded with 0 when None.
+            target: optional target labels ``[N]`` for attacks with ``supports_target``.
+
+        Returns:
+            ``x_adv`` with the shape of ``x``, within ``eps`` of ``x`` (L-inf) and in [0, 1].
+        """
+        x, y = check_inputs(x, y)
+        if target is not None:
+            if not self.supports_target:
+                raise UserError(
+                    f"attack {self.name!r} does not take target labels; use a targeted attack "
+                    "(e.g. 'pgd' or 'fgsm') or leave target out"
+                )
+            target = check_labels(target, x.shape[0], "target").to(x.device)
+        if generator is None:
+            generator = default_generator(x.device)
+        if x.shape[0] == 0:
+            return x.clone()
+        x_adv = self.perturb(model, x, y, generator, target)
+        return project(x_adv.detach(), x, self.eps)
+
+    def perturb(
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        generator: torch.Generator,
+        target: Tensor | None,
+    ) -> Tensor:
+        """Return adversarial examples; inputs are already validated and detached."""
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """Constructor parameters (for logs and ``repr``)."""
+        return {"eps": self.eps}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_eps(eps: float) -> float:
+    """Validate an L-inf radius in pixel units."""
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise UserError(f"eps must be a number in pixel units (e.g. 8/255), got {eps!r}") from None
+    if not math.isfinite(value) or value < 0 or value > 1:
+        raise UserError(f"eps must be in [0, 1] pixel units (e.g. 8/255 = 0.0314), got {eps!r}")
+    return value
+
+
+def check_positive_int(value: int, what: str, minimum: int = 1) -> int:
+    """Validate an integer parameter such as a number of steps."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_fraction(value: float, what: str, *, low: float = 0.0, high: float = 1.0) -> float:
+    """Validate a float parameter within ``[low, high]``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be a number in [{low}, {high}], got {value!r}") from None
+    if not (low <= v <= high):
+        raise UserError(f"{what} must be in [{low}, {high}], got {value!r}")
+    return v
+
+
+def check_choice(value: Any, what: str, choices: tuple[Any, ...]) -> Any:
+    """Validate that ``value`` is one of ``choices``."""
+    if value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise UserError(f"{what} must be one of {valid}, got {value!r}")
+    return value
+
+
+def check_labels(labels: Tensor, n: int, what: str = "y") -> Tensor:
+    """Validate integer labels of shape ``[n]``."""
+    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != n:
+        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise UserError(f"attack {what} must be a 1-d label tensor of length {n}, got {shape}")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise UserError(f"attack {what} must hold integer class labels, got dtype {labels.dtype}")
+    return labels.detach().long()
+
+
+def check_inputs(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Validate images in [0, 1] and labels; return detached copies of both."""
+    if not isinstance(x, Tensor) or not x.dtype.is_floating_point or x.dim() < 2:
+        raise UserError("attack input x must be a float tensor [N, ...] of images in [0, 1]")
+    y = check_labels(y, x.shape[0]).to(x.device)
+    x = x.detach()
+    if x.numel() and (x.min() < -_RANGE_TOLERANCE or x.max() > 1 + _RANGE_TOLERANCE):
+        raise UserError(
+            "attack input x must be images in [0, 1] pixel space; normalization belongs inside "
+            "the model (its first layer), not in the data"
+        )
+    return x.clamp(0.0, 1.0), y
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def project(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
+    """Project onto the L-inf ball of radius ``eps`` around ``x`` intersected with [0, 1]."""
+    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
+
+
+def per_sample(values: Tensor, like: Tensor) -> Tensor:
+    """Reshape per-sample ``values [N]`` to broadcast against ``like [N, ...]``."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def linf_norm(delta: Tensor) -> Tensor:
+    """Per-sample L-inf norm ``[N]`` of ``delta [N, ...]``."""
+    return delta.flatten(1).abs().amax(1)
+
+
+# --------------------------------------------------------------------------- randomness
+
+
+def default_generator(device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded with :data:`DEFAULT_SEED` (used when the caller gives none)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(DEFAULT_SEED)
+    return generator
+
+
+def uniform(
+    shape: torch.Size | tuple[int, ...], generator: torch.Generator, like: Tensor
+) -> Tensor:
+    """Uniform noise in [-1, 1) on ``like``'s device and dtype, drawn from ``generator``."""
+    noise = torch.rand(shape, generator=generator, device=generator.device)
+    return (2 * noise - 1).to(device=like.device, dtype=like.dtype)
+
+
+def random_sign(
+    shape: torch.Size | tuple[int, ...], generator: torch.Generator, like: Tensor
+) -> Tensor:
+    """Random signs in {-1, +1} on ``like``'s device and dtype, drawn from ``generator``."""
+    bits = torch.randint(0, 2, shape, generator=generator, device=generator.device)
+    return (2 * bits - 1).to(device=like.device, dtype=like.dtype)
+
+
+def random_start(x: Tensor, eps: float, generator: torch.Generator) -> Tensor:
+    """A uniformly random point of the eps-ball around ``x`` (clipped to [0, 1])."""
+    return project(x + eps * uniform(x.shape, generator, x), x, eps)
+
+
+def random_int(high: Tensor | int, n: int, generator: torch.Generator, like: Tensor) -> Tensor:
+    """``n`` integers uniform in ``[0, high)`` (``high`` >= 1, scalar or per-sample)."""
+    u = torch.rand(n, generator=generator, device=generator.device).to(like.device)
+    high_t = torch.as_tensor(high, device=like.device)
+    return torch.minimum((u * high_t).long(), high_t - 1)
+
+
+# --------------------------------------------------------------------------- model access
+
+
+def logits_of(model: Model, x: Tensor) -> Tensor:
+    """Call the model and check that it returns logits ``[N, K]``."""
+    logits = model(x)
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise UserError(
+            f"attacks need a model returning logits [N, K] for N inputs; got {got} for "
+            f"N = {x.shape[0]}"
+        )
+    return logits
+
+
+@torch.no_grad()
+def predict_logits(model: Model, x: Tensor) -> Tensor:
+    """Logits without building a graph."""
+    return logits_of(model, x).detach()
+
+
+LossOfLogits = Callable[[Tensor], Tensor]
+
+
+def loss_and_grad(model: Model, x: Tensor, loss_fn: LossOfLogits) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-sample loss, logits and the loss gradient with respect to the input only.
+
+    Uses ``torch.autograd.grad`` so parameter ``.grad`` fields are never written. An input the
+    logits do not depend on gets a zero gradient.
+
+    Returns:
+        ``(logits [N, K], loss [N], grad [N, ...])``, all detached.
+    """
+    if torch.is_inference_mode_enabled():
+        raise UserError(
+            "gradient attacks cannot run inside torch.inference_mode(); call them outside"
+        )
+    with torch.enable_grad():
+        x_leaf = x.detach().requires_grad_(True)
+        logits = logits_of(model, x_leaf)
+        loss = loss_fn(logits)
+        if loss.requires_grad:
+            (grad,) = torch.autograd.grad(loss.sum(), [x_leaf], allow_unused=True)
+        else:
+            grad = None
+    if grad is None:
+        grad = torch.zeros_like(x)
+    return logits.detach(), loss.detach(), grad.detach()
+
+
+def is_success(logits: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
+    """Untargeted: prediction differs from ``y``; targeted: prediction equals ``target``."""
+    pred = logits.argmax(1)
+    return pred != y if target is None else pred == target
+
+
+# --------------------------------------------------------------------------- bookkeeping
+
+
+class WorstCase:
+    """Per-sample worst case found so far: the first successful point, else the highest loss.
+
+    ``done`` marks samples whose adversarial example succeeded; they are frozen and are not
+    attacked again (early exit). Indices passed to :meth:`update` are global batch indices.
+    """
+
+    def __init__(self, x: Tensor, done: Tensor) -> None:
+        self.x = x.clone()
+        self.loss = torch.full((x.shape[0],), -math.inf, device=x.device)
+        self.done = done.clone()
+
+    def update(self, idx: Tensor, x_cand: Tensor, loss: Tensor, success: Tensor) -> None:
+        """Record candidates ``x_cand`` (for samples ``idx``) that succeed or raise the loss."""
+        open_ = ~self.done[idx]
+        better = open_ & (success | (loss > self.loss[idx]))
+        chosen = idx[better]
+        self.x[chosen] = x_cand[better]
+        self.loss[chosen] = loss[better].to(self.loss.dtype)
+        self.done[idx[open_ & success]] = True
+
+    def remaining(self) -> Tensor:
+        """Global indices of samples not yet fooled."""
+        return (~self.done).nonzero().squeeze(1)
+
+
+TARGET_MODES = ("least-likely", "random")
+
+
+def choose_target(mode: str, logits: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
+    """Target labels for a targeted attack.
+
+    ``"least-likely"``: the class with the lowest clean logit (Kurakin et al. 2017);
+    ``"random"``: a class other than ``y``, uniformly at random.
+    """
+    if mode == "least-likely":
+        return logits.argmin(1)
+    if mode == "random":
+        k = logits.shape[1]
+        if k < 2:
+            raise UserError("a random target needs a model with at least 2 classes")
+        offset = 1 + random_int(k - 1, y.shape[0], generator, y)
+        return (y + offset) % k
+    valid = ", ".join(TARGET_MODES)
+    raise UserError(f"unknown target mode {mode!r}; valid: {valid} (or pass target labels)")

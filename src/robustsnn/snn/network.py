@@ -1,0 +1,125 @@
+"""SpikingNetwork: an ANN body whose ReLUs are spiking neurons, run for T steps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustsnn.snn.estimators import ANNProxy, Estimator
+from robustsnn.snn.neuron import SpikingNeuron, TimeContext
+
+
+class SpikingNetwork(nn.Module):
+    """Direct input coding, time merged into the batch, non-spiking readout averaged over T.
+
+    ``body`` is an ANN whose ``nn.ReLU`` modules were replaced by :class:`SpikingNeuron`. The
+    image is the input current of the first layer at every step; stateless layers (conv, BN,
+    pooling, linear) run once on ``[T*B, ...]``; the last linear layer's outputs are averaged
+    over T. ``forward`` returns mean logits ``[B, classes]``, so any attack can use it.
+    """
+
+    def __init__(self, body: nn.Module, T: int = 8) -> None:
+        super().__init__()
+        self.body = body
+        self.context = TimeContext(steps=int(T))
+        for name, module in body.named_modules():
+            if isinstance(module, SpikingNeuron):
+                module.name = name
+                module.context = self.context
+        if not self.neurons():
+            raise ValueError("SpikingNetwork body has no SpikingNeuron layers")
+        self.T = int(T)
+
+    @property
+    def T(self) -> int:
+        """Number of time steps per inference (changeable: calibrate at 100, infer at 8)."""
+        return self.context.steps
+
+    @T.setter
+    def T(self, value: int) -> None:
+        if int(value) < 1:
+            raise ValueError(f"T must be >= 1, not {value}")
+        self.context.steps = int(value)
+
+    @property
+    def estimator(self) -> Estimator:
+        return self.context.estimator
+
+    def neurons(self) -> list[SpikingNeuron]:
+        """Spiking layers in registration order (the order conversion calibrates them)."""
+        return [m for m in self.body.modules() if isinstance(m, SpikingNeuron)]
+
+    def thresholds(self) -> dict[str, float]:
+        return {n.name: float(n.threshold.detach()) for n in self.neurons()}
+
+    def threshold_parameters(self) -> list[nn.Parameter]:
+        return [n.threshold for n in self.neurons()]
+
+    def clamp_thresholds(self) -> None:
+        for n in self.neurons():
+            n.clamp_threshold()
+
+    @contextmanager
+    def use_estimator(self, estimator: Estimator) -> Iterator[SpikingNetwork]:
+        """Run forward/backward passes inside the block with ``estimator``'s backward pass."""
+        previous = self.context.estimator
+        self.context.estimator = estimator
+        try:
+            yield self
+        finally:
+            self.context.estimator = previous
+
+    def with_estimator(self, estimator: Estimator) -> nn.Module:
+        """An ``nn.Module`` x -> mean logits that always uses ``estimator`` (for attacks)."""
+        return EstimatorView(self, estimator)
+
+    @contextmanager
+    def recording(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Record each layer's binary spikes ``[T, B, ...]`` (bool) of the passes in the block."""
+        record: dict[str, torch.Tensor] = {}
+        previous = self.context.record
+        self.context.record = record
+        try:
+            yield record
+        finally:
+            self.context.record = previous
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ctx = self.context
+        ctx.batch = x.shape[0]
+        out = self.body(x)
+        if isinstance(ctx.estimator, ANNProxy):
+            return out
+        if out.shape[0] == x.shape[0] and ctx.steps != 1:
+            raise RuntimeError(
+                "the network output has no time axis: the readout is not after a spiking layer"
+            )
+        return out.view(ctx.steps, x.shape[0], *out.shape[1:]).mean(0)
+
+    def describe(self) -> dict[str, Any]:
+        """Neuron settings and thresholds, for checkpoint metadata."""
+        neurons = self.neurons()
+        return {
+            "T": self.T,
+            "thresholds": self.thresholds(),
+            "leak": neurons[0].leak,
+            "reset": neurons[0].reset,
+            "threshold_min": neurons[0].threshold_min,
+        }
+
+
+class EstimatorView(nn.Module):
+    """A SpikingNetwork seen through one gradient estimator; shares its parameters."""
+
+    def __init__(self, network: SpikingNetwork, estimator: Estimator) -> None:
+        super().__init__()
+        self.network = network
+        self.estimator = estimator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.network.use_estimator(self.estimator):
+            return self.network(x)

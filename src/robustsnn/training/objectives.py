@@ -1,0 +1,319 @@
+"""Training objectives (registry ``OBJECTIVES``).
+
+An objective is a callable ``(model, x, y, generator) -> (loss, logits)``: ``loss`` is the scalar
+to minimize, ``logits`` are the outputs the trainer scores for its running train accuracy (those
+of the input the main cross-entropy term sees: clean for natural/TRADES/robust finetuning,
+adversarial for PGD-AT/RFGSM-AT/MART). The trainer does not know which objective runs.
+
+Adversaries are generated in eval mode with parameter gradients off (see
+:mod:`robustsnn.training.inner`), and the model's previous modes are restored; the loss itself is
+computed in whatever mode the caller left the model (train mode inside the trainer).
+All KL terms follow the reference code: ``KLDivLoss(log_softmax(f(x_adv)), softmax(f(x)))``
+summed and divided by the batch size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustsnn.attacks import RFGSM
+from robustsnn.errors import UserError
+from robustsnn.registry import Registry
+from robustsnn.training.inner import (
+    attack_mode,
+    kl_batchmean,
+    pgd_ce,
+    single_step_kl_adversary,
+    trades_kl_adversary,
+    unwrap,
+)
+
+Regularizer = Callable[[nn.Module], Tensor]
+
+
+class Objective:
+    """Base class: ``objective(model, x, y, generator) -> (loss, logits_for_accuracy)``."""
+
+    name: ClassVar[str] = "objective"
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The objective's hyperparameters (JSON-serializable), for checkpoint metadata."""
+        if dataclasses.is_dataclass(self):
+            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """``{"name": ..., "params": {...}}`` as written into metadata."""
+        return {"name": self.name, "params": self.params}
+
+
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
+
+
+def _check_eps(name: str, eps: float, steps: int | None = None) -> None:
+    if eps < 0:
+        raise UserError(f"objective {name!r}: eps must be >= 0, got {eps}; use e.g. 2/255")
+    if steps is not None and steps < 1:
+        raise UserError(f"objective {name!r}: steps must be >= 1, got {steps}")
+
+
+@OBJECTIVES.register("natural")
+@dataclass
+class Natural(Objective):
+    """Plain cross-entropy on clean inputs."""
+
+    name: ClassVar[str] = "natural"
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits
+
+
+@OBJECTIVES.register("pgd_at")
+@dataclass
+class PGDAT(Objective):
+    """PGD adversarial training (Madry et al. 2018): cross-entropy on PGD-CE examples.
+
+    ``step_size`` defaults to ``2.5 * eps / steps``; random uniform start in the eps-ball. The
+    adversary is the last PGD iterate for every sample (Madry's inner maximization), not
+    :class:`robustsnn.attacks.PGD`, whose evaluation bookkeeping stops attacking a sample once it
+    is misclassified and returns the worst iterate: a different (weaker) training distribution.
+    """
+
+    name: ClassVar[str] = "pgd_at"
+    eps: float = 2 / 255
+    steps: int = 10
+    step_size: float | None = None
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        _check_eps(self.name, self.eps, self.steps)
+        if self.step_size is None:
+            self.step_size = 2.5 * self.eps / self.steps
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        assert self.step_size is not None
+        with attack_mode(model) as net:
+            x_adv = pgd_ce(
+                net,
+                x,
+                y,
+                eps=self.eps,
+                steps=self.steps,
+                step_size=self.step_size,
+                random_start=self.random_start,
+                generator=generator,
+            )
+        logits = model(x_adv)
+        return F.cross_entropy(logits, y), logits
+
+
+@OBJECTIVES.register("rfgsm_at")
+@dataclass
+class RFGSMAT(Objective):
+    """Adversarial training on R+FGSM examples (Tramer et al. 2018), as in the SNN-RAT baseline:
+    cross-entropy on ``x_adv`` only. ``alpha`` (random step) defaults to ``eps / 2``. The
+    adversary is :class:`robustsnn.attacks.RFGSM`."""
+
+    name: ClassVar[str] = "rfgsm_at"
+    eps: float = 2 / 255
+    alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_eps(self.name, self.eps)
+        self._attack = RFGSM(self.eps, alpha=self.alpha)
+        self.alpha = self._attack.alpha
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        with attack_mode(model) as net:
+            x_adv = self._attack(net, x, y, generator=generator)
+        logits = model(x_adv)
+        return F.cross_entropy(logits, y), logits
+
+
+@OBJECTIVES.register("trades")
+@dataclass
+class TRADES(Objective):
+    """TRADES (Zhang et al. 2019): ``CE(f(x), y) + beta * KL(f(x_adv) || f(x))`` with ``x_adv``
+    maximizing the KL by PGD from ``x + 0.001 * N(0, I)``."""
+
+    name: ClassVar[str] = "trades"
+    eps: float = 2 / 255
+    beta: float = 6.0
+    steps: int = 10
+    step_size: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_eps(self.name, self.eps, self.steps)
+        if self.step_size is None:
+            self.step_size = 2.5 * self.eps / self.steps
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        assert self.step_size is not None
+        with attack_mode(model) as net:
+            x_adv = trades_kl_adversary(
+                net,
+                x,
+                eps=self.eps,
+                steps=self.steps,
+                step_size=self.step_size,
+                generator=generator,
+            )
+        logits = model(x)
+        logits_adv = model(x_adv)
+        loss = F.cross_entropy(logits, y) + self.beta * kl_batchmean(logits_adv, logits)
+        return loss, logits
+
+
+@OBJECTIVES.register("mart")
+@dataclass
+class MART(Objective):
+    """MART (Wang et al. 2020): boosted CE on ``x_adv`` (CE plus ``-log(1 - p_max_wrong)``) +
+    ``beta * sum_i KL_i(f(x_adv) || f(x)) * (1 - p_y(x_i)) / B``; ``x_adv`` from PGD-CE."""
+
+    name: ClassVar[str] = "mart"
+    eps: float = 2 / 255
+    beta: float = 4.0
+    steps: int = 10
+    step_size: float | None = None
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        _check_eps(self.name, self.eps, self.steps)
+        if self.step_size is None:
+            self.step_size = 2.5 * self.eps / self.steps
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        assert self.step_size is not None
+        with attack_mode(model) as net:
+            x_adv = pgd_ce(
+                net,
+                x,
+                y,
+                eps=self.eps,
+                steps=self.steps,
+                step_size=self.step_size,
+                random_start=self.random_start,
+                generator=generator,
+            )
+        logits = model(x)
+        logits_adv = model(x_adv)
+        adv_probs = F.softmax(logits_adv, dim=1)
+        top2 = torch.argsort(adv_probs, dim=1)[:, -2:]
+        wrong = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
+        loss_adv = F.cross_entropy(logits_adv, y) + F.nll_loss(
+            torch.log(1.0001 - adv_probs + 1e-12), wrong
+        )
+        nat_probs = F.softmax(logits, dim=1)
+        true_probs = nat_probs.gather(1, y.unsqueeze(1)).squeeze(1)
+        kl = F.kl_div(torch.log(adv_probs + 1e-12), nat_probs, reduction="none").sum(dim=1)
+        loss_robust = (kl * (1.0000001 - true_probs)).sum() / x.shape[0]
+        return loss_adv + self.beta * loss_robust, logits_adv
+
+
+@OBJECTIVES.register("robust_finetune")
+@dataclass
+class RobustFinetune(Objective):
+    """The paper's SNN finetuning loss: ``CE(f(x), y) + beta * KL(f(x_adv) || f(x))`` with the
+    single-step KL adversary (random sign start of size ``alpha``, one step of ``eps - alpha``).
+    ``beta = 0`` is plain cross-entropy finetuning and skips the attack."""
+
+    name: ClassVar[str] = "robust_finetune"
+    eps: float = 2 / 255
+    beta: float = 2.0
+    alpha: float = 1 / 255
+
+    def __post_init__(self) -> None:
+        _check_eps(self.name, self.eps)
+        if self.beta < 0:
+            raise UserError(f"objective 'robust_finetune': beta must be >= 0, got {self.beta}")
+        if not 0 <= self.alpha <= self.eps and self.beta > 0:
+            raise UserError(
+                f"objective 'robust_finetune': alpha must lie in [0, eps], got "
+                f"alpha={self.alpha} eps={self.eps}"
+            )
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        if self.beta == 0:
+            logits = model(x)
+            return F.cross_entropy(logits, y), logits
+        with attack_mode(model) as net:
+            x_adv = single_step_kl_adversary(
+                net, x, eps=self.eps, alpha=self.alpha, generator=generator
+            )
+        logits = model(x)
+        logits_adv = model(x_adv)
+        loss = F.cross_entropy(logits, y) + self.beta * kl_batchmean(logits_adv, logits)
+        return loss, logits
+
+
+class Regularized(Objective):
+    """An objective plus a weight penalty ``regularizer(model)`` (e.g. SNN-RAT's orthogonality)."""
+
+    def __init__(self, base: Objective, regularizer: Regularizer) -> None:
+        self.base = base
+        self.regularizer = regularizer
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.base.name
+
+    @property
+    def params(self) -> dict[str, Any]:
+        label = getattr(self.regularizer, "name", None) or getattr(
+            self.regularizer, "__name__", type(self.regularizer).__name__
+        )
+        return {**self.base.params, "regularizer": str(label)}
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        loss, logits = self.base(model, x, y, generator)
+        return loss + self.regularizer(unwrap(model)), logits
+
+
+def objective_params(name: str) -> list[str]:
+    """Names of the hyperparameters objective ``name`` accepts."""
+    cls = OBJECTIVES.get(name)
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
+def build_objective(
+    name: str, *, regularizer: Regularizer | None = None, **params: Any
+) -> Objective:
+    """Build a registered objective; unknown names or parameters fail with the valid ones."""
+    cls = OBJECTIVES.get(name)
+    valid = objective_params(name)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise UserError(
+            f"objective {name!r}: unknown parameter(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(valid) or '(none)'}"
+        )
+    objective = cls(**params)
+    return Regularized(objective, regularizer) if regularizer is not None else objective
