@@ -1,0 +1,95 @@
+"""Save and load ANN and SNN checkpoints as models (safetensors + JSON metadata).
+
+``load_model(path)`` returns a ready-to-use ``nn.Module`` (an ANN, or a SpikingNetwork whose
+forward gives mean logits over T) plus its metadata, whatever kind the checkpoint holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustsnn.checkpoint import load_state_into, load_tensors, save_tensors
+from robustsnn.conversion import ConversionConfig, spiking_body
+from robustsnn.errors import UserError
+from robustsnn.models import rebuild_model
+from robustsnn.snn.network import SpikingNetwork
+
+# Structural transforms applied to a rebuilt SNN body before its weights are loaded
+# (e.g. BNTT's per-step BatchNorm); registered by the modules that define them.
+BODY_TRANSFORMS: dict[str, Any] = {}
+
+
+def snn_metadata(snn: SpikingNetwork, **extra: Any) -> dict[str, Any]:
+    """Metadata describing an SNN: architecture, neuron settings, thresholds, T, conversion."""
+    arch = getattr(snn, "arch", None)
+    if arch is None:
+        raise ValueError("SpikingNetwork has no .arch (build it with convert() or an SNN trainer)")
+    conversion = dict(getattr(snn, "conversion", None) or {})
+    return {
+        "kind": "snn",
+        "arch": arch,
+        "conversion": conversion,
+        "transforms": list(getattr(snn, "transforms", [])),
+        **snn.describe(),
+        **extra,
+    }
+
+
+def save_snn(path: str | Path, snn: SpikingNetwork, **metadata: Any) -> Path:
+    """Write ``snn`` to ``path`` (.safetensors) with metadata beside it, atomically."""
+    meta = snn_metadata(snn, **metadata)
+    save_tensors(path, snn.state_dict(), meta)
+    return Path(path)
+
+
+def save_ann(path: str | Path, ann: nn.Module, **metadata: Any) -> Path:
+    arch = getattr(ann, "arch", None)
+    if arch is None:
+        raise ValueError("ANN has no .arch (build it with robustsnn.models.build_model)")
+    save_tensors(path, ann.state_dict(), {"kind": "ann", "arch": arch, **metadata})
+    return Path(path)
+
+
+def build_snn_from_metadata(meta: dict[str, Any]) -> SpikingNetwork:
+    """Rebuild an (untrained) SpikingNetwork with the structure the metadata describes."""
+    ann = rebuild_model(meta["arch"])
+    known = set(ConversionConfig.__dataclass_fields__)
+    conv = {k: v for k, v in (meta.get("conversion") or {}).items() if k in known}
+    conv.setdefault("reset", meta.get("reset", "hard"))
+    conv.setdefault("leak", meta.get("leak", 1.0))
+    cfg = ConversionConfig(**conv)
+    body = spiking_body(ann, cfg)
+    for name in meta.get("transforms", []):
+        if name not in BODY_TRANSFORMS:
+            raise UserError(f"checkpoint needs the SNN transform {name!r}, unknown to this version")
+        body = BODY_TRANSFORMS[name](body, meta)
+    snn = SpikingNetwork(body, T=int(meta.get("T", 8)))
+    snn.arch = meta["arch"]  # type: ignore[assignment]
+    snn.conversion = meta.get("conversion") or {}  # type: ignore[assignment]
+    snn.transforms = list(meta.get("transforms", []))  # type: ignore[assignment]
+    return snn
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load an ANN or SNN checkpoint as a model in eval mode, plus its metadata."""
+    state, meta = load_tensors(path)
+    kind = meta.get("kind")
+    if "arch" not in meta:
+        raise UserError(f"checkpoint {path} metadata has no 'arch'; it cannot be rebuilt")
+    model: nn.Module
+    if kind == "ann":
+        model = rebuild_model(meta["arch"])
+    elif kind == "snn":
+        model = build_snn_from_metadata(meta)
+    else:
+        raise UserError(f"checkpoint {path} has kind {kind!r}; expected 'ann' or 'snn'")
+    load_state_into(model, state, path)
+    model.to(device)
+    model.eval()
+    return model, meta
