@@ -62,7 +62,7 @@ class ConversionConfig:
     scale: float = 0.3
     reset: str = "hard"
     leak: float = 1.0
-    bn: str = "keep"
+    bn: str = "reestimate"
     threshold_min: float = 0.03
     max_quantile_elements: int = 1 << 24
 

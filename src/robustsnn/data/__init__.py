@@ -13,6 +13,7 @@ from robustsnn.data.datasets import (
     load_dataset,
     mnist5k_split,
 )
+from robustsnn.data.subsets import shuffled_indices, stratified_indices
 from robustsnn.data.types import Dataset, DatasetInfo, channel_stats
 
 __all__ = [
@@ -26,5 +27,7 @@ __all__ = [
     "iterate_batches",
     "load_dataset",
     "mnist5k_split",
+    "shuffled_indices",
+    "stratified_indices",
     "to_float",
 ]

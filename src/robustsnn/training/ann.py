@@ -13,7 +13,7 @@ import torch
 from robustsnn import __version__
 from robustsnn.attacks import build_attack
 from robustsnn.checkpoint import save_tensors
-from robustsnn.data import load_dataset
+from robustsnn.data import load_dataset, stratified_indices
 from robustsnn.models import build_model
 from robustsnn.training.metrics import evaluate_accuracy
 from robustsnn.training.objectives import build_objective, objective_params
@@ -99,7 +99,8 @@ def train_ann(
     n = max(0, min(eval_n, len(data.x_test)))
     clean_acc = pgd_acc = None
     if n > 0:
-        x_eval, y_eval = data.x_test[:n], data.y_test[:n]
+        subset = stratified_indices(data.y_test, n)  # test splits may be grouped by class
+        x_eval, y_eval = data.x_test[subset], data.y_test[subset]
         clean_acc = evaluate_accuracy(model, x_eval, y_eval, 256, quiet=quiet, desc="clean")
         eval_gen = torch.Generator().manual_seed(seed)
         pgd20 = build_attack("pgd", eps=float(eps), steps=20)

@@ -1,0 +1,310 @@
+"""Command-line interface: parse arguments, call one pipeline step. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from robustsnn.errors import UserError
+
+
+def _eps(text: str) -> float:
+    from robustsnn.config import parse_eps
+
+    try:
+        return parse_eps(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed (a CPU run repeats bit for bit)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robustsnn",
+        description="Adversarially robust spiking neural networks through conversion, "
+        "with adaptive (attack x gradient estimator) evaluation.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train-ann", help="train a (robust) ANN")
+    p.add_argument(
+        "--dataset",
+        default="mnist5k",
+        help="mnist5k, cifar10, cifar100, svhn, tinyimagenet, npz:PATH, imagefolder:PATH",
+    )
+    p.add_argument("--model", default="cnn_small", help="model name (see models registry)")
+    p.add_argument("--objective", default="pgd_at", help="natural, pgd_at, trades, mart")
+    p.add_argument("--eps", type=_eps, default=2 / 255, help="training radius, e.g. 2/255")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--width", type=int, default=None, help="model width (small models)")
+    p.add_argument("--beta", type=float, default=None, help="TRADES/MART beta")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--eval-n", type=int, default=1000)
+    p.add_argument("--out", default="runs/ann")
+    _common(p)
+
+    p = sub.add_parser("convert", help="convert an ANN checkpoint to an SNN")
+    p.add_argument("checkpoint")
+    p.add_argument("--T", type=int, default=8)
+    p.add_argument("--calib-T", type=int, default=100)
+    p.add_argument("--percentile", type=float, default=99.7)
+    p.add_argument("--scale", type=float, default=0.3)
+    p.add_argument("--reset", choices=["hard", "soft"], default="hard")
+    p.add_argument("--leak", type=float, default=1.0)
+    p.add_argument("--bn", choices=["keep", "reset", "reestimate", "fold"], default="reestimate")
+    p.add_argument("--calib-batches", type=int, default=10)
+    p.add_argument("--calib-batch-size", type=int, default=64)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--eval-n", type=int, default=1000)
+    p.add_argument("--out", default=None, help="output folder (default: beside the ANN)")
+    _common(p)
+
+    p = sub.add_parser("finetune", help="robust-finetune an SNN's thresholds and weights")
+    p.add_argument("checkpoint")
+    p.add_argument("--beta", type=float, default=2.0, help="KL weight; 0 = plain CE finetuning")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eps", type=_eps, default=2 / 255)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--freeze-thresholds", action="store_true")
+    p.add_argument("--freeze-weights", action="store_true")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--eval-n", type=int, default=1000)
+    p.add_argument("--out", default=None)
+    _common(p)
+
+    p = sub.add_parser("train-snn", help="train an SNN baseline from scratch with BPTT")
+    p.add_argument("--dataset", default="mnist5k")
+    p.add_argument("--model", default="cnn_small")
+    p.add_argument("--objective", default="natural", help="natural, rfgsm_at, snn_rat")
+    p.add_argument("--T", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--eps", type=_eps, default=8 / 255)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--leak", type=float, default=1.0)
+    p.add_argument("--reset", choices=["hard", "soft"], default="hard")
+    p.add_argument("--bntt", action="store_true", help="a separate BatchNorm per time step")
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--eval-n", type=int, default=1000)
+    p.add_argument("--out", default="runs/snn")
+    _common(p)
+
+    p = sub.add_parser(
+        "evaluate", help="clean and adversarial accuracy of an ANN or SNN checkpoint"
+    )
+    p.add_argument("checkpoint")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--attack", default=None, help="single attack (all estimators); 'none' = clean only"
+    )
+    g.add_argument("--ensemble", default=None, help="preset ensemble, e.g. pgd-ensemble")
+    p.add_argument("--estimator", default=None, help="restrict --attack to one estimator")
+    p.add_argument("--eps", type=_eps, default=8 / 255)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--diagnostics", choices=["none", "fast", "full"], default="fast")
+    p.add_argument("--transfer-from", default=None, help="source checkpoint for a transfer attack")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=None)
+    _common(p)
+
+    p = sub.add_parser(
+        "run", help="the whole pipeline from a config (default: MNIST-5k quickstart)"
+    )
+    p.add_argument("config", nargs="?", default=None)
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    p.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
+    _common(p)
+
+    p = sub.add_parser("report", help="write report.md and report.html for run folders")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", default=None)
+    _common(p)
+
+    p = sub.add_parser("sweep", help="run a config over a parameter grid and report it")
+    p.add_argument("config", nargs="?", default=None)
+    p.add_argument("--param", required=True, help="dotted key, e.g. finetune.beta")
+    p.add_argument("--values", required=True, help="comma-separated values, e.g. 0,0.5,1,2,4,8")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", default=None)
+    _common(p)
+    return parser
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def cmd_train_ann(a: argparse.Namespace) -> None:
+    from robustsnn.training.ann import train_ann
+
+    params: dict[str, Any] = {}
+    if a.beta is not None:
+        params["beta"] = a.beta
+    kwargs = {"width": a.width} if a.width else None
+    path = train_ann(
+        a.dataset, a.model, a.objective, eps=a.eps, epochs=a.epochs, out_dir=a.out,
+        batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, seed=a.seed, data_dir=a.data_dir,
+        model_kwargs=kwargs, eval_n=a.eval_n, quiet=a.quiet, device=a.device, **params,
+    )  # fmt: skip
+    meta = json.loads(path.with_suffix(".json").read_text())
+    print(
+        f"wrote {path}: clean {meta['clean_accuracy']:.4f}, PGD-20 {meta['pgd20_accuracy']:.4f} at eps {a.eps:.4f}"
+    )
+
+
+def cmd_convert(a: argparse.Namespace) -> None:
+    from robustsnn.conversion import ConversionConfig
+    from robustsnn.stages import convert_checkpoint
+
+    cfg = ConversionConfig(
+        T=a.T, calib_T=a.calib_T, percentile=a.percentile, scale=a.scale, reset=a.reset,
+        leak=a.leak, bn=a.bn, calib_batches=a.calib_batches, calib_batch_size=a.calib_batch_size,
+    )  # fmt: skip
+    out_dir = Path(a.out) if a.out else Path(a.checkpoint).parent
+    path, info = convert_checkpoint(
+        a.checkpoint, out_dir / "snn.safetensors", cfg, data_dir=a.data_dir, seed=a.seed,
+        eval_n=a.eval_n, device=a.device,
+    )  # fmt: skip
+    print(
+        f"wrote {path}: clean accuracy ANN {info['ann_clean_accuracy']:.4f}, "
+        f"SNN (T={a.T}) {info['snn_clean_accuracy']:.4f} on {info['eval_n']} test images"
+    )
+
+
+def cmd_finetune(a: argparse.Namespace) -> None:
+    from robustsnn.training.snn import finetune_snn
+
+    out = Path(a.out) if a.out else Path(a.checkpoint).parent / "finetuned"
+    path = finetune_snn(
+        a.checkpoint, out_dir=out, beta=a.beta, epochs=a.epochs, lr=a.lr, eps=a.eps,
+        batch_size=a.batch_size, train_thresholds=not a.freeze_thresholds,
+        train_weights=not a.freeze_weights, seed=a.seed, data_dir=a.data_dir, quiet=a.quiet,
+        device=a.device, eval_n=a.eval_n,
+    )  # fmt: skip
+    meta = json.loads(path.with_suffix(".json").read_text())
+    print(f"wrote {path}: clean {meta.get('clean_accuracy')}, PGD-20 {meta.get('pgd20_accuracy')}")
+
+
+def cmd_train_snn(a: argparse.Namespace) -> None:
+    from robustsnn.training.snn import train_snn
+
+    objective, snn_rat = a.objective, False
+    if objective == "snn_rat":
+        objective, snn_rat = "rfgsm_at", True
+    path = train_snn(
+        a.dataset, a.model, objective, T=a.T, epochs=a.epochs, out_dir=a.out, leak=a.leak,
+        reset=a.reset, bntt=a.bntt, snn_rat=snn_rat, eps=a.eps, lr=a.lr, batch_size=a.batch_size,
+        seed=a.seed, model_kwargs={"width": a.width} if a.width else None, quiet=a.quiet,
+        device=a.device, eval_n=a.eval_n,
+    )  # fmt: skip
+    meta = json.loads(path.with_suffix(".json").read_text())
+    print(f"wrote {path}: clean {meta.get('clean_accuracy')}, PGD-20 {meta.get('pgd20_accuracy')}")
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from robustsnn.evaluation import run_evaluation
+
+    out = Path(a.out) if a.out else Path(a.checkpoint).parent / "eval"
+    result = run_evaluation(
+        a.checkpoint, attack=a.attack, ensemble=a.ensemble, estimator=a.estimator, eps=a.eps,
+        n=a.n, out_dir=out, seed=a.seed, batch_size=a.batch_size, quiet=a.quiet, device=a.device,
+        data_dir=a.data_dir, transfer_from=a.transfer_from, diagnostics=a.diagnostics,
+    )  # fmt: skip
+    print(
+        f"clean accuracy {result['clean_accuracy']:.4f} on n={result['n']}, eps={result['eps']:.4f}"
+    )
+    for name, r in result.get("ensembles", {}).items():
+        print(
+            f"  ensemble {name:<28} robust {r['robust_accuracy']:.4f} ({r['members']} members, {r['seconds']:.0f} s)"
+        )
+    for name, r in result.get("attacks", {}).items():
+        print(f"  attack   {name:<28} robust {r['robust_accuracy']:.4f}")
+    for name, d in result.get("diagnostics", {}).items():
+        print(f"  check    {name:<28} {'PASS' if d['passed'] else 'FAIL'}: {d['detail']}")
+    print(f"wrote {out / 'evaluation.json'}")
+
+
+def cmd_run(a: argparse.Namespace) -> None:
+    from robustsnn.pipeline import run_pipeline
+
+    run_pipeline(a.config, overrides=a.set, out=a.out, seed=a.seed, quiet=a.quiet, device=a.device)
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    from robustsnn.analysis import write_report
+
+    md, html = write_report([Path(d) for d in a.run_dirs], Path(a.out) if a.out else None)
+    print(f"wrote {md} and {html}")
+
+
+def cmd_sweep(a: argparse.Namespace) -> None:
+    from robustsnn.pipeline import run_sweep
+
+    run_sweep(
+        a.config,
+        a.param,
+        a.values.split(","),
+        overrides=a.set,
+        out=a.out,
+        seed=a.seed,
+        quiet=a.quiet,
+        device=a.device,
+    )
+
+
+COMMANDS = {
+    "train-ann": cmd_train_ann,
+    "convert": cmd_convert,
+    "finetune": cmd_finetune,
+    "train-snn": cmd_train_snn,
+    "evaluate": cmd_evaluate,
+    "run": cmd_run,
+    "report": cmd_report,
+    "sweep": cmd_sweep,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        import torch
+
+        if getattr(args, "device", "cpu").startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(
+                f"--device {args.device}: no CUDA device is available; use --device cpu"
+            )
+        COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,251 @@
+"""Validated run configuration: YAML files plus ``--set section.key=value`` overrides.
+
+Unknown keys and wrong types are a one-line UserError naming the key. eps values accept
+fractions such as ``8/255``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robustsnn.errors import UserError
+
+
+def parse_eps(value: str | float | int, key: str = "eps") -> float:
+    """``8/255`` or ``0.0314`` -> float in [0, 1]; anything else is a UserError."""
+    if isinstance(value, bool):
+        raise UserError(f"{key}: expected a number like 8/255 or 0.0314, got {value!r}")
+    if isinstance(value, (int, float)):
+        eps = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            if "/" in text:
+                num, den = text.split("/", 1)
+                eps = float(num) / float(den)
+            else:
+                eps = float(text)
+        except (ValueError, ZeroDivisionError):
+            raise UserError(
+                f"{key}: expected a number like 8/255 or 0.0314, got {value!r}"
+            ) from None
+    if not 0.0 <= eps <= 1.0:
+        raise UserError(f"{key}: eps is in pixel units and must lie in [0, 1], got {eps:g}")
+    return eps
+
+
+EPS = "eps"  # marker in field metadata: parse with parse_eps
+
+
+def eps_field(default: float) -> Any:
+    return field(default=default, metadata={EPS: True})
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mnist5k"
+    data_dir: str | None = None
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cnn_small"
+    width: int | None = 8
+    fc: int | None = 64
+
+
+@dataclass
+class ANNConfig:
+    objective: str = "pgd_at"
+    eps: float = eps_field(0.1)
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    weight_decay: float = 5e-4
+    beta: float | None = None  # TRADES (6) / MART (4) defaults when None
+    steps: int = 10
+    augment: bool = True
+
+
+@dataclass
+class SNNConfig:
+    T: int = 8
+    calib_T: int = 100
+    percentile: float = 99.7
+    scale: float = 0.3
+    reset: str = "hard"
+    leak: float = 1.0
+    bn: str = "reestimate"
+    calib_batches: int = 10
+    calib_batch_size: int = 64
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 2
+    beta: float = 2.0
+    eps: float = eps_field(0.1)
+    alpha: float = eps_field(1 / 255)
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    batch_size: int = 64
+    train_thresholds: bool = True
+    train_weights: bool = True
+
+
+@dataclass
+class EvalConfig:
+    n: int = 200
+    eps: float = eps_field(0.1)
+    ensemble: str = "pgd-fast"
+    batch_size: int = 100
+    diagnostics: str = "fast"
+    split: str = "test"
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ann: ANNConfig = field(default_factory=ANNConfig)
+    snn: SNNConfig = field(default_factory=SNNConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, annotation: Any, key: str, is_eps: bool) -> Any:
+    """Convert ``value`` (YAML-parsed or a CLI string) to the field's type, or fail on ``key``."""
+    if is_eps:
+        return parse_eps(value, key)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, False)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in (
+            "true",
+            "yes",
+            "1",
+            "on",
+            "false",
+            "no",
+            "0",
+            "off",
+        ):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise UserError(f"config key {key}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise UserError(f"config key {key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value))
+        except ValueError:
+            raise UserError(f"config key {key}: expected an integer, got {value!r}") from None
+    if annotation is float:
+        if isinstance(value, bool):
+            raise UserError(f"config key {key}: expected a number, got {value!r}")
+        try:
+            return float(value) if not isinstance(value, str) else float(parse_eps_like(value))
+        except ValueError:
+            raise UserError(f"config key {key}: expected a number, got {value!r}") from None
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise UserError(f"config key {key}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def parse_eps_like(text: str) -> float:
+    """A float written plainly or as a fraction (``1/255``)."""
+    if "/" in text:
+        num, den = text.split("/", 1)
+        return float(num) / float(den)
+    return float(text)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _apply(obj: Any, values: dict[str, Any], prefix: str) -> None:
+    if not isinstance(values, dict):
+        raise UserError(
+            f"config section {prefix.rstrip('.') or '<root>'}: expected a mapping, got {values!r}"
+        )
+    hints = _hints(type(obj))
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            valid = ", ".join(f"{prefix}{k}" for k in fields)
+            raise UserError(f"unknown config key {full!r}; valid keys here: {valid}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full, bool(fields[key].metadata.get(EPS))))
+
+
+def set_value(config: RunConfig, dotted: str, raw: str) -> None:
+    """Apply one ``--set section.key=value`` override (value parsed as YAML scalar)."""
+    parts = dotted.split(".")
+    try:
+        value: Any = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, (int, float)) and "/" in raw:
+        value = raw
+    if isinstance(value, str) and "/" in raw:
+        value = raw
+    nested: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        nested = {part: nested}
+    _apply(config, nested, "")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults (the embedded MNIST-5k quickstart), then the YAML file, then ``--set`` overrides."""
+    config = RunConfig()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file not found: {p} (see configs/ for examples)")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            line = getattr(getattr(exc, "problem_mark", None), "line", None)
+            where = f" line {line + 1}" if line is not None else ""
+            raise UserError(f"config file {p}{where} is not valid YAML; fix the syntax") from None
+        _apply(config, data, "")
+    for item in overrides or []:
+        if "=" not in item:
+            raise UserError(f"--set expects KEY=VALUE (e.g. finetune.epochs=5), got {item!r}")
+        key, raw = item.split("=", 1)
+        set_value(config, key.strip(), raw.strip())
+    return config
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

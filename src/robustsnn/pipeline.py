@@ -1,0 +1,303 @@
+"""``robustsnn run``: train ANN -> convert -> robust finetune -> evaluate -> summary -> report.
+
+Each stage writes its output atomically into the run folder and is skipped when that output
+already exists, so a killed run continues where it stopped (the trainers also resume
+mid-stage from their last epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from robustsnn.checkpoint import atomic_write_json, atomic_write_text
+from robustsnn.config import RunConfig, dump_config, load_config
+from robustsnn.conversion import ConversionConfig
+from robustsnn.errors import UserError
+
+MODELS = ("ann", "snn_converted", "snn_finetuned")
+
+
+def _log(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(run_dir / "log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _stage(run_dir: Path, name: str, output: Path, fn: Callable[[], Any], quiet: bool) -> None:
+    """Run ``fn`` unless ``output`` exists; log the stage's wall time."""
+    if output.exists():
+        if not quiet:
+            print(f"[{name}] done already ({output.name}), skipping")
+        return
+    if not quiet:
+        print(f"[{name}] ...")
+    start = time.perf_counter()
+    fn()
+    _log(run_dir, {"phase": name, "stage_seconds": round(time.perf_counter() - start, 2)})
+
+
+def conversion_config(cfg: RunConfig) -> ConversionConfig:
+    s = cfg.snn
+    return ConversionConfig(
+        T=s.T, calib_T=s.calib_T, percentile=s.percentile, calib_batches=s.calib_batches,
+        calib_batch_size=s.calib_batch_size, scale=s.scale, reset=s.reset, leak=s.leak, bn=s.bn,
+    )  # fmt: skip
+
+
+def default_run_dir(config_path: str | Path | None, cfg: RunConfig) -> Path:
+    name = cfg.name or (Path(config_path).stem if config_path else "quickstart")
+    return Path("runs") / name
+
+
+def run_pipeline(
+    config_path: str | Path | None = None,
+    *,
+    overrides: list[str] | None = None,
+    out: str | Path | None = None,
+    seed: int | None = None,
+    quiet: bool = False,
+    device: str = "cpu",
+    config: RunConfig | None = None,
+) -> dict[str, Any]:
+    """Run every stage of the pipeline into a run folder; return the summary."""
+    cfg = config or load_config(config_path, overrides)
+    if seed:
+        cfg.seed = seed
+    run_dir = Path(out) if out else default_run_dir(config_path, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = dump_config(cfg)
+    cfg_file = run_dir / "config.yaml"
+    if cfg_file.exists() and cfg_file.read_text() != resolved:
+        raise UserError(
+            f"{run_dir} holds a run with a different config; use another --out or delete the folder"
+        )
+    atomic_write_text(cfg_file, resolved)
+    ann_path = run_dir / "ann.safetensors"
+    conv_path = run_dir / "snn_converted.safetensors"
+    snn_path = run_dir / "snn.safetensors"
+
+    def train() -> None:
+        from robustsnn.training.ann import train_ann
+
+        a = cfg.ann
+        params: dict[str, Any] = {}
+        if a.beta is not None:
+            params["beta"] = a.beta
+        if a.objective in ("pgd_at", "mart", "trades"):
+            params["steps"] = a.steps
+        model_kwargs = {
+            k: v for k, v in (("width", cfg.model.width), ("fc", cfg.model.fc)) if v is not None
+        }
+        train_ann(
+            cfg.data.dataset, cfg.model.name, a.objective, eps=a.eps, epochs=a.epochs,
+            out_dir=run_dir, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer,
+            weight_decay=a.weight_decay, seed=cfg.seed, data_dir=cfg.data.data_dir,
+            model_kwargs=model_kwargs, eval_n=cfg.eval.n, augment=a.augment, quiet=quiet,
+            device=device, **params,
+        )  # fmt: skip
+
+    def convert() -> None:
+        from robustsnn.stages import convert_checkpoint
+
+        _, info = convert_checkpoint(
+            ann_path, conv_path, conversion_config(cfg), data_dir=cfg.data.data_dir,
+            seed=cfg.seed, eval_n=cfg.eval.n, device=device,
+        )  # fmt: skip
+        _log(run_dir, {"phase": "convert", **info})
+
+    def finetune() -> None:
+        from robustsnn.training.snn import finetune_snn
+
+        f = cfg.finetune
+        finetune_snn(
+            conv_path, out_dir=run_dir, beta=f.beta, epochs=f.epochs, lr=f.lr, momentum=f.momentum,
+            weight_decay=f.weight_decay, batch_size=f.batch_size, eps=f.eps, alpha=f.alpha,
+            train_thresholds=f.train_thresholds, train_weights=f.train_weights, seed=cfg.seed,
+            data_dir=cfg.data.data_dir, quiet=quiet, device=device, eval_n=cfg.eval.n, name="snn",
+        )  # fmt: skip
+
+    _stage(run_dir, "train_ann", ann_path, train, quiet)
+    _stage(run_dir, "convert", conv_path, convert, quiet)
+    _stage(run_dir, "finetune", snn_path, finetune, quiet)
+
+    checkpoints = {"ann": ann_path, "snn_converted": conv_path, "snn_finetuned": snn_path}
+    for model, path in checkpoints.items():
+        _stage(run_dir, f"evaluate_{model}", run_dir / f"evaluation-{model}.json",
+               lambda m=model, p=path: _evaluate(cfg, run_dir, m, p, quiet, device), quiet)  # fmt: skip
+    shutil.copyfile(run_dir / "evaluation-snn_finetuned.json", run_dir / "evaluation.json")
+    for model, path in checkpoints.items():
+        if model != "ann":
+            _stage(run_dir, f"stats_{model}", run_dir / f"stats-{model}.json",
+                   lambda m=model, p=path: _statistics(cfg, run_dir, m, p, device), quiet)  # fmt: skip
+    summary = write_summary(run_dir)
+    _report(run_dir, quiet)
+    if not quiet:
+        print(format_summary(summary))
+    return summary
+
+
+def _evaluate(
+    cfg: RunConfig, run_dir: Path, model: str, path: Path, quiet: bool, device: str
+) -> None:
+    from robustsnn.evaluation import run_evaluation
+
+    out = run_dir / "eval" / model
+    run_evaluation(
+        path, ensemble=cfg.eval.ensemble, eps=cfg.eval.eps, n=cfg.eval.n, out_dir=out,
+        seed=cfg.seed, batch_size=cfg.eval.batch_size, quiet=quiet, device=device,
+        data_dir=cfg.data.data_dir, diagnostics=cfg.eval.diagnostics, split=cfg.eval.split,
+    )  # fmt: skip
+    shutil.copyfile(out / "evaluation.json", run_dir / f"evaluation-{model}.json")
+
+
+def _statistics(cfg: RunConfig, run_dir: Path, model: str, path: Path, device: str) -> None:
+    import torch
+
+    from robustsnn.analysis import adversarial_statistics
+    from robustsnn.attacks import build_attack
+    from robustsnn.data import load_dataset
+    from robustsnn.modelio import load_model
+    from robustsnn.stages import dataset_spec_of, eval_subset
+
+    snn, meta = load_model(path, device)
+    data = load_dataset(dataset_spec_of(meta), cfg.data.data_dir)
+    x, y = eval_subset(data, min(cfg.eval.n, 200))
+    attack = build_attack("pgd", eps=cfg.eval.eps, steps=20)
+    torch.manual_seed(cfg.seed)
+    stats = adversarial_statistics(snn, x.to(device), y.to(device), attack)
+    atomic_write_json(
+        run_dir / f"stats-{model}.json", {"model": model, "eps": cfg.eval.eps, **stats}
+    )
+
+
+def _robust(evaluation: dict[str, Any]) -> float | None:
+    ensembles = evaluation.get("ensembles") or {}
+    if ensembles:
+        return float(next(iter(ensembles.values()))["robust_accuracy"])
+    attacks = evaluation.get("attacks") or {}
+    if attacks:
+        return min(float(r["robust_accuracy"]) for r in attacks.values())
+    return None
+
+
+def _spikes(stats: dict[str, Any] | None) -> float | None:
+    if not stats:
+        return None
+    clean = stats.get("clean", stats)
+    value = clean.get("spikes_per_image", clean.get("total", {}).get("spikes_per_image"))
+    return None if value is None else float(value)
+
+
+def write_summary(run_dir: Path) -> dict[str, Any]:
+    """summary.json (contract): clean/robust accuracy and spikes per image for each model."""
+    summary: dict[str, Any] = {}
+    for model in MODELS:
+        ev_path = run_dir / f"evaluation-{model}.json"
+        if not ev_path.exists():
+            continue
+        ev = json.loads(ev_path.read_text())
+        stats_path = run_dir / f"stats-{model}.json"
+        stats = json.loads(stats_path.read_text()) if stats_path.exists() else None
+        summary[model] = {
+            "clean_accuracy": ev["clean_accuracy"],
+            "robust_accuracy": _robust(ev),
+            "spikes_per_image": _spikes(stats),
+            "eps": ev["eps"],
+            "n": ev["n"],
+            "T": ev.get("T"),
+            "ensemble": next(iter(ev.get("ensembles") or {}), None),
+            "source": ev_path.name,
+        }
+    atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A short plain-text table of the summary."""
+
+    def pct(v: float | None) -> str:
+        return "   -  " if v is None else f"{100 * v:5.1f}%"
+
+    lines = [f"{'model':<15} {'clean':>7} {'robust':>7} {'spikes/img':>11}"]
+    for model, row in summary.items():
+        spikes = "-" if row["spikes_per_image"] is None else f"{row['spikes_per_image']:.0f}"
+        lines.append(
+            f"{model:<15} {pct(row['clean_accuracy']):>7} {pct(row['robust_accuracy']):>7} {spikes:>11}"
+        )
+    first = next(iter(summary.values()), None)
+    if first:
+        lines.append(f"(robust: {first['ensemble']} at eps {first['eps']:.4f}, n={first['n']})")
+    return "\n".join(lines)
+
+
+def _report(run_dir: Path, quiet: bool) -> None:
+    from robustsnn.analysis import make_run_figures, write_report
+
+    make_run_figures(run_dir)
+    md, html = write_report([run_dir], run_dir)
+    if not quiet:
+        print(f"report: {md} , {html}")
+
+
+def run_sweep(
+    config_path: str | Path | None,
+    param: str,
+    values: list[str],
+    *,
+    overrides: list[str] | None = None,
+    out: str | Path | None = None,
+    seed: int | None = None,
+    quiet: bool = False,
+    device: str = "cpu",
+) -> list[Path]:
+    """Run the pipeline once per value of ``param`` (sharing nothing), then one comparison report.
+
+    For ``finetune.*`` parameters the ANN and conversion of the first run are reused (copied),
+    since they do not depend on the swept value.
+    """
+    base = load_config(config_path, overrides)
+    root = (
+        Path(out)
+        if out
+        else default_run_dir(config_path, base).with_name(
+            f"{default_run_dir(config_path, base).name}-sweep-{param.replace('.', '_')}"
+        )
+    )
+    runs: list[Path] = []
+    for value in values:
+        cfg = load_config(config_path, [*(overrides or []), f"{param}={value}"])
+        run_dir = root / f"{param.split('.')[-1]}={value}"
+        if runs and param.startswith(("finetune.", "eval.")):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for name in (
+                "ann.safetensors",
+                "ann.json",
+                "snn_converted.safetensors",
+                "snn_converted.json",
+            ):
+                src = runs[0] / name
+                if src.exists() and not (run_dir / name).exists():
+                    shutil.copyfile(src, run_dir / name)
+            for name in (
+                "evaluation-ann.json",
+                "evaluation-snn_converted.json",
+                "stats-snn_converted.json",
+            ):
+                src = runs[0] / name
+                if src.exists() and not (run_dir / name).exists() and param.startswith("finetune."):
+                    shutil.copyfile(src, run_dir / name)
+        run_pipeline(config=cfg, out=run_dir, seed=seed, quiet=quiet, device=device)
+        runs.append(run_dir)
+    from robustsnn.analysis import write_report
+
+    write_report(runs, root)
+    rows = []
+    for value, run_dir in zip(values, runs, strict=True):
+        s = json.loads((run_dir / "summary.json").read_text()).get("snn_finetuned", {})
+        rows.append({"value": value, **s})
+    atomic_write_json(root / "sweep.json", {"param": param, "rows": rows})
+    return runs
