@@ -6,11 +6,13 @@ The spiking forward pass is always the exact Heaviside step; only the backward p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from robustsnn.errors import UserError
 from robustsnn.registry import Registry
 
 
@@ -76,6 +78,17 @@ def paper_surrogates() -> list[Surrogate]:
 
 def parse_surrogate(name: str) -> Surrogate:
     """``"pcw-1"`` / ``"exp-0.5"`` / ``"ste"`` -> Surrogate."""
-    kind, _, gamma = name.partition("-")
+    kind, _, gamma_text = name.partition("-")
     SURROGATE_KINDS.get(kind)  # validates the kind
-    return Surrogate(kind, float(gamma) if gamma else 1.0)
+    if not gamma_text:
+        return Surrogate(kind, 1.0)
+    try:
+        gamma = float(gamma_text)
+    except ValueError:
+        gamma = math.nan
+    if not (math.isfinite(gamma) and gamma > 0):
+        raise UserError(
+            f"surrogate {name!r}: gamma must be a positive number (e.g. {kind}-1), "
+            f"not {gamma_text!r}"
+        )
+    return Surrogate(kind, gamma)

@@ -112,6 +112,8 @@ class Trainer:
     optimizer step, e.g. to keep SNN thresholds >= 0.03. ``callbacks(trainer, record)`` run after
     each epoch's state is saved. ``epoch_eval(model) -> {metric: value}`` adds metrics to the log
     line every ``eval_every`` epochs and after the last one; it must not use the global RNG.
+    ``fingerprint_extra``: JSON-able settings the trainer cannot see (e.g. an SNN's T, which
+    parameters are frozen) that must also match for a saved state to be resumed.
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         epoch_eval: EpochEval | None = None,
         eval_every: int = 1,
+        fingerprint_extra: Mapping[str, Any] | None = None,
     ) -> None:
         if epochs < 0:
             raise UserError(f"epochs must be >= 0, got {epochs}")
@@ -172,6 +175,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.epoch_eval = epoch_eval
         self.eval_every = max(1, eval_every)
+        # JSON round trip: the saved fingerprint is compared after being read back from JSON.
+        self.fingerprint_extra = json.loads(json.dumps(dict(fingerprint_extra or {}), default=str))
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self._freeze(list(freeze))
@@ -268,7 +273,9 @@ class Trainer:
 
     def _fingerprint(self, n_train: int, steps_per_epoch: int) -> dict[str, Any]:
         """What must match for a saved state to be resumed."""
+        extra = {"setup": self.fingerprint_extra} if self.fingerprint_extra else {}
         return {
+            **extra,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "optimizer": self.optimizer_name,

@@ -1,0 +1,429 @@
+"""Figures of the paper (PAPER.md section 7) drawn from plain data (dicts, lists) into PNG files.
+
+Every function takes its data and an output path, writes a PNG and returns the path. Accuracies
+are fractions in [0, 1] (as in the JSON files) and are shown in percent. Figures are drawn with
+matplotlib's object API on the Agg canvas: no pyplot, no global backend change, no display.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from robustsnn.errors import UserError
+
+DPI = 120
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+Series = Any  # list of (x, y) pairs, {"x": [...], "y": [...]}, or {x: y}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out_path: str | Path) -> Path:
+    path = Path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def series_xy(series: Series) -> tuple[list[float], list[float]]:
+    """Normalize a curve to sorted ``(xs, ys)``.
+
+    Accepts a list of ``(x, y)`` pairs, a dict with two parallel lists (``x``/``y`` or any two
+    list-valued keys, the first being x), or a mapping ``{x: y}`` (keys may be numeric strings).
+    """
+    if isinstance(series, Mapping):
+        lists = [(k, v) for k, v in series.items() if isinstance(v, (list, tuple, np.ndarray))]
+        if "x" in series and "y" in series:
+            xs, ys = list(series["x"]), list(series["y"])
+        elif len(lists) >= 2:
+            xs, ys = list(lists[0][1]), list(lists[1][1])
+        else:
+            xs, ys = [float(k) for k in series], list(series.values())
+    else:
+        pairs = list(series)
+        xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+    if len(xs) != len(ys):
+        raise UserError(f"a curve needs as many x as y values, got {len(xs)} and {len(ys)}")
+    order = sorted(range(len(xs)), key=lambda i: float(xs[i]))
+    return [float(xs[i]) for i in order], [float(ys[i]) for i in order]
+
+
+def _percent(values: Sequence[float]) -> list[float]:
+    return [100.0 * v for v in values]
+
+
+def _line_plot(
+    ax: Axes,
+    curves: Mapping[str, Series],
+    *,
+    x_scale: float = 1.0,
+    percent: bool = True,
+) -> None:
+    if not curves:
+        raise UserError("nothing to plot: no curves given")
+    for i, (label, series) in enumerate(curves.items()):
+        xs, ys = series_xy(series)
+        ax.plot(
+            [x * x_scale for x in xs],
+            _percent(ys) if percent else ys,
+            marker=_MARKERS[i % len(_MARKERS)],
+            label=str(label),
+        )
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+
+
+def _accuracy_axis(ax: Axes, label: str = "accuracy (%)") -> None:
+    ax.set_ylabel(label)
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(-2.0, min(low, 0.0)), min(102.0, max(high, 10.0)))
+
+
+def _image_hwc(image: Any) -> np.ndarray:
+    arr = np.asarray(image, dtype=float)
+    if arr.ndim == 4:
+        arr = arr[0]
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4):
+        arr = np.transpose(arr, (1, 2, 0))  # CHW, this package's layout (else HWC)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return arr
+
+
+def _show_image(ax: Axes, image: np.ndarray, title: str) -> None:
+    if image.ndim == 2:
+        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(image, 0.0, 1.0), interpolation="nearest")
+    ax.set_title(title, fontsize="medium")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# --------------------------------------------------------------------------- Figure 1
+
+
+def plot_spike_raster(
+    data: Mapping[str, Any],
+    out_path: str | Path,
+    *,
+    max_neurons: int = 200,
+    seed: int = 0,
+) -> Path:
+    """Paper Figure 1: clean/adversarial image, amplified perturbation, spike rasters.
+
+    ``data`` (as made by :func:`robustsnn.analysis.statistics.raster_data`): ``clean_image`` and
+    ``adversarial_image`` (``[C, H, W]`` or ``[H, W]`` in [0, 1]), ``clean_spikes`` and
+    ``adversarial_spikes`` (0/1 ``[T][neurons]``, the same neurons in both), optional ``layer``,
+    ``eps`` (pixels) and ``neurons_in_layer``. More than ``max_neurons`` neurons are subsampled.
+    """
+    clean = _image_hwc(data["clean_image"])
+    adv = _image_hwc(data["adversarial_image"])
+    if clean.shape != adv.shape:
+        raise UserError(f"clean and adversarial images differ in shape: {clean.shape} vs {adv.shape}")
+    s_clean = np.asarray(data["clean_spikes"], dtype=float)
+    s_adv = np.asarray(data["adversarial_spikes"], dtype=float)
+    if s_clean.ndim != 2 or s_clean.shape != s_adv.shape:
+        raise UserError("clean_spikes and adversarial_spikes must both be 0/1 arrays [T][neurons]")
+    steps, count = s_clean.shape
+    if count > max_neurons:
+        keep = np.sort(np.random.default_rng(seed).choice(count, max_neurons, replace=False))
+        s_clean, s_adv, count = s_clean[:, keep], s_adv[:, keep], max_neurons
+    delta = adv - clean
+    largest = float(np.abs(delta).max())
+    factor = 0.5 / largest if largest > 0 else 1.0
+    shown = 0.5 + delta * factor
+
+    layer = str(data.get("layer", "first spiking layer"))
+    eps = data.get("eps")
+    eps_text = f", eps = {_eps_text(float(eps))}" if eps is not None else ""
+    fig = _figure(11.0, 7.0)
+    grid = fig.add_gridspec(2, 6, height_ratios=[1.0, 1.3])
+    _show_image(fig.add_subplot(grid[0, 0:2]), clean, "clean image")
+    _show_image(fig.add_subplot(grid[0, 2:4]), adv, f"adversarial image{eps_text}")
+    _show_image(
+        fig.add_subplot(grid[0, 4:6]),
+        shown,
+        f"perturbation x{factor:.3g} (gray = 0)\nmax |delta| = {largest * 255:.2f}/255",
+    )
+    total = data.get("neurons_in_layer")
+    subset = f"{count} random neurons" + (f" of {int(total)}" if total else "")
+    for col, (name, spikes) in enumerate((("clean", s_clean), ("adversarial", s_adv))):
+        ax = fig.add_subplot(grid[1, 3 * col : 3 * col + 3])
+        ax.imshow(
+            spikes.T,
+            aspect="auto",
+            cmap="Greys",
+            vmin=0.0,
+            vmax=1.0,
+            interpolation="nearest",
+            extent=(0.5, steps + 0.5, count - 0.5, -0.5),
+        )
+        ax.set_xticks(range(1, steps + 1))
+        ax.set_xlabel("time step")
+        ax.set_ylabel(f"neuron ({subset})")
+        rate = spikes.mean() if spikes.size else 0.0
+        ax.set_title(
+            f"{name}: {int(spikes.sum())} spikes, rate {rate:.3f} /neuron/step", fontsize="medium"
+        )
+    fig.suptitle(f"Spike raster of layer {layer!r}: clean vs adversarial input")
+    return _save(fig, out_path)
+
+
+def _eps_text(eps: float) -> str:
+    scaled = eps * 255
+    if abs(scaled - round(scaled)) < 1e-3:
+        return f"{int(round(scaled))}/255"
+    return f"{eps:.4g}"
+
+
+# --------------------------------------------------------------------------- Figures 2 and 3
+
+
+def plot_robustness_vs_beta(
+    curves: Mapping[str, Series],
+    out_path: str | Path,
+    *,
+    attack: str = "PGD-20, eps = 8/255",
+    title: str = "Robust accuracy vs finetuning beta",
+) -> Path:
+    """Paper Figure 2: robust accuracy against beta, one curve per label (e.g. training eps).
+
+    ``curves``: ``{label: [(beta, robust_accuracy), ...]}`` (or any form :func:`series_xy` reads).
+    """
+    fig = _figure(6.4, 4.4)
+    ax = fig.add_subplot()
+    _line_plot(ax, curves)
+    ax.set_xlabel("beta (weight of the KL term in robust finetuning)")
+    _accuracy_axis(ax, f"robust accuracy (%), {attack}")
+    ax.set_title(title)
+    return _save(fig, out_path)
+
+
+def plot_robustness_vs_eps(
+    curves: Mapping[str, Series],
+    out_path: str | Path,
+    *,
+    attack: str = "",
+    title: str = "Robust accuracy vs perturbation size",
+) -> Path:
+    """Robust accuracy against the L-inf radius, one curve per model (eps in pixels, shown x255).
+
+    ``curves``: ``{model: [(eps, accuracy), ...]}``; eps 0 is the clean accuracy.
+    """
+    fig = _figure(6.4, 4.4)
+    ax = fig.add_subplot()
+    _line_plot(ax, curves, x_scale=255.0)
+    ax.set_xlabel("eps (L-inf radius, in units of 1/255 pixel)")
+    _accuracy_axis(ax, "robust accuracy (%)" + (f", {attack}" if attack else ""))
+    ax.set_title(title)
+    return _save(fig, out_path)
+
+
+def plot_baselines(
+    results: Mapping[str, Mapping[str, float]],
+    out_path: str | Path,
+    *,
+    title: str = "Clean and robust accuracy per model",
+) -> Path:
+    """Paper Figure 3: grouped bars, one group per model, one bar per metric (clean, robust...).
+
+    ``results``: ``{model: {"clean": 0.81, "robust (PGD)": 0.42, ...}}``; missing values are
+    left out of their group.
+    """
+    if not results:
+        raise UserError("nothing to plot: no models given")
+    metrics: list[str] = []
+    for values in results.values():
+        metrics += [m for m in values if m not in metrics]
+    models = list(results)
+    width = 0.8 / max(1, len(metrics))
+    fig = _figure(max(6.0, 1.3 * len(models) * max(1, len(metrics)) * 0.6 + 2.0), 4.6)
+    ax = fig.add_subplot()
+    for j, metric in enumerate(metrics):
+        xs, hs = [], []
+        for i, model in enumerate(models):
+            value = results[model].get(metric)
+            if value is None or not math.isfinite(float(value)):
+                continue
+            xs.append(i + (j - (len(metrics) - 1) / 2) * width)
+            hs.append(100.0 * float(value))
+        bars = ax.bar(xs, hs, width=width * 0.95, label=metric)
+        ax.bar_label(bars, fmt="%.1f", fontsize="x-small", padding=1)
+    ax.set_xticks(range(len(models)), models, rotation=20 if len(models) > 3 else 0)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper right")
+    ax.set_title(title)
+    return _save(fig, out_path)
+
+
+# --------------------------------------------------------------------------- Figure 4
+
+
+def _layer_spikes(value: Mapping[str, Any]) -> dict[str, float]:
+    """``{layer: spikes per image}`` from either that mapping or a spike_statistics dict."""
+    if "layers" in value and isinstance(value["layers"], Mapping):
+        return {k: float(v["spikes_per_image"]) for k, v in value["layers"].items()}
+    return {k: float(v) for k, v in value.items()}
+
+
+def plot_spikes_per_layer(
+    models: Mapping[str, Mapping[str, Any]],
+    out_path: str | Path,
+    *,
+    title: str = "Spikes per image and layer",
+) -> Path:
+    """Paper Figure 4: spikes per layer (grouped bars) and in total, e.g. vanilla vs robust SNN.
+
+    ``models``: ``{label: {layer: spikes_per_image}}`` or ``{label: spike_statistics(...)}``.
+    """
+    if not models:
+        raise UserError("nothing to plot: no models given")
+    per_model = {label: _layer_spikes(v) for label, v in models.items()}
+    layers: list[str] = []
+    for values in per_model.values():
+        layers += [k for k in values if k not in layers]
+    labels = list(per_model)
+    width = 0.8 / len(labels)
+    fig = _figure(max(8.0, 0.6 * len(layers) * max(1.0, len(labels) / 2) + 4.0), 4.8)
+    grid = fig.add_gridspec(1, 4)
+    ax = fig.add_subplot(grid[0, 0:3])
+    for j, label in enumerate(labels):
+        xs = [i + (j - (len(labels) - 1) / 2) * width for i in range(len(layers))]
+        hs = [per_model[label].get(layer, 0.0) for layer in layers]
+        ax.bar(xs, hs, width=width * 0.95, label=label, color=f"C{j}")
+    ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize="small")
+    ax.set_xlabel("spiking layer")
+    ax.set_ylabel("spikes per image")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title("per layer")
+    total_ax = fig.add_subplot(grid[0, 3])
+    totals = [sum(per_model[label].values()) for label in labels]
+    bars = total_ax.bar(range(len(labels)), totals, color=[f"C{j}" for j in range(len(labels))])
+    total_ax.bar_label(bars, fmt="%.3g", fontsize="x-small", padding=1)
+    total_ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize="small")
+    total_ax.set_ylabel("spikes per image (all layers)")
+    total_ax.set_ylim(0, max(totals + [1.0]) * 1.15)
+    total_ax.grid(True, axis="y", alpha=0.3)
+    total_ax.set_title("total")
+    fig.suptitle(title)
+    return _save(fig, out_path)
+
+
+# --------------------------------------------------------------------------- Figure 5
+
+
+def square_curve_from_queries(
+    queries: Sequence[int], n_queries: int | None = None
+) -> list[tuple[int, float]]:
+    """Accuracy against the query budget from per-sample query counts of the Square attack.
+
+    ``queries[i]`` is the number of queries that fooled sample i (0: misclassified clean,
+    -1: never fooled), as in ``Square.last_queries``. The accuracy at budget q is the fraction
+    of samples not fooled within q queries.
+    """
+    counts = np.asarray(list(queries), dtype=np.int64)
+    if counts.size == 0:
+        raise UserError("no per-sample query counts given")
+    fooled = np.sort(counts[counts >= 0])
+    last = int(n_queries) if n_queries is not None else int(max(1, counts.max()))
+    budgets = sorted({0, *fooled.tolist(), last})
+    n = counts.size
+    return [(int(q), 1.0 - int(np.searchsorted(fooled, q, side="right")) / n) for q in budgets]
+
+
+def _square_series(value: Any, n_queries: int | None) -> tuple[list[float], list[float]]:
+    if isinstance(value, Mapping) and "queries" in value and "accuracy" not in value:
+        return series_xy(square_curve_from_queries(value["queries"], n_queries))
+    if isinstance(value, Mapping):
+        return series_xy(value)
+    items = list(value)
+    if items and all(isinstance(v, (int, np.integer)) for v in items):
+        return series_xy(square_curve_from_queries(items, n_queries))
+    return series_xy(items)
+
+
+def plot_square_curve(
+    curves: Mapping[str, Any],
+    out_path: str | Path,
+    *,
+    n_queries: int | None = None,
+    eps: float | None = None,
+    title: str = "Square attack: accuracy vs number of queries",
+) -> Path:
+    """Paper Figure 5: accuracy under the black-box Square attack against the query budget.
+
+    ``curves``: ``{model: [(queries, accuracy), ...]}`` (``Square.last_curve``), or
+    ``{model: [per-sample query counts]}`` (``Square.last_queries``: 0 = wrong when clean,
+    -1 = never fooled), or ``{model: {"queries": [...]}}``.
+    """
+    if not curves:
+        raise UserError("nothing to plot: no curves given")
+    fig = _figure(6.4, 4.4)
+    ax = fig.add_subplot()
+    for i, (label, value) in enumerate(curves.items()):
+        xs, ys = _square_series(value, n_queries)
+        ax.step(xs, _percent(ys), where="post", label=str(label), color=f"C{i}")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("number of queries per image (symlog scale; 0 = clean)")
+    _accuracy_axis(ax, "accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(title + (f", eps = {_eps_text(eps)}" if eps is not None else ""))
+    return _save(fig, out_path)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def plot_accuracy_vs_T(
+    data: Mapping[str, Any],
+    out_path: str | Path,
+    *,
+    title: str = "Accuracy vs time steps after conversion",
+) -> Path:
+    """Clean accuracy of converted SNNs against the number of time steps T.
+
+    ``data``: ``{"T": [1, 2, 4, ...], "curves": {label: [accuracy per T, ...]}}`` (labels such
+    as ``"hard reset, scale 0.3"``); an optional ``"ann"`` accuracy is drawn as a line.
+    """
+    steps = [float(t) for t in data["T"]]
+    curves = data.get("curves") or {}
+    if not curves:
+        raise UserError("nothing to plot: conversion curve data has no 'curves'")
+    for label, values in curves.items():
+        if len(values) != len(steps):
+            raise UserError(f"curve {label!r} has {len(values)} values for {len(steps)} T values")
+    fig = _figure(6.4, 4.4)
+    ax = fig.add_subplot()
+    _line_plot(ax, {k: list(zip(steps, v, strict=True)) for k, v in curves.items()})
+    if data.get("ann") is not None:
+        ax.axhline(100.0 * float(data["ann"]), color="gray", linestyle="--", label="ANN")
+        ax.legend(fontsize="small")
+    if steps and min(steps) > 0 and max(steps) / min(steps) >= 8:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(steps, [f"{int(t)}" for t in steps])
+    ax.set_xlabel("time steps T")
+    _accuracy_axis(ax, "clean accuracy (%)")
+    ax.set_title(title)
+    return _save(fig, out_path)

@@ -1,0 +1,470 @@
+"""Gradient-masking diagnostics: cheap checks that a white-box robust accuracy can be trusted.
+
+In the spirit of AutoAttack's ``checks.py`` and of Carlini et al. (2019), "On Evaluating
+Adversarial Robustness": a model that *looks* robust because its gradients are useless (zero,
+non-finite, pointing nowhere) betrays itself by symptoms that need no white-box attack to work.
+Each check runs on a small subset (the first ``n`` clean-correct or still-robust samples) so it
+is affordable on a CPU and returns ``{"passed": bool, "detail": one actionable line, ...}``:
+
+- ``finite_gradients``: input gradients of the margin loss per estimator are finite and not
+  zero (for the default estimator, and for at least one estimator per sample).
+- ``black_box_vs_white_box``: Square (gradient-free) must not break samples that survived the
+  white-box ensemble.
+- ``eps_monotonic``: PGD at large radii (32/255, 64/255) must drive robust accuracy to ~0.
+- ``convergence``: PGD with ``factor`` times the steps (and restarts) must not lower robust
+  accuracy by more than ``threshold`` (else the reported attacks have not converged).
+- ``transfer_vs_white_box`` (with a transfer source): adversarial examples crafted on another
+  model must not beat the white-box ensemble on any sample.
+
+Every verdict uses the model's real forward pass, never an attack's logits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robustsnn.attacks import PGD, Square, Transfer, margin
+from robustsnn.errors import UserError
+from robustsnn.evaluation.ensembles import ADAPTIVE_ESTIMATORS, Member, canonical_estimator
+from robustsnn.evaluation.views import (
+    ViewFactory,
+    attack_view,
+    is_snn,
+    real_predict,
+    seeded_generator,
+)
+from robustsnn.snn import DEFAULT_ESTIMATOR, estimator_names
+
+DIAGNOSTICS_MODES = ("fast", "full", "none")
+CHECKS = (
+    "finite_gradients",
+    "black_box_vs_white_box",
+    "eps_monotonic",
+    "convergence",
+    "transfer_vs_white_box",
+)
+
+
+@dataclass(frozen=True)
+class DiagnosticsConfig:
+    """Budgets and thresholds of the checks (``preset("fast" | "full" | "none")``).
+
+    Args:
+        mode: "fast" (cheap versions, for CPU), "full" or "none" (skip every check).
+        n: samples per check (first ``n`` clean-correct, or still-robust, samples).
+        square_queries: query budget of the black-box check.
+        eps_levels: large radii at which PGD must reach ~0 robust accuracy (levels not above the
+            evaluation eps are replaced by 2x and 4x eps).
+        eps_max_accuracy: highest robust accuracy tolerated at the largest level.
+        base_steps: PGD steps of the reference attack of the convergence and eps checks.
+        convergence_factor: the stronger PGD runs ``factor * base_steps`` steps.
+        convergence_restarts: restarts of the stronger PGD.
+        convergence_threshold: largest tolerated drop of robust accuracy (fraction).
+        max_zero_fraction: largest tolerated fraction of samples with a zero input gradient.
+        estimators: SNN estimators of the PGD-based checks; None = the mode's default
+            (fast: BPTT(PCW, 1); full: BPTT(PCW, 1), BPTR, ANN proxy).
+    """
+
+    mode: str = "fast"
+    n: int = 32
+    square_queries: int = 500
+    eps_levels: tuple[float, ...] = (32 / 255, 64 / 255)
+    eps_max_accuracy: float = 0.1
+    base_steps: int = 20
+    convergence_factor: int = 5
+    convergence_restarts: int = 1
+    convergence_threshold: float = 0.05
+    max_zero_fraction: float = 0.1
+    estimators: tuple[str, ...] | None = None
+
+    @classmethod
+    def preset(cls, mode: str) -> DiagnosticsConfig:
+        if mode not in DIAGNOSTICS_MODES:
+            raise UserError(
+                f"diagnostics must be one of {', '.join(DIAGNOSTICS_MODES)}, got {mode!r}"
+            )
+        if mode == "full":
+            return cls(mode="full", n=64, square_queries=2000, convergence_restarts=3)
+        return cls(mode=mode)
+
+    def pgd_estimators(self) -> tuple[str, ...]:
+        if self.estimators is not None:
+            return tuple(canonical_estimator(e) for e in self.estimators)
+        return ADAPTIVE_ESTIMATORS if self.mode == "full" else (DEFAULT_ESTIMATOR.name,)
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_config(diagnostics: str | DiagnosticsConfig, n: int | None = None) -> DiagnosticsConfig:
+    """``"fast"`` / ``"full"`` / ``"none"`` or a config -> config (``n`` overrides its size)."""
+    config = (
+        diagnostics
+        if isinstance(diagnostics, DiagnosticsConfig)
+        else DiagnosticsConfig.preset(str(diagnostics))
+    )
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise UserError(f"diagnostics_n must be a positive integer, got {n!r}")
+        config = replace(config, n=n)
+    return config
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check(passed: bool, detail: str, **values: Any) -> dict[str, Any]:
+    return {"passed": bool(passed), "detail": detail, **values}
+
+
+def _skipped(detail: str) -> dict[str, Any]:
+    return {"passed": True, "detail": f"skipped: {detail}", "skipped": True}
+
+
+def _fmt_eps(eps: float) -> str:
+    return f"{eps * 255:g}/255"
+
+
+def input_gradients(view: Callable[[Tensor], Tensor], x: Tensor, y: Tensor) -> Tensor:
+    """Gradient of the margin ``z_y - max_{k != y} z_k`` with respect to the input.
+
+    The margin (not the cross-entropy) is used because a saturated softmax gives an exactly
+    zero cross-entropy gradient on confident samples, which is not masking.
+    """
+    with torch.enable_grad():
+        leaf = x.detach().clone().requires_grad_(True)
+        logits = view(leaf)
+        loss = margin(logits, y).sum()
+        if not loss.requires_grad:
+            return torch.zeros_like(x)
+        (grad,) = torch.autograd.grad(loss, [leaf], allow_unused=True)
+    return torch.zeros_like(x) if grad is None else grad.detach()
+
+
+def _pgd_broken(
+    model: nn.Module,
+    views: Sequence[tuple[str | None, Callable[[Tensor], Tensor]]],
+    attack: PGD,
+    x: Tensor,
+    y: Tensor,
+    seed: int,
+    tag: str,
+) -> Tensor:
+    """Samples broken (real forward) by ``attack`` under any of ``views``, in sequence."""
+    broken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for estimator, view in views:
+        idx = (~broken).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        generator = seeded_generator(seed, x.device, "diagnostics", tag, estimator)
+        x_adv = attack(view, x[idx], y[idx], generator=generator)
+        broken[idx] = real_predict(model, x_adv) != y[idx]
+    return broken
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_finite_gradients(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    estimators: Sequence[str | None],
+    config: DiagnosticsConfig,
+    view_factory: ViewFactory,
+) -> dict[str, Any]:
+    """Fail on non-finite input gradients, or on zero ones for the default estimator or for
+    every estimator at once (on more than ``max_zero_fraction`` of the samples)."""
+    n = x.shape[0]
+    zero_all = torch.ones(n, dtype=torch.bool, device=x.device)
+    per_estimator: dict[str, dict[str, float]] = {}
+    nonfinite_names: list[str] = []
+    for estimator in estimators:
+        grad = input_gradients(view_factory(model, estimator), x, y).flatten(1)
+        finite = torch.isfinite(grad).all(1)
+        zero = finite & (grad.abs().amax(1) == 0)
+        zero_all &= zero | ~finite
+        label = estimator or "true-gradient"
+        per_estimator[label] = {
+            "zero_fraction": float(zero.float().mean()),
+            "nonfinite_fraction": float((~finite).float().mean()),
+        }
+        if not bool(finite.all()):
+            nonfinite_names.append(label)
+    default_label = estimators[0] or "true-gradient"
+    default_zero = per_estimator[default_label]["zero_fraction"]
+    all_zero = float(zero_all.float().mean())
+    partly_zero = sorted(k for k, v in per_estimator.items() if v["zero_fraction"] > 0)
+    values = {"n": n, "estimators": per_estimator}
+    if nonfinite_names:
+        return _check(
+            False,
+            f"non-finite input gradients with {', '.join(nonfinite_names)}: the model or a "
+            "surrogate overflows (check thresholds, T and the surrogate's gamma); attacks "
+            "following these gradients are meaningless",
+            **values,
+        )
+    if all_zero > config.max_zero_fraction or default_zero > config.max_zero_fraction:
+        worst = max(all_zero, default_zero)
+        which = "every estimator" if all_zero >= default_zero else default_label
+        return _check(
+            False,
+            f"zero input gradient on {worst:.0%} of {n} samples with {which}: gradients are "
+            "masked (e.g. a hard step, a saturated or dead layer); white-box robust accuracy "
+            "is not trustworthy: compare with --attack square and an ANN-proxy/BPTR ensemble",
+            **values,
+        )
+    note = f"; zero on some samples with {', '.join(partly_zero)}" if partly_zero else ""
+    return _check(
+        True,
+        f"finite, non-zero input gradients with {len(per_estimator)} estimator(s) on {n} "
+        f"samples{note}",
+        **values,
+    )
+
+
+def check_black_box(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    config: DiagnosticsConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """Square must not break samples that survived the white-box ensemble."""
+    n = x.shape[0]
+    if n == 0:
+        return _check(
+            True,
+            "no sample survived the white-box attacks, so a black-box attack cannot beat them",
+            n=0,
+            broken=0,
+        )
+    if x.dim() != 4:
+        return _skipped(f"Square needs images [N, C, H, W], inputs have shape {tuple(x.shape)}")
+    square = Square(eps, n_queries=config.square_queries)
+    generator = seeded_generator(seed, x.device, "diagnostics", "square")
+    x_adv = square(attack_view(model, None), x, y, generator=generator)
+    broken = int((real_predict(model, x_adv) != y).sum())
+    values = {"n": n, "broken": broken, "queries": config.square_queries}
+    if broken:
+        return _check(
+            False,
+            f"Square ({config.square_queries} queries, no gradients) broke {broken}/{n} samples "
+            "the white-box ensemble could not: gradients are likely masked; report the worst "
+            "case including black-box attacks (e.g. --ensemble autoattack)",
+            **values,
+        )
+    return _check(
+        True,
+        f"Square ({config.square_queries} queries) broke none of {n} samples that survived "
+        "the white-box ensemble",
+        **values,
+    )
+
+
+def check_eps_monotonic(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    views: Sequence[tuple[str | None, Callable[[Tensor], Tensor]]],
+    config: DiagnosticsConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """PGD robust accuracy must fall with eps and be near 0 at the largest radius."""
+    n = x.shape[0]
+    levels = [level for level in config.eps_levels if level > eps + 1e-12]
+    if not levels:
+        levels = sorted({min(1.0, 2 * eps), min(1.0, 4 * eps)})
+    accuracy: dict[str, float] = {}
+    for level in levels:
+        attack = PGD(level, steps=config.base_steps)
+        broken = _pgd_broken(model, views, attack, x, y, seed, f"eps-{level:.6f}")
+        accuracy[_fmt_eps(level)] = 1.0 - float(broken.float().mean())
+    values = list(accuracy.values())
+    text = ", ".join(f"{a:.2f} at {k}" for k, a in accuracy.items())
+    tolerance = 1.0 / n
+    monotone = all(b <= a + tolerance for a, b in zip(values, values[1:], strict=False))
+    result = {"n": n, "robust_accuracy": accuracy}
+    if values[-1] > config.eps_max_accuracy or not monotone:
+        return _check(
+            False,
+            f"PGD-{config.base_steps} robust accuracy {text} on {n} clean-correct samples does "
+            f"not fall to <= {config.eps_max_accuracy:.0%}: attacks fail even at huge radii, so "
+            "gradients are likely masked or the attack is broken; try other estimators "
+            "(ann-proxy, bptr) and black-box attacks",
+            **result,
+        )
+    return _check(
+        True, f"PGD-{config.base_steps} robust accuracy {text} on {n} samples", **result
+    )
+
+
+def check_convergence(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    views: Sequence[tuple[str | None, Callable[[Tensor], Tensor]]],
+    config: DiagnosticsConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """A PGD with ``factor`` times the steps (and restarts) must not do much better."""
+    n = x.shape[0]
+    base = PGD(eps, steps=config.base_steps)
+    steps = config.base_steps * config.convergence_factor
+    strong = PGD(eps, steps=steps, restarts=config.convergence_restarts)
+    base_acc = 1.0 - float(_pgd_broken(model, views, base, x, y, seed, "base").float().mean())
+    strong_acc = 1.0 - float(
+        _pgd_broken(model, views, strong, x, y, seed, "strong").float().mean()
+    )
+    drop = base_acc - strong_acc
+    restarts = f" x {config.convergence_restarts} restarts" if config.convergence_restarts > 1 else ""
+    text = (
+        f"PGD-{config.base_steps} {base_acc:.2f} vs PGD-{steps}{restarts} {strong_acc:.2f} "
+        f"on {n} samples"
+    )
+    values = {"n": n, "base_accuracy": base_acc, "strong_accuracy": strong_acc, "drop": drop}
+    if drop > config.convergence_threshold + 1e-12:
+        return _check(
+            False,
+            f"{text}: more iterations still lower robust accuracy by {drop:.2f}; the attacks "
+            "have not converged, so use more steps/restarts (e.g. apgd-ensemble)",
+            **values,
+        )
+    return _check(True, f"{text}: converged (drop {max(drop, 0.0):.2f})", **values)
+
+
+def check_transfer(
+    model: nn.Module,
+    source: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    config: DiagnosticsConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """Adversarial examples crafted on ``source`` must not beat the white-box ensemble."""
+    n = x.shape[0]
+    if n == 0:
+        return _check(
+            True,
+            "no sample survived the white-box attacks, so a transfer attack cannot beat them",
+            n=0,
+            broken=0,
+        )
+    restarts = 3 if config.mode == "full" else 1
+    attack = Transfer(attack_view(source, None), PGD(eps, steps=config.base_steps, restarts=restarts))
+    generator = seeded_generator(seed, x.device, "diagnostics", "transfer")
+    x_adv = attack(attack_view(model, None), x, y, generator=generator)
+    broken = int((real_predict(model, x_adv) != y).sum())
+    values = {"n": n, "broken": broken}
+    if broken:
+        return _check(
+            False,
+            f"a transfer attack (PGD-{config.base_steps} on the source model) broke {broken}/{n} "
+            "samples the white-box ensemble could not: the white-box gradients are weaker than "
+            "a surrogate model's; add ann-proxy/bptr members or transfer attacks to the ensemble",
+            **values,
+        )
+    return _check(
+        True, f"transfer attack from the source model broke none of {n} robust samples", **values
+    )
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run_diagnostics(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    clean_correct: Tensor,
+    robust: Tensor | None,
+    *,
+    eps: float,
+    members: Sequence[Member],
+    config: DiagnosticsConfig,
+    seed: int = 0,
+    transfer_source: nn.Module | None = None,
+    view_factory: ViewFactory = attack_view,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run every applicable check; ``robust`` is None when no attack ran (clean only).
+
+    Args:
+        x, y: the evaluated samples (on the model's device) and labels.
+        clean_correct, robust: per-sample bool outcomes of the main evaluation.
+        members: the members that ran (white-box ones decide which estimators are checked).
+    """
+    if config.mode == "none":
+        return {}
+    snn = is_snn(model)
+    clean_idx = clean_correct.nonzero().squeeze(1)[: config.n]
+    xc, yc = x[clean_idx], y[clean_idx]
+    results: dict[str, dict[str, Any]] = {}
+
+    def timed(name: str, fn: Callable[[], dict[str, Any]]) -> None:
+        if progress is not None:
+            progress(name)
+        start = time.perf_counter()
+        results[name] = fn()
+        results[name]["seconds"] = time.perf_counter() - start
+
+    if clean_idx.numel() == 0:
+        for name in CHECKS[:4]:
+            results[name] = _skipped("no clean-correct sample to check on")
+        return results
+
+    # Estimators whose gradients are checked: the default first, then those the ensemble uses.
+    if snn:
+        grad_estimators: list[str | None] = [DEFAULT_ESTIMATOR.name]
+        wanted = estimator_names() if config.mode == "full" else []
+        wanted += [m.estimator for m in members if m.estimator and not m.black_box]
+        for name in wanted:
+            if name not in grad_estimators:
+                grad_estimators.append(name)
+        pgd_estimators: list[str | None] = list(config.pgd_estimators())
+    else:
+        grad_estimators = [None]
+        pgd_estimators = [None]
+    views = [(e, view_factory(model, e)) for e in pgd_estimators]
+
+    timed(
+        "finite_gradients",
+        lambda: check_finite_gradients(model, xc, yc, grad_estimators, config, view_factory),
+    )
+    white_box = [m for m in members if not m.black_box]
+    if robust is None or not white_box:
+        why = "no white-box attack ran" if robust is not None else "no attack ran"
+        results["black_box_vs_white_box"] = _skipped(why)
+    else:
+        robust_idx = robust.nonzero().squeeze(1)[: config.n]
+        timed(
+            "black_box_vs_white_box",
+            lambda: check_black_box(model, x[robust_idx], y[robust_idx], eps, config, seed),
+        )
+    timed("eps_monotonic", lambda: check_eps_monotonic(model, xc, yc, eps, views, config, seed))
+    if eps <= 0:
+        results["convergence"] = _skipped("eps is 0")
+    else:
+        timed("convergence", lambda: check_convergence(model, xc, yc, eps, views, config, seed))
+    if transfer_source is not None:
+        if robust is None or not white_box:
+            results["transfer_vs_white_box"] = _skipped("no white-box attack ran")
+        else:
+            robust_idx = robust.nonzero().squeeze(1)[: config.n]
+            timed(
+                "transfer_vs_white_box",
+                lambda: check_transfer(
+                    model, transfer_source, x[robust_idx], y[robust_idx], eps, config, seed
+                ),
+            )
+    return results

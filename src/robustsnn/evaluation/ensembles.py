@@ -1,0 +1,338 @@
+"""Ensembles as data: a member is (attack spec, gradient estimator); presets are named lists.
+
+The paper's adaptive evaluation (PAPER.md section 5) runs every gradient-based attack with each
+of the 19 gradient estimators (17 BPTT surrogates, BPTR, the ANN proxy) and counts a sample as
+robust only if it survives all of them. Here an ensemble is a value, not code::
+
+    Member("pgd", "bptr")                          # name "pgd/bptr"
+    Member("pgd", "bptt-pcw-1", {"steps": 100})    # name "pgd[steps=100]/bptt-pcw-1"
+    ENSEMBLES.get("pgd-ensemble")                  # PGD-20 x the 19 estimators
+    ensemble_from_spec([{"attack": "pgd", "estimator": "bptr", "params": {"steps": 40}}])
+
+For an ANN the estimator grid collapses to its true gradient (:meth:`Ensemble.for_model`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from torch import nn
+
+from robustsnn.attacks import ATTACKS, Attack, attack_parameters, build_attack
+from robustsnn.errors import UserError
+from robustsnn.registry import Registry
+from robustsnn.snn import DEFAULT_ESTIMATOR, paper_estimators, parse_estimator
+from robustsnn.evaluation.views import is_snn
+
+BLACK_BOX_ATTACKS = frozenset({"square", "none"})
+"""Attacks that use forward passes only: they run on the real model, not on an estimator."""
+
+ADAPTIVE_ESTIMATORS = ("bptt-pcw-1", "bptr", "ann-proxy")
+"""A cheap but diverse estimator trio: default surrogate, rate-based and the ANN proxy."""
+
+_SPEC_KEYS = ("attack", "estimator", "params", "name")
+
+
+def _format_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def canonical_estimator(name: str) -> str:
+    """``"bptt-pcw-1.0"`` / ``"ann"`` -> ``"bptt-pcw-1"`` / ``"ann-proxy"`` (UserError if unknown)."""
+    try:
+        return parse_estimator(str(name).strip()).name
+    except ValueError:  # e.g. a gamma that is not a number
+        valid = ", ".join(e.name for e in paper_estimators())
+        raise UserError(f"unknown gradient estimator {name!r}; valid: {valid}") from None
+
+
+@dataclass(frozen=True)
+class Member:
+    """One ensemble member: a registered attack with parameters, seen through one estimator.
+
+    Args:
+        attack: a name in ``robustsnn.attacks.ATTACKS`` (``"pgd"``, ``"apgd-ce"``, ...).
+        estimator: gradient estimator name (``"bptt-pcw-1"``, ``"bptr"``, ``"ann-proxy"``);
+            None = the model's default (BPTT with PCW, gamma 1) for an SNN, the true gradient for
+            an ANN. Black-box attacks ignore it.
+        params: attack parameters besides ``eps`` (defaults: the paper's).
+        label: optional display name replacing the generated one.
+    """
+
+    attack: str
+    estimator: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", dict(self.params))
+
+    def __hash__(self) -> int:
+        return hash((self.attack, self.estimator, self._params_key(), self.label))
+
+    def _params_key(self) -> str:
+        return json.dumps(dict(self.params), sort_keys=True, default=str)
+
+    @property
+    def black_box(self) -> bool:
+        """True for attacks that never use gradients (they run on the real forward pass)."""
+        return self.attack in BLACK_BOX_ATTACKS
+
+    @property
+    def name(self) -> str:
+        """``attack[k=v,...]/estimator``, e.g. ``pgd/bptt-pcw-1`` (or ``label`` when set)."""
+        if self.label:
+            return self.label
+        text = self.attack
+        if self.params:
+            args = ",".join(f"{k}={_format_value(v)}" for k, v in sorted(self.params.items()))
+            text += f"[{args}]"
+        if self.estimator:
+            text += f"/{self.estimator}"
+        return text
+
+    def build(self, eps: float) -> Attack:
+        """The attack object at radius ``eps``."""
+        return build_attack(self.attack, eps=eps, **dict(self.params))
+
+    def validate(self) -> Member:
+        """Check attack name, parameter names and estimator; return the canonical member."""
+        cls = ATTACKS.get(self.attack)
+        valid = attack_parameters(cls)
+        unknown = sorted(set(self.params) - set(valid))
+        if unknown:
+            listed = ", ".join(valid) if valid else "none besides eps"
+            raise UserError(
+                f"ensemble member {self.name!r}: attack {self.attack!r} has no parameter "
+                f"{', '.join(map(repr, unknown))}; valid: {listed}"
+            )
+        estimator = canonical_estimator(self.estimator) if self.estimator else None
+        return replace(self, estimator=estimator)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description (for evaluation.json and the resume fingerprint)."""
+        return {
+            "name": self.name,
+            "attack": self.attack,
+            "estimator": self.estimator,
+            "params": json.loads(self._params_key()),
+        }
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """A named, ordered tuple of members; a sample is robust only if it survives all of them."""
+
+    name: str
+    members: tuple[Member, ...]
+    description: str = ""
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.members]
+
+    def for_model(self, model: nn.Module) -> Ensemble:
+        """The members as run on ``model``.
+
+        For an SNN, white-box members without an estimator get the default one and black-box
+        members drop theirs. For an ANN every estimator collapses to the true gradient, so
+        members that differ only in their estimator become one (the first is kept).
+        """
+        snn = is_snn(model)
+        resolved: list[Member] = []
+        seen: set[str] = set()
+        for member in self.members:
+            member = member.validate()
+            if member.black_box or not snn:
+                member = replace(member, estimator=None)
+            elif member.estimator is None:
+                member = replace(member, estimator=DEFAULT_ESTIMATOR.name)
+            if member.name in seen:
+                continue
+            seen.add(member.name)
+            resolved.append(member)
+        return replace(self, members=tuple(resolved))
+
+    def restrict(self, estimator: str) -> Ensemble:
+        """Only the members using ``estimator`` (black-box members are kept)."""
+        wanted = canonical_estimator(estimator)
+        kept = tuple(
+            m
+            for m in self.members
+            if m.black_box
+            or (canonical_estimator(m.estimator) if m.estimator else DEFAULT_ESTIMATOR.name)
+            == wanted
+        )
+        if not kept:
+            raise UserError(
+                f"ensemble {self.name!r} has no member with estimator {wanted!r}; "
+                f"its members: {', '.join(self.names())}"
+            )
+        return replace(self, members=kept)
+
+    def with_params(self, overrides: Mapping[str, Mapping[str, Any]]) -> Ensemble:
+        """A copy whose members of attack ``a`` get ``overrides[a]`` merged into their params.
+
+        Useful for cheaper variants on a CPU, e.g. ``{"apgd-ce": {"n_iter": 20}}``.
+        """
+        unknown = sorted(set(overrides) - {m.attack for m in self.members})
+        if unknown:
+            raise UserError(
+                f"ensemble {self.name!r} has no attack {', '.join(map(repr, unknown))}; "
+                f"its attacks: {', '.join(sorted({m.attack for m in self.members}))}"
+            )
+        members = tuple(
+            replace(m, params={**m.params, **overrides.get(m.attack, {})}) for m in self.members
+        )
+        return replace(self, members=members)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def estimator_grid(attack: str, params: Mapping[str, Any] | None = None) -> tuple[Member, ...]:
+    """``attack`` with each of the paper's 19 gradient estimators."""
+    return tuple(Member(attack, e.name, dict(params or {})) for e in paper_estimators())
+
+
+def _members_from_item(item: Any, position: int) -> list[Member]:
+    if isinstance(item, Member):
+        return [item]
+    if isinstance(item, str):  # "pgd" or "pgd/bptr"
+        attack, _, estimator = item.partition("/")
+        return [Member(attack.strip(), estimator.strip() or None)]
+    if not isinstance(item, Mapping):
+        raise UserError(
+            f"ensemble entry {position} must be a mapping like "
+            f"{{attack: pgd, estimator: bptr, params: {{steps: 20}}}}, got {item!r}"
+        )
+    unknown = sorted(set(item) - set(_SPEC_KEYS))
+    if unknown or "attack" not in item:
+        raise UserError(
+            f"ensemble entry {position} ({dict(item)!r}) needs 'attack' and may have "
+            f"{', '.join(_SPEC_KEYS[1:])}; unknown keys: {', '.join(unknown) or 'none'}"
+        )
+    params = item.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise UserError(f"ensemble entry {position}: 'params' must be a mapping, got {params!r}")
+    estimator = item.get("estimator")
+    if isinstance(estimator, str) and estimator.strip().lower() == "all":
+        estimators: list[str | None] = [e.name for e in paper_estimators()]
+    elif isinstance(estimator, (list, tuple)):
+        estimators = [str(e) for e in estimator]
+    else:
+        estimators = [None if estimator is None else str(estimator)]
+    label = item.get("name")
+    if label is not None and len(estimators) > 1:
+        raise UserError(f"ensemble entry {position}: 'name' needs a single estimator")
+    return [
+        Member(str(item["attack"]), est, dict(params), None if label is None else str(label))
+        for est in estimators
+    ]
+
+
+def ensemble_from_spec(
+    spec: Sequence[Mapping[str, Any] | str | Member], name: str = "custom"
+) -> Ensemble:
+    """An ensemble from config data: a list of ``{attack, estimator, params[, name]}`` dicts.
+
+    ``estimator`` may be one name, a list of names or ``"all"`` (the 19); strings
+    ``"pgd/bptr"`` are accepted as shorthand. Every member is validated.
+    """
+    if isinstance(spec, (str, bytes)) or not isinstance(spec, Iterable):
+        raise UserError(
+            f"an ensemble spec is a list of {{attack, estimator, params}} entries, got {spec!r}"
+        )
+    members: list[Member] = []
+    for position, item in enumerate(spec):
+        members.extend(m.validate() for m in _members_from_item(item, position))
+    if not members:
+        raise UserError(f"ensemble {name!r} has no members")
+    names = [m.name for m in members]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UserError(
+            f"ensemble {name!r} lists {', '.join(duplicates)} more than once; give each "
+            "entry different params or a 'name'"
+        )
+    return Ensemble(name, tuple(members), "user-defined")
+
+
+def resolve_ensemble(spec: str | Ensemble | Sequence[Mapping[str, Any] | str | Member]) -> Ensemble:
+    """A preset name, an :class:`Ensemble`, or a spec list -> :class:`Ensemble`."""
+    if isinstance(spec, Ensemble):
+        return spec
+    if isinstance(spec, str):
+        return ENSEMBLES.get(spec.strip())
+    return ensemble_from_spec(spec)
+
+
+def attack_grid(
+    attack: str,
+    model: nn.Module,
+    estimator: str | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Ensemble:
+    """One attack with every estimator (SNN), one estimator, or the true gradient (ANN).
+
+    The name is ``"<attack> (all estimators)"`` when the grid has several members, else the
+    member's name; this is what ``robustsnn evaluate --attack NAME`` runs, independently.
+    """
+    if attack not in ATTACKS:
+        ATTACKS.get(attack)  # raises the UserError listing valid attacks
+    if estimator is not None:
+        members: tuple[Member, ...] = (Member(attack, canonical_estimator(estimator), params or {}),)
+    else:
+        members = estimator_grid(attack, params)
+    grid = Ensemble(attack, members, f"{attack} with each gradient estimator").for_model(model)
+    name = f"{attack} (all estimators)" if len(grid) > 1 else grid.members[0].name
+    return replace(grid, name=name)
+
+
+# --------------------------------------------------------------------------- presets
+
+ENSEMBLES: Registry[Ensemble] = Registry("ensemble")
+
+
+def _add(name: str, members: Iterable[Member], description: str) -> None:
+    ENSEMBLES.add(name, Ensemble(name, tuple(members), description))
+
+
+_add("fgsm-ensemble", estimator_grid("fgsm"), "FGSM with each of the 19 gradient estimators")
+_add("rfgsm-ensemble", estimator_grid("rfgsm"), "R+FGSM with each of the 19 gradient estimators")
+_add("pgd-ensemble", estimator_grid("pgd"), "PGD-20 with each of the 19 gradient estimators")
+_add("apgd-ensemble", estimator_grid("apgd-ce"), "APGD-CE with each of the 19 gradient estimators")
+_add(
+    "apgd-dlr-ensemble",
+    estimator_grid("apgd-dlr"),
+    "APGD-DLR with each of the 19 gradient estimators",
+)
+_add("apgdt-ensemble", estimator_grid("apgd-t"), "APGD-T with each of the 19 gradient estimators")
+_add(
+    "autoattack",
+    [
+        Member("apgd-ce", DEFAULT_ESTIMATOR.name),
+        Member("apgd-t", DEFAULT_ESTIMATOR.name),
+        Member("fab-t", DEFAULT_ESTIMATOR.name),
+        Member("square"),
+    ],
+    "AutoAttack's standard set (APGD-CE, APGD-T, FAB-T, Square) with the default estimator",
+)
+_add(
+    "autoattack-adaptive",
+    [
+        *(Member(a, e) for a in ("apgd-ce", "apgd-t", "fab-t") for e in ADAPTIVE_ESTIMATORS),
+        Member("square"),
+    ],
+    "AutoAttack's white-box attacks with BPTT(PCW, 1), BPTR and the ANN proxy, then Square",
+)
+_add(
+    "pgd-fast",
+    [Member("pgd", e) for e in ADAPTIVE_ESTIMATORS],
+    "PGD-20 with BPTT(PCW, 1), BPTR and the ANN proxy: a cheap adaptive check for CPU runs",
+)

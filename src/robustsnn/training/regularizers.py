@@ -1,0 +1,87 @@
+"""Weight regularizers for the objectives' ``regularizer=`` hook: ``regularizer(model) -> loss``.
+
+:class:`OrthogonalityRegularizer` is the Lipschitz/orthogonality term of the SNN-RAT baseline
+(PAPER.md section 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+ORTHOGONAL_LAYERS = (nn.Conv2d, nn.Linear)
+
+
+def orthogonality_penalty(weight: Tensor) -> Tensor:
+    """``||W W^T - I||_F^2`` of a weight reshaped to ``W [out, in * kh * kw]``.
+
+    Computed through the smaller Gram matrix: for ``out <= in`` directly from ``W W^T``
+    (``out x out``); for ``out > in`` (where ``W W^T`` has rank <= in and the penalty is at least
+    ``out - in``) through the identity ``||W W^T - I||^2 = ||W^T W||^2 - 2 ||W||^2 + out``,
+    which only forms ``W^T W`` (``in x in``). Both are the same function of ``W`` and give
+    the same gradient, ``4 (W W^T - I) W``.
+    """
+    w = weight.reshape(weight.shape[0], -1)
+    rows, cols = w.shape
+    if rows <= cols:
+        gram = w @ w.t()
+        eye = torch.eye(rows, dtype=w.dtype, device=w.device)
+        return (gram - eye).pow(2).sum()
+    gram = w.t() @ w
+    return gram.pow(2).sum() - 2.0 * w.pow(2).sum() + rows
+
+
+def orthogonal_weights(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """``(name, weight)`` of every conv and linear layer of ``model`` (the readout included)."""
+    for name, module in model.named_modules():
+        if isinstance(module, ORTHOGONAL_LAYERS):
+            yield name, module.weight
+
+
+class OrthogonalityRegularizer:
+    """``beta * sum_l ||W_l W_l^T - I||_F^2`` over every ``nn.Conv2d`` and ``nn.Linear`` layer.
+
+    What is implemented, exactly: each layer's weight is reshaped to ``W [out, in * kh * kw]``
+    (all of its rows, for every layer including the readout; biases, BatchNorm and thresholds are
+    not penalized), the squared Frobenius norms are summed over layers and multiplied by
+    ``beta``, and the result is added to the training loss, so the optimizer (with its learning
+    rate, momentum and schedule) descends on it together with the adversarial loss.
+
+    This is the orthogonality (Parseval tightness) constraint that SNN-RAT (Ding, Bu, Yu & Huang,
+    "SNN-RAT: Robustness-enhanced Spiking Neural Network through Regularized Adversarial
+    Training", NeurIPS 2022) applies to the weights of an SNN adversarially trained with RFGSM
+    to keep each layer's Lipschitz constant near 1; it comes from Parseval networks (Cisse,
+    Bojanowski, Grave, Dauphin & Usunier, "Parseval Networks: Improving Robustness to
+    Adversarial Examples", ICML 2017). Both papers enforce it with a *retraction* after every
+    optimizer step, ``W <- (1 + b) W - b W W^T W``, which is one gradient step of size ``b`` on
+    ``||W W^T - I||^2 / 4``; Parseval networks (and SNN-RAT's code) retract only a random 30 %
+    of the rows of large linear layers. Here the same function is a loss term instead: a plain
+    SGD step of learning rate ``lr`` on it moves ``W`` by ``-4 lr beta (W W^T - I) W``, i.e. a
+    retraction with ``b = 4 lr beta`` (about ``4 lr beta / (1 - momentum)`` with momentum),
+    decaying with the learning-rate schedule; e.g. ``beta = 1e-3`` at lr 0.1, momentum 0.9
+    corresponds to ``b ~= 0.004``.
+    """
+
+    def __init__(self, beta: float) -> None:
+        if beta < 0:
+            raise ValueError(f"orthogonality beta must be >= 0, got {beta}")
+        self.beta = float(beta)
+
+    @property
+    def name(self) -> str:
+        """Label written into the objective's metadata (and the training-state fingerprint)."""
+        return f"orthogonality(beta={self.beta:g})"
+
+    def __call__(self, model: nn.Module) -> Tensor:
+        total: Tensor | None = None
+        for _, weight in orthogonal_weights(model):
+            term = orthogonality_penalty(weight)
+            total = term if total is None else total + term
+        if total is None:
+            raise ValueError("orthogonality regularizer: the model has no conv or linear layer")
+        return self.beta * total
+
+
+__all__ = ["ORTHOGONAL_LAYERS", "OrthogonalityRegularizer", "orthogonal_weights", "orthogonality_penalty"]

@@ -1,0 +1,531 @@
+"""SNN training: the paper's robust finetuning of a converted SNN, and SNNs trained from scratch.
+
+:func:`finetune_snn` is step 3 of the pipeline (PAPER.md section 4): thresholds and weights of an
+SNN checkpoint trained with BPTT (PCW surrogate, gamma 1) on ``CE(f(x), y) + beta * KL(f(x_adv) ||
+f(x))``, ``x_adv`` from the single-step KL adversary run against the SNN itself.
+:func:`train_snn` trains the baselines of section 6 from scratch with BPTT: vanilla, RFGSM
+adversarial training, SNN-RAT (RFGSM + orthogonality regularizer), BNTT, IF or LIF neurons.
+
+Both write ``<out>/<name>.safetensors`` (+ ``.json``) with :func:`robustsnn.modelio.save_snn`,
+keep the resumable ``<out>/<name>.state.safetensors`` and append to ``<out>/log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from robustsnn.attacks import build_attack
+from robustsnn.conversion import ConversionConfig, spiking_body
+from robustsnn.data import Dataset, DatasetInfo, load_dataset
+from robustsnn.errors import UserError
+from robustsnn.modelio import load_model, save_snn
+from robustsnn.models import build_model
+from robustsnn.snn import DEFAULT_ESTIMATOR, SpikingNetwork, SpikingNeuron
+from robustsnn.snn.bntt import BNTT, bntt_transform
+from robustsnn.training.ann import provenance
+from robustsnn.training.inner import unwrap
+from robustsnn.training.metrics import evaluate_accuracy
+from robustsnn.training.objectives import Objective, build_objective, objective_params
+from robustsnn.training.regularizers import OrthogonalityRegularizer
+from robustsnn.training.trainer import Trainer
+
+FINETUNE_PHASE = "finetune"
+TRAIN_SNN_PHASE = "train_snn"
+EVAL_BATCH_SIZE = 128
+SNN_RAT = "snn_rat"
+# Metadata keys that save_snn regenerates from the network itself.
+_SNN_KEYS = {
+    "format_version",
+    "kind",
+    "arch",
+    "conversion",
+    "transforms",
+    "T",
+    "thresholds",
+    "leak",
+    "reset",
+    "threshold_min",
+}
+
+
+# --------------------------------------------------------------------------------- helpers
+def stratified_indices(labels: Tensor, n: int) -> Tensor:
+    """Indices of ``n`` samples taken class by class: the first ``n / K`` of each class, in order.
+
+    Samples are ranked within their class (0 for a class's first sample, 1 for its second, ...)
+    and taken by rank, ties broken by position, so a test split sorted by class still yields
+    every class. Returned sorted, i.e. in dataset order.
+    """
+    labels = labels.detach().cpu()
+    count = len(labels)
+    n = max(0, min(int(n), count))
+    rank = torch.empty(count, dtype=torch.int64)
+    for cls in labels.unique():
+        members = (labels == cls).nonzero().squeeze(1)
+        rank[members] = torch.arange(len(members))
+    order = torch.argsort(rank * count + torch.arange(count))
+    return order[:n].sort().values
+
+
+def evaluate_snn(
+    snn: SpikingNetwork,
+    data: Dataset,
+    *,
+    eps: float,
+    eval_n: int,
+    seed: int,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Clean and PGD-20 accuracy (BPTT with PCW gamma 1, at ``eps``) on ``eval_n`` stratified
+    test images; the metadata entries of a trained SNN."""
+    index = stratified_indices(data.y_test, eval_n)
+    n = len(index)
+    result: dict[str, Any] = {
+        "eval_n": n,
+        "eval_selection": "stratified",
+        "clean_accuracy": None,
+        "pgd20_accuracy": None,
+        "pgd20_estimator": DEFAULT_ESTIMATOR.name,
+    }
+    if n == 0:
+        return result
+    x_eval, y_eval = data.x_test[index], data.y_test[index]
+    view = snn.with_estimator(DEFAULT_ESTIMATOR)
+    result["clean_accuracy"] = evaluate_accuracy(
+        view, x_eval, y_eval, EVAL_BATCH_SIZE, quiet=quiet, desc="clean"
+    )
+    if eps > 0:
+        pgd20 = build_attack("pgd", eps=float(eps), steps=20)
+        result["pgd20_accuracy"] = evaluate_accuracy(
+            view,
+            x_eval,
+            y_eval,
+            EVAL_BATCH_SIZE,
+            pgd20,
+            generator=torch.Generator().manual_seed(seed),
+            quiet=quiet,
+            desc="pgd20",
+        )
+    return result
+
+
+def _clamp_thresholds(model: nn.Module) -> None:
+    """Trainer clamp hook: thresholds back to >= their minimum after every optimizer step."""
+    if isinstance(model, SpikingNetwork):
+        model.clamp_thresholds()
+
+
+def _parameter_names(snn: SpikingNetwork) -> tuple[list[str], list[str]]:
+    """Names of the threshold parameters and of all other parameters."""
+    threshold_ids = {id(p) for p in snn.threshold_parameters()}
+    thresholds, others = [], []
+    for name, param in snn.named_parameters():
+        (thresholds if id(param) in threshold_ids else others).append(name)
+    return thresholds, others
+
+
+class FrozenBatchNormStatistics(Objective):
+    """Runs ``base`` with every BatchNorm in eval mode: running statistics stay as they are and
+    normalization uses them, as at inference (for training the thresholds alone)."""
+
+    def __init__(self, base: Objective) -> None:
+        self.base = base
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.base.name
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {**self.base.params, "batchnorm_statistics": "frozen"}
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        for module in unwrap(model).modules():
+            if isinstance(module, _BatchNorm):
+                module.eval()
+        return self.base(model, x, y, generator)
+
+
+def _dataset_metadata(spec: str, data: Dataset) -> dict[str, Any]:
+    return {"spec": spec, **dataclasses.asdict(data.info)}
+
+
+# ------------------------------------------------------------------------------ finetune
+def finetune_snn(
+    snn_checkpoint: str | Path,
+    *,
+    out_dir: str | Path,
+    beta: float = 2.0,
+    epochs: int = 60,
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-3,
+    batch_size: int = 64,
+    eps: float = 2 / 255,
+    alpha: float = 1 / 255,
+    T: int | None = None,
+    train_thresholds: bool = True,
+    train_weights: bool = True,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    augment: bool = True,
+    quiet: bool = False,
+    device: str = "cpu",
+    eval_n: int = 1000,
+    name: str = "snn",
+) -> Path:
+    """Robust finetuning of an SNN checkpoint (the paper's step 3); returns the new checkpoint.
+
+    Loss ``CE(f(x), y) + beta * KL(f(x_adv) || f(x))`` (objective ``robust_finetune``): ``x_adv``
+    is the single-step KL adversary (random sign step ``alpha``, one step ``eps - alpha``) run
+    against the SNN itself through BPTT with the PCW surrogate (gamma 1), the same estimator
+    the training loss backpropagates through; ``beta = 0`` is plain clean cross-entropy
+    finetuning without an attack. SGD with momentum, cosine schedule per step; thresholds are
+    clamped to their minimum (0.03) after every step. ``train_thresholds=False`` /
+    ``train_weights=False`` freeze the thresholds / everything else (the "weights only" and
+    "thresholds only" ablations; with the weights frozen the BatchNorm running statistics are
+    frozen too, so nothing but the thresholds changes). ``T=None`` keeps the checkpoint's T.
+
+    The dataset is the one named in the checkpoint's metadata (``meta["dataset"]["spec"]``).
+    Writes ``<out>/<name>.safetensors`` + ``.json`` (finetune settings, source, dataset, clean
+    and PGD-20 accuracy at ``eps`` on ``eval_n`` stratified test images, provenance); a rerun
+    resumes an interrupted run from ``<out>/<name>.state.safetensors`` or only re-evaluates.
+    """
+    out = Path(out_dir)
+    source = Path(snn_checkpoint)
+    path = out / f"{name}.safetensors"
+    if path.resolve() == source.resolve():
+        raise UserError(
+            f"finetuning would overwrite its source checkpoint {source}; use another --out or name"
+        )
+    if not (train_thresholds or train_weights):
+        raise UserError("finetune: nothing to train (train_thresholds and train_weights are off)")
+    model, meta = load_model(source, device)
+    if not isinstance(model, SpikingNetwork):
+        raise UserError(
+            f"finetune needs an SNN checkpoint, {source} holds a {meta.get('kind')!r} model; "
+            "convert it first (robustsnn convert)"
+        )
+    snn = model
+    spec = (meta.get("dataset") or {}).get("spec")
+    if not spec:
+        raise UserError(
+            f"checkpoint {source} does not name its dataset (metadata dataset.spec); "
+            "it was not written by robustsnn convert/train-snn"
+        )
+    if T is not None and int(T) != snn.T:
+        if BNTT in getattr(snn, "transforms", []):
+            raise UserError(
+                f"{source} is a BNTT network with one BatchNorm per step for T={snn.T}; "
+                f"it cannot be finetuned at T={T}"
+            )
+        if int(T) < 1:
+            raise UserError(f"T must be >= 1, got {T}")
+        snn.T = int(T)
+    torch.manual_seed(seed)  # dropout masks; everything else draws from the trainer's generator
+    data = load_dataset(str(spec), data_dir)
+
+    loss: Objective = build_objective(
+        "robust_finetune", eps=float(eps), beta=float(beta), alpha=float(alpha)
+    )
+    threshold_names, weight_names = _parameter_names(snn)
+    freeze: list[str] = []
+    if not train_thresholds:
+        freeze += threshold_names
+    if not train_weights:
+        freeze += weight_names
+        loss = FrozenBatchNormStatistics(loss)
+    setup = {
+        "source": str(source),
+        "T": snn.T,
+        "momentum": momentum,
+        "train_thresholds": train_thresholds,
+        "train_weights": train_weights,
+        "augment": augment,
+        "estimator": DEFAULT_ESTIMATOR.name,
+    }
+    trainer = Trainer(
+        snn,
+        loss,
+        epochs=epochs,
+        out_dir=out,
+        name=name,
+        phase=FINETUNE_PHASE,
+        batch_size=batch_size,
+        optimizer="sgd",
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        schedule="cosine",
+        freeze=freeze,
+        clamp=_clamp_thresholds,
+        seed=seed,
+        device=device,
+        augment=augment,
+        quiet=quiet,
+        fingerprint_extra=setup,
+    )
+    with snn.use_estimator(DEFAULT_ESTIMATOR):
+        history = trainer.fit(data)
+    snn.eval()
+    evaluation = evaluate_snn(snn, data, eps=float(eps), eval_n=eval_n, seed=seed, quiet=quiet)
+
+    finetune = {
+        "objective": loss.describe(),
+        "beta": float(beta),
+        "eps": float(eps),
+        "alpha": float(alpha),
+        "epochs": epochs,
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "batch_size": batch_size,
+        "optimizer": "sgd",
+        "schedule": "cosine",
+        "T": snn.T,
+        "train_thresholds": train_thresholds,
+        "train_weights": train_weights,
+        "augment": augment,
+        "estimator": DEFAULT_ESTIMATOR.name,
+        "seed": seed,
+    }
+    source_meta = {
+        "path": str(source),
+        "T": meta.get("T"),
+        "thresholds": meta.get("thresholds"),
+        "metadata": {k: v for k, v in meta.items() if k not in _SNN_KEYS and k != "dataset"},
+    }
+    extra: dict[str, Any] = {}
+    if "normalization" in meta:
+        extra["normalization"] = meta["normalization"]
+    save_snn(
+        path,
+        snn,
+        dataset=meta["dataset"],
+        **extra,
+        finetune=finetune,
+        source=source_meta,
+        eps=float(eps),
+        **evaluation,
+        train=history[-1] if history else None,
+        provenance=provenance(device),
+    )
+    return path
+
+
+# ----------------------------------------------------------------------------- from scratch
+def build_spiking_model(
+    model_name: str,
+    data_info: DatasetInfo,
+    *,
+    T: int,
+    leak: float = 1.0,
+    reset: str = "hard",
+    bntt: bool = False,
+    init_threshold: float = 1.0,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> SpikingNetwork:
+    """A freshly initialized SNN: the zoo model ``model_name`` (for a dataset with ``data_info``)
+    with its ReLUs replaced by IF/LIF neurons whose thresholds start at ``init_threshold``,
+    optionally with BNTT. Carries ``arch``, ``conversion`` and ``transforms`` for ``save_snn``."""
+    cfg = ConversionConfig(T=int(T), leak=float(leak), reset=reset)
+    if init_threshold < cfg.threshold_min:
+        raise UserError(
+            f"init_threshold must be >= the threshold minimum {cfg.threshold_min}, "
+            f"got {init_threshold}"
+        )
+    ann = build_model(
+        model_name,
+        num_classes=data_info.num_classes,
+        in_channels=data_info.channels,
+        image_size=data_info.image_size,
+        mean=data_info.mean,
+        std=data_info.std,
+        **dict(model_kwargs or {}),
+    )
+    try:
+        body = spiking_body(ann, cfg)
+        with torch.no_grad():
+            for module in body.modules():
+                if isinstance(module, SpikingNeuron):
+                    module.threshold.fill_(float(init_threshold))
+        transforms: list[str] = []
+        if bntt:
+            body = bntt_transform(body, {"T": int(T)})
+            transforms.append(BNTT)
+        snn = SpikingNetwork(body, T=int(T))
+    except ValueError as exc:  # bad leak/reset/T values from the neuron or network
+        raise UserError(f"train-snn: {exc}") from None
+    snn.arch = getattr(ann, "arch", {"name": model_name})  # type: ignore[assignment]
+    snn.conversion = asdict(cfg)  # type: ignore[assignment]
+    snn.transforms = transforms  # type: ignore[assignment]
+    return snn
+
+
+def train_snn(
+    dataset_spec: str,
+    model_name: str,
+    objective: str,
+    *,
+    T: int = 8,
+    epochs: int,
+    out_dir: str | Path,
+    leak: float = 1.0,
+    reset: str = "hard",
+    bntt: bool = False,
+    snn_rat: bool = False,
+    orth_beta: float = 1e-3,
+    eps: float = 8 / 255,
+    lr: float = 0.1,
+    optimizer: str = "sgd",
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    batch_size: int = 64,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    init_threshold: float = 1.0,
+    augment: bool = True,
+    quiet: bool = False,
+    device: str = "cpu",
+    eval_n: int = 1000,
+    name: str = "snn",
+    **objective_params_: Any,
+) -> Path:
+    """Train an SNN baseline from scratch with BPTT (PCW surrogate, gamma 1); returns its path.
+
+    The network is the zoo model ``model_name`` with IF (``leak=1``) or LIF (e.g. ``leak=0.99,
+    reset="soft"``) neurons in place of its ReLUs, thresholds learnable from ``init_threshold``
+    (clamped to >= 0.03 after every step). ``objective``: ``natural`` (vanilla SNN),
+    ``rfgsm_at`` (RFGSM adversarial training at ``eps``), or any registered objective;
+    ``snn_rat=True`` adds the orthogonality regularizer ``orth_beta * sum ||W W^T - I||_F^2``
+    (:class:`~robustsnn.training.regularizers.OrthogonalityRegularizer`), which with
+    ``rfgsm_at`` is the SNN-RAT baseline (``objective="snn_rat"`` is shorthand for exactly that).
+    ``bntt=True`` gives every BatchNorm one copy per time step (:mod:`robustsnn.snn.bntt`).
+    Adversaries are generated against the SNN itself with the same BPTT estimator.
+
+    Writes ``<out>/<name>.safetensors`` + ``.json`` (settings, dataset, clean and PGD-20
+    accuracy at ``eps`` on ``eval_n`` stratified test images, provenance); resumable.
+    """
+    if objective == SNN_RAT:
+        objective, snn_rat = "rfgsm_at", True
+    out = Path(out_dir)
+    torch.manual_seed(seed)  # weight initialization and dropout; the rest uses generators
+    data = load_dataset(dataset_spec, data_dir)
+    info = data.info
+    snn = build_spiking_model(
+        model_name,
+        info,
+        T=T,
+        leak=leak,
+        reset=reset,
+        bntt=bntt,
+        init_threshold=init_threshold,
+        model_kwargs=model_kwargs,
+    )
+    params = dict(objective_params_)
+    if "eps" in objective_params(objective):
+        params.setdefault("eps", float(eps))
+    regularizer = OrthogonalityRegularizer(orth_beta) if snn_rat else None
+    loss = build_objective(objective, regularizer=regularizer, **params)
+    baseline = (
+        SNN_RAT
+        if snn_rat and objective == "rfgsm_at"
+        else "vanilla"
+        if objective == "natural" and not snn_rat
+        else objective
+    )
+    setup = {
+        "dataset": dataset_spec,
+        "model": model_name,
+        "model_kwargs": model_kwargs or {},
+        "T": T,
+        "leak": leak,
+        "reset": reset,
+        "bntt": bntt,
+        "init_threshold": init_threshold,
+        "momentum": momentum,
+        "augment": augment,
+        "estimator": DEFAULT_ESTIMATOR.name,
+    }
+    trainer = Trainer(
+        snn,
+        loss,
+        epochs=epochs,
+        out_dir=out,
+        name=name,
+        phase=TRAIN_SNN_PHASE,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        schedule="cosine",
+        clamp=_clamp_thresholds,
+        seed=seed,
+        device=device,
+        augment=augment,
+        quiet=quiet,
+        fingerprint_extra=setup,
+    )
+    with snn.use_estimator(DEFAULT_ESTIMATOR):
+        history = trainer.fit(data)
+    snn.eval()
+    evaluation = evaluate_snn(snn, data, eps=float(eps), eval_n=eval_n, seed=seed, quiet=quiet)
+
+    training = {
+        "baseline": baseline,
+        "objective": loss.describe(),
+        "eps": float(eps),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "schedule": "cosine",
+        "T": T,
+        "leak": leak,
+        "reset": reset,
+        "bntt": bntt,
+        "snn_rat": snn_rat,
+        "orth_beta": orth_beta if snn_rat else None,
+        "init_threshold": init_threshold,
+        "augment": augment,
+        "estimator": DEFAULT_ESTIMATOR.name,
+        "seed": seed,
+    }
+    path = out / f"{name}.safetensors"
+    save_snn(
+        path,
+        snn,
+        dataset=_dataset_metadata(dataset_spec, data),
+        normalization={"mean": list(info.mean), "std": list(info.std)},
+        objective=loss.describe(),
+        training=training,
+        eps=float(eps),
+        **evaluation,
+        train=history[-1] if history else None,
+        provenance=provenance(device),
+    )
+    return path
+
+
+__all__ = [
+    "FrozenBatchNormStatistics",
+    "build_spiking_model",
+    "evaluate_snn",
+    "finetune_snn",
+    "stratified_indices",
+    "train_snn",
+]
