@@ -48,7 +48,9 @@ def ann() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def snn(ann: nn.Module) -> SpikingNetwork:
-    net = convert(ann, _images(32), T=6, calib_T=8, calib_batches=2, calib_batch_size=16)
+    net = convert(
+        ann, _images(32), T=6, calib_T=8, calib_batches=2, calib_batch_size=16, bn="keep"
+    )
     return net.eval()
 
 
@@ -190,7 +192,7 @@ def test_recording_gives_bool_spikes_per_layer(snn: SpikingNetwork) -> None:
         handle.remove()
     emitted = captured[0].view(6, 2, 4, 8, 8)
     assert torch.equal(emitted.ne(0), rec2["features.2"])
-    theta = float(neuron.threshold)
+    theta = float(neuron.threshold.detach())
     assert torch.allclose(emitted[emitted.ne(0)], torch.tensor(theta))
 
 

@@ -265,12 +265,12 @@ def plot_baselines(
             xs.append(i + (j - (len(metrics) - 1) / 2) * width)
             hs.append(100.0 * float(value))
         bars = ax.bar(xs, hs, width=width * 0.95, label=metric)
-        ax.bar_label(bars, fmt="%.1f", fontsize="x-small", padding=1)
+        ax.bar_label(bars, labels=[f"{h:.1f}" for h in hs], fontsize="x-small", padding=1)
     ax.set_xticks(range(len(models)), models, rotation=20 if len(models) > 3 else 0)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 105)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize="small", loc="upper right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title)
     return _save(fig, out_path)
 
@@ -283,6 +283,10 @@ def _layer_spikes(value: Mapping[str, Any]) -> dict[str, float]:
     if "layers" in value and isinstance(value["layers"], Mapping):
         return {k: float(v["spikes_per_image"]) for k, v in value["layers"].items()}
     return {k: float(v) for k, v in value.items()}
+
+
+def _count(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def plot_spikes_per_layer(
@@ -319,7 +323,7 @@ def plot_spikes_per_layer(
     total_ax = fig.add_subplot(grid[0, 3])
     totals = [sum(per_model[label].values()) for label in labels]
     bars = total_ax.bar(range(len(labels)), totals, color=[f"C{j}" for j in range(len(labels))])
-    total_ax.bar_label(bars, fmt="%.3g", fontsize="x-small", padding=1)
+    total_ax.bar_label(bars, labels=[_count(t) for t in totals], fontsize="x-small", padding=1)
     total_ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize="small")
     total_ax.set_ylabel("spikes per image (all layers)")
     total_ax.set_ylim(0, max(totals + [1.0]) * 1.15)

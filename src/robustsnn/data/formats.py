@@ -72,11 +72,34 @@ CIFAR100 = CifarLayout(
 )
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Refuses every global except the numpy array constructors a CIFAR batch needs.
+
+    A crafted file can then not run code: only dicts, lists, bytes, numbers and arrays load.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("_codecs", "encode"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        return super().find_class(module, name)
+
+
 def _load_official_pickle(handle: IO[bytes], where: str) -> dict[bytes, Any]:
     # The official CIFAR python release is a set of Python 2 pickles; this is its documented
-    # format and the only place the package unpickles anything. Never use it for other files.
+    # format and the only place the package unpickles anything, through an unpickler that
+    # allows no globals but numpy's array constructors. Never use it for other files.
     try:
-        obj = pickle.load(handle, encoding="bytes")
+        obj = _CifarUnpickler(handle, encoding="bytes").load()
     except Exception as err:  # corrupt or truncated file: many exception types are possible
         raise UserError(
             f"cannot read {where}: {err}; delete it and extract or download again"

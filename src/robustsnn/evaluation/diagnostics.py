@@ -302,9 +302,7 @@ def check_eps_monotonic(
             "(ann-proxy, bptr) and black-box attacks",
             **result,
         )
-    return _check(
-        True, f"PGD-{config.base_steps} robust accuracy {text} on {n} samples", **result
-    )
+    return _check(True, f"PGD-{config.base_steps} robust accuracy {text} on {n} samples", **result)
 
 
 def check_convergence(
@@ -322,11 +320,11 @@ def check_convergence(
     steps = config.base_steps * config.convergence_factor
     strong = PGD(eps, steps=steps, restarts=config.convergence_restarts)
     base_acc = 1.0 - float(_pgd_broken(model, views, base, x, y, seed, "base").float().mean())
-    strong_acc = 1.0 - float(
-        _pgd_broken(model, views, strong, x, y, seed, "strong").float().mean()
-    )
+    strong_acc = 1.0 - float(_pgd_broken(model, views, strong, x, y, seed, "strong").float().mean())
     drop = base_acc - strong_acc
-    restarts = f" x {config.convergence_restarts} restarts" if config.convergence_restarts > 1 else ""
+    restarts = (
+        f" x {config.convergence_restarts} restarts" if config.convergence_restarts > 1 else ""
+    )
     text = (
         f"PGD-{config.base_steps} {base_acc:.2f} vs PGD-{steps}{restarts} {strong_acc:.2f} "
         f"on {n} samples"
@@ -361,7 +359,9 @@ def check_transfer(
             broken=0,
         )
     restarts = 3 if config.mode == "full" else 1
-    attack = Transfer(attack_view(source, None), PGD(eps, steps=config.base_steps, restarts=restarts))
+    attack = Transfer(
+        attack_view(source, None), PGD(eps, steps=config.base_steps, restarts=restarts)
+    )
     generator = seeded_generator(seed, x.device, "diagnostics", "transfer")
     x_adv = attack(attack_view(model, None), x, y, generator=generator)
     broken = int((real_predict(model, x_adv) != y).sum())
@@ -395,20 +395,25 @@ def run_diagnostics(
     seed: int = 0,
     transfer_source: nn.Module | None = None,
     view_factory: ViewFactory = attack_view,
+    device: torch.device | str = "cpu",
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every applicable check; ``robust`` is None when no attack ran (clean only).
 
     Args:
-        x, y: the evaluated samples (on the model's device) and labels.
+        x, y: the evaluated samples and labels (any device; subsets move to ``device``).
         clean_correct, robust: per-sample bool outcomes of the main evaluation.
         members: the members that ran (white-box ones decide which estimators are checked).
     """
     if config.mode == "none":
         return {}
     snn = is_snn(model)
-    clean_idx = clean_correct.nonzero().squeeze(1)[: config.n]
-    xc, yc = x[clean_idx], y[clean_idx]
+
+    def subset(mask: Tensor) -> tuple[Tensor, Tensor]:
+        idx = mask.cpu().nonzero().squeeze(1)[: config.n]
+        return x[idx.to(x.device)].to(device), y[idx.to(y.device)].to(device)
+
+    xc, yc = subset(clean_correct)
     results: dict[str, dict[str, Any]] = {}
 
     def timed(name: str, fn: Callable[[], dict[str, Any]]) -> None:
@@ -418,7 +423,7 @@ def run_diagnostics(
         results[name] = fn()
         results[name]["seconds"] = time.perf_counter() - start
 
-    if clean_idx.numel() == 0:
+    if xc.shape[0] == 0:
         for name in CHECKS[:4]:
             results[name] = _skipped("no clean-correct sample to check on")
         return results
@@ -446,11 +451,8 @@ def run_diagnostics(
         why = "no white-box attack ran" if robust is not None else "no attack ran"
         results["black_box_vs_white_box"] = _skipped(why)
     else:
-        robust_idx = robust.nonzero().squeeze(1)[: config.n]
-        timed(
-            "black_box_vs_white_box",
-            lambda: check_black_box(model, x[robust_idx], y[robust_idx], eps, config, seed),
-        )
+        xr, yr = subset(robust)
+        timed("black_box_vs_white_box", lambda: check_black_box(model, xr, yr, eps, config, seed))
     timed("eps_monotonic", lambda: check_eps_monotonic(model, xc, yc, eps, views, config, seed))
     if eps <= 0:
         results["convergence"] = _skipped("eps is 0")
@@ -460,11 +462,10 @@ def run_diagnostics(
         if robust is None or not white_box:
             results["transfer_vs_white_box"] = _skipped("no white-box attack ran")
         else:
-            robust_idx = robust.nonzero().squeeze(1)[: config.n]
+            xr, yr = subset(robust)
+            source = transfer_source
             timed(
                 "transfer_vs_white_box",
-                lambda: check_transfer(
-                    model, transfer_source, x[robust_idx], y[robust_idx], eps, config, seed
-                ),
+                lambda: check_transfer(model, source, xr, yr, eps, config, seed),
             )
     return results

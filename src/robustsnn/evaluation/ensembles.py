@@ -23,9 +23,9 @@ from torch import nn
 
 from robustsnn.attacks import ATTACKS, Attack, attack_parameters, build_attack
 from robustsnn.errors import UserError
+from robustsnn.evaluation.views import is_snn
 from robustsnn.registry import Registry
 from robustsnn.snn import DEFAULT_ESTIMATOR, paper_estimators, parse_estimator
-from robustsnn.evaluation.views import is_snn
 
 BLACK_BOX_ATTACKS = frozenset({"square", "none"})
 """Attacks that use forward passes only: they run on the real model, not on an estimator."""
@@ -204,8 +204,8 @@ def _members_from_item(item: Any, position: int) -> list[Member]:
     if isinstance(item, Member):
         return [item]
     if isinstance(item, str):  # "pgd" or "pgd/bptr"
-        attack, _, estimator = item.partition("/")
-        return [Member(attack.strip(), estimator.strip() or None)]
+        attack, _, view = item.partition("/")
+        return [Member(attack.strip(), view.strip() or None)]
     if not isinstance(item, Mapping):
         raise UserError(
             f"ensemble entry {position} must be a mapping like "
@@ -286,7 +286,9 @@ def attack_grid(
     if attack not in ATTACKS:
         ATTACKS.get(attack)  # raises the UserError listing valid attacks
     if estimator is not None:
-        members: tuple[Member, ...] = (Member(attack, canonical_estimator(estimator), params or {}),)
+        members: tuple[Member, ...] = (
+            Member(attack, canonical_estimator(estimator), params or {}),
+        )
     else:
         members = estimator_grid(attack, params)
     grid = Ensemble(attack, members, f"{attack} with each gradient estimator").for_model(model)

@@ -14,6 +14,25 @@ from torch import nn
 from robustsnn.models.layers import Normalize
 
 
+def add_skip(out: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``out + skip``; a skip with fewer rows is repeated along dim 0 to match ``out``.
+
+    In a converted SNN the tensors before the first spiking layer carry no time axis (direct
+    input coding computes the first current once, ``[B, ...]``), while everything after it is
+    time-merged ``[T*B, ...]``; a block whose identity shortcut starts before the first spiking
+    layer (WRN's first block when the stem width equals the block width) adds the two. Repeating
+    the static tensor T times is exactly what the time-merged layout holds at every step.
+    """
+    if skip.shape[0] != out.shape[0] and skip.shape[0] and out.shape[0] % skip.shape[0] == 0:
+        skip = skip.repeat(out.shape[0] // skip.shape[0], *([1] * (skip.dim() - 1)))
+    return out + skip
+
+
+# A leaf for torch.fx: conversion traces models (BN folding, functional checks) and the shape test
+# above cannot be traced symbolically.
+torch.fx.wrap("add_skip")
+
+
 class BasicBlock(nn.Module):
     """conv-BN-ReLU-conv-BN, plus shortcut, then ReLU (post-activation)."""
 
@@ -92,7 +111,7 @@ class WideBlock(nn.Module):
         pre = self.act1(self.bn1(x))
         out = self.conv2(self.act2(self.bn2(self.conv1(pre))))
         skip = x if self.shortcut is None else self.shortcut(pre)
-        return out + skip
+        return add_skip(out, skip)
 
 
 class WideResNet(nn.Module):

@@ -119,6 +119,7 @@ class EstimatorView(nn.Module):
         super().__init__()
         self.network = network
         self.estimator = estimator
+        self.training = network.training  # a view of an eval-mode network is in eval mode too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self.network.use_estimator(self.estimator):

@@ -84,4 +84,9 @@ class OrthogonalityRegularizer:
         return self.beta * total
 
 
-__all__ = ["ORTHOGONAL_LAYERS", "OrthogonalityRegularizer", "orthogonal_weights", "orthogonality_penalty"]
+__all__ = [
+    "ORTHOGONAL_LAYERS",
+    "OrthogonalityRegularizer",
+    "orthogonal_weights",
+    "orthogonality_penalty",
+]

@@ -1,0 +1,559 @@
+"""Spiking-layer benchmark: robustsnn vs SpikingJelly vs snnTorch vs T x ANN, interleaved.
+
+Workload (the performance issue's): VGG-style conv64-A-conv128-A-conv256-conv256-A-fc512-fc10
+(conv3x3-BN-ReLU blocks, AvgPool, ``vgg_small`` width 64), 3x32x32 input, batch 32, T = 8,
+IF neurons with hard reset, triangle surrogate (robustsnn ``pcw-1``, SpikingJelly
+``PiecewiseQuadratic(alpha=1)`` = the same triangle, snnTorch ``triangular()``), all models in
+eval mode (BN uses running statistics, as when attacking a converted SNN). Every SNN uses direct
+input coding with the first conv+BN computed once per image.
+
+Timings: every variant runs in the same process, interleaved round by round (the variant order
+rotates every round), single samples per round; reported are medians, min-max and the
+per-round ratio to ``ann`` (T calls of the ANN on the batch: the "T x ANN" limit).
+``fwd`` runs under ``torch.no_grad()``; ``fwdbwd`` computes the gradient of the summed mean
+logits w.r.t. the input and all parameters. Each thread count runs in its own subprocess.
+Peak memory: each variant's one forward+backward in a fresh subprocess (peak RSS, and its
+increase over the RSS just before the pass).
+
+    python benchmarks/bench_layers.py                         # 1 and 2 threads + memory
+    python benchmarks/bench_layers.py --threads 1 --rounds 3 --no-memory
+    python benchmarks/bench_layers.py --variants ann robustsnn --modes fwdbwd
+
+Peers are optional (``pip install --no-deps spikingjelly snntorch`` plus ``loguru`` for
+SpikingJelly 2.x); a missing one is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+MODES = ("fwd", "fwdbwd")
+DEFAULT_VARIANTS = ("ann", "ann-merged", "robustsnn", "naive", "spikingjelly", "snntorch")
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def build_ann(seed: int) -> nn.Module:
+    """The benchmark ANN (eval mode) with BN statistics that give realistic activations."""
+    from robustsnn.models import build_model
+
+    torch.manual_seed(seed)
+    ann = build_model(
+        "vgg_small",
+        num_classes=10,
+        in_channels=3,
+        image_size=32,
+        mean=MEAN,
+        std=STD,
+        width=64,
+        fc=512,
+    )
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in ann.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+                m.bias.uniform_(-0.2, 0.2, generator=gen)
+    return ann.eval()
+
+
+def calibrate(ann: nn.Module, x: torch.Tensor) -> list[float]:
+    """Thresholds: 0.5 x the 99th percentile of each ReLU's input on ``x`` (fast, rough)."""
+    values: list[float] = []
+
+    def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _o: torch.Tensor) -> None:
+        flat = inputs[0].detach().reshape(-1)
+        flat = flat[:: max(1, flat.numel() // 200_000)]
+        values.append(max(0.03, 0.5 * float(torch.quantile(flat, 0.99))))
+
+    handles = [m.register_forward_hook(hook) for m in ann.modules() if isinstance(m, nn.ReLU)]
+    with torch.no_grad():
+        ann(x)
+    for h in handles:
+        h.remove()
+    return values
+
+
+def ann_blocks(ann: nn.Module) -> list[list[nn.Module]]:
+    """The ANN as [static head, segment 1, ..., readout]: the layers between two ReLUs."""
+    layers: list[nn.Module] = [ann.normalize, *ann.features, *ann.classifier]  # type: ignore[attr-defined]
+    blocks: list[list[nn.Module]] = [[]]
+    for layer in layers:
+        if isinstance(layer, nn.ReLU):
+            blocks.append([])
+        else:
+            blocks[-1].append(layer)
+    return blocks
+
+
+def binary_spike_blocks(ann: nn.Module, thetas: list[float]) -> list[nn.Sequential]:
+    """Copies of the ANN's blocks whose first weight layer absorbs the previous theta.
+
+    Peers emit binary spikes; robustsnn emits ``theta * spike``. Scaling the next conv/linear
+    weight by theta makes all variants compute the same function.
+    """
+    blocks = [nn.Sequential(*copy.deepcopy(b)) for b in ann_blocks(ann)]
+    for theta, block in zip(thetas, blocks[1:], strict=True):
+        for m in block:
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                with torch.no_grad():
+                    m.weight.mul_(theta)
+                break
+    return blocks
+
+
+class TimesANN(nn.Module):
+    """T calls of the ANN on the same batch (the "T x ANN" limit); returns the last logits."""
+
+    def __init__(self, ann: nn.Module, steps: int) -> None:
+        super().__init__()
+        self.ann, self.steps = ann, steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for _ in range(self.steps):
+            out = self.ann(x)
+        return out
+
+
+class MergedANN(nn.Module):
+    """The ANN on the time-merged batch ``[T*B]`` in one call (what a naive merge costs)."""
+
+    def __init__(self, ann: nn.Module, steps: int) -> None:
+        super().__init__()
+        self.ann, self.steps = ann, steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        merged = x.unsqueeze(0).expand(self.steps, *x.shape).reshape(-1, *x.shape[1:])
+        return self.ann(merged).view(self.steps, x.shape[0], -1).mean(0)
+
+
+def build_robustsnn(ann: nn.Module, thetas: list[float], steps: int, naive: bool) -> nn.Module:
+    from robustsnn.conversion import ConversionConfig, spiking_body
+    from robustsnn.snn import SpikingNetwork, SpikingNeuron
+
+    body = spiking_body(ann, ConversionConfig())
+    neurons = [m for m in body.modules() if isinstance(m, SpikingNeuron)]
+    with torch.no_grad():
+        for neuron, theta in zip(neurons, thetas, strict=True):
+            neuron.threshold.fill_(theta)
+    if naive:
+        for neuron in neurons:
+            neuron.__class__ = _naive_neuron_class()
+    return SpikingNetwork(body, T=steps).eval()
+
+
+def _naive_neuron_class() -> type:
+    """SpikingNeuron whose dynamics are plain per-step autograd ops (``reference_if``)."""
+    from robustsnn.snn import SpikingNeuron
+    from robustsnn.snn.dynamics import reference_if
+
+    class NaiveNeuron(SpikingNeuron):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            ctx = self.context
+            steps, batch = ctx.steps, ctx.batch
+            static = x.shape[0] == batch and steps != 1
+            inputs = x if static else x.view(steps, batch, *x.shape[1:])
+            theta = self.threshold.clamp(min=self.threshold_min)
+            surrogate = ctx.estimator.surrogate  # type: ignore[attr-defined]
+            out = reference_if(
+                inputs, theta, steps, self.leak, self.reset == "soft", surrogate, static
+            )
+            return out.reshape(steps * batch, *x.shape[1:])
+
+    return NaiveNeuron
+
+
+class SpikingJellyNet(nn.Module):
+    """SpikingJelly multi-step: SeqToANNContainer blocks + IFNode(step_mode='m')."""
+
+    def __init__(self, ann: nn.Module, thetas: list[float], steps: int) -> None:
+        super().__init__()
+        from spikingjelly.activation_based import layer, neuron, surrogate
+
+        blocks = binary_spike_blocks(ann, thetas)
+        self.steps = steps
+        self.head = blocks[0]  # static: computed once per image (SpikingJelly's own examples)
+        body: list[nn.Module] = []
+        for i, theta in enumerate(thetas):
+            body.append(
+                neuron.IFNode(
+                    v_threshold=theta,
+                    v_reset=0.0,
+                    surrogate_function=surrogate.PiecewiseQuadratic(alpha=1.0),
+                    step_mode="m",
+                )
+            )
+            body.append(layer.SeqToANNContainer(*blocks[i + 1]))
+        self.body = nn.Sequential(*body)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from spikingjelly.activation_based import functional
+
+        functional.reset_net(self)
+        static = self.head(x)
+        x_seq = static.unsqueeze(0).repeat(self.steps, *([1] * static.dim()))
+        return self.body(x_seq).mean(0)
+
+
+class SnnTorchNet(nn.Module):
+    """snnTorch: Leaky(beta=1, reset 'zero') neurons, the network stepped T times on batch B."""
+
+    def __init__(self, ann: nn.Module, thetas: list[float], steps: int) -> None:
+        super().__init__()
+        import snntorch
+        from snntorch import surrogate
+
+        blocks = binary_spike_blocks(ann, thetas)
+        self.steps = steps
+        self.head = blocks[0]
+        self.blocks = nn.ModuleList(blocks[1:])
+        self.lifs = nn.ModuleList(
+            snntorch.Leaky(
+                beta=1.0,
+                threshold=theta,
+                spike_grad=surrogate.triangular(),
+                reset_mechanism="zero",
+            )
+            for theta in thetas
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        static = self.head(x)
+        mems = [lif.init_leaky() for lif in self.lifs]  # type: ignore[operator]
+        total = torch.zeros(())
+        for _ in range(self.steps):
+            cur = static
+            for i, (lif, block) in enumerate(zip(self.lifs, self.blocks, strict=True)):
+                spk, mems[i] = lif(cur, mems[i])
+                cur = block(spk)
+            total = total + cur
+        return total / self.steps
+
+
+def build_variant(name: str, ann: nn.Module, thetas: list[float], steps: int) -> nn.Module:
+    """One benchmark variant as a module x [B, 3, 32, 32] -> logits."""
+    ann = copy.deepcopy(ann)
+    if name == "ann":
+        return TimesANN(ann, steps)
+    if name == "ann-merged":
+        return MergedANN(ann, steps)
+    if name == "robustsnn":
+        return build_robustsnn(ann, thetas, steps, naive=False)
+    if name == "robustsnn-fold":
+        from robustsnn.conversion import fold_batchnorm
+
+        fold_batchnorm(ann)
+        return build_robustsnn(ann, thetas, steps, naive=False)
+    if name == "naive":
+        return build_robustsnn(ann, thetas, steps, naive=True)
+    if name == "spikingjelly":
+        return SpikingJellyNet(ann, thetas, steps).eval()
+    if name == "snntorch":
+        return SnnTorchNet(ann, thetas, steps).eval()
+    raise SystemExit(f"unknown variant {name!r}")
+
+
+PEER_MODULES = {"spikingjelly": "spikingjelly", "snntorch": "snntorch"}
+
+
+def available(name: str) -> str | None:
+    """None if the variant can run, else why not."""
+    module = PEER_MODULES.get(name)
+    if module is None:
+        return None
+    try:
+        __import__(module)
+    except Exception as exc:  # noqa: BLE001 - any import failure means "skip this peer"
+        return f"{module} not importable ({type(exc).__name__}: {exc})"
+    return None
+
+
+# ----------------------------------------------------------------------------- one pass
+
+
+def make_step(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
+    """A closure running one forward (no grad) or forward+backward (input + parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    if mode == "fwd":
+
+        def fwd() -> None:
+            with torch.no_grad():
+                model(x)
+
+        return fwd
+
+    def fwdbwd() -> None:
+        for p in params:
+            p.grad = None
+        xx = x.detach().clone().requires_grad_(True)
+        model(xx).sum().backward()
+
+    return fwdbwd
+
+
+def workload(args: argparse.Namespace) -> tuple[nn.Module, list[float], torch.Tensor]:
+    ann = build_ann(args.seed)
+    gen = torch.Generator().manual_seed(args.seed + 2)
+    x = torch.rand(args.batch, 3, 32, 32, generator=gen)
+    thetas = calibrate(ann, x)
+    return ann, thetas, x
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def worker_timing(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    ann, thetas, x = workload(args)
+    models: dict[str, nn.Module] = {}
+    skipped: dict[str, str] = {}
+    for name in args.variants:
+        why = available(name)
+        if why:
+            skipped[name] = why
+        else:
+            models[name] = build_variant(name, ann, thetas, args.T)
+    check = consistency(models, x)
+    samples: dict[str, dict[str, list[float]]] = {m: {v: [] for v in models} for m in args.modes}
+    steps = {(m, v): make_step(models[v], x, m) for m in args.modes for v in models}
+    for step in steps.values():  # warm-up (allocator, oneDNN primitive caches)
+        for _ in range(args.warmup):
+            step()
+    names = list(models)
+    for r in range(args.rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for mode in args.modes:
+            for name in order:
+                start = time.perf_counter()
+                steps[(mode, name)]()
+                samples[mode][name].append(time.perf_counter() - start)
+    return {"samples": samples, "skipped": skipped, "check": check, "thresholds": thetas}
+
+
+def consistency(models: dict[str, nn.Module], x: torch.Tensor) -> dict[str, Any]:
+    """Max |logit difference| of each SNN to robustsnn, and rate of identical argmax."""
+    out: dict[str, Any] = {}
+    if "robustsnn" not in models:
+        return out
+    with torch.no_grad():
+        ref = models["robustsnn"](x)
+        for name, model in models.items():
+            if name in ("robustsnn", "ann", "ann-merged"):
+                continue
+            logits = model(x)
+            out[name] = {
+                "max_abs_logit_diff": float((logits - ref).abs().max()),
+                "same_argmax": float((logits.argmax(1) == ref.argmax(1)).float().mean()),
+            }
+    return out
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def worker_memory(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    ann, thetas, x = workload(args)
+    name = args.variants[0]
+    model = build_variant(name, ann, thetas, args.T)
+    del ann
+    step = make_step(model, x, "fwdbwd")
+    before = current_rss_mib()
+    step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"peak_rss_mib": peak, "rss_before_mib": before, "increase_mib": peak - before}
+
+
+def run_worker(argv: list[str]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"worker {argv} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def summarize(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for mode, by_variant in samples.items():
+        summary[mode] = {}
+        base = by_variant.get("ann")
+        for name, values in by_variant.items():
+            entry: dict[str, Any] = {
+                "median_s": statistics.median(values),
+                "min_s": min(values),
+                "max_s": max(values),
+                "samples_s": values,
+            }
+            if base:
+                ratios = [v / b for v, b in zip(values, base, strict=True)]
+                entry["ratio_to_ann"] = statistics.median(ratios)
+                entry["ratio_min"] = min(ratios)
+                entry["ratio_max"] = max(ratios)
+                entry["ratio_of_medians"] = statistics.median(values) / statistics.median(base)
+            summary[mode][name] = entry
+    return summary
+
+
+def print_table(result: dict[str, Any]) -> None:
+    for threads, block in result["timing"].items():
+        print(f"\n== {threads} thread(s), batch {result['config']['batch']}, T={result['config']['T']}")
+        print(f"{'variant':<16}{'mode':<8}{'median ms':>10}{'min-max ms':>18}{'x ANN':>8}{'(min-max)':>14}")
+        for mode, by_variant in block["summary"].items():
+            for name, e in by_variant.items():
+                ratio = e.get("ratio_to_ann", float("nan"))
+                rng = f"{1e3 * e['min_s']:.0f}-{1e3 * e['max_s']:.0f}"
+                rr = f"{e.get('ratio_min', float('nan')):.2f}-{e.get('ratio_max', float('nan')):.2f}"
+                print(f"{name:<16}{mode:<8}{1e3 * e['median_s']:>10.0f}{rng:>18}{ratio:>8.2f}{rr:>14}")
+        for name, why in block["skipped"].items():
+            print(f"{name:<16}skipped: {why}")
+        for name, c in block["check"].items():
+            print(
+                f"check {name}: max |logit - robustsnn| = {c['max_abs_logit_diff']:.2e}, "
+                f"same argmax {c['same_argmax']:.2f}"
+            )
+    if result.get("memory"):
+        print("\n== peak RSS of one forward+backward (fresh process, 1 thread)")
+        sj = result["memory"].get("spikingjelly", {}).get("peak_rss_mib")
+        for name, m in result["memory"].items():
+            if "error" in m:
+                print(f"{name:<16}{m['error']}")
+                continue
+            rel = f"  {m['peak_rss_mib'] / sj:.2f} x spikingjelly" if sj else ""
+            print(
+                f"{name:<16}peak {m['peak_rss_mib']:7.0f} MiB, +{m['increase_mib']:6.0f} MiB over "
+                f"{m['rss_before_mib']:.0f} MiB before the pass{rel}"
+            )
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    versions = {"torch": torch.__version__, "python": platform.python_version()}
+    for mod in ("spikingjelly", "snntorch"):
+        try:
+            from importlib.metadata import version
+
+            versions[mod] = version(mod)
+        except Exception:  # noqa: BLE001
+            versions[mod] = None
+    return {"cpu": cpu, "cpus": os.cpu_count(), "versions": versions, "load": os.getloadavg()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--T", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default results/<time>.json)")
+    p.add_argument("--label", default="", help="free text stored in the JSON")
+    p.add_argument("--worker", choices=("timing", "memory"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if "ann" not in args.variants:
+        args.variants.insert(0, "ann")
+
+    if args.worker:
+        args.threads = args.threads[0]
+        fn = worker_timing if args.worker == "timing" else worker_memory
+        print(json.dumps(fn(args)))
+        return
+
+    common = ["--batch", str(args.batch), "--T", str(args.T), "--seed", str(args.seed)]
+    result: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "label": args.label,
+        "machine": machine(),
+        "config": {
+            "batch": args.batch,
+            "T": args.T,
+            "rounds": args.rounds,
+            "warmup": args.warmup,
+            "variants": args.variants,
+            "modes": args.modes,
+        },
+        "timing": {},
+        "memory": {},
+    }
+    for n in args.threads:
+        raw = run_worker(
+            [
+                "--worker",
+                "timing",
+                "--threads",
+                str(n),
+                "--rounds",
+                str(args.rounds),
+                "--warmup",
+                str(args.warmup),
+                "--modes",
+                *args.modes,
+                "--variants",
+                *args.variants,
+                *common,
+            ]
+        )
+        result["timing"][str(n)] = {
+            "summary": summarize(raw["samples"]),
+            "skipped": raw["skipped"],
+            "check": raw["check"],
+            "thresholds": raw["thresholds"],
+        }
+    if not args.no_memory:
+        for name in args.variants:
+            why = available(name)
+            if why:
+                result["memory"][name] = {"error": why}
+                continue
+            argv = ["--worker", "memory", "--threads", "1", "--variants", name, *common]
+            result["memory"][name] = run_worker(argv)
+    result["machine"]["load_after"] = os.getloadavg()
+    print_table(result)
+    out = args.out or RESULTS / f"bench_layers-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,707 @@
+"""Run reports: ``report.md`` and a self-contained ``report.html`` from run folders.
+
+A run folder (docs/INTERFACES.md) may hold ``config.yaml``, ``summary.json``,
+``evaluation-<model>.json`` (and ``evaluation.json``), ``stats-<model>.json``,
+``conversion_curve.json`` and ``figures/*.png``; every one of them is optional. Every number
+in the report is printed next to the name of the file it comes from. The HTML file embeds its
+images as base64 data URIs and its CSS inline, so it can be mailed or archived alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from robustsnn.analysis import figures as fig
+from robustsnn.errors import UserError
+
+ENERGY_NOTE = (
+    "Energy values are estimates, not measurements: operation counts x energy per operation "
+    "(Horowitz, ISSCC 2014, 45 nm CMOS, 32-bit float: 4.6 pJ per multiply-accumulate, 0.9 pJ per "
+    "accumulate). Spike-driven synaptic operations count as accumulates; the first layer, which "
+    "receives the analog image under direct coding, counts as multiply-accumulates."
+)
+
+# --------------------------------------------------------------------------- reading a run
+
+
+@dataclass
+class RunFiles:
+    """What one run folder holds (each part optional), with the file each part came from."""
+
+    path: Path
+    config_text: str | None = None
+    summary: dict[str, Any] | None = None
+    evaluations: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    stats: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    conversion_curve: dict[str, Any] | None = None
+    figures: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name or str(self.path)
+
+
+def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        problems.append(f"{path.name}: unreadable ({exc})")
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{path.name}: expected a JSON object")
+        return None
+    return data
+
+
+def _model_of(path: Path, prefix: str, data: Mapping[str, Any]) -> str:
+    stem = path.stem
+    if stem.startswith(prefix + "-"):
+        return stem[len(prefix) + 1 :]
+    if prefix == "evaluation" and stem == "evaluation":
+        return "snn_finetuned"
+    return str(data.get("model", stem))
+
+
+def read_run(run_dir: str | Path) -> RunFiles:
+    """Read everything a report can use from ``run_dir``; unreadable files are noted, not fatal."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"run folder {str(path)!r} does not exist; pass a runs/<id> folder")
+    run = RunFiles(path=path)
+    config = path / "config.yaml"
+    if config.is_file():
+        run.config_text = config.read_text(encoding="utf-8", errors="replace")
+    if (path / "summary.json").is_file():
+        run.summary = _read_json(path / "summary.json", run.problems)
+    seen: dict[str, str] = {}
+    evaluation_files = sorted(path.glob("evaluation-*.json"))
+    if (path / "evaluation.json").is_file():
+        evaluation_files.append(path / "evaluation.json")  # last: a copy of the finetuned one
+    for file in evaluation_files:
+        data = _read_json(file, run.problems)
+        if data is None:
+            continue
+        key = json.dumps(data, sort_keys=True)
+        if key in seen:
+            continue  # evaluation.json repeating evaluation-snn_finetuned.json
+        seen[key] = file.name
+        run.evaluations.append((file.name, _model_of(file, "evaluation", data), data))
+    for file in sorted(path.glob("stats-*.json")):
+        data = _read_json(file, run.problems)
+        if data is not None:
+            run.stats.append((file.name, _model_of(file, "stats", data), data))
+    if (path / "conversion_curve.json").is_file():
+        run.conversion_curve = _read_json(path / "conversion_curve.json", run.problems)
+    run.figures = sorted((path / "figures").glob("*.png")) + sorted(path.glob("*.png"))
+    return run
+
+
+def _clean_and_adversarial(stats: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(clean, adversarial or None)`` from an adversarial_statistics or spike_statistics dict."""
+    if isinstance(stats.get("clean"), Mapping):
+        adv = stats.get("adversarial")
+        return dict(stats["clean"]), (dict(adv) if isinstance(adv, Mapping) else None)
+    return dict(stats), None
+
+
+# --------------------------------------------------------------------------- figures of a run
+
+
+def _square_data(evaluation: Mapping[str, Any]) -> tuple[Any, int | None] | None:
+    """Square-attack curve in an evaluation's extra keys, if any.
+
+    Looked for in ``square_curve`` (``[[queries, accuracy], ...]``), in ``square`` and in every
+    ``attacks`` entry whose name contains ``square``: their ``curve`` (pairs) or ``queries``
+    (per-sample query counts, 0 = wrong when clean, -1 = never fooled).
+    """
+    candidates: list[Any] = [evaluation.get("square_curve"), evaluation.get("square")]
+    attacks = evaluation.get("attacks") or {}
+    candidates += [v for k, v in attacks.items() if "square" in str(k).lower()]
+    for item in candidates:
+        if item is None:
+            continue
+        if isinstance(item, Mapping):
+            n_queries = item.get("n_queries")
+            for key in ("curve", "queries"):
+                if item.get(key):
+                    return item[key], (int(n_queries) if n_queries else None)
+            if "x" in item or "accuracy" in item:
+                return item, None
+        elif isinstance(item, (list, tuple)) and item:
+            return item, None
+    return None
+
+
+def _eps_label(eps: Any) -> str:
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        return "eps ?"
+    scaled = value * 255
+    if abs(scaled - round(scaled)) < 1e-3:
+        return f"{int(round(scaled))}/255"
+    return f"{value:.4g}"
+
+
+def _robust_values(evaluation: Mapping[str, Any]) -> dict[str, float]:
+    """Robust accuracy per ensemble (or per attack when the evaluation has no ensembles)."""
+    ensembles = evaluation.get("ensembles") or {}
+    source = ensembles if ensembles else (evaluation.get("attacks") or {})
+    out = {}
+    for name, rec in source.items():
+        if isinstance(rec, Mapping) and _is_number(rec.get("robust_accuracy")):
+            out[str(name)] = float(rec["robust_accuracy"])
+    return out
+
+
+def make_run_figures(run_dir: str | Path) -> list[Path]:
+    """Draw every figure the run's files support into ``run_dir/figures``; return the paths.
+
+    Spikes per layer (stats-*.json), spike rasters (a stats file's ``raster``), clean and
+    robust accuracy per model and robust accuracy vs eps (evaluation files at two or more eps),
+    Square accuracy vs queries (an evaluation's extra keys, see :func:`_square_data`) and
+    accuracy vs T (``conversion_curve.json``: ``{"T": [...], "curves": {label: [...]}}``).
+    """
+    run = read_run(run_dir)
+    out = run.path / "figures"
+    made: list[Path] = []
+    spikes: dict[str, Any] = {}
+    for _file, model, stats in run.stats:
+        clean, adv = _clean_and_adversarial(stats)
+        if isinstance(clean.get("layers"), Mapping) and clean["layers"]:
+            spikes[f"{model}, clean" if adv else model] = clean
+        if adv and isinstance(adv.get("layers"), Mapping) and adv["layers"]:
+            attack = stats.get("attack", {}).get("name", "attack")
+            spikes[f"{model}, adversarial ({attack})"] = adv
+        if isinstance(stats.get("raster"), Mapping):
+            made.append(fig.plot_spike_raster(stats["raster"], out / f"spike_raster-{model}.png"))
+    if spikes:
+        made.append(fig.plot_spikes_per_layer(spikes, out / "spikes_per_layer.png"))
+
+    by_model: dict[str, list[Mapping[str, Any]]] = {}
+    for _file, model, evaluation in run.evaluations:
+        # group by the model the file names inside (evaluation-<model>-eps4.json is <model>)
+        by_model.setdefault(str(evaluation.get("model") or model), []).append(evaluation)
+    bars: dict[str, dict[str, float]] = {}
+    for model, evaluations in by_model.items():
+        for evaluation in evaluations:
+            label = model if len(evaluations) == 1 else f"{model} @ {_eps_label(evaluation.get('eps'))}"
+            values: dict[str, float] = {}
+            if _is_number(evaluation.get("clean_accuracy")):
+                values["clean"] = float(evaluation["clean_accuracy"])
+            for name, acc in _robust_values(evaluation).items():
+                values[f"robust: {name}"] = acc
+            if values:
+                bars[label] = values
+    if bars:
+        made.append(fig.plot_baselines(bars, out / "accuracy_by_model.png"))
+
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for model, evaluations in by_model.items():
+        eps_values = {float(e["eps"]) for e in evaluations if _is_number(e.get("eps"))}
+        if len(eps_values - {0.0}) < 2:
+            continue
+        for evaluation in evaluations:
+            if not _is_number(evaluation.get("eps")):
+                continue
+            eps = float(evaluation["eps"])
+            clean = evaluation.get("clean_accuracy")
+            for name, acc in _robust_values(evaluation).items():
+                curve = curves.setdefault(f"{model}: {name}", [])
+                curve.append((eps, acc))
+                if _is_number(clean) and (0.0, float(clean)) not in curve:
+                    curve.append((0.0, float(clean)))
+    curves = {k: v for k, v in curves.items() if len({x for x, _ in v}) >= 2}
+    if curves:
+        made.append(fig.plot_robustness_vs_eps(curves, out / "robust_accuracy_vs_eps.png"))
+
+    square: dict[str, Any] = {}
+    n_queries: int | None = None
+    for _file, model, evaluation in run.evaluations:
+        found = _square_data(evaluation)
+        if found is not None:
+            square[f"{model} @ {_eps_label(evaluation.get('eps'))}"] = found[0]
+            n_queries = found[1] or n_queries
+    if square:
+        made.append(fig.plot_square_curve(square, out / "square_queries.png", n_queries=n_queries))
+
+    if run.conversion_curve and run.conversion_curve.get("curves"):
+        made.append(fig.plot_accuracy_vs_T(run.conversion_curve, out / "accuracy_vs_T.png"))
+    return made
+
+
+# --------------------------------------------------------------------------- document model
+
+
+@dataclass
+class Cell:
+    """A table cell; ``style`` ("pass" / "fail") marks a verdict."""
+
+    text: str
+    style: str | None = None
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Paragraph:
+    text: str
+    style: str | None = None
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[Cell | str]]
+    source: str
+
+
+@dataclass
+class Code:
+    text: str
+    source: str
+
+
+@dataclass
+class Image:
+    path: Path
+    caption: str
+
+
+Block = Heading | Paragraph | Table | Code | Image
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _pct(value: Any) -> str:
+    return f"{100.0 * float(value):.2f}%" if _is_number(value) else "n/a"
+
+
+def _num(value: Any) -> str:
+    if not _is_number(value):
+        return "n/a" if value is None else str(value)
+    v = float(value)
+    if v == int(v):
+        return f"{int(v):,}"
+    if abs(v) >= 1000:
+        return f"{v:,.1f}"
+    return f"{v:.4g}"
+
+
+def _seconds(value: Any) -> str:
+    return f"{float(value):.2f}" if _is_number(value) else "n/a"
+
+
+def _eps_text(value: Any) -> str:
+    if not _is_number(value):
+        return "n/a"
+    return f"{_eps_label(value)} ({float(value):.5g})"
+
+
+def _verdict(passed: Any) -> Cell:
+    if passed is True:
+        return Cell("PASS", "pass")
+    if passed is False:
+        return Cell("FAIL", "fail")
+    return Cell("?", None)
+
+
+def _energy(stats: Mapping[str, Any] | None, key: str) -> str:
+    energy = (stats or {}).get("energy") or {}
+    value = energy.get(key)
+    return f"{value:.4g} µJ (est.)" if _is_number(value) else "n/a"
+
+
+# --------------------------------------------------------------------------- report sections
+
+
+def _overview(runs: Sequence[RunFiles], several: bool) -> list[Block]:
+    """One row per run x model: clean and robust accuracy, spikes, estimated energy."""
+    ensemble_names: list[str] = []
+    rows_data = []
+    for run in runs:
+        stats_by_model = {model: (file, s) for file, model, s in run.stats}
+        models_done = set()
+        for file, model, evaluation in run.evaluations:
+            robust = _robust_values(evaluation)
+            ensemble_names += [n for n in robust if n not in ensemble_names]
+            stats_file, stats = stats_by_model.get(model, (None, None))
+            rows_data.append((run, model, file, evaluation, robust, stats_file, stats))
+            models_done.add(model)
+        for model, (stats_file, stats) in stats_by_model.items():
+            if model not in models_done:
+                rows_data.append((run, model, None, {}, {}, stats_file, stats))
+    if not rows_data:
+        return []
+    headers = (["run"] if several else []) + ["model", "dataset", "eps", "T", "n", "clean"]
+    headers += [f"robust: {n}" for n in ensemble_names]
+    headers += ["spikes/image (clean)", "SNN energy/image", "ANN energy/image", "source"]
+    rows: list[list[Cell | str]] = []
+    for run, model, file, evaluation, robust, stats_file, stats in rows_data:
+        clean_stats = _clean_and_adversarial(stats)[0] if stats else None
+        spikes = (clean_stats or {}).get("totals", {}).get("spikes_per_image")
+        row: list[Cell | str] = [run.name] if several else []
+        row += [
+            model,
+            str(evaluation.get("dataset", "n/a")),
+            _eps_text(evaluation.get("eps")),
+            _num(evaluation.get("T")),
+            _num(evaluation.get("n")),
+            _pct(evaluation.get("clean_accuracy")),
+        ]
+        row += [_pct(robust[n]) if n in robust else "n/a" for n in ensemble_names]
+        row += [
+            _num(spikes),
+            _energy(clean_stats, "snn_uj_per_image"),
+            _energy(clean_stats, "ann_uj_per_image"),
+            "; ".join(f for f in (file, stats_file) if f),
+        ]
+        rows.append(row)
+    title = "Comparison (one row per run and model)" if several else "Overview"
+    note = (
+        "Robust accuracy: a sample counts as robust only if it survives every member of the "
+        "ensemble (per-sample worst case). Columns marked (est.) are energy estimates."
+    )
+    return [Heading(2, title), Paragraph(note), Table(headers, rows, "the files named per row")]
+
+
+def _summary_blocks(run: RunFiles) -> list[Block]:
+    if not run.summary:
+        return []
+    columns = ["clean_accuracy", "robust_accuracy", "spikes_per_image"]
+    for rec in run.summary.values():
+        if isinstance(rec, Mapping):
+            columns += [k for k, v in rec.items() if _is_number(v) and k not in columns]
+    rows: list[list[Cell | str]] = []
+    for model, rec in run.summary.items():
+        if not isinstance(rec, Mapping):
+            continue
+        row: list[Cell | str] = [model]
+        for c in columns:
+            value = rec.get(c)
+            row.append(_pct(value) if c.endswith("accuracy") else _num(value))
+        rows.append(row)
+    return [Heading(3, "Summary"), Table(["model", *columns], rows, "summary.json")]
+
+
+def _evaluation_blocks(file: str, model: str, ev: Mapping[str, Any]) -> list[Block]:
+    blocks: list[Block] = [Heading(3, f"Evaluation: {model}")]
+    facts: list[list[Cell | str]] = [
+        ["model", str(ev.get("model", "n/a"))],
+        ["dataset / split", f"{ev.get('dataset', 'n/a')} / {ev.get('split', 'n/a')}"],
+        ["images (n)", _num(ev.get("n"))],
+        ["eps (L-inf, pixels)", _eps_text(ev.get("eps"))],
+        ["time steps T", _num(ev.get("T")) if ev.get("T") is not None else "n/a (ANN)"],
+        ["clean accuracy", _pct(ev.get("clean_accuracy"))],
+    ]
+    blocks.append(Table(["field", "value"], facts, file))
+    ensembles = ev.get("ensembles") or {}
+    if ensembles:
+        rows: list[list[Cell | str]] = [
+            [
+                str(name),
+                _pct(rec.get("robust_accuracy")),
+                _num(rec.get("members")),
+                _seconds(rec.get("seconds")),
+            ]
+            for name, rec in ensembles.items()
+            if isinstance(rec, Mapping)
+        ]
+        blocks += [
+            Paragraph("Ensembles (robust = survives every member):"),
+            Table(["ensemble", "robust accuracy", "members", "seconds"], rows, file),
+        ]
+    attacks = ev.get("attacks") or {}
+    if attacks:
+        rows = [
+            [str(name), _pct(rec.get("robust_accuracy")), _seconds(rec.get("seconds"))]
+            for name, rec in attacks.items()
+            if isinstance(rec, Mapping)
+        ]
+        blocks += [
+            Paragraph("Attack members:"),
+            Table(["attack member", "robust accuracy", "seconds"], rows, file),
+        ]
+    diagnostics = ev.get("diagnostics") or {}
+    if diagnostics:
+        rows = [
+            [str(name), _verdict(rec.get("passed")), str(rec.get("detail", ""))]
+            for name, rec in diagnostics.items()
+            if isinstance(rec, Mapping)
+        ]
+        failed = sum(1 for rec in diagnostics.values() if isinstance(rec, Mapping) and rec.get("passed") is False)
+        verdict = (
+            f"{failed} diagnostic check(s) FAILED: the robust accuracy above may be overestimated."
+            if failed
+            else "All diagnostic checks passed."
+        )
+        blocks += [
+            Paragraph(verdict, "fail" if failed else "pass"),
+            Table(["check", "verdict", "detail"], rows, file),
+        ]
+    return blocks
+
+
+_TOTALS = [
+    ("neurons", "spiking neurons", _num),
+    ("spikes_per_image", "spikes per image", _num),
+    ("spikes_per_image_std", "spikes per image (std over images)", _num),
+    ("firing_rate", "firing rate (spikes / neuron / step)", lambda v: f"{v:.4g}" if _is_number(v) else "n/a"),
+    ("synaptic_ops_per_image", "synaptic operations (AC) per image", _num),
+    ("analog_macs_per_image", "first-layer MACs per image (analog input)", _num),
+    ("ann_macs_per_image", "ANN MACs per image (same architecture)", _num),
+]
+
+
+def _stats_blocks(file: str, model: str, stats: Mapping[str, Any]) -> list[Block]:
+    clean, adv = _clean_and_adversarial(stats)
+    parts = [("clean", clean)] + ([("adversarial", adv)] if adv else [])
+    blocks: list[Block] = [Heading(3, f"Spikes and estimated energy: {model}")]
+    attack = stats.get("attack")
+    if isinstance(attack, Mapping):
+        blocks.append(
+            Paragraph(
+                f"Adversarial inputs: {attack.get('name', '?')} at eps {_eps_text(attack.get('eps'))}"
+                f" through estimator {attack.get('estimator', '?')}; "
+                f"{_num(clean.get('n_images'))} images, T = {_num(clean.get('T'))}."
+            )
+        )
+    else:
+        blocks.append(
+            Paragraph(f"{_num(clean.get('n_images'))} clean images, T = {_num(clean.get('T'))}.")
+        )
+    layer_names: list[str] = []
+    for _, part in parts:
+        layer_names += [k for k in (part.get("layers") or {}) if k not in layer_names]
+    if layer_names:
+        headers = ["layer", "neurons"]
+        for label, _ in parts:
+            headers += [f"spikes/image ({label})", f"rate ({label})"]
+        rows: list[list[Cell | str]] = []
+        for name in layer_names:
+            first = next((p["layers"][name] for _, p in parts if name in (p.get("layers") or {})), {})
+            row: list[Cell | str] = [name, _num(first.get("neurons"))]
+            for _, part in parts:
+                rec = (part.get("layers") or {}).get(name, {})
+                rate = rec.get("firing_rate")
+                row += [_num(rec.get("spikes_per_image")), f"{rate:.4g}" if _is_number(rate) else "n/a"]
+            rows.append(row)
+        blocks.append(Table(headers, rows, file))
+    rows = []
+    for key, label, fmt in _TOTALS:
+        if any(key in (p.get("totals") or {}) for _, p in parts):
+            rows.append([label, *[fmt((p.get("totals") or {}).get(key)) for _, p in parts]])
+    if any(_is_number(p.get("accuracy")) for _, p in parts):
+        rows.append(["accuracy on these images", *[_pct(p.get("accuracy")) for _, p in parts]])
+    for key, label in (
+        ("snn_uj_per_image", "SNN energy per image (estimate)"),
+        ("ann_uj_per_image", "ANN energy per image (estimate)"),
+    ):
+        rows.append([label, *[_energy(p, key) for _, p in parts]])
+    ratios = [(p.get("energy") or {}).get("ann_over_snn") for _, p in parts]
+    rows.append(
+        ["ANN / SNN energy (estimate)", *[f"{r:.3g}x" if _is_number(r) else "n/a" for r in ratios]]
+    )
+    blocks.append(Table(["quantity", *[label for label, _ in parts]], rows, file))
+    energy = clean.get("energy") or {}
+    constants = (
+        f"Constants: {energy.get('mac_pj', 4.6)} pJ per MAC, {energy.get('ac_pj', 0.9)} pJ per AC "
+        f"({energy.get('source', 'Horowitz, ISSCC 2014, 45 nm')})."
+    )
+    blocks.append(Paragraph(f"{ENERGY_NOTE} {constants}"))
+    return blocks
+
+
+def _run_blocks(run: RunFiles, out_dir: Path) -> list[Block]:
+    blocks: list[Block] = [Heading(2, f"Run {run.name}"), Paragraph(f"Folder: {run.path}")]
+    for problem in run.problems:
+        blocks.append(Paragraph(f"Skipped: {problem}", "fail"))
+    blocks.append(Heading(3, "Configuration"))
+    if run.config_text is not None:
+        blocks.append(Code(run.config_text.rstrip(), "config.yaml"))
+    else:
+        blocks.append(Paragraph("No config.yaml in this run."))
+    blocks += _summary_blocks(run)
+    if not run.evaluations:
+        blocks.append(Paragraph("No evaluation files (evaluation-*.json) in this run."))
+    for file, model, evaluation in run.evaluations:
+        blocks += _evaluation_blocks(file, model, evaluation)
+    if not run.stats:
+        blocks.append(Paragraph("No spike statistics (stats-*.json) in this run."))
+    for file, model, stats in run.stats:
+        blocks += _stats_blocks(file, model, stats)
+    if run.figures:
+        blocks.append(Heading(3, "Figures"))
+        for png in run.figures:
+            caption = f"{png.relative_to(run.path)} (run {run.name})"
+            blocks.append(Image(png, caption))
+    return blocks
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _md_cell(cell: Cell | str) -> str:
+    if isinstance(cell, Cell):
+        text = f"**{cell.text}**" if cell.style else cell.text
+    else:
+        text = cell
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(blocks: Sequence[Block], out_dir: Path) -> str:
+    """Markdown text of the report (images linked relative to ``out_dir``)."""
+    lines: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            lines += ["#" * block.level + " " + block.text, ""]
+        elif isinstance(block, Paragraph):
+            text = f"**{block.text}**" if block.style == "fail" else block.text
+            lines += [text, ""]
+        elif isinstance(block, Table):
+            lines.append("| " + " | ".join(_md_cell(h) for h in block.headers) + " |")
+            lines.append("|" + "|".join("---" for _ in block.headers) + "|")
+            for row in block.rows:
+                lines.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
+            lines += ["", f"_source: {block.source}_", ""]
+        elif isinstance(block, Code):
+            lines += ["```yaml", block.text, "```", "", f"_source: {block.source}_", ""]
+        elif isinstance(block, Image):
+            rel = Path(os.path.relpath(block.path, out_dir)).as_posix()
+            lines += [f"![{block.caption}]({rel})", "", f"_figure: {block.caption}_", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1100px; padding: 0 1em; color: #1a1a1a; line-height: 1.45; }
+h1 { border-bottom: 2px solid #333; padding-bottom: .2em; }
+h2 { border-bottom: 1px solid #aaa; margin-top: 2em; }
+table { border-collapse: collapse; margin: .6em 0 0 0; font-size: 0.9em; }
+th, td { border: 1px solid #bbb; padding: .25em .6em; text-align: left; vertical-align: top; }
+th { background: #eef1f5; }
+tr:nth-child(even) td { background: #fafafa; }
+caption { caption-side: bottom; text-align: left; font-size: .8em; color: #666;
+          padding-top: .2em; font-style: italic; }
+td.pass, p.pass { color: #146c2e; font-weight: bold; }
+td.fail, p.fail { color: #b00020; font-weight: bold; }
+td.pass { background: #e6f4ea; } td.fail { background: #fde7e9; }
+pre { background: #f5f5f5; border: 1px solid #ddd; padding: .6em; overflow-x: auto; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption, p.source { font-size: .8em; color: #666; font-style: italic; }
+p.note { font-size: .9em; color: #444; }
+"""
+
+
+def _html_cell(cell: Cell | str, tag: str = "td") -> str:
+    if isinstance(cell, Cell):
+        cls = f' class="{cell.style}"' if cell.style else ""
+        return f"<{tag}{cls}>{html.escape(cell.text)}</{tag}>"
+    return f"<{tag}>{html.escape(cell)}</{tag}>"
+
+
+def render_html(blocks: Sequence[Block], title: str) -> str:
+    """A single-file HTML5 document: inline CSS, images as base64 data URIs, no external links."""
+    body: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            body.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            cls = f' class="{block.style}"' if block.style else ""
+            body.append(f"<p{cls}>{html.escape(block.text)}</p>")
+        elif isinstance(block, Table):
+            body.append("<table>")
+            body.append(f"<caption>source: {html.escape(block.source)}</caption>")
+            body.append("<thead><tr>" + "".join(_html_cell(h, "th") for h in block.headers))
+            body.append("</tr></thead><tbody>")
+            for row in block.rows:
+                body.append("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>")
+            body.append("</tbody></table>")
+        elif isinstance(block, Code):
+            body.append(f"<pre><code>{html.escape(block.text)}</code></pre>")
+            body.append(f'<p class="source">source: {html.escape(block.source)}</p>')
+        elif isinstance(block, Image):
+            try:
+                data = base64.b64encode(block.path.read_bytes()).decode("ascii")
+            except OSError as exc:
+                body.append(f'<p class="fail">figure {html.escape(block.caption)} unreadable: {html.escape(str(exc))}</p>')
+                continue
+            body.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.caption)}">'
+                f"<figcaption>figure: {html.escape(block.caption)}</figcaption></figure>"
+            )
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def write_report(
+    run_dirs: Sequence[str | Path] | str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    title: str = "robustsnn report",
+    draw_figures: bool = False,
+) -> tuple[Path, Path]:
+    """Write ``report.md`` and a self-contained ``report.html`` for one or several run folders.
+
+    ``out_dir`` defaults to the run folder (one run) or to the folder that contains all of them
+    (several runs, which also get one comparison table). With ``draw_figures`` the figures the
+    runs' files support are drawn first (:func:`make_run_figures`). Missing files are tolerated.
+    """
+    dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(d) for d in run_dirs]
+    if not dirs:
+        raise UserError("write_report needs at least one run folder")
+    if draw_figures:
+        for d in dirs:
+            if d.is_dir():
+                make_run_figures(d)
+    runs = [read_run(d) for d in dirs]
+    if out_dir is None:
+        out = dirs[0] if len(dirs) == 1 else Path(os.path.commonpath([d.resolve() for d in dirs]))
+    else:
+        out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    blocks: list[Block] = [
+        Heading(1, title),
+        Paragraph(
+            f"Generated {stamp} from {len(runs)} run folder(s): {', '.join(r.name for r in runs)}. "
+            "Accuracies are fractions of the evaluated images, shown in percent; every table "
+            "names the file its numbers come from."
+        ),
+    ]
+    several = len(runs) > 1
+    blocks += _overview(runs, several)
+    for run in runs:
+        blocks += _run_blocks(run, out)
+    md_path = out / "report.md"
+    html_path = out / "report.html"
+    _write_text(md_path, render_markdown(blocks, out))
+    _write_text(html_path, render_html(blocks, title))
+    return md_path, html_path
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,582 @@
+"""Adaptive robustness evaluation: an ensemble of (attack, estimator) members, per-sample worst case.
+
+``evaluate(model, x, y, eps=8/255, ensemble="pgd-ensemble")`` returns the ``evaluation.json``
+dict of DESIGN.md section 5. Semantics (PAPER.md section 5):
+
+- one clean forward (the model's real forward pass) decides ``clean_correct``;
+- early-exit mode (default): members run in order, each only on the samples still standing;
+  a sample is robust only if it survives every member;
+- independent mode: every member attacks every clean-correct sample (``attacks`` gets one row
+  per member) and the ensemble result is the per-sample AND;
+- an adversarial example counts only if the model's *real* forward pass (default estimator,
+  ``torch.no_grad``) misclassifies it: an attack's own logits (e.g. the ANN proxy's) are never
+  trusted;
+- every attack call gets a generator seeded from (seed, batch index, member name), so results do
+  not depend on the order batches run in, nor on resuming;
+- with ``state_dir``, every finished batch is saved atomically; a restart with the same settings
+  skips finished batches and gives the same result (other settings: it starts over).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from robustsnn.attacks import Attack
+from robustsnn.checkpoint import atomic_write_json
+from robustsnn.errors import UserError
+from robustsnn.evaluation.diagnostics import DiagnosticsConfig, resolve_config, run_diagnostics
+from robustsnn.evaluation.ensembles import (
+    Ensemble,
+    Member,
+    attack_grid,
+    ensemble_from_spec,
+    resolve_ensemble,
+)
+from robustsnn.evaluation.views import (
+    ViewFactory,
+    attack_view,
+    eval_mode,
+    is_snn,
+    model_digest,
+    real_predict,
+    seeded_generator,
+    tensor_digest,
+)
+
+DEFAULT_BATCH_SIZE = 128
+STATE_FILE = "evaluation-state.json"
+STATE_VERSION = 1
+_RANGE_TOLERANCE = 1e-5
+
+EnsembleLike = str | Ensemble | Sequence[Mapping[str, Any] | str | Member]
+
+
+def parse_eps(value: str | float | int) -> float:
+    """``"8/255"`` / ``"0.0314"`` / ``0.0314`` -> float in [0, 1] pixel units.
+
+    A value above 1 is refused with a hint (``8`` is most likely meant as ``8/255``).
+    """
+    if isinstance(value, bool):
+        raise UserError(f"eps must be a number like 8/255 or 0.0314, got {value!r}")
+    if isinstance(value, (int, float)):
+        eps = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            if "/" in text:
+                numerator, denominator = text.split("/", 1)
+                eps = float(numerator) / float(denominator)
+            else:
+                eps = float(text)
+        except (ValueError, ZeroDivisionError):
+            raise UserError(
+                f"cannot read eps {value!r}; write it as a fraction like 8/255 or a decimal "
+                "like 0.0314 (pixel units in [0, 1])"
+            ) from None
+    else:
+        raise UserError(f"eps must be a number like 8/255 or 0.0314, got {value!r}")
+    if not math.isfinite(eps) or eps < 0:
+        raise UserError(f"eps must be a finite number >= 0 in pixel units, got {value!r}")
+    if eps > 1:
+        raise UserError(
+            f"eps {value!r} is larger than 1 but eps is in [0, 1] pixel units; did you mean "
+            f"{value}/255?"
+        )
+    return eps
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _check_data(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    if not isinstance(x, Tensor) or x.dim() < 2:
+        raise UserError("evaluate needs images x as a tensor [N, C, H, W] (or [N, D])")
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255)
+    if not x.dtype.is_floating_point:
+        raise UserError(f"evaluate needs float images in [0, 1] (or uint8), got {x.dtype}")
+    if x.numel() and (float(x.min()) < -_RANGE_TOLERANCE or float(x.max()) > 1 + _RANGE_TOLERANCE):
+        raise UserError(
+            "evaluate needs images in [0, 1] pixel space; normalization belongs inside the model"
+        )
+    if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise UserError(f"evaluate needs labels y [N] for N = {x.shape[0]} images")
+    if y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise UserError(f"labels must be integer class indices, got dtype {y.dtype}")
+    if x.shape[0] == 0:
+        raise UserError("evaluate got no samples (n = 0); ask for at least one")
+    return x.detach().clamp(0.0, 1.0), y.detach().long()
+
+
+def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return fallback
+
+
+def _resolve_members(
+    model: nn.Module,
+    ensemble: EnsembleLike | None,
+    attacks: str | Sequence[Mapping[str, Any] | str | Member] | None,
+) -> tuple[Ensemble | None, bool]:
+    """The ensemble to run and whether it came from ``attacks`` (a table, run independently)."""
+    if ensemble is not None and attacks is not None:
+        raise UserError("give either an ensemble or a list of attacks, not both")
+    if attacks is not None:
+        if isinstance(attacks, str):
+            return attack_grid(attacks, model), True
+        table = ensemble_from_spec(attacks, name="attacks").for_model(model)
+        kinds = {m.attack for m in table.members}
+        if len(kinds) == 1 and len(table) > 1:
+            name = f"{next(iter(kinds))} (all estimators)"
+        elif len(table) > 1:
+            name = "attacks (worst case)"
+        else:
+            name = table.members[0].name
+        return Ensemble(name, table.members, "attacks run independently"), True
+    if ensemble is None:
+        return None, False
+    resolved = resolve_ensemble(ensemble).for_model(model)
+    if not resolved.members:
+        raise UserError(f"ensemble {resolved.name!r} has no members")
+    return resolved, False
+
+
+# --------------------------------------------------------------------------- resume state
+
+
+def _normalized(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
+
+
+class _ResumeState:
+    """Per-batch progress in ``<state_dir>/evaluation-state.json``, written atomically."""
+
+    def __init__(
+        self, state_dir: str | Path | None, fingerprint: dict[str, Any], log: Callable[[str], None]
+    ) -> None:
+        self.path = Path(state_dir) / STATE_FILE if state_dir is not None else None
+        self.fingerprint = _normalized(fingerprint)
+        self.data: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "fingerprint": self.fingerprint,
+            "batches": {},
+            "diagnostics": None,
+        }
+        if self.path is None or not self.path.is_file():
+            return
+        try:
+            previous = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            log(f"resume state {self.path} is unreadable ({exc}); starting the evaluation over")
+            return
+        if (
+            isinstance(previous, dict)
+            and previous.get("version") == STATE_VERSION
+            and previous.get("fingerprint") == self.fingerprint
+            and isinstance(previous.get("batches"), dict)
+        ):
+            self.data = previous
+            done = len(previous["batches"])
+            if done:
+                log(f"resuming from {self.path}: {done} finished batch(es) are skipped")
+        else:
+            log(
+                f"resume state {self.path} was made with other settings (model, data, eps, "
+                "ensemble, seed or batch size); starting the evaluation over"
+            )
+
+    def batch(self, index: int) -> dict[str, Any] | None:
+        result = self.data["batches"].get(str(index))
+        return result if isinstance(result, dict) else None
+
+    def save_batch(self, index: int, payload: dict[str, Any]) -> None:
+        self.data["batches"][str(index)] = _normalized(payload)
+        self._write()
+
+    def diagnostics(self, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+        saved = self.data.get("diagnostics")
+        if isinstance(saved, dict) and saved.get("fingerprint") == _normalized(fingerprint):
+            results = saved.get("results")
+            return results if isinstance(results, dict) else None
+        return None
+
+    def save_diagnostics(self, fingerprint: dict[str, Any], results: dict[str, Any]) -> None:
+        self.data["diagnostics"] = {
+            "fingerprint": _normalized(fingerprint),
+            "results": _normalized(results),
+        }
+        self._write()
+
+    def _write(self) -> None:
+        if self.path is not None:
+            atomic_write_json(self.path, self.data)
+
+
+# --------------------------------------------------------------------------- one batch
+
+
+def _run_batch(
+    model: nn.Module,
+    xb: Tensor,
+    yb: Tensor,
+    indices: Sequence[int],
+    members: Sequence[Member],
+    attacks: Sequence[Attack],
+    views: Sequence[Callable[[Tensor], Tensor]],
+    *,
+    eps: float,
+    independent: bool,
+    seed: int,
+    batch_index: int,
+    on_member: Callable[[str], None],
+) -> dict[str, Any]:
+    """Attack one batch with every member; return its per-sample records and timings."""
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    clean_pred = real_predict(model, xb)
+    seconds["clean"] = time.perf_counter() - start
+    correct = clean_pred == yb
+    standing = correct.clone()
+    prediction = clean_pred.clone()
+    broken_by: list[str | None] = [None] * xb.shape[0]
+    broken_all: list[list[str]] = [[] for _ in range(xb.shape[0])]
+
+    for member, attack, view in zip(members, attacks, views, strict=True):
+        on_member(member.name)
+        active = correct if independent else standing
+        idx = active.nonzero().squeeze(1)
+        seconds[member.name] = 0.0
+        if idx.numel() == 0:
+            continue
+        start = time.perf_counter()
+        generator = seeded_generator(seed, xb.device, "batch", batch_index, "member", member.name)
+        x_adv = attack(view, xb[idx], yb[idx], generator=generator)
+        if x_adv.shape != xb[idx].shape or float((x_adv - xb[idx]).abs().max()) > eps + 1e-5:
+            raise RuntimeError(
+                f"member {member.name!r} returned examples outside the eps-ball; attack bug"
+            )
+        pred = real_predict(model, x_adv)
+        seconds[member.name] = time.perf_counter() - start
+        fooled = pred != yb[idx]
+        for position in idx[fooled].tolist():
+            broken_all[position].append(member.name)
+        first = idx[fooled & standing[idx]]
+        for position, label in zip(
+            first.tolist(), pred[fooled & standing[idx]].tolist(), strict=True
+        ):
+            broken_by[position] = member.name
+            prediction[position] = label
+        standing[first] = False
+
+    records = []
+    for i in range(xb.shape[0]):
+        record: dict[str, Any] = {
+            "index": int(indices[i]),
+            "label": int(yb[i]),
+            "clean_correct": bool(correct[i]),
+            "clean_prediction": int(clean_pred[i]),
+            "robust": bool(standing[i]) if members else bool(correct[i]),
+            "broken_by": broken_by[i],
+            "prediction": int(prediction[i]),
+        }
+        if independent:
+            record["broken_by_all"] = broken_all[i]
+        records.append(record)
+    return {"records": records, "seconds": seconds}
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float | str,
+    ensemble: EnsembleLike | None = None,
+    attacks: str | Sequence[Mapping[str, Any] | str | Member] | None = None,
+    independent: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int = 0,
+    state_dir: str | Path | None = None,
+    quiet: bool = False,
+    diagnostics: str | DiagnosticsConfig = "fast",
+    diagnostics_n: int | None = None,
+    transfer_source: nn.Module | None = None,
+    meta: Mapping[str, Any] | None = None,
+    indices: Sequence[int] | Tensor | None = None,
+    view_factory: ViewFactory = attack_view,
+    callback: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``(x, y)`` against an ensemble; return the evaluation.json dict.
+
+    Args:
+        model: an ANN or a SpikingNetwork (x in [0, 1] -> logits); evaluated in eval mode, its
+            train/eval flags are restored afterwards.
+        x, y: images ``[N, C, H, W]`` in [0, 1] (uint8 accepted) and labels ``[N]``.
+        eps: L-inf radius in pixels, as a float or a string (``"8/255"``).
+        ensemble: preset name (``ENSEMBLES``), :class:`Ensemble` or a spec list of
+            ``{attack, estimator, params}`` dicts. None with ``attacks`` None: clean only.
+        attacks: an attack name (``"pgd"``: with every estimator for an SNN) or a member list,
+            run independently to fill ``attacks``; their per-sample worst case is reported as an
+            ensemble when there are several.
+        independent: run every ensemble member on every clean-correct sample (fills
+            ``attacks``); the ensemble result is then the per-sample AND.
+        batch_size: samples per attack call (results depend on it: part of the resume key).
+        seed: seeds every attack's generator together with the batch index and member name.
+        state_dir: folder for the resume state (``evaluation-state.json``).
+        quiet: no progress bars or messages.
+        diagnostics: "fast", "full", "none" or a :class:`DiagnosticsConfig`.
+        diagnostics_n: samples per diagnostic check (default: the mode's).
+        transfer_source: a model to craft transfer attacks on (enables
+            ``transfer_vs_white_box``).
+        meta: ``model``, ``dataset``, ``split`` and any extra keys for the result.
+        indices: dataset indices of the samples, for the records (default ``0..N-1``).
+        view_factory: ``(model, estimator) -> callable`` an attack runs on (default
+            :func:`attack_view`); the verdict always uses the real forward pass.
+        callback: called with the batch index after each batch is finished and saved.
+
+    Returns:
+        The evaluation.json dict (DESIGN.md section 5) plus ``robust_accuracy`` (headline),
+        ``records`` (one dict per sample), ``members``, ``settings`` and ``seconds``.
+    """
+    eps = parse_eps(eps)
+    x, y = _check_data(x, y)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
+    n = x.shape[0]
+    if indices is None:
+        index_list = list(range(n))
+    else:
+        index_list = [
+            int(i) for i in (indices.tolist() if isinstance(indices, Tensor) else indices)
+        ]
+        if len(index_list) != n:
+            raise UserError(f"indices has {len(index_list)} entries for {n} samples")
+    config = resolve_config(diagnostics, diagnostics_n)
+    chosen, from_attacks = _resolve_members(model, ensemble, attacks)
+    independent = bool(independent or from_attacks)
+    members: tuple[Member, ...] = chosen.members if chosen is not None else ()
+    meta = dict(meta or {})
+
+    def log(message: str) -> None:
+        if not quiet:
+            tqdm.write(message, file=sys.stderr)
+
+    device = _model_device(model, x.device)
+    fingerprint = {
+        "eps": eps,
+        "seed": int(seed),
+        "batch_size": batch_size,
+        "independent": independent,
+        "ensemble": chosen.name if chosen is not None else None,
+        "members": [m.describe() for m in members],
+        "n": n,
+        "data": tensor_digest(x, y, torch.tensor(index_list, dtype=torch.long)),
+        "model": model_digest(model),
+    }
+    state = _ResumeState(state_dir, fingerprint, log)
+    built = [m.build(eps) for m in members]
+    views = [view_factory(model, m.estimator) for m in members]
+
+    n_batches = math.ceil(n / batch_size)
+    batches: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    with eval_mode(model, transfer_source):
+        name = chosen.name if chosen is not None else "clean"
+        bar = tqdm(
+            total=n_batches * max(1, len(members)),
+            desc=f"evaluate {name}",
+            unit="attack" if members else "batch",
+            disable=quiet,
+            leave=False,
+            file=sys.stderr,
+        )
+
+        def on_member(member_name: str) -> None:
+            bar.set_postfix_str(member_name, refresh=False)
+            bar.update(1)
+
+        try:
+            for b in range(n_batches):
+                saved = state.batch(b)
+                if saved is not None:
+                    batches.append(saved)
+                    bar.update(max(1, len(members)))
+                    continue
+                lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+                result = _run_batch(
+                    model,
+                    x[lo:hi].to(device),
+                    y[lo:hi].to(device),
+                    index_list[lo:hi],
+                    members,
+                    built,
+                    views,
+                    eps=eps,
+                    independent=independent,
+                    seed=seed,
+                    batch_index=b,
+                    on_member=on_member,
+                )
+                if not members:
+                    bar.update(1)
+                state.save_batch(b, result)
+                batches.append(_normalized(result))
+                if callback is not None:
+                    callback(b)
+        finally:
+            bar.close()
+        attack_seconds = time.perf_counter() - started
+
+        records = [r for batch in batches for r in batch["records"]]
+        clean_correct = torch.tensor([r["clean_correct"] for r in records], dtype=torch.bool)
+        robust = torch.tensor([r["robust"] for r in records], dtype=torch.bool)
+        diag_started = time.perf_counter()
+        diag_fingerprint = {
+            "config": config.describe(),
+            "transfer": model_digest(transfer_source) if transfer_source is not None else None,
+        }
+        diag_results = state.diagnostics(diag_fingerprint)
+        if diag_results is None:
+            diag_results = run_diagnostics(
+                model,
+                x,
+                y,
+                clean_correct,
+                robust if members else None,
+                eps=eps,
+                members=members,
+                config=config,
+                seed=seed,
+                transfer_source=transfer_source,
+                view_factory=view_factory,
+                device=device,
+                progress=lambda check: log(f"diagnostics: {check}"),
+            )
+            if diag_results:
+                state.save_diagnostics(diag_fingerprint, diag_results)
+        diag_seconds = time.perf_counter() - diag_started
+
+    return _summarize(
+        model,
+        meta,
+        records,
+        batches,
+        chosen,
+        from_attacks,
+        independent,
+        eps=eps,
+        seed=seed,
+        batch_size=batch_size,
+        config=config,
+        diagnostics=diag_results,
+        seconds={"attacks": attack_seconds, "diagnostics": diag_seconds},
+    )
+
+
+def _summarize(
+    model: nn.Module,
+    meta: dict[str, Any],
+    records: list[dict[str, Any]],
+    batches: list[dict[str, Any]],
+    chosen: Ensemble | None,
+    from_attacks: bool,
+    independent: bool,
+    *,
+    eps: float,
+    seed: int,
+    batch_size: int,
+    config: DiagnosticsConfig,
+    diagnostics: dict[str, Any],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """Aggregate per-sample records into the evaluation.json dict."""
+    n = len(records)
+    members = chosen.members if chosen is not None else ()
+    member_seconds = {
+        m.name: sum(float(b["seconds"].get(m.name, 0.0)) for b in batches) for m in members
+    }
+    clean_seconds = sum(float(b["seconds"].get("clean", 0.0)) for b in batches)
+    clean_accuracy = sum(r["clean_correct"] for r in records) / n
+    robust_accuracy = sum(r["robust"] for r in records) / n
+
+    attack_rows: dict[str, dict[str, Any]] = {}
+    if independent:
+        for m in members:
+            survived = sum(
+                1 for r in records if r["clean_correct"] and m.name not in r["broken_by_all"]
+            )
+            attack_rows[m.name] = {
+                "robust_accuracy": survived / n,
+                "seconds": member_seconds[m.name],
+                "attack": m.attack,
+                "estimator": m.estimator,
+            }
+
+    ensembles: dict[str, dict[str, Any]] = {}
+    if chosen is not None and (not from_attacks or len(members) > 1):
+        broken_counts = {
+            m.name: sum(1 for r in records if r["broken_by"] == m.name) for m in members
+        }
+        still = sum(r["clean_correct"] for r in records)
+        after: dict[str, float] = {}
+        for m in members:
+            still -= broken_counts[m.name]
+            after[m.name] = still / n
+        ensembles[chosen.name] = {
+            "robust_accuracy": robust_accuracy,
+            "members": len(members),
+            "seconds": sum(member_seconds.values()),
+            "mode": "independent" if independent else "early-exit",
+            "member_names": [m.name for m in members],
+            "broken_by": broken_counts,
+            "robust_accuracy_after": after,
+        }
+
+    if ensembles:
+        headline: float | None = robust_accuracy
+    elif attack_rows:
+        headline = next(iter(attack_rows.values()))["robust_accuracy"]
+    else:
+        headline = None
+
+    result: dict[str, Any] = {
+        "model": str(meta.pop("model", type(model).__name__)),
+        "dataset": str(meta.pop("dataset", "unknown")),
+        "split": str(meta.pop("split", "test")),
+        "n": n,
+        "eps": eps,
+        "T": int(model.T) if is_snn(model) else None,  # type: ignore[arg-type]
+        "clean_accuracy": clean_accuracy,
+        "attacks": attack_rows,
+        "ensembles": ensembles,
+        "diagnostics": diagnostics,
+        "robust_accuracy": headline,
+        "kind": "snn" if is_snn(model) else "ann",
+        "ensemble": chosen.name if chosen is not None else None,
+        "members": [m.describe() for m in members],
+        "settings": {
+            "seed": seed,
+            "batch_size": batch_size,
+            "independent": independent,
+            "diagnostics": config.describe(),
+        },
+        "seconds": {"clean": clean_seconds, **seconds},
+    }
+    for key, value in meta.items():
+        result.setdefault(key, value)
+    result["records"] = records
+    return result

@@ -1,0 +1,181 @@
+"""``robustsnn evaluate CKPT``: load a checkpoint and its dataset, evaluate, write evaluation.json.
+
+The test samples are chosen *stratified* (the first n/K of each class, in dataset order) because
+some test splits are stored grouped by class, where the first n samples would be one class.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from robustsnn.attacks import ATTACKS
+from robustsnn.checkpoint import atomic_write_json, atomic_write_text
+from robustsnn.data import load_dataset, to_float
+from robustsnn.errors import UserError
+from robustsnn.evaluation.diagnostics import DiagnosticsConfig
+from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member, resolve_ensemble
+from robustsnn.evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate, parse_eps
+from robustsnn.modelio import load_model
+
+DEFAULT_ENSEMBLE = "pgd-ensemble"
+EVALUATION_FILE = "evaluation.json"
+RECORDS_FILE = "records.jsonl"
+SPLITS = ("test", "train")
+
+
+def stratified_indices(labels: Tensor, n: int | None, num_classes: int | None = None) -> Tensor:
+    """Indices of ``n`` samples: the first ``n // K`` of each class in dataset order.
+
+    The remainder goes to the first classes; a class with too few samples leaves its share to
+    the next classes with samples to spare. ``n`` None selects everything. The result is sorted.
+    """
+    labels = labels.detach().cpu().long()
+    total = labels.shape[0]
+    if n is None:
+        return torch.arange(total)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"n must be a positive number of samples, got {n!r}")
+    if n > total:
+        raise UserError(f"n = {n} is more than the {total} samples of the split; use --n {total}")
+    k = int(num_classes) if num_classes is not None else int(labels.max()) + 1
+    positions = [(labels == c).nonzero().squeeze(1) for c in range(k)]
+    quota = [n // k + (1 if c < n % k else 0) for c in range(k)]
+    take = [min(q, len(p)) for q, p in zip(quota, positions, strict=True)]
+    missing = n - sum(take)
+    while missing > 0:  # hand the shortfall round-robin to classes with spare samples
+        progressed = False
+        for c in range(k):
+            if missing and take[c] < len(positions[c]):
+                take[c] += 1
+                missing -= 1
+                progressed = True
+        if not progressed:
+            raise UserError(f"the labels hold fewer than n = {n} samples of classes 0..{k - 1}")
+    chosen = torch.cat([p[:t] for p, t in zip(positions, take, strict=True)])
+    return chosen.sort().values
+
+
+def dataset_spec_from_meta(meta: Mapping[str, Any]) -> str | None:
+    """The dataset spec a checkpoint was trained on (``dataset.spec`` or ``dataset`` string)."""
+    dataset = meta.get("dataset")
+    if isinstance(dataset, Mapping):
+        spec = dataset.get("spec") or dataset.get("name")
+        return str(spec) if spec else None
+    if isinstance(dataset, str) and dataset.strip():
+        return dataset.strip()
+    return None
+
+
+def _choose(
+    attack: str | None, ensemble: str | Any | None, estimator: str | None
+) -> tuple[Any, Any]:
+    """(ensemble, attacks) arguments of :func:`evaluate` for the CLI's flags."""
+    if attack is not None and ensemble is not None:
+        raise UserError("give either --attack or --ensemble, not both")
+    if attack is not None:
+        name = attack.strip()
+        if name.lower() == "none":
+            return None, None
+        if name not in ATTACKS and name in ENSEMBLES:  # `--attack pgd-ensemble` is tolerated
+            ensemble = name
+        else:
+            ATTACKS.get(name)  # unknown names fail with the list of attacks
+            if estimator is not None:
+                return None, [Member(name, estimator)]
+            return None, name
+    chosen: Ensemble = resolve_ensemble(ensemble if ensemble is not None else DEFAULT_ENSEMBLE)
+    if estimator is not None:
+        chosen = chosen.restrict(estimator)
+    return chosen, None
+
+
+def run_evaluation(
+    checkpoint_path: str | Path,
+    *,
+    attack: str | None = None,
+    ensemble: str | Any | None = None,
+    estimator: str | None = None,
+    eps: float | str,
+    n: int | None,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    quiet: bool = False,
+    device: str = "cpu",
+    data_dir: str | Path | None = None,
+    transfer_from: str | Path | None = None,
+    diagnostics: str | DiagnosticsConfig = "fast",
+    split: str = "test",
+    dataset: str | None = None,
+    diagnostics_n: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint and write ``<out_dir>/evaluation.json`` and ``records.jsonl``.
+
+    Args:
+        checkpoint_path: an ANN or SNN ``.safetensors`` checkpoint.
+        attack: one attack name (with every estimator, independently, for an SNN), or "none"
+            for clean accuracy only. A preset name is accepted too.
+        ensemble: a preset name, an Ensemble or a spec list; default ``pgd-ensemble`` when
+            neither ``attack`` nor ``ensemble`` is given.
+        estimator: restrict the members to this gradient estimator.
+        eps: radius (``"8/255"`` or a float). n: number of stratified samples (None: all).
+        out_dir: output folder (default: ``<checkpoint folder>/eval-<checkpoint name>``); it
+            also holds the resume state, so re-running the same command resumes.
+        dataset: dataset spec overriding the one in the checkpoint metadata.
+
+    Returns:
+        The dict written to evaluation.json (records are in ``records.jsonl``).
+    """
+    eps_value = parse_eps(eps)
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    path = Path(checkpoint_path)
+    model, meta = load_model(path, device)
+    spec = dataset or dataset_spec_from_meta(meta)
+    if spec is None:
+        raise UserError(
+            f"checkpoint {path} does not say which dataset it was trained on (no 'dataset' in "
+            "its metadata); pass the dataset explicitly"
+        )
+    data = load_dataset(spec, data_dir)
+    xs, ys = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
+    index = stratified_indices(ys, n, data.info.num_classes)
+    x, y = to_float(xs[index]), ys[index]
+    chosen, attacks = _choose(attack, ensemble, estimator)
+    source = load_model(Path(transfer_from), device)[0] if transfer_from is not None else None
+    out = Path(out_dir) if out_dir is not None else path.parent / f"eval-{path.stem}"
+    result = evaluate(
+        model,
+        x,
+        y,
+        eps=eps_value,
+        ensemble=chosen,
+        attacks=attacks,
+        batch_size=batch_size,
+        seed=seed,
+        state_dir=out,
+        quiet=quiet,
+        diagnostics=diagnostics,
+        diagnostics_n=diagnostics_n,
+        transfer_source=source,
+        meta={
+            "model": str(checkpoint_path),
+            "dataset": spec,
+            "split": split,
+            "checkpoint_kind": meta.get("kind"),
+            "selection": "stratified",
+            "transfer_from": str(transfer_from) if transfer_from is not None else None,
+        },
+        indices=index,
+    )
+    records = result.pop("records")
+    atomic_write_text(out / RECORDS_FILE, "".join(json.dumps(r) + "\n" for r in records))
+    result["records_file"] = RECORDS_FILE
+    atomic_write_json(out / EVALUATION_FILE, result)
+    return result
