@@ -123,7 +123,10 @@ def binary_spike_blocks(ann: nn.Module, thetas: list[float]) -> list[nn.Sequenti
 
 
 class TimesANN(nn.Module):
-    """T calls of the ANN on the same batch (the "T x ANN" limit); returns the last logits."""
+    """T calls of the ANN on the same batch (the "T x ANN" limit); returns the last logits.
+
+    Under ``fwdbwd`` the harness runs T separate forward+backward passes (see ``make_step``).
+    """
 
     def __init__(self, ann: nn.Module, steps: int) -> None:
         super().__init__()
@@ -308,7 +311,11 @@ def make_step(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None
         for p in params:
             p.grad = None
         xx = x.detach().clone().requires_grad_(True)
-        model(xx).sum().backward()
+        if isinstance(model, TimesANN):
+            for _ in range(model.steps):
+                model.ann(xx).sum().backward()
+        else:
+            model(xx).sum().backward()
 
     return fwdbwd
 

@@ -37,6 +37,19 @@ SUPPORTED_LAYERS = (
 )
 BN_MODES = ("keep", "reset", "reestimate", "fold")
 # Functions a converter cannot see as modules: a ReLU or max-pool here would stay an ANN op.
+# Matched by identity and, for torch functions and tensor methods, by name (so in-place and
+# dispatch-wrapped variants such as ``torch.relu_`` or ``F.max_pool1d`` are caught too).
+_FUNCTIONAL_NONLINEAR_NAMES = frozenset(
+    {
+        "relu", "relu_", "relu6", "gelu", "elu", "elu_", "selu", "selu_", "celu", "celu_",
+        "silu", "silu_", "mish", "sigmoid", "sigmoid_", "tanh", "tanh_", "hardtanh", "hardtanh_",
+        "hardswish", "hardsigmoid", "leaky_relu", "leaky_relu_", "prelu", "rrelu", "rrelu_",
+        "softplus", "softsign", "logsigmoid", "threshold", "threshold_", "glu",
+        "max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices",
+        "max_pool2d_with_indices", "max_pool3d_with_indices", "adaptive_max_pool1d",
+        "adaptive_max_pool2d", "adaptive_max_pool3d", "fractional_max_pool2d", "lp_pool2d",
+    }
+)  # fmt: skip
 _FUNCTIONAL_ACTIVATIONS = {
     torch.relu,
     torch.nn.functional.relu,
@@ -85,15 +98,46 @@ def check_convertible(ann: nn.Module) -> None:
         graph = fx.symbolic_trace(ann).graph
     except Exception:  # noqa: BLE001 - tracing is a best-effort extra check
         return
+    modules = dict(ann.named_modules())
+    relu_calls: dict[str, int] = {}
     for node in graph.nodes:
-        bad = (node.op == "call_function" and node.target in _FUNCTIONAL_ACTIVATIONS) or (
-            node.op == "call_method" and node.target in ("relu", "relu_", "sigmoid", "tanh")
-        )
-        if bad:
+        if node.op == "call_module" and isinstance(modules.get(str(node.target)), nn.ReLU):
+            relu_calls[str(node.target)] = relu_calls.get(str(node.target), 0) + 1
+        if _is_functional_nonlinearity(node):
+            fn = getattr(node.target, "__name__", str(node.target))
             raise UserError(
-                f"the model calls {getattr(node.target, '__name__', node.target)} functionally "
-                f"(graph node {node.name!r}); the converter only sees modules: use nn.ReLU modules"
+                f"{_calling_module(node)} calls {fn} functionally in its forward (graph node "
+                f"{node.name!r}); the converter only swaps modules: use an nn.ReLU module "
+                f"(and AvgPool instead of max-pool)"
             )
+    for name, calls in relu_calls.items():
+        if calls > 1:
+            raise UserError(
+                f"the nn.ReLU module {name!r} is used {calls} times in forward; every activation "
+                f"becomes its own spiking layer with its own threshold: give each its own nn.ReLU"
+            )
+
+
+def _is_functional_nonlinearity(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return str(node.target) in _FUNCTIONAL_NONLINEAR_NAMES
+    if node.op != "call_function":
+        return False
+    if node.target in _FUNCTIONAL_ACTIVATIONS:
+        return True
+    name = getattr(node.target, "__name__", "")
+    origin = getattr(node.target, "__module__", None) or ""
+    return name in _FUNCTIONAL_NONLINEAR_NAMES and origin.startswith("torch")
+
+
+def _calling_module(node: fx.Node) -> str:
+    """The innermost module whose forward made ``node``'s call, for error messages."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return "the model's own forward"
+    path, cls = list(stack.values())[-1]
+    cls_name = getattr(cls, "__name__", str(cls))
+    return f"layer {path!r} ({cls_name})"
 
 
 def spiking_body(ann: nn.Module, cfg: ConversionConfig) -> nn.Module:
@@ -136,9 +180,10 @@ def calibrate_thresholds(
     was_training = snn.training
     steps = snn.T
     snn.eval()
-    snn.T = cfg.calib_T
     try:
-        for index, neuron in enumerate(snn.neurons()):
+        order = _execution_order(snn, data[:1])
+        snn.T = cfg.calib_T
+        for index, neuron in enumerate(order):
             best = 0.0
             for b, batch in enumerate(_calibration_batches(data, cfg)):
                 snn.context.calibrate = neuron
@@ -167,6 +212,34 @@ def calibrate_thresholds(
         snn.T = steps
         snn.train(was_training)
     return snn.thresholds()
+
+
+def _execution_order(snn: SpikingNetwork, example: torch.Tensor) -> list[SpikingNeuron]:
+    """Spiking layers in the order the forward pass reaches them (one cheap T = 1 pass).
+
+    Calibration must go first layer first in *execution* order (each layer is calibrated with
+    the layers before it spiking); registration order can differ in a hand-written model.
+    """
+    order: list[SpikingNeuron] = []
+
+    def seen(module: nn.Module, args: Any) -> None:
+        if not any(module is m for m in order):
+            order.append(module)  # type: ignore[arg-type]
+
+    neurons = snn.neurons()
+    hooks = [n.register_forward_pre_hook(seen) for n in neurons]
+    steps = snn.T
+    try:
+        snn.T = 1
+        snn(example)
+    finally:
+        snn.T = steps
+        for hook in hooks:
+            hook.remove()
+    for neuron in neurons:
+        if not any(neuron is m for m in order):
+            raise RuntimeError(f"spiking layer {neuron.name!r} was not reached by the forward pass")
+    return order
 
 
 def fold_batchnorm(body: nn.Module) -> list[str]:
@@ -227,6 +300,27 @@ def reestimate_batchnorm(snn: SpikingNetwork, data: torch.Tensor, cfg: Conversio
         snn.train(was_training)
 
 
+def _validate(cfg: ConversionConfig, data: torch.Tensor) -> None:
+    """Reject settings that would fail deep inside conversion, with a one-line fix."""
+    problems = []
+    if cfg.reset not in ("hard", "soft"):
+        problems.append(f"reset must be 'hard' or 'soft', not {cfg.reset!r}")
+    if not 0.0 < cfg.leak <= 1.0:
+        problems.append(f"leak must be in (0, 1], not {cfg.leak}")
+    if cfg.T < 1 or cfg.calib_T < 1:
+        problems.append(f"T and calib_T must be >= 1, not {cfg.T} and {cfg.calib_T}")
+    if not 0.0 < cfg.percentile <= 100.0:
+        problems.append(f"percentile must be in (0, 100], not {cfg.percentile}")
+    if not cfg.scale > 0.0:
+        problems.append(f"scale must be > 0, not {cfg.scale}")
+    if cfg.calib_batches < 1 or cfg.calib_batch_size < 1:
+        problems.append("calib_batches and calib_batch_size must be >= 1")
+    if len(data) == 0:
+        problems.append("no calibration images were given")
+    if problems:
+        raise UserError("conversion settings: " + "; ".join(problems))
+
+
 def convert(
     ann: nn.Module,
     calibration_data: torch.Tensor,
@@ -241,6 +335,7 @@ def convert(
     cfg = ConversionConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
     if cfg.bn not in BN_MODES:
         raise UserError(f"unknown BatchNorm treatment {cfg.bn!r}; valid: {', '.join(BN_MODES)}")
+    _validate(cfg, calibration_data)
     check_convertible(ann)
     body = spiking_body(ann, cfg)
     snn = SpikingNetwork(body, T=cfg.T)

@@ -56,6 +56,8 @@ def save_ann(path: str | Path, ann: nn.Module, **metadata: Any) -> Path:
 
 def build_snn_from_metadata(meta: dict[str, Any]) -> SpikingNetwork:
     """Rebuild an (untrained) SpikingNetwork with the structure the metadata describes."""
+    import robustsnn.snn.bntt  # noqa: F401  (registers the "bntt" body transform)
+
     ann = rebuild_model(meta["arch"])
     known = set(ConversionConfig.__dataclass_fields__)
     conv = {k: v for k, v in (meta.get("conversion") or {}).items() if k in known}

@@ -111,19 +111,29 @@ def stats_record(spikes: tuple[float, float]) -> dict[str, Any]:
             "T": 4,
             "eps": 8 / 255,
             "clean_image": [[[0.1 * ((i + j) % 10) for j in range(8)] for i in range(8)]],
-            "adversarial_image": [[[0.1 * ((i + j) % 10) + 0.03 for j in range(8)] for i in range(8)]],
+            "adversarial_image": [
+                [[0.1 * ((i + j) % 10) + 0.03 for j in range(8)] for i in range(8)]
+            ],
             "clean_spikes": [[(t + k) % 3 == 0 for k in range(30)] for t in range(4)],
             "adversarial_spikes": [[(t + k) % 2 == 0 for k in range(30)] for t in range(4)],
         },
     }
 
 
-def write_run(root: Path, name: str = "run1", *, with_stats: bool = True, png: bytes | None = None) -> Path:
+def write_run(
+    root: Path, name: str = "run1", *, with_stats: bool = True, png: bytes | None = None
+) -> Path:
     """A fake run folder with the files of docs/INTERFACES.md (small, hand-written values)."""
     run = root / name
     (run / "figures").mkdir(parents=True)
-    (run / "config.yaml").write_text("data:\n  dataset: toy\nsnn:\n  T: 8\nfinetune:\n  beta: 2.0\n")
-    values = {"ann": (0.9125, 0.3875), "snn_converted": (0.8450, 0.1225), "snn_finetuned": (0.8875, 0.4125)}
+    (run / "config.yaml").write_text(
+        "data:\n  dataset: toy\nsnn:\n  T: 8\nfinetune:\n  beta: 2.0\n"
+    )
+    values = {
+        "ann": (0.9125, 0.3875),
+        "snn_converted": (0.8450, 0.1225),
+        "snn_finetuned": (0.8875, 0.4125),
+    }
     for model, (clean, robust) in values.items():
         (run / f"evaluation-{model}.json").write_text(json.dumps(evaluation(model, clean, robust)))
     # the finetuned model at a second eps, for the eps curve

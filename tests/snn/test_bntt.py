@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict
+from typing import cast
 
 import pytest
 import torch
@@ -34,6 +35,7 @@ def tiny_ann(seed: int = 0) -> nn.Module:
     with torch.no_grad():  # non-trivial BatchNorm statistics and affine parameters
         for m in ann.modules():
             if isinstance(m, nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
@@ -54,9 +56,15 @@ def spiking(ann: nn.Module, bntt: bool, leak: float = 1.0, reset: str = "hard") 
         transforms = ["bntt"]
     snn = SpikingNetwork(body, T=T)
     snn.arch = ann.arch
-    snn.conversion = asdict(cfg)
-    snn.transforms = transforms
+    snn.conversion = asdict(cfg)  # type: ignore[assignment]
+    snn.transforms = transforms  # type: ignore[assignment]
     return snn
+
+
+def step_bns(layer: BatchNormThroughTime) -> list[nn.BatchNorm2d]:
+    bns = list(layer.bns)
+    assert all(isinstance(bn, nn.BatchNorm2d) for bn in bns)
+    return cast(list[nn.BatchNorm2d], bns)
 
 
 def images(n: int = 6, seed: int = 0) -> torch.Tensor:
@@ -97,26 +105,26 @@ def test_each_step_uses_its_own_statistics():
     # The second BNTT sees the spikes of the first layer: a different input at every step.
     steps_in = seen["x"].view(T, 8, *seen["x"].shape[1:])
     steps_out = seen["y"].view(T, 8, *seen["y"].shape[1:])
-    means = [bn.running_mean for bn in second.bns]
+    means = [cast(torch.Tensor, bn.running_mean) for bn in step_bns(second)]
     assert not torch.allclose(means[0], means[1]) and not torch.allclose(means[1], means[2])
-    for t, bn in enumerate(second.bns):
+    for t, bn in enumerate(step_bns(second)):
         xt = steps_in[t]
         mean = xt.mean(dim=(0, 2, 3), keepdim=True)
         var = xt.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
         expected = (xt - mean) / torch.sqrt(var + bn.eps) * bn.weight.view(1, -1, 1, 1)
         expected = expected + bn.bias.view(1, -1, 1, 1)
         torch.testing.assert_close(steps_out[t], expected, rtol=1e-4, atol=1e-5)
-        assert bn.num_batches_tracked.item() == 1
+        assert int(cast(torch.Tensor, bn.num_batches_tracked)) == 1
     # The first one gets the static conv output [B, ...]: expanded to T copies, one per BN.
     with torch.no_grad():
-        for t, bn in enumerate(first.bns):
+        for t, bn in enumerate(step_bns(first)):
             bn.weight.fill_(float(t + 1))
     first.eval()
     ctx = first.context
     static = torch.randn(8, 4, 8, 8)
     ctx.batch = 8
     out = first(static).view(T, 8, 4, 8, 8)
-    for t, bn in enumerate(first.bns):
+    for t, bn in enumerate(step_bns(first)):
         torch.testing.assert_close(out[t], bn(static))
     assert not torch.allclose(out[0], out[1])
 
@@ -148,4 +156,6 @@ def test_bntt_checkpoint_reloads(tmp_path, leak, reset):
     clone = copy.deepcopy(model)
     clone(x).sum().backward()
     layer = next(m for m in clone.modules() if isinstance(m, BatchNormThroughTime))
-    assert all(bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0 for bn in layer.bns)
+    assert all(
+        bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0 for bn in step_bns(layer)
+    )

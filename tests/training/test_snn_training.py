@@ -212,7 +212,7 @@ def test_finetune_needs_an_snn(tmp_path, small_cnn):
 
 
 # ------------------------------------------------------------------------- from scratch
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "natural": dict(objective="natural"),
     "rfgsm_at": dict(objective="rfgsm_at"),
     "snn_rat": dict(objective="rfgsm_at", snn_rat=True, orth_beta=1e-2),
@@ -338,14 +338,16 @@ def test_orthogonality_gradient_matches_autograd_of_the_formula():
             p.copy_(torch.randn(p.shape, generator=g))
     beta = 0.3
     reg = OrthogonalityRegularizer(beta)
-    weights = [model[0].weight, model[3].weight]
+    conv, linear = model[0], model[3]
+    assert isinstance(conv, nn.Conv2d) and isinstance(linear, nn.Linear)
+    weights = [conv.weight, linear.weight]
     ours = torch.autograd.grad(reg(model), weights)
 
     def formula(w: torch.Tensor) -> torch.Tensor:
         m = w.reshape(w.shape[0], -1)
         return torch.linalg.matrix_norm(m @ m.t() - torch.eye(m.shape[0]), "fro") ** 2
 
-    reference = torch.autograd.grad(beta * sum(formula(w) for w in weights), weights)
+    reference = torch.autograd.grad(beta * (formula(weights[0]) + formula(weights[1])), weights)
     for a, b, w in zip(ours, reference, weights, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
         m = w.detach().reshape(w.shape[0], -1)

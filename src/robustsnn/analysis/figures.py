@@ -136,7 +136,9 @@ def plot_spike_raster(
     clean = _image_hwc(data["clean_image"])
     adv = _image_hwc(data["adversarial_image"])
     if clean.shape != adv.shape:
-        raise UserError(f"clean and adversarial images differ in shape: {clean.shape} vs {adv.shape}")
+        raise UserError(
+            f"clean and adversarial images differ in shape: {clean.shape} vs {adv.shape}"
+        )
     s_clean = np.asarray(data["clean_spikes"], dtype=float)
     s_adv = np.asarray(data["adversarial_spikes"], dtype=float)
     if s_clean.ndim != 2 or s_clean.shape != s_adv.shape:
@@ -164,24 +166,27 @@ def plot_spike_raster(
     )
     total = data.get("neurons_in_layer")
     subset = f"{count} random neurons" + (f" of {int(total)}" if total else "")
+    added = (s_adv > 0) & (s_clean <= 0)
+    removed = (s_clean > 0) & (s_adv <= 0)
     for col, (name, spikes) in enumerate((("clean", s_clean), ("adversarial", s_adv))):
         ax = fig.add_subplot(grid[1, 3 * col : 3 * col + 3])
+        rgb = np.ones((*spikes.T.shape, 3))
+        rgb[spikes.T > 0] = (0.0, 0.0, 0.0)
+        title = f"{name}: {int(spikes.sum())} spikes, rate {spikes.mean():.3f} /neuron/step"
+        if col == 1:
+            rgb[added.T] = (0.85, 0.1, 0.1)
+            rgb[removed.T] = (0.55, 0.75, 1.0)
+            title += f"\nred: {int(added.sum())} spikes added, blue: {int(removed.sum())} removed"
         ax.imshow(
-            spikes.T,
+            rgb,
             aspect="auto",
-            cmap="Greys",
-            vmin=0.0,
-            vmax=1.0,
             interpolation="nearest",
             extent=(0.5, steps + 0.5, count - 0.5, -0.5),
         )
         ax.set_xticks(range(1, steps + 1))
         ax.set_xlabel("time step")
         ax.set_ylabel(f"neuron ({subset})")
-        rate = spikes.mean() if spikes.size else 0.0
-        ax.set_title(
-            f"{name}: {int(spikes.sum())} spikes, rate {rate:.3f} /neuron/step", fontsize="medium"
-        )
+        ax.set_title(title, fontsize="medium")
     fig.suptitle(f"Spike raster of layer {layer!r}: clean vs adversarial input")
     return _save(fig, out_path)
 
@@ -352,7 +357,7 @@ def square_curve_from_queries(
     last = int(n_queries) if n_queries is not None else int(max(1, counts.max()))
     budgets = sorted({0, *fooled.tolist(), last})
     n = counts.size
-    return [(int(q), 1.0 - int(np.searchsorted(fooled, q, side="right")) / n) for q in budgets]
+    return [(int(q), (n - int(np.searchsorted(fooled, q, side="right"))) / n) for q in budgets]
 
 
 def _square_series(value: Any, n_queries: int | None) -> tuple[list[float], list[float]]:

@@ -106,7 +106,9 @@ def read_run(run_dir: str | Path) -> RunFiles:
     return run
 
 
-def _clean_and_adversarial(stats: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _clean_and_adversarial(
+    stats: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """``(clean, adversarial or None)`` from an adversarial_statistics or spike_statistics dict."""
     if isinstance(stats.get("clean"), Mapping):
         adv = stats.get("adversarial")
@@ -194,12 +196,12 @@ def make_run_figures(run_dir: str | Path) -> list[Path]:
         by_model.setdefault(str(evaluation.get("model") or model), []).append(evaluation)
     bars: dict[str, dict[str, float]] = {}
     for model, evaluations in by_model.items():
-        for evaluation in evaluations:
-            label = model if len(evaluations) == 1 else f"{model} @ {_eps_label(evaluation.get('eps'))}"
+        for ev in evaluations:
+            label = model if len(evaluations) == 1 else f"{model} @ {_eps_label(ev.get('eps'))}"
             values: dict[str, float] = {}
-            if _is_number(evaluation.get("clean_accuracy")):
-                values["clean"] = float(evaluation["clean_accuracy"])
-            for name, acc in _robust_values(evaluation).items():
+            if _is_number(ev.get("clean_accuracy")):
+                values["clean"] = float(ev["clean_accuracy"])
+            for name, acc in _robust_values(ev).items():
                 values[f"robust: {name}"] = acc
             if values:
                 bars[label] = values
@@ -211,16 +213,16 @@ def make_run_figures(run_dir: str | Path) -> list[Path]:
         eps_values = {float(e["eps"]) for e in evaluations if _is_number(e.get("eps"))}
         if len(eps_values - {0.0}) < 2:
             continue
-        for evaluation in evaluations:
-            if not _is_number(evaluation.get("eps")):
+        for ev in evaluations:
+            if not _is_number(ev.get("eps")):
                 continue
-            eps = float(evaluation["eps"])
-            clean = evaluation.get("clean_accuracy")
-            for name, acc in _robust_values(evaluation).items():
+            eps = float(ev["eps"])
+            clean_acc = _float_or_none(ev.get("clean_accuracy"))
+            for name, acc in _robust_values(ev).items():
                 curve = curves.setdefault(f"{model}: {name}", [])
                 curve.append((eps, acc))
-                if _is_number(clean) and (0.0, float(clean)) not in curve:
-                    curve.append((0.0, float(clean)))
+                if clean_acc is not None and (0.0, clean_acc) not in curve:
+                    curve.append((0.0, clean_acc))
     curves = {k: v for k, v in curves.items() if len({x for x, _ in v}) >= 2}
     if curves:
         made.append(fig.plot_robustness_vs_eps(curves, out / "robust_accuracy_vs_eps.png"))
@@ -289,6 +291,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if _is_number(value) else None
+
+
 def _pct(value: Any) -> str:
     return f"{100.0 * float(value):.2f}%" if _is_number(value) else "n/a"
 
@@ -334,7 +340,7 @@ def _energy(stats: Mapping[str, Any] | None, key: str) -> str:
 def _overview(runs: Sequence[RunFiles], several: bool) -> list[Block]:
     """One row per run x model: clean and robust accuracy, spikes, estimated energy."""
     ensemble_names: list[str] = []
-    rows_data = []
+    rows_data: list[tuple[Any, ...]] = []
     for run in runs:
         stats_by_model = {model: (file, s) for file, model, s in run.stats}
         models_done = set()
@@ -445,7 +451,11 @@ def _evaluation_blocks(file: str, model: str, ev: Mapping[str, Any]) -> list[Blo
             for name, rec in diagnostics.items()
             if isinstance(rec, Mapping)
         ]
-        failed = sum(1 for rec in diagnostics.values() if isinstance(rec, Mapping) and rec.get("passed") is False)
+        failed = sum(
+            1
+            for rec in diagnostics.values()
+            if isinstance(rec, Mapping) and rec.get("passed") is False
+        )
         verdict = (
             f"{failed} diagnostic check(s) FAILED: the robust accuracy above may be overestimated."
             if failed
@@ -462,7 +472,11 @@ _TOTALS = [
     ("neurons", "spiking neurons", _num),
     ("spikes_per_image", "spikes per image", _num),
     ("spikes_per_image_std", "spikes per image (std over images)", _num),
-    ("firing_rate", "firing rate (spikes / neuron / step)", lambda v: f"{v:.4g}" if _is_number(v) else "n/a"),
+    (
+        "firing_rate",
+        "firing rate (spikes / neuron / step)",
+        lambda v: f"{v:.4g}" if _is_number(v) else "n/a",
+    ),
     ("synaptic_ops_per_image", "synaptic operations (AC) per image", _num),
     ("analog_macs_per_image", "first-layer MACs per image (analog input)", _num),
     ("ann_macs_per_image", "ANN MACs per image (same architecture)", _num),
@@ -495,12 +509,17 @@ def _stats_blocks(file: str, model: str, stats: Mapping[str, Any]) -> list[Block
             headers += [f"spikes/image ({label})", f"rate ({label})"]
         rows: list[list[Cell | str]] = []
         for name in layer_names:
-            first = next((p["layers"][name] for _, p in parts if name in (p.get("layers") or {})), {})
+            first: Mapping[str, Any] = next(
+                (p["layers"][name] for _, p in parts if name in (p.get("layers") or {})), {}
+            )
             row: list[Cell | str] = [name, _num(first.get("neurons"))]
             for _, part in parts:
                 rec = (part.get("layers") or {}).get(name, {})
                 rate = rec.get("firing_rate")
-                row += [_num(rec.get("spikes_per_image")), f"{rate:.4g}" if _is_number(rate) else "n/a"]
+                row += [
+                    _num(rec.get("spikes_per_image")),
+                    f"{rate:.4g}" if _is_number(rate) else "n/a",
+                ]
             rows.append(row)
         blocks.append(Table(headers, rows, file))
     rows = []
@@ -516,7 +535,7 @@ def _stats_blocks(file: str, model: str, stats: Mapping[str, Any]) -> list[Block
         rows.append([label, *[_energy(p, key) for _, p in parts]])
     ratios = [(p.get("energy") or {}).get("ann_over_snn") for _, p in parts]
     rows.append(
-        ["ANN / SNN energy (estimate)", *[f"{r:.3g}x" if _is_number(r) else "n/a" for r in ratios]]
+        ["ANN / SNN energy (estimate)", *[f"{r:.4g}x" if _is_number(r) else "n/a" for r in ratios]]
     )
     blocks.append(Table(["quantity", *[label for label, _ in parts]], rows, file))
     energy = clean.get("energy") or {}
@@ -640,14 +659,16 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
             try:
                 data = base64.b64encode(block.path.read_bytes()).decode("ascii")
             except OSError as exc:
-                body.append(f'<p class="fail">figure {html.escape(block.caption)} unreadable: {html.escape(str(exc))}</p>')
+                body.append(
+                    f'<p class="fail">figure {html.escape(block.caption)} unreadable: {html.escape(str(exc))}</p>'
+                )
                 continue
             body.append(
                 f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.caption)}">'
                 f"<figcaption>figure: {html.escape(block.caption)}</figcaption></figure>"
             )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
         + "\n".join(body)

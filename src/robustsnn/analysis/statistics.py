@@ -130,7 +130,9 @@ def count_macs(model: nn.Module, x: Tensor) -> dict[str, Any]:
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
             entry = layers.setdefault(name, {"type": type(module).__name__, "macs_per_image": 0})
             rows = output.shape[0]
-            entry["macs_per_image"] += int(output.numel() // rows) * fan_in(module) * (rows // batch)
+            entry["macs_per_image"] += (
+                int(output.numel() // rows) * fan_in(module) * (rows // batch)
+            )
 
         return hook
 
@@ -157,9 +159,7 @@ def count_macs(model: nn.Module, x: Tensor) -> dict[str, Any]:
     return {"layers": layers, "total_macs_per_image": total}
 
 
-def energy_estimate(
-    ann_macs: float, snn_macs: float, snn_acs: float
-) -> dict[str, Any]:
+def energy_estimate(ann_macs: float, snn_macs: float, snn_acs: float) -> dict[str, Any]:
     """Energy per image (estimate) of the ANN and of the SNN from operation counts."""
     ann_pj = ann_macs * MAC_ENERGY_PJ
     snn_pj = snn_macs * MAC_ENERGY_PJ + snn_acs * AC_ENERGY_PJ

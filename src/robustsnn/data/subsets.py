@@ -6,29 +6,21 @@ import torch
 
 
 def stratified_indices(labels: torch.Tensor, n: int) -> torch.Tensor:
-    """The first ``ceil(n / K)`` indices of each class, in order, interleaved, cut to ``n``.
+    """Indices of ``n`` samples taken class by class: the first ``n / K`` of each class.
 
     Test splits may be grouped by class (e.g. the CIFAR-10 subset), so "the first n images"
-    would be a few classes only; this keeps evaluations balanced and deterministic.
+    would cover a few classes only. Samples are ranked within their class and taken by rank
+    (ties broken by position); the result is sorted, i.e. in dataset order, and deterministic.
     """
-    labels = labels.reshape(-1)
-    n = min(int(n), labels.numel())
-    classes = torch.unique(labels).tolist()
-    per_class = [torch.nonzero(labels == c).flatten() for c in classes]
-    order: list[int] = []
-    depth = 0
-    while len(order) < n:
-        added = False
-        for idx in per_class:
-            if depth < len(idx):
-                order.append(int(idx[depth]))
-                added = True
-                if len(order) == n:
-                    break
-        if not added:
-            break
-        depth += 1
-    return torch.tensor(order, dtype=torch.long)
+    labels = labels.detach().reshape(-1).cpu()
+    count = len(labels)
+    n = max(0, min(int(n), count))
+    rank = torch.empty(count, dtype=torch.int64)
+    for cls in labels.unique():
+        members = (labels == cls).nonzero().squeeze(1)
+        rank[members] = torch.arange(len(members))
+    order = torch.argsort(rank * count + torch.arange(count))
+    return order[:n].sort().values
 
 
 def shuffled_indices(count: int, n: int, seed: int) -> torch.Tensor:

@@ -168,7 +168,7 @@ class Ensemble:
             or (canonical_estimator(m.estimator) if m.estimator else DEFAULT_ESTIMATOR.name)
             == wanted
         )
-        if not kept:
+        if not any(not m.black_box for m in kept) and any(not m.black_box for m in self.members):
             raise UserError(
                 f"ensemble {self.name!r} has no member with estimator {wanted!r}; "
                 f"its members: {', '.join(self.names())}"

@@ -449,14 +449,14 @@ def evaluate(
             "config": config.describe(),
             "transfer": model_digest(transfer_source) if transfer_source is not None else None,
         }
-        diag_results = state.diagnostics(diag_fingerprint)
-        if diag_results is None:
+        diag_results = state.diagnostics(diag_fingerprint) if members else {}
+        if diag_results is None:  # clean accuracy only (no attack): nothing to diagnose
             diag_results = run_diagnostics(
                 model,
                 x,
                 y,
                 clean_correct,
-                robust if members else None,
+                robust,
                 eps=eps,
                 members=members,
                 config=config,

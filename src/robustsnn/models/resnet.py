@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from robustsnn.models.layers import Normalize
 
@@ -30,7 +30,7 @@ def add_skip(out: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
 
 # A leaf for torch.fx: conversion traces models (BN folding, functional checks) and the shape test
 # above cannot be traced symbolically.
-torch.fx.wrap("add_skip")
+fx.wrap("add_skip")
 
 
 class BasicBlock(nn.Module):

@@ -24,7 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from robustsnn.attacks import build_attack
 from robustsnn.conversion import ConversionConfig, spiking_body
-from robustsnn.data import Dataset, DatasetInfo, load_dataset
+from robustsnn.data import Dataset, DatasetInfo, load_dataset, stratified_indices
 from robustsnn.errors import UserError
 from robustsnn.modelio import load_model, save_snn
 from robustsnn.models import build_model
@@ -57,24 +57,6 @@ _SNN_KEYS = {
 
 
 # --------------------------------------------------------------------------------- helpers
-def stratified_indices(labels: Tensor, n: int) -> Tensor:
-    """Indices of ``n`` samples taken class by class: the first ``n / K`` of each class, in order.
-
-    Samples are ranked within their class (0 for a class's first sample, 1 for its second, ...)
-    and taken by rank, ties broken by position, so a test split sorted by class still yields
-    every class. Returned sorted, i.e. in dataset order.
-    """
-    labels = labels.detach().cpu()
-    count = len(labels)
-    n = max(0, min(int(n), count))
-    rank = torch.empty(count, dtype=torch.int64)
-    for cls in labels.unique():
-        members = (labels == cls).nonzero().squeeze(1)
-        rank[members] = torch.arange(len(members))
-    order = torch.argsort(rank * count + torch.arange(count))
-    return order[:n].sort().values
-
-
 def evaluate_snn(
     snn: SpikingNetwork,
     data: Dataset,
@@ -126,7 +108,8 @@ def _clamp_thresholds(model: nn.Module) -> None:
 def _parameter_names(snn: SpikingNetwork) -> tuple[list[str], list[str]]:
     """Names of the threshold parameters and of all other parameters."""
     threshold_ids = {id(p) for p in snn.threshold_parameters()}
-    thresholds, others = [], []
+    thresholds: list[str] = []
+    others: list[str] = []
     for name, param in snn.named_parameters():
         (thresholds if id(param) in threshold_ids else others).append(name)
     return thresholds, others
