@@ -345,6 +345,7 @@ def worker_timing(args: argparse.Namespace) -> dict[str, Any]:
             models[name] = build_variant(name, ann, thetas, args.T)
     check = consistency(models, x)
     samples: dict[str, dict[str, list[float]]] = {m: {v: [] for v in models} for m in args.modes}
+    cpu: dict[str, dict[str, list[float]]] = {m: {v: [] for v in models} for m in args.modes}
     steps = {(m, v): make_step(models[v], x, m) for m in args.modes for v in models}
     for step in steps.values():  # warm-up (allocator, oneDNN primitive caches)
         for _ in range(args.warmup):
@@ -354,10 +355,17 @@ def worker_timing(args: argparse.Namespace) -> dict[str, Any]:
         order = names[r % len(names) :] + names[: r % len(names)]
         for mode in args.modes:
             for name in order:
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 steps[(mode, name)]()
                 samples[mode][name].append(time.perf_counter() - start)
-    return {"samples": samples, "skipped": skipped, "check": check, "thresholds": thetas}
+                cpu[mode][name].append(time.process_time() - cpu_start)
+    return {
+        "samples": samples,
+        "cpu_samples": cpu,
+        "skipped": skipped,
+        "check": check,
+        "thresholds": thetas,
+    }
 
 
 def consistency(models: dict[str, nn.Module], x: torch.Tensor) -> dict[str, Any]:
@@ -396,12 +404,19 @@ def worker_memory(args: argparse.Namespace) -> dict[str, Any]:
     return {"peak_rss_mib": peak, "rss_before_mib": before, "increase_mib": peak - before}
 
 
-def run_worker(argv: list[str]) -> dict[str, Any]:
+# glibc malloc: never hand big blocks to mmap, never trim the heap. Freed activations are then
+# reused without page faults (a fresh mmap of a 64 MiB tensor costs ~4 ns per float here).
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+
+
+def run_worker(argv: list[str], malloc_tuned: bool = False) -> dict[str, Any]:
+    env = {**os.environ, **(MALLOC_ENV if malloc_tuned else {})}
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), *argv],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     if proc.returncode != 0:
         raise SystemExit(f"worker {argv} failed:\n{proc.stderr[-4000:]}")
@@ -411,24 +426,34 @@ def run_worker(argv: list[str]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- report
 
 
-def summarize(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+def summarize(
+    samples: dict[str, dict[str, list[float]]], cpu: dict[str, dict[str, list[float]]]
+) -> dict[str, Any]:
+    """Per mode and variant: wall medians/min/max, per-round ratios to ``ann`` (wall and CPU)."""
     summary: dict[str, Any] = {}
     for mode, by_variant in samples.items():
         summary[mode] = {}
-        base = by_variant.get("ann")
+        base, base_cpu = by_variant.get("ann"), cpu[mode].get("ann")
         for name, values in by_variant.items():
+            cpu_values = cpu[mode][name]
             entry: dict[str, Any] = {
                 "median_s": statistics.median(values),
                 "min_s": min(values),
                 "max_s": max(values),
                 "samples_s": values,
+                "cpu_median_s": statistics.median(cpu_values),
+                "cpu_samples_s": cpu_values,
             }
-            if base:
+            if base and base_cpu:
                 ratios = [v / b for v, b in zip(values, base, strict=True)]
                 entry["ratio_to_ann"] = statistics.median(ratios)
                 entry["ratio_min"] = min(ratios)
                 entry["ratio_max"] = max(ratios)
                 entry["ratio_of_medians"] = statistics.median(values) / statistics.median(base)
+                cpu_ratios = [v / b for v, b in zip(cpu_values, base_cpu, strict=True)]
+                entry["cpu_ratio_to_ann"] = statistics.median(cpu_ratios)
+                entry["cpu_ratio_min"] = min(cpu_ratios)
+                entry["cpu_ratio_max"] = max(cpu_ratios)
             summary[mode][name] = entry
     return summary
 
@@ -436,13 +461,21 @@ def summarize(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
 def print_table(result: dict[str, Any]) -> None:
     for threads, block in result["timing"].items():
         print(f"\n== {threads} thread(s), batch {result['config']['batch']}, T={result['config']['T']}")
-        print(f"{'variant':<16}{'mode':<8}{'median ms':>10}{'min-max ms':>18}{'x ANN':>8}{'(min-max)':>14}")
+        print(
+            f"{'variant':<16}{'mode':<8}{'median ms':>10}{'min-max ms':>14}{'x ANN':>7}"
+            f"{'(min-max)':>12}{'cpu ms':>8}{'cpu x ANN':>10}{'(min-max)':>12}"
+        )
+        nan = float("nan")
         for mode, by_variant in block["summary"].items():
             for name, e in by_variant.items():
-                ratio = e.get("ratio_to_ann", float("nan"))
                 rng = f"{1e3 * e['min_s']:.0f}-{1e3 * e['max_s']:.0f}"
-                rr = f"{e.get('ratio_min', float('nan')):.2f}-{e.get('ratio_max', float('nan')):.2f}"
-                print(f"{name:<16}{mode:<8}{1e3 * e['median_s']:>10.0f}{rng:>18}{ratio:>8.2f}{rr:>14}")
+                rr = f"{e.get('ratio_min', nan):.2f}-{e.get('ratio_max', nan):.2f}"
+                crr = f"{e.get('cpu_ratio_min', nan):.2f}-{e.get('cpu_ratio_max', nan):.2f}"
+                print(
+                    f"{name:<16}{mode:<8}{1e3 * e['median_s']:>10.0f}{rng:>14}"
+                    f"{e.get('ratio_to_ann', nan):>7.2f}{rr:>12}{1e3 * e['cpu_median_s']:>8.0f}"
+                    f"{e.get('cpu_ratio_to_ann', nan):>10.2f}{crr:>12}"
+                )
         for name, why in block["skipped"].items():
             print(f"{name:<16}skipped: {why}")
         for name, c in block["check"].items():
@@ -495,6 +528,11 @@ def main() -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/<time>.json)")
     p.add_argument("--label", default="", help="free text stored in the JSON")
+    p.add_argument(
+        "--malloc-tuned",
+        action="store_true",
+        help="run every worker with glibc MALLOC_MMAP_MAX_=0 and no heap trimming (all variants)",
+    )
     p.add_argument("--worker", choices=("timing", "memory"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if "ann" not in args.variants:
@@ -518,6 +556,7 @@ def main() -> None:
             "warmup": args.warmup,
             "variants": args.variants,
             "modes": args.modes,
+            "malloc_env": MALLOC_ENV if args.malloc_tuned else {},
         },
         "timing": {},
         "memory": {},
@@ -538,10 +577,11 @@ def main() -> None:
                 "--variants",
                 *args.variants,
                 *common,
-            ]
+            ],
+            args.malloc_tuned,
         )
         result["timing"][str(n)] = {
-            "summary": summarize(raw["samples"]),
+            "summary": summarize(raw["samples"], raw["cpu_samples"]),
             "skipped": raw["skipped"],
             "check": raw["check"],
             "thresholds": raw["thresholds"],
@@ -553,7 +593,7 @@ def main() -> None:
                 result["memory"][name] = {"error": why}
                 continue
             argv = ["--worker", "memory", "--threads", "1", "--variants", name, *common]
-            result["memory"][name] = run_worker(argv)
+            result["memory"][name] = run_worker(argv, args.malloc_tuned)
     result["machine"]["load_after"] = os.getloadavg()
     print_table(result)
     out = args.out or RESULTS / f"bench_layers-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -288,7 +288,10 @@ def _with_layer(layer: nn.Module) -> nn.Sequential:
     ("model", "needles"),
     [
         (_with_layer(nn.MaxPool2d(2)), ["'2'", "MaxPool2d"]),
-        (nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.GELU(), nn.Linear(8, 3)), ["'2'", "GELU"]),
+        (
+            nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.GELU(), nn.Linear(8, 3)),
+            ["'2'", "GELU"],
+        ),
         (_FunctionalRelu(), ["relu", "functionally"]),
         (_NestedFunctional(), ["'block'", "_Block", "relu_"]),
         (_SharedRelu(), ["'act'", "2 times"]),

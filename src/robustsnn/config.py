@@ -19,26 +19,13 @@ from robustsnn.errors import UserError
 
 
 def parse_eps(value: str | float | int, key: str = "eps") -> float:
-    """``8/255`` or ``0.0314`` -> float in [0, 1]; anything else is a UserError."""
-    if isinstance(value, bool):
-        raise UserError(f"{key}: expected a number like 8/255 or 0.0314, got {value!r}")
-    if isinstance(value, (int, float)):
-        eps = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            if "/" in text:
-                num, den = text.split("/", 1)
-                eps = float(num) / float(den)
-            else:
-                eps = float(text)
-        except (ValueError, ZeroDivisionError):
-            raise UserError(
-                f"{key}: expected a number like 8/255 or 0.0314, got {value!r}"
-            ) from None
-    if not 0.0 <= eps <= 1.0:
-        raise UserError(f"{key}: eps is in pixel units and must lie in [0, 1], got {eps:g}")
-    return eps
+    """``8/255`` or ``0.0314`` -> float in [0, 1]; anything else is a UserError naming ``key``."""
+    from robustsnn.evaluation.evaluate import parse_eps as parse
+
+    try:
+        return parse(value)
+    except UserError as exc:
+        raise UserError(f"{key}: {exc}") from None
 
 
 EPS = "eps"  # marker in field metadata: parse with parse_eps

@@ -82,15 +82,22 @@ def load_model(
     """Load an ANN or SNN checkpoint as a model in eval mode, plus its metadata."""
     state, meta = load_tensors(path)
     kind = meta.get("kind")
-    if "arch" not in meta:
-        raise UserError(f"checkpoint {path} metadata has no 'arch'; it cannot be rebuilt")
-    model: nn.Module
-    if kind == "ann":
-        model = rebuild_model(meta["arch"])
-    elif kind == "snn":
-        model = build_snn_from_metadata(meta)
-    else:
+    if not isinstance(meta.get("arch"), dict) or "name" not in meta["arch"]:
+        raise UserError(f"checkpoint {path} metadata has no valid 'arch'; it cannot be rebuilt")
+    if kind not in ("ann", "snn"):
         raise UserError(f"checkpoint {path} has kind {kind!r}; expected 'ann' or 'snn'")
+    model: nn.Module
+    try:
+        model = rebuild_model(meta["arch"]) if kind == "ann" else build_snn_from_metadata(meta)
+    except UserError as exc:
+        raise UserError(f"checkpoint {path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        # Metadata edited by hand or written by another version: say so in one line.
+        detail = " ".join(str(exc).split())
+        raise UserError(
+            f"checkpoint {path}: its metadata does not describe a model this version can "
+            f"build ({type(exc).__name__}: {detail}); re-create the checkpoint"
+        ) from None
     load_state_into(model, state, path)
     model.to(device)
     model.eval()

@@ -7,6 +7,7 @@ mid-stage from their last epoch).
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -126,13 +127,13 @@ def run_pipeline(
 
     checkpoints = {"ann": ann_path, "snn_converted": conv_path, "snn_finetuned": snn_path}
     for model, path in checkpoints.items():
-        _stage(run_dir, f"evaluate_{model}", run_dir / f"evaluation-{model}.json",
-               lambda m=model, p=path: _evaluate(cfg, run_dir, m, p, quiet, device), quiet)  # fmt: skip
+        evaluate = functools.partial(_evaluate, cfg, run_dir, model, path, quiet, device)
+        _stage(run_dir, f"evaluate_{model}", run_dir / f"evaluation-{model}.json", evaluate, quiet)
     shutil.copyfile(run_dir / "evaluation-snn_finetuned.json", run_dir / "evaluation.json")
     for model, path in checkpoints.items():
         if model != "ann":
-            _stage(run_dir, f"stats_{model}", run_dir / f"stats-{model}.json",
-                   lambda m=model, p=path: _statistics(cfg, run_dir, m, p, device), quiet)  # fmt: skip
+            stats = functools.partial(_statistics, cfg, run_dir, model, path, device)
+            _stage(run_dir, f"stats_{model}", run_dir / f"stats-{model}.json", stats, quiet)
     summary = write_summary(run_dir)
     _report(run_dir, quiet)
     if not quiet:
@@ -161,9 +162,12 @@ def _statistics(cfg: RunConfig, run_dir: Path, model: str, path: Path, device: s
     from robustsnn.attacks import build_attack
     from robustsnn.data import load_dataset
     from robustsnn.modelio import load_model
+    from robustsnn.snn import SpikingNetwork
     from robustsnn.stages import dataset_spec_of, eval_subset
 
     snn, meta = load_model(path, device)
+    if not isinstance(snn, SpikingNetwork):
+        raise UserError(f"{path} is not an SNN checkpoint")
     data = load_dataset(dataset_spec_of(meta), cfg.data.data_dir)
     x, y = eval_subset(data, min(cfg.eval.n, 200))
     attack = build_attack("pgd", eps=cfg.eval.eps, steps=20)
@@ -188,7 +192,7 @@ def _spikes(stats: dict[str, Any] | None) -> float | None:
     if not stats:
         return None
     clean = stats.get("clean", stats)
-    value = clean.get("spikes_per_image", clean.get("total", {}).get("spikes_per_image"))
+    value = clean.get("spikes_per_image", clean.get("totals", {}).get("spikes_per_image"))
     return None if value is None else float(value)
 
 

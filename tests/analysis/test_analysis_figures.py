@@ -9,12 +9,6 @@ from analysis_fixtures import stats_record
 
 from robustsnn.analysis import figures
 
-
-@pytest.fixture(autouse=True)
-def _fast_figures(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(figures, "DPI", 60)  # smaller PNGs: same code path, faster tests
-
-
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

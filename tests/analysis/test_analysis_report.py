@@ -6,17 +6,10 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
 from analysis_fixtures import write_run
 
 from robustsnn.analysis import figures
 from robustsnn.analysis.report import make_run_figures, write_report
-
-
-@pytest.fixture(autouse=True)
-def _fast_figures(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(figures, "DPI", 60)  # smaller PNGs: same code path, faster tests
-
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "area", "base", "source", "wbr"}
 

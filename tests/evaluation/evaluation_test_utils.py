@@ -52,7 +52,9 @@ def images(n: int, seed: int = 1) -> Tensor:
 def tiny_snn(seed: int = 0, T: int = 4) -> SpikingNetwork:
     """The tiny MLP converted to an SNN with small calibration settings."""
     ann = tiny_mlp(seed)
-    snn = convert(ann, images(32, seed=seed + 100), T=T, calib_T=8, calib_batches=2, calib_batch_size=16)
+    snn = convert(
+        ann, images(32, seed=seed + 100), T=T, calib_T=8, calib_batches=2, calib_batch_size=16
+    )
     snn.eval()
     return snn
 

@@ -95,7 +95,9 @@ def test_json_contract_keys_and_types() -> None:
 def test_ensemble_is_never_above_any_member_per_sample() -> None:
     snn, x, y = _setup(10)
     grid = [{"attack": "pgd", "estimator": "all", "params": {"steps": 4}}]
-    result = evaluate(snn, x, y, eps=EPS, attacks=grid, batch_size=6, quiet=True, diagnostics="none")
+    result = evaluate(
+        snn, x, y, eps=EPS, attacks=grid, batch_size=6, quiet=True, diagnostics="none"
+    )
     assert set(result["attacks"]) == {f"pgd[steps=4]/{e}" for e in estimator_names()}
     ensemble = result["ensembles"]["pgd (all estimators)"]
     assert ensemble["members"] == 19 and ensemble["mode"] == "independent"
@@ -183,8 +185,15 @@ def test_runs_in_eval_mode_and_restores_every_flag() -> None:
     model.train()
     model.body.eval()  # mixed flags must come back as they were
     x = images(6)
-    evaluate(model, x, labels_of(model.body, x), eps=0.05, ensemble="pgd-fast", quiet=True,
-             diagnostics="none")
+    evaluate(
+        model,
+        x,
+        labels_of(model.body, x),
+        eps=0.05,
+        ensemble="pgd-fast",
+        quiet=True,
+        diagnostics="none",
+    )
     assert model.modes == {False}
     assert model.training and model.dropout.training and not model.body.training
 

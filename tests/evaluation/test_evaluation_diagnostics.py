@@ -85,9 +85,12 @@ def test_none_skips_and_fast_is_default() -> None:
     model = tiny_linear()
     x = images(4)
     y = labels_of(model, x)
-    assert evaluate(model, x, y, eps=0.05, ensemble="pgd-fast", quiet=True, diagnostics="none")[
-        "diagnostics"
-    ] == {}
+    assert (
+        evaluate(model, x, y, eps=0.05, ensemble="pgd-fast", quiet=True, diagnostics="none")[
+            "diagnostics"
+        ]
+        == {}
+    )
     assert DiagnosticsConfig.preset("fast").n == 32 and DiagnosticsConfig.preset("full").n == 64
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -48,9 +50,7 @@ def ann() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def snn(ann: nn.Module) -> SpikingNetwork:
-    net = convert(
-        ann, _images(32), T=6, calib_T=8, calib_batches=2, calib_batch_size=16, bn="keep"
-    )
+    net = convert(ann, _images(32), T=6, calib_T=8, calib_batches=2, calib_batch_size=16, bn="keep")
     return net.eval()
 
 
@@ -275,3 +275,32 @@ def test_hand_built_network_matches_manual_simulation() -> None:
         out = net(torch.ones(1, 1))
     # neuron 0 (0.6/step): spikes at steps 2 and 4 (hard reset); neuron 1 (0.25): step 4 only
     assert out.item() == pytest.approx(0.5 + (2 * 1.0 + 1 * 10.0) / 4)
+
+
+def test_deepcopy_is_independent(snn: SpikingNetwork) -> None:
+    """A copy (e.g. a frozen teacher during finetuning) has its own clock and thresholds."""
+    clone = copy.deepcopy(snn)
+    clone.T = 2
+    assert snn.T == 6
+    assert all(n.context is clone.context for n in clone.neurons())
+    assert all(n.context is snn.context for n in snn.neurons())
+    with torch.no_grad():
+        clone.neurons()[0].threshold.fill_(5.0)
+    assert float(snn.neurons()[0].threshold.detach()) != 5.0
+    x = _images(2, seed=15)
+    with torch.no_grad(), clone.recording() as rec:
+        clone(x)
+    assert rec["features.2"].shape[0] == 2
+
+
+def test_estimator_view_follows_the_network_mode(snn: SpikingNetwork) -> None:
+    view = snn.with_estimator(BPTR())
+    assert not view.training
+    try:
+        snn.train()
+        assert view.training
+        view.eval()
+        assert not snn.training and not any(m.training for m in snn.modules())
+    finally:
+        snn.eval()
+    assert list(view.state_dict()) == [f"network.{k}" for k in snn.state_dict()]

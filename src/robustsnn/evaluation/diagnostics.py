@@ -59,8 +59,9 @@ class DiagnosticsConfig:
         mode: "fast" (cheap versions, for CPU), "full" or "none" (skip every check).
         n: samples per check (first ``n`` clean-correct, or still-robust, samples).
         square_queries: query budget of the black-box check.
-        eps_levels: large radii at which PGD must reach ~0 robust accuracy (levels not above the
-            evaluation eps are replaced by 2x and 4x eps).
+        eps_levels: large radii at which PGD must reach ~0 robust accuracy; each is raised to
+            at least ``eps_factors[i] * eps`` (so a large evaluation eps is still exceeded).
+        eps_factors: see ``eps_levels`` (4x and 8x the evaluation eps).
         eps_max_accuracy: highest robust accuracy tolerated at the largest level.
         base_steps: PGD steps of the reference attack of the convergence and eps checks.
         convergence_factor: the stronger PGD runs ``factor * base_steps`` steps.
@@ -75,6 +76,7 @@ class DiagnosticsConfig:
     n: int = 32
     square_queries: int = 500
     eps_levels: tuple[float, ...] = (32 / 255, 64 / 255)
+    eps_factors: tuple[float, ...] = (4.0, 8.0)
     eps_max_accuracy: float = 0.1
     base_steps: int = 20
     convergence_factor: int = 5
@@ -99,7 +101,8 @@ class DiagnosticsConfig:
         return ADAPTIVE_ESTIMATORS if self.mode == "full" else (DEFAULT_ESTIMATOR.name,)
 
     def describe(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as JSON-ready values (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 def resolve_config(diagnostics: str | DiagnosticsConfig, n: int | None = None) -> DiagnosticsConfig:
@@ -280,9 +283,13 @@ def check_eps_monotonic(
 ) -> dict[str, Any]:
     """PGD robust accuracy must fall with eps and be near 0 at the largest radius."""
     n = x.shape[0]
-    levels = [level for level in config.eps_levels if level > eps + 1e-12]
-    if not levels:
-        levels = sorted({min(1.0, 2 * eps), min(1.0, 4 * eps)})
+    factors = list(config.eps_factors) + [1.0] * len(config.eps_levels)
+    levels = sorted(
+        {
+            min(1.0, max(level, f * eps))
+            for level, f in zip(config.eps_levels, factors, strict=False)
+        }
+    )
     accuracy: dict[str, float] = {}
     for level in levels:
         attack = PGD(level, steps=config.base_steps)
@@ -293,13 +300,22 @@ def check_eps_monotonic(
     tolerance = 1.0 / n
     monotone = all(b <= a + tolerance for a, b in zip(values, values[1:], strict=False))
     result = {"n": n, "robust_accuracy": accuracy}
-    if values[-1] > config.eps_max_accuracy or not monotone:
+    if not monotone:
+        return _check(
+            False,
+            f"PGD-{config.base_steps} robust accuracy {text} on {n} clean-correct samples rises "
+            "with eps: the attack is unreliable (noisy or masked gradients); use more "
+            "steps/restarts, other estimators (ann-proxy, bptr) and black-box attacks",
+            **result,
+        )
+    if values[-1] > config.eps_max_accuracy:
         return _check(
             False,
             f"PGD-{config.base_steps} robust accuracy {text} on {n} clean-correct samples does "
             f"not fall to <= {config.eps_max_accuracy:.0%}: attacks fail even at huge radii, so "
             "gradients are likely masked or the attack is broken; try other estimators "
-            "(ann-proxy, bptr) and black-box attacks",
+            "(ann-proxy, bptr) and black-box attacks (if the model was trained at such radii, "
+            "raise DiagnosticsConfig.eps_levels)",
             **result,
         )
     return _check(True, f"PGD-{config.base_steps} robust accuracy {text} on {n} samples", **result)

@@ -17,6 +17,7 @@ from torch import Tensor
 from robustsnn.attacks import ATTACKS
 from robustsnn.checkpoint import atomic_write_json, atomic_write_text
 from robustsnn.data import load_dataset, to_float
+from robustsnn.data.subsets import stratified_indices as data_stratified_indices
 from robustsnn.errors import UserError
 from robustsnn.evaluation.diagnostics import DiagnosticsConfig
 from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member, resolve_ensemble
@@ -43,22 +44,8 @@ def stratified_indices(labels: Tensor, n: int | None, num_classes: int | None = 
         raise UserError(f"n must be a positive number of samples, got {n!r}")
     if n > total:
         raise UserError(f"n = {n} is more than the {total} samples of the split; use --n {total}")
-    k = int(num_classes) if num_classes is not None else int(labels.max()) + 1
-    positions = [(labels == c).nonzero().squeeze(1) for c in range(k)]
-    quota = [n // k + (1 if c < n % k else 0) for c in range(k)]
-    take = [min(q, len(p)) for q, p in zip(quota, positions, strict=True)]
-    missing = n - sum(take)
-    while missing > 0:  # hand the shortfall round-robin to classes with spare samples
-        progressed = False
-        for c in range(k):
-            if missing and take[c] < len(positions[c]):
-                take[c] += 1
-                missing -= 1
-                progressed = True
-        if not progressed:
-            raise UserError(f"the labels hold fewer than n = {n} samples of classes 0..{k - 1}")
-    chosen = torch.cat([p[:t] for p, t in zip(positions, take, strict=True)])
-    return chosen.sort().values
+    del num_classes  # every class present in the labels is balanced
+    return data_stratified_indices(labels, n)
 
 
 def dataset_spec_from_meta(meta: Mapping[str, Any]) -> str | None:

@@ -53,21 +53,23 @@ def build_model(
 ) -> nn.Module:
     """Build a registered model; ``model.arch`` records the arguments that rebuild it."""
     factory = MODELS.get(name)
-    arch: dict[str, Any] = dict(
-        name=name,
-        num_classes=int(num_classes),
-        in_channels=int(in_channels),
-        image_size=int(image_size),
-        mean=[float(m) for m in mean],
-        std=[float(s) for s in std],
-        **{k: v for k, v in kwargs.items() if v is not None},
-    )
-    build_args = {k: v for k, v in arch.items() if k != "name"}
     try:
+        arch: dict[str, Any] = dict(
+            name=name,
+            num_classes=int(num_classes),
+            in_channels=int(in_channels),
+            image_size=int(image_size),
+            mean=[float(m) for m in mean],
+            std=[float(s) for s in std],
+            **{k: v for k, v in kwargs.items() if v is not None},
+        )
+        build_args = {k: v for k, v in arch.items() if k != "name"}
         model = factory(**build_args)
-    except TypeError as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
+        # Wrong names, types or values of the model's arguments (config or checkpoint metadata).
+        detail = " ".join(str(exc).split())
         raise UserError(
-            f"model {name!r}: bad argument ({exc}); check model.* in the config"
+            f"model {name!r}: bad argument ({detail}); check model.* in the config"
         ) from None
     model.arch = arch  # type: ignore[assignment]
     return model

@@ -11,20 +11,107 @@ Emitting ``theta * s`` is the same as emitting binary spikes and letting the nex
 absorb theta; it keeps the network's function equal to the ANN's as the rate converges to
 ``clip(relu(I), 0, theta)``, and makes the ANN proxy (ReLU in place of every neuron) the exact ANN.
 
-The whole time loop runs as one autograd node per layer that stores only the membranes ``h``
-(spikes are recomputed from them), instead of autograd recording every elementwise step.
-The backward is exact BPTT through the reset (no detached reset) with the surrogate in place
-of dH/dx, or backpropagation through rate (BPTR).
+The whole time loop runs as one autograd node per layer, instead of autograd recording every
+elementwise step. The backward is exact BPTT through the reset (no detached reset) with the
+surrogate in place of dH/dx, or backpropagation through rate (BPTR).
 
 Inputs are either time-major ``[T, B, ...]`` currents or a static ``[B, ...]`` current repeated
 at every step (direct input coding: the first layer's current is computed once, not T times).
+
+What the backward keeps (the memory of one layer, besides its output):
+
+* time-varying input: the membranes ``h`` as one ``[T, B, ...]`` tensor;
+* static input: only the ``[B, ...]`` current; the membranes are recomputed in the backward
+  (one cheap forward loop) instead of being stored T times;
+* the output ``theta * s`` is saved too, but it is the tensor the next layer keeps anyway, so it
+  costs no memory; spikes are read from it (``o != 0``).
+
+Speed: every step writes into preallocated buffers with ``out=`` / in-place ops (no per-step
+allocation, no ``stack``); surrogates of the paper's families (pcw, exp, expd, rect, ste) run as
+in-place formulas with their constant factor folded into another product; the hard-reset factor
+``(1 - s)`` is applied with ``threshold_backward`` (one kernel: keep the gradient where
+``theta - h > 0``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
+from robustsnn.snn import surrogates as _surrogates
 from robustsnn.snn.surrogates import Surrogate
+
+# Recompute the membranes of a static-input layer in the backward instead of storing T copies.
+RECOMPUTE_STATIC = True
+
+_threshold_backward_out = torch.ops.aten.threshold_backward.grad_input
+
+
+def _currents(inputs: torch.Tensor, steps: int, static: bool) -> list[torch.Tensor]:
+    # unbind, not inputs[t]: indexing in a loop makes autograd zero-fill a [T, ...] buffer per step
+    return [inputs] * steps if static else list(inputs.unbind(0))
+
+
+def _run(
+    inputs: torch.Tensor,
+    theta: torch.Tensor,
+    steps: int,
+    leak: float,
+    soft_reset: bool,
+    static: bool,
+    membranes: torch.Tensor | None = None,
+    fired: torch.Tensor | None = None,
+    emit: bool = True,
+) -> torch.Tensor | None:
+    """The forward loop, no autograd; returns ``theta * s`` as one ``[T, B, ...]`` tensor.
+
+    ``membranes``: optional ``[T, B, ...]`` buffer that receives ``h[t]``. ``fired``: optional
+    ``[B, ...]`` buffer (input dtype) that receives 1 where the neuron spiked at least once, else
+    0. ``emit=False`` only fills the buffers (recomputation in a backward) and returns None. The
+    caller's ``inputs`` are never written; without ``membranes`` the membrane lives in one scratch
+    buffer updated in place. Spikes are float 0/1 (comparisons and products on bool tensors are
+    several times slower on CPU).
+    """
+    currents = _currents(inputs, steps, static)
+    first = currents[0]
+    shape = first.shape
+    out = torch.empty((steps if emit else 1, *shape), dtype=first.dtype, device=first.device)
+    spike = torch.empty(shape, dtype=first.dtype, device=first.device)  # s[t] as 0.0 / 1.0
+    u: torch.Tensor | None = None  # membrane after the reset, u[t-1]; None = zero
+    for t in range(steps):
+        current = currents[t]
+        # h[t] = leak * u[t-1] + I[t]  (the same two roundings as the per-step reference)
+        if membranes is not None:
+            h = membranes[t]
+            if u is None:
+                h.copy_(current)
+            elif leak != 1.0:
+                torch.mul(u, leak, out=h).add_(current)
+            else:
+                torch.add(current, u, out=h)
+        elif u is None:
+            h = current  # read only
+        else:
+            h = u.mul_(leak).add_(current) if leak != 1.0 else u.add_(current)
+        torch.ge(h, theta, out=spike)
+        emitted = out[t] if emit else out[0]
+        torch.mul(spike, theta, out=emitted)
+        if fired is not None:
+            if t == 0:
+                fired.copy_(spike)
+            else:
+                torch.maximum(fired, spike, out=fired)
+        if t == steps - 1:
+            break
+        # u[t] = h - theta * s  (soft)   or   h - h * s = h * (1 - s)  (hard; exact for s in {0,1})
+        if u is None:
+            u = torch.empty_like(h)
+        if soft_reset:
+            torch.sub(h, emitted, out=u)
+        else:
+            torch.addcmul(h, h, spike, value=-1.0, out=u)
+    return out if emit else None
 
 
 def if_forward(
@@ -37,21 +124,147 @@ def if_forward(
     keep_membranes: bool = True,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run the dynamics without autograd; return spikes*theta ``[T, B, ...]`` and membranes h."""
-    currents = [inputs] * steps if static else list(inputs.unbind(0))
-    u = torch.zeros_like(currents[0])
-    outs: list[torch.Tensor] = []
-    membranes: list[torch.Tensor] = []
-    for t in range(steps):
-        h = u.mul(leak).add_(currents[t]) if leak != 1.0 else u + currents[t]
-        spike = h >= theta
+    with torch.no_grad():
+        membranes = None
         if keep_membranes:
-            membranes.append(h)
-        if soft_reset:
-            u = h - spike.to(h.dtype) * theta
+            shape = inputs.shape if static else inputs.shape[1:]
+            membranes = torch.empty((steps, *shape), dtype=inputs.dtype, device=inputs.device)
+        out = _run(inputs, theta, steps, leak, soft_reset, static, membranes=membranes)
+        assert out is not None
+        return out, (list(membranes.unbind(0)) if membranes is not None else [])
+
+
+# ----------------------------------------------------------------------------- surrogates
+
+# (registered formula, in-place fast form) per paper family. The fast form takes a scratch
+# tensor holding ``theta - h`` (the surrogates are even, and IEEE subtraction is antisymmetric,
+# so |theta - h| == |h - theta| bit for bit) and returns (factor tensor or None, scale) with
+# surrogate.grad(h - theta) == scale * factor (None = 1). The scale is folded into another
+# product by the caller.
+_FastSurrogate = Callable[[torch.Tensor, float], tuple[torch.Tensor | None, float]]
+
+
+def _fast_pcw(x: torch.Tensor, gamma: float) -> tuple[torch.Tensor | None, float]:
+    # max(0, gamma - |x|) / gamma^2 == -(min(0, |x| - gamma)) / gamma^2
+    return x.abs_().sub_(gamma).clamp_(max=0.0), -1.0 / (gamma * gamma)
+
+
+def _fast_exp(x: torch.Tensor, gamma: float) -> tuple[torch.Tensor | None, float]:
+    return x.abs_().mul_(-gamma).exp_(), 1.0
+
+
+def _fast_expd(x: torch.Tensor, gamma: float) -> tuple[torch.Tensor | None, float]:
+    return x.abs_().mul_(-gamma).exp_(), 0.3
+
+
+def _fast_rect(x: torch.Tensor, gamma: float) -> tuple[torch.Tensor | None, float]:
+    return x.abs_().lt_(gamma / 2), 1.0 / gamma  # 0.0 / 1.0 in place
+
+
+def _fast_ste(x: torch.Tensor, gamma: float) -> tuple[torch.Tensor | None, float]:
+    del x, gamma
+    return None, 1.0
+
+
+_FAST_SURROGATES: dict[str, tuple[Callable[..., torch.Tensor], _FastSurrogate]] = {
+    "pcw": (_surrogates._pcw, _fast_pcw),
+    "exp": (_surrogates._exp, _fast_exp),
+    "expd": (_surrogates._exp_damped, _fast_expd),
+    "rect": (_surrogates._rect, _fast_rect),
+    "ste": (_surrogates._ste, _fast_ste),
+}
+
+
+def _fast_surrogate(surrogate: Surrogate) -> _FastSurrogate | None:
+    """The in-place form of ``surrogate``, or None when its kind was re-registered/is unknown."""
+    entry = _FAST_SURROGATES.get(surrogate.kind)
+    if entry is None or _surrogates.SURROGATE_KINDS.get(surrogate.kind) is not entry[0]:
+        return None
+    return entry[1]
+
+
+# ----------------------------------------------------------------------------- BPTT
+
+
+def _bptt_backward(
+    grad_out: torch.Tensor,
+    out: torch.Tensor,
+    membranes: torch.Tensor,
+    theta: torch.Tensor,
+    leak: float,
+    soft_reset: bool,
+    static: bool,
+    surrogate: Surrogate,
+    need_theta: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Exact BPTT through the reset; returns (grad of the input, grad of theta or None).
+
+    Per step, with ``gu = leak * dL/dh[t+1]`` the gradient that reaches ``u[t]``::
+
+        dL/ds[t] = theta * g[t] - gu * h[t]            (hard)  theta * (g[t] - gu)  (soft)
+        dL/dh[t] = dL/ds[t] * sg[t] + gu * (1 - s[t])  (hard)  dL/ds[t] * sg[t] + gu  (soft)
+        dL/dtheta = sum_t g[t].s[t] - dL/ds[t].sg[t]  (- gu.s[t] for the soft reset)
+    """
+    steps = grad_out.shape[0]
+    fast = _fast_surrogate(surrogate)
+    grads = grad_out.unbind(0)
+    shape = grads[0].shape
+    dtype, device = grad_out.dtype, grad_out.device
+
+    def buffer() -> torch.Tensor:
+        return torch.empty(shape, dtype=dtype, device=device)
+
+    grad_in = None if static else torch.empty((steps, *shape), dtype=dtype, device=device)
+    ping_pong = (buffer(), buffer()) if static else None
+    acc: torch.Tensor | None = None  # static input: sum over t of dL/dh[t]
+    scratch = buffer()
+    kept = None if soft_reset else buffer()  # dL/dh[t+1] * (1 - s[t])
+    theta_acc = torch.zeros((), dtype=dtype, device=device) if need_theta else None
+    gh_next: torch.Tensor | None = None  # dL/dh[t+1]
+    for t in range(steps - 1, -1, -1):
+        h, g = membranes[t], grads[t]
+        x = torch.sub(theta, h, out=scratch)  # theta - h: > 0 exactly where s[t] = 0
+        if gh_next is not None and kept is not None:
+            _threshold_backward_out(gh_next, x, 0, grad_input=kept)
+        if fast is not None:
+            sg, scale = fast(x, surrogate.gamma)  # destroys x
         else:
-            u = h.masked_fill(spike, 0.0)
-        outs.append(spike.to(h.dtype) * theta)
-    return torch.stack(outs), membranes
+            sg, scale = surrogate.grad(h - theta), 1.0
+        # gs = scale * dL/ds[t], in the buffer that ends up holding dL/dh[t]
+        if grad_in is not None:
+            gs = grad_in[t]
+        else:
+            assert ping_pong is not None
+            gs = ping_pong[t % 2]
+        if gh_next is None:
+            torch.mul(g, theta * scale, out=gs)
+        elif soft_reset:
+            torch.sub(g, gh_next, alpha=leak, out=gs).mul_(theta * scale)
+        else:
+            torch.mul(g, theta * scale, out=gs).addcmul_(gh_next, h, value=-leak * scale)
+        if sg is not None:
+            gs.mul_(sg)  # p = dL/ds[t] * sg[t]
+        elif scale != 1.0:  # pragma: no cover - only a fast form without factor and a scale
+            gs.mul_(scale)
+        if theta_acc is not None:
+            theta_acc.sub_(gs.sum())
+            if soft_reset and gh_next is not None:
+                spikes_dot = torch.dot(gh_next.reshape(-1), out[t].reshape(-1))
+                theta_acc.sub_(spikes_dot * leak / theta)
+        if gh_next is not None:
+            gs.add_(kept if kept is not None else gh_next, alpha=leak)  # dL/dh[t]
+        if ping_pong is not None:
+            if acc is None:
+                acc = gs.clone()
+            else:
+                acc.add_(gs)
+        gh_next = gs
+    if theta_acc is not None:
+        # + sum_t g[t].s[t], with s = o / theta exactly (o is 0 or theta)
+        theta_acc.add_(torch.dot(grad_out.reshape(-1), out.reshape(-1)) / theta)
+    result = acc if static else grad_in
+    assert result is not None
+    return result, theta_acc
 
 
 class BPTTFunction(torch.autograd.Function):
@@ -68,52 +281,36 @@ class BPTTFunction(torch.autograd.Function):
         static: bool,
         surrogate: Surrogate,
     ) -> torch.Tensor:
-        out, membranes = if_forward(inputs, theta, steps, leak, soft_reset, static)
-        ctx.save_for_backward(theta, *membranes)
-        ctx.config = (steps, leak, soft_reset, static, surrogate)
+        recompute = static and RECOMPUTE_STATIC
+        if recompute:
+            out = _run(inputs, theta, steps, leak, soft_reset, static)
+            saved = inputs
+        else:
+            shape = inputs.shape if static else inputs.shape[1:]
+            saved = torch.empty((steps, *shape), dtype=inputs.dtype, device=inputs.device)
+            out = _run(inputs, theta, steps, leak, soft_reset, static, membranes=saved)
+        assert out is not None
+        # the output is the tensor the next layer keeps anyway: saving it costs no memory
+        ctx.save_for_backward(saved, theta, out)
+        ctx.config = (steps, leak, soft_reset, static, surrogate, recompute)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        theta, *membranes = ctx.saved_tensors
-        steps, leak, soft_reset, static, surrogate = ctx.config
-        grads_out = grad_out.unbind(0)
-        grad_u = torch.zeros_like(membranes[0])  # dL/du[t] arriving from step t+1
-        grad_in_steps: list[torch.Tensor] = [grad_u] * steps
-        grad_theta = torch.zeros((), dtype=theta.dtype, device=theta.device)
-        need_theta = ctx.needs_input_grad[1]
-        for t in range(steps - 1, -1, -1):
-            h = membranes[t]
-            spike = (h >= theta).to(h.dtype)
-            sg = surrogate.grad(h - theta)
-            if t == steps - 1:
-                grad_s = grads_out[t] * theta
-                grad_h = grad_s * sg
-            else:
-                reset_ds = -h if not soft_reset else -theta
-                grad_s = grads_out[t] * theta + grad_u * reset_ds
-                grad_h = grad_s * sg + (grad_u if soft_reset else grad_u * (1.0 - spike))
-            if need_theta:
-                # o = theta * s; s = H(h - theta); soft reset u = h - s * theta.
-                g = (grads_out[t] * spike).sum() - (grad_s * sg).sum()
-                if soft_reset and t != steps - 1:
-                    g = g - (grad_u * spike).sum()
-                grad_theta = grad_theta + g
-            grad_in_steps[t] = grad_h
-            grad_u = grad_h * leak if leak != 1.0 else grad_h
-        if static:
-            grad_in = torch.stack(grad_in_steps).sum(0)
+        saved, theta, out = ctx.saved_tensors
+        steps, leak, soft_reset, static, surrogate, recompute = ctx.config
+        if recompute:
+            membranes = torch.empty((steps, *saved.shape), dtype=saved.dtype, device=saved.device)
+            _run(saved, theta, steps, leak, soft_reset, True, membranes=membranes, emit=False)
         else:
-            grad_in = torch.stack(grad_in_steps)
-        return (
-            grad_in,
-            (grad_theta.reshape(theta.shape) if need_theta else None),
-            None,
-            None,
-            None,
-            None,
-            None,
+            membranes = saved
+        need_theta = ctx.needs_input_grad[1]
+        grad_in, grad_theta = _bptt_backward(
+            grad_out, out, membranes, theta, leak, soft_reset, static, surrogate, need_theta
         )
+        if grad_theta is not None:
+            grad_theta = grad_theta.reshape(theta.shape).to(theta.dtype)
+        return grad_in, grad_theta, None, None, None, None, None
 
 
 class BPTRFunction(torch.autograd.Function):
@@ -129,24 +326,26 @@ class BPTRFunction(torch.autograd.Function):
         soft_reset: bool,
         static: bool,
     ) -> torch.Tensor:
-        out, _ = if_forward(inputs, theta, steps, leak, soft_reset, static)
-        fired = out.ne(0).any(0)
-        ctx.save_for_backward(fired, out.ne(0))
-        ctx.config = (steps, static)
-        ctx.theta_shape = theta.shape
+        shape = inputs.shape if static else inputs.shape[1:]
+        fired = torch.empty(shape, dtype=inputs.dtype, device=inputs.device)
+        out = _run(inputs, theta, steps, leak, soft_reset, static, fired=fired)
+        assert out is not None
+        ctx.save_for_backward(fired, theta, out)
+        ctx.static = static
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        fired, spikes = ctx.saved_tensors
-        steps, static = ctx.config
-        grad_in = grad_out * fired.to(grad_out.dtype)
-        if static:
-            grad_in = grad_in.sum(0)
+        fired, theta, out = ctx.saved_tensors
+        if ctx.static:
+            grad_in = grad_out.sum(0).mul_(fired)
+        else:
+            grad_in = grad_out * fired
         grad_theta = None
         if ctx.needs_input_grad[1]:
             # Only the amplitude path d(theta * s)/d theta; the rate path is what BPTR ignores.
-            grad_theta = (grad_out * spikes.to(grad_out.dtype)).sum().reshape(ctx.theta_shape)
+            dot = torch.dot(grad_out.reshape(-1), out.reshape(-1)) / theta
+            grad_theta = dot.reshape(theta.shape).to(theta.dtype)
         return grad_in, grad_theta, None, None, None, None
 
 

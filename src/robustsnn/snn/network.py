@@ -119,7 +119,16 @@ class EstimatorView(nn.Module):
         super().__init__()
         self.network = network
         self.estimator = estimator
-        self.training = network.training  # a view of an eval-mode network is in eval mode too
+
+    @property  # type: ignore[override]
+    def training(self) -> bool:
+        """A view has no mode of its own: it is in the mode of its network (eval stays eval)."""
+        network = self.__dict__.get("_modules", {}).get("network")
+        return bool(network.training) if network is not None else True
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        del mode  # train()/eval() on the view reach the network, its child module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self.network.use_estimator(self.estimator):

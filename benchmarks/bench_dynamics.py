@@ -1,0 +1,116 @@
+"""Micro-benchmark of the spiking dynamics alone (no conv): robustsnn.snn.dynamics vs another copy.
+
+Runs the five spiking layers of the ``bench_layers`` workload (batch 32, T = 8: 64x32x32 static,
+128x16x16, 256x8x8, 256x8x8, 512) through ``if_forward`` (no grad), ``BPTTFunction`` and
+``BPTRFunction`` forward+backward (input and threshold gradients), interleaved round by round.
+Times are process CPU seconds (robust to other processes on a shared machine when single-threaded)
+and wall seconds.
+
+    python benchmarks/bench_dynamics.py                          # current dynamics only
+    python benchmarks/bench_dynamics.py --baseline /tmp/dynamics_old.py   # before/after ratios
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from robustsnn.snn import dynamics
+from robustsnn.snn.surrogates import Surrogate
+
+LAYERS = [((64, 32, 32), True), ((128, 16, 16), False), ((256, 8, 8), False), ((256, 8, 8), False), ((512,), False)]
+
+
+def load(path: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dynamics_baseline", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_inputs(batch: int, steps: int, seed: int) -> list[tuple[torch.Tensor, bool]]:
+    g = torch.Generator().manual_seed(seed)
+    data = []
+    for shape, static in LAYERS:
+        full = (batch, *shape) if static else (steps, batch, *shape)
+        data.append((torch.randn(full, generator=g) * 0.6 + 0.2, static))
+    return data
+
+
+def run(mod: ModuleType, kind: str, data: list[tuple[torch.Tensor, bool]], args: argparse.Namespace) -> None:
+    sur = Surrogate(args.surrogate, args.gamma)
+    soft = args.reset == "soft"
+    for x, static in data:
+        theta = torch.tensor(0.5, requires_grad=True)
+        if kind == "fwd":
+            mod.if_forward(x, theta.detach(), args.T, args.leak, soft, static, False)
+            continue
+        xx = x.detach().requires_grad_(True)
+        if kind == "bptt":
+            out = mod.BPTTFunction.apply(xx, theta, args.T, args.leak, soft, static, sur)
+        else:
+            out = mod.BPTRFunction.apply(xx, theta, args.T, args.leak, soft, static)
+        grad = torch.ones_like(out) * 0.01
+        torch.autograd.backward(out, grad)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--baseline", help="path of another dynamics.py to compare against")
+    p.add_argument("--kinds", nargs="+", default=["fwd", "bptt", "bptr"])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--T", type=int, default=8)
+    p.add_argument("--leak", type=float, default=1.0)
+    p.add_argument("--reset", choices=("hard", "soft"), default="hard")
+    p.add_argument("--surrogate", default="pcw")
+    p.add_argument("--gamma", type=float, default=1.0)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    mods = {"current": dynamics}
+    if args.baseline:
+        mods["baseline"] = load(args.baseline)
+    data = make_inputs(args.batch, args.T, 0)
+    cpu: dict[str, list[float]] = {}
+    wall: dict[str, list[float]] = {}
+    for kind in args.kinds:
+        for name, mod in mods.items():
+            run(mod, kind, data, args)  # warm-up
+    for _ in range(args.rounds):
+        for kind in args.kinds:
+            for name, mod in mods.items():
+                key = f"{kind}/{name}"
+                c0, w0 = time.process_time(), time.perf_counter()
+                run(mod, kind, data, args)
+                cpu.setdefault(key, []).append(time.process_time() - c0)
+                wall.setdefault(key, []).append(time.perf_counter() - w0)
+    result: dict[str, Any] = {"config": vars(args) | {"out": str(args.out)}, "torch": torch.__version__, "kinds": {}}
+    print(f"{'kind/impl':<20}{'cpu ms':>9}{'wall ms':>9}{'cur/base (cpu)':>16}")
+    for key in cpu:
+        kind, name = key.split("/")
+        entry = {"cpu_median_s": statistics.median(cpu[key]), "wall_median_s": statistics.median(wall[key])}
+        line = f"{key:<20}{1e3 * entry['cpu_median_s']:>9.1f}{1e3 * entry['wall_median_s']:>9.1f}"
+        if name == "current" and f"{kind}/baseline" in cpu:
+            ratios = [a / b for a, b in zip(cpu[key], cpu[f"{kind}/baseline"], strict=True)]
+            entry["ratio_to_baseline_cpu"] = statistics.median(ratios)
+            line += f"{entry['ratio_to_baseline_cpu']:>16.2f}"
+        print(line)
+        result["kinds"][key] = entry
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
