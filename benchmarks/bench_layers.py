@@ -187,6 +187,40 @@ def _naive_neuron_class() -> type:
     return NaiveNeuron
 
 
+def _baseline_neuron_class() -> type:
+    """SpikingNeuron running another copy of dynamics.py (``ROBUSTSNN_BASELINE_DYNAMICS``).
+
+    For before/after comparisons in one process: the neuron module's names are swapped for the
+    duration of each forward call (the backward uses the Function class chosen then).
+    """
+    import importlib.util
+
+    import robustsnn.snn.neuron as neuron_module
+    from robustsnn.snn import SpikingNeuron
+
+    path = os.environ.get("ROBUSTSNN_BASELINE_DYNAMICS")
+    if not path:
+        raise SystemExit("variant robustsnn-base needs --baseline-dynamics PATH")
+    spec = importlib.util.spec_from_file_location("baseline_dynamics", path)
+    assert spec and spec.loader
+    base = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(base)
+    names = ("if_forward", "BPTTFunction", "BPTRFunction")
+
+    class BaselineNeuron(SpikingNeuron):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            saved = {n: getattr(neuron_module, n) for n in names}
+            for n in names:
+                setattr(neuron_module, n, getattr(base, n))
+            try:
+                return super().forward(x)
+            finally:
+                for n, value in saved.items():
+                    setattr(neuron_module, n, value)
+
+    return BaselineNeuron
+
+
 class SpikingJellyNet(nn.Module):
     """SpikingJelly multi-step: SeqToANNContainer blocks + IFNode(step_mode='m')."""
 
@@ -270,6 +304,13 @@ def build_variant(name: str, ann: nn.Module, thetas: list[float], steps: int) ->
         return build_robustsnn(ann, thetas, steps, naive=False)
     if name == "naive":
         return build_robustsnn(ann, thetas, steps, naive=True)
+    if name == "robustsnn-base":
+        net = build_robustsnn(ann, thetas, steps, naive=False)
+        base_class = _baseline_neuron_class()
+        for m in net.modules():
+            if type(m).__name__ == "SpikingNeuron":
+                m.__class__ = base_class
+        return net
     if name == "spikingjelly":
         return SpikingJellyNet(ann, thetas, steps).eval()
     if name == "snntorch":
@@ -529,6 +570,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/<time>.json)")
     p.add_argument("--label", default="", help="free text stored in the JSON")
     p.add_argument(
+        "--baseline-dynamics",
+        help="a copy of an older dynamics.py: enables variant robustsnn-base (before/after)",
+    )
+    p.add_argument(
         "--malloc-tuned",
         action="store_true",
         help="run every worker with glibc MALLOC_MMAP_MAX_=0 and no heap trimming (all variants)",
@@ -537,6 +582,8 @@ def main() -> None:
     args = p.parse_args()
     if "ann" not in args.variants:
         args.variants.insert(0, "ann")
+    if args.baseline_dynamics:
+        os.environ["ROBUSTSNN_BASELINE_DYNAMICS"] = str(Path(args.baseline_dynamics).resolve())
 
     if args.worker:
         args.threads = args.threads[0]

@@ -8,7 +8,6 @@ Writes {"T": [...], "ann_accuracy": a, "curves": {"hard, scale 0.3": [...], ...}
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
@@ -17,7 +16,13 @@ from robustsnn.checkpoint import atomic_write_json
 from robustsnn.conversion import ConversionConfig, convert
 from robustsnn.data import load_dataset
 from robustsnn.modelio import load_model
-from robustsnn.stages import accuracy, accuracy_vs_T, calibration_images, dataset_spec_of, eval_subset
+from robustsnn.stages import (
+    accuracy,
+    accuracy_vs_T,
+    calibration_images,
+    dataset_spec_of,
+    eval_subset,
+)
 
 
 def main() -> None:
@@ -35,7 +40,13 @@ def main() -> None:
     data = load_dataset(dataset_spec_of(meta), a.data_dir)
     x, y = eval_subset(data, a.n)
     steps = [int(t) for t in a.T.split(",")]
-    result: dict = {"T": steps, "n": len(y), "bn": a.bn, "ann_accuracy": accuracy(ann, x, y), "curves": {}}
+    result: dict = {
+        "T": steps,
+        "n": len(y),
+        "bn": a.bn,
+        "ann_accuracy": accuracy(ann, x, y),
+        "curves": {},
+    }
     for reset in ("hard", "soft"):
         for scale in (0.3, 1.0):
             cfg = ConversionConfig(reset=reset, scale=scale, bn=a.bn)
@@ -43,7 +54,9 @@ def main() -> None:
             snn = convert(ann, calibration_images(data, cfg, 0), cfg)
             label = f"{reset} reset, scale {scale}"
             result["curves"][label] = accuracy_vs_T(snn, x, y, steps)
-            print(label, result["curves"][label], f"{time.perf_counter() - start:.0f} s", flush=True)
+            print(
+                label, result["curves"][label], f"{time.perf_counter() - start:.0f} s", flush=True
+            )
             atomic_write_json(a.out, result)
 
 
