@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     p.add_argument("--width", type=int, default=None, help="model width (small models)")
+    p.add_argument("--fc", type=int, default=None, help="hidden FC size (small models)")
     p.add_argument("--beta", type=float, default=None, help="TRADES/MART beta")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--eval-n", type=int, default=1000)
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leak", type=float, default=1.0)
     p.add_argument("--reset", choices=["hard", "soft"], default="hard")
     p.add_argument("--bntt", action="store_true", help="a separate BatchNorm per time step")
-    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--width", type=int, default=None, help="model width (small models)")
+    p.add_argument("--fc", type=int, default=None, help="hidden FC size (small models)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--eval-n", type=int, default=1000)
     p.add_argument("--out", default="runs/snn")
@@ -153,17 +155,21 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def _model_kwargs(a: argparse.Namespace) -> dict[str, int] | None:
+    kwargs = {k: v for k, v in (("width", a.width), ("fc", a.fc)) if v is not None}
+    return kwargs or None
+
+
 def cmd_train_ann(a: argparse.Namespace) -> None:
     from robustsnn.training.ann import train_ann
 
     params: dict[str, Any] = {}
     if a.beta is not None:
         params["beta"] = a.beta
-    kwargs = {"width": a.width} if a.width else None
     path = train_ann(
         a.dataset, a.model, a.objective, eps=a.eps, epochs=a.epochs, out_dir=a.out,
         batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, seed=a.seed, data_dir=a.data_dir,
-        model_kwargs=kwargs, eval_n=a.eval_n, quiet=a.quiet, device=a.device, **params,
+        model_kwargs=_model_kwargs(a), eval_n=a.eval_n, quiet=a.quiet, device=a.device, **params,
     )  # fmt: skip
     meta = json.loads(path.with_suffix(".json").read_text())
     print(
@@ -213,7 +219,7 @@ def cmd_train_snn(a: argparse.Namespace) -> None:
     path = train_snn(
         a.dataset, a.model, objective, T=a.T, epochs=a.epochs, out_dir=a.out, leak=a.leak,
         reset=a.reset, bntt=a.bntt, snn_rat=snn_rat, eps=a.eps, lr=a.lr, batch_size=a.batch_size,
-        seed=a.seed, model_kwargs={"width": a.width} if a.width else None, quiet=a.quiet,
+        seed=a.seed, model_kwargs=_model_kwargs(a), quiet=a.quiet,
         device=a.device, eval_n=a.eval_n,
     )  # fmt: skip
     meta = json.loads(path.with_suffix(".json").read_text())
