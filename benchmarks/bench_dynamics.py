@@ -37,19 +37,21 @@ def load(path: str) -> ModuleType:
     return module
 
 
-def make_inputs(batch: int, steps: int, seed: int) -> list[tuple[torch.Tensor, bool]]:
+def make_inputs(batch: int, steps: int, seed: int) -> list[tuple[torch.Tensor, bool, torch.Tensor]]:
+    """Per layer: input currents, static flag, upstream gradient (made once, outside timing)."""
     g = torch.Generator().manual_seed(seed)
     data = []
     for shape, static in LAYERS:
         full = (batch, *shape) if static else (steps, batch, *shape)
-        data.append((torch.randn(full, generator=g) * 0.6 + 0.2, static))
+        upstream = torch.randn((steps, batch, *shape), generator=g) * 0.01
+        data.append((torch.randn(full, generator=g) * 0.6 + 0.2, static, upstream))
     return data
 
 
-def run(mod: ModuleType, kind: str, data: list[tuple[torch.Tensor, bool]], args: argparse.Namespace) -> None:
+def run(mod: ModuleType, kind: str, data: list[tuple[torch.Tensor, bool, torch.Tensor]], args: argparse.Namespace) -> None:
     sur = Surrogate(args.surrogate, args.gamma)
     soft = args.reset == "soft"
-    for x, static in data:
+    for x, static, grad in data:
         theta = torch.tensor(0.5, requires_grad=True)
         if kind == "fwd":
             mod.if_forward(x, theta.detach(), args.T, args.leak, soft, static, False)
@@ -59,7 +61,6 @@ def run(mod: ModuleType, kind: str, data: list[tuple[torch.Tensor, bool]], args:
             out = mod.BPTTFunction.apply(xx, theta, args.T, args.leak, soft, static, sur)
         else:
             out = mod.BPTRFunction.apply(xx, theta, args.T, args.leak, soft, static)
-        grad = torch.ones_like(out) * 0.01
         torch.autograd.backward(out, grad)
 
 
@@ -76,9 +77,16 @@ def main() -> None:
     p.add_argument("--surrogate", default="pcw")
     p.add_argument("--gamma", type=float, default=1.0)
     p.add_argument("--out", type=Path)
+    p.add_argument("--blocks", nargs="+", type=int, help="compare dynamics.BLOCK values, interleaved")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    mods = {"current": dynamics}
+    mods: dict[str, ModuleType] = {"current": dynamics}
+    blocks: dict[str, int] = {}
+    if args.blocks:
+        mods = {}
+        for b in args.blocks:
+            mods[f"block{b}"] = dynamics
+            blocks[f"block{b}"] = b
     if args.baseline:
         mods["baseline"] = load(args.baseline)
     data = make_inputs(args.batch, args.T, 0)
@@ -86,11 +94,15 @@ def main() -> None:
     wall: dict[str, list[float]] = {}
     for kind in args.kinds:
         for name, mod in mods.items():
+            if name in blocks:
+                dynamics.BLOCK = blocks[name]
             run(mod, kind, data, args)  # warm-up
     for _ in range(args.rounds):
         for kind in args.kinds:
             for name, mod in mods.items():
                 key = f"{kind}/{name}"
+                if name in blocks:
+                    dynamics.BLOCK = blocks[name]
                 c0, w0 = time.process_time(), time.perf_counter()
                 run(mod, kind, data, args)
                 cpu.setdefault(key, []).append(time.process_time() - c0)

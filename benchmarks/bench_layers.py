@@ -151,6 +151,17 @@ class MergedANN(nn.Module):
         return self.ann(merged).view(self.steps, x.shape[0], -1).mean(0)
 
 
+class ImageChunks(nn.Module):
+    """Run ``model`` on chunks of ``images`` images and concatenate (eval mode: exact)."""
+
+    def __init__(self, model: nn.Module, images: int) -> None:
+        super().__init__()
+        self.model, self.images = model, images
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.model(part) for part in x.split(self.images)])
+
+
 def build_robustsnn(ann: nn.Module, thetas: list[float], steps: int, naive: bool) -> nn.Module:
     from robustsnn.conversion import ConversionConfig, spiking_body
     from robustsnn.snn import SpikingNetwork, SpikingNeuron
@@ -297,6 +308,9 @@ def build_variant(name: str, ann: nn.Module, thetas: list[float], steps: int) ->
         return MergedANN(ann, steps)
     if name == "robustsnn":
         return build_robustsnn(ann, thetas, steps, naive=False)
+    if name.startswith("robustsnn-chunk"):
+        images = int(name[len("robustsnn-chunk") :])
+        return ImageChunks(build_robustsnn(ann, thetas, steps, naive=False), images)
     if name == "robustsnn-fold":
         from robustsnn.conversion import fold_batchnorm
 

@@ -68,6 +68,12 @@ def _percent(values: Sequence[float]) -> list[float]:
     return [100.0 * v for v in values]
 
 
+def _percent_label(value: float) -> str:
+    """A bar label in percent, as precise as the report's tables (up to 2 decimals): 91.25, 50."""
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"
+
+
 def _line_plot(
     ax: Axes,
     curves: Mapping[str, Series],
@@ -159,11 +165,14 @@ def plot_spike_raster(
     grid = fig.add_gridspec(2, 6, height_ratios=[1.0, 1.3])
     _show_image(fig.add_subplot(grid[0, 0:2]), clean, "clean image")
     _show_image(fig.add_subplot(grid[0, 2:4]), adv, f"adversarial image{eps_text}")
-    _show_image(
-        fig.add_subplot(grid[0, 4:6]),
-        shown,
-        f"perturbation x{factor:.3g} (gray = 0)\nmax |delta| = {largest * 255:.2f}/255",
-    )
+    if largest > 0:
+        delta_title = (
+            f"perturbation x{factor:.3g} (gray = 0, white > 0, black < 0)\n"
+            f"max |delta| = {largest * 255:.2f}/255"
+        )
+    else:
+        delta_title = "perturbation: none\n(the attack left this image unchanged)"
+    _show_image(fig.add_subplot(grid[0, 4:6]), shown, delta_title)
     total = data.get("neurons_in_layer")
     subset = f"{count} random neurons" + (f" of {int(total)}" if total else "")
     added = (s_adv > 0) & (s_clean <= 0)
@@ -176,7 +185,9 @@ def plot_spike_raster(
         if col == 1:
             rgb[added.T] = (0.85, 0.1, 0.1)
             rgb[removed.T] = (0.55, 0.75, 1.0)
-            title += f"\nred: {int(added.sum())} spikes added, blue: {int(removed.sum())} removed"
+            title += (
+                f"\nblack: kept, red: {int(added.sum())} added, blue: {int(removed.sum())} removed"
+            )
         ax.imshow(
             rgb,
             aspect="auto",
@@ -270,8 +281,15 @@ def plot_baselines(
             xs.append(i + (j - (len(metrics) - 1) / 2) * width)
             hs.append(100.0 * float(value))
         bars = ax.bar(xs, hs, width=width * 0.95, label=metric)
-        ax.bar_label(bars, labels=[f"{h:.1f}" for h in hs], fontsize="x-small", padding=1)
-    ax.set_xticks(range(len(models)), models, rotation=20 if len(models) > 3 else 0)
+        ax.bar_label(bars, labels=[_percent_label(h) for h in hs], fontsize="x-small", padding=1)
+    crowded = len(models) > 3 or max(len(m) for m in models) * len(models) > 60
+    ax.set_xticks(
+        range(len(models)),
+        models,
+        rotation=20 if crowded else 0,
+        ha="right" if crowded else "center",
+        rotation_mode="anchor",
+    )
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 105)
     ax.grid(True, axis="y", alpha=0.3)
@@ -291,7 +309,12 @@ def _layer_spikes(value: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _count(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    """Spike counts as the report's tables print them: 166.6, 1,234.5, 98,765, 5.938."""
+    if value == int(value):
+        return f"{int(value):,}"
+    if abs(value) >= 1000:
+        return f"{value:,.1f}"
+    return f"{value:.4g}"
 
 
 def plot_spikes_per_layer(
@@ -312,28 +335,35 @@ def plot_spikes_per_layer(
         layers += [k for k in values if k not in layers]
     labels = list(per_model)
     width = 0.8 / len(labels)
-    fig = _figure(max(8.0, 0.6 * len(layers) * max(1.0, len(labels) / 2) + 4.0), 4.8)
-    grid = fig.add_gridspec(1, 4)
-    ax = fig.add_subplot(grid[0, 0:3])
+    fig = _figure(
+        max(8.0, 0.6 * len(layers) * max(1.0, len(labels) / 2) + 4.0),
+        4.6 + 0.35 * len(labels) + 0.8,
+    )
+    # two subfigures, so the long labels of the totals do not squeeze the per-layer axes
+    parts = fig.subfigures(2, 1, squeeze=False, height_ratios=[4.0, 0.35 * len(labels) + 0.8])
+    top, bottom = parts[0, 0], parts[1, 0]
+    ax = top.add_subplot()
     for j, label in enumerate(labels):
         xs = [i + (j - (len(labels) - 1) / 2) * width for i in range(len(layers))]
         hs = [per_model[label].get(layer, 0.0) for layer in layers]
         ax.bar(xs, hs, width=width * 0.95, label=label, color=f"C{j}")
-    ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize="small")
+    ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right", fontsize="small")
     ax.set_xlabel("spiking layer")
     ax.set_ylabel("spikes per image")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("per layer")
-    total_ax = fig.add_subplot(grid[0, 3])
+    total_ax = bottom.add_subplot()
     totals = [sum(per_model[label].values()) for label in labels]
-    bars = total_ax.bar(range(len(labels)), totals, color=[f"C{j}" for j in range(len(labels))])
-    total_ax.bar_label(bars, labels=[_count(t) for t in totals], fontsize="x-small", padding=1)
-    total_ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize="small")
-    total_ax.set_ylabel("spikes per image (all layers)")
-    total_ax.set_ylim(0, max(totals + [1.0]) * 1.15)
-    total_ax.grid(True, axis="y", alpha=0.3)
-    total_ax.set_title("total")
+    ys = list(range(len(labels)))
+    bars = total_ax.barh(ys, totals, color=[f"C{j}" for j in range(len(labels))])
+    total_ax.bar_label(bars, labels=[_count(t) for t in totals], fontsize="small", padding=2)
+    total_ax.set_yticks(ys, labels, fontsize="small")
+    total_ax.invert_yaxis()
+    total_ax.set_xlabel("spikes per image, all layers")
+    total_ax.set_xlim(0, max(totals + [1.0]) * 1.15)
+    total_ax.grid(True, axis="x", alpha=0.3)
+    total_ax.set_title("total", fontsize="medium")
     fig.suptitle(title)
     return _save(fig, out_path)
 

@@ -14,6 +14,7 @@ import html
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -144,6 +145,19 @@ def _square_data(evaluation: Mapping[str, Any]) -> tuple[Any, int | None] | None
     return None
 
 
+def _short_model(file_model: str, evaluation: Mapping[str, Any]) -> str:
+    """The model an evaluation belongs to, as a short name for figure labels.
+
+    The file's ``model`` field when it is a plain name (``"snn_finetuned"``); when it is a
+    checkpoint path (``runs/x/snn.safetensors``, as ``robustsnn run`` writes it) the name from
+    the file name instead, without an ``-eps...`` suffix (``evaluation-<model>-eps4.json``).
+    """
+    named = evaluation.get("model")
+    if isinstance(named, str) and named and not re.search(r"[/\\]|\.(safetensors|pt|pth)$", named):
+        return named
+    return re.sub(r"-eps[^-]*$", "", file_model) or file_model
+
+
 def _eps_label(eps: Any) -> str:
     try:
         value = float(eps)
@@ -192,8 +206,8 @@ def make_run_figures(run_dir: str | Path) -> list[Path]:
 
     by_model: dict[str, list[Mapping[str, Any]]] = {}
     for _file, model, evaluation in run.evaluations:
-        # group by the model the file names inside (evaluation-<model>-eps4.json is <model>)
-        by_model.setdefault(str(evaluation.get("model") or model), []).append(evaluation)
+        # group by model (evaluation-<model>-eps4.json is <model>), never by checkpoint path
+        by_model.setdefault(_short_model(model, evaluation), []).append(evaluation)
     bars: dict[str, dict[str, float]] = {}
     for model, evaluations in by_model.items():
         for ev in evaluations:
@@ -317,10 +331,14 @@ def _seconds(value: Any) -> str:
 def _eps_text(value: Any) -> str:
     if not _is_number(value):
         return "n/a"
-    return f"{_eps_label(value)} ({float(value):.5g})"
+    label = _eps_label(value)
+    plain = f"{float(value):.5g}"
+    return label if label == plain else f"{label} ({plain})"
 
 
-def _verdict(passed: Any) -> Cell:
+def _verdict(passed: Any, skipped: Any = False) -> Cell:
+    if skipped is True:
+        return Cell("SKIPPED", None)
     if passed is True:
         return Cell("PASS", "pass")
     if passed is False:
@@ -357,7 +375,8 @@ def _overview(runs: Sequence[RunFiles], several: bool) -> list[Block]:
         return []
     headers = (["run"] if several else []) + ["model", "dataset", "eps", "T", "n", "clean"]
     headers += [f"robust: {n}" for n in ensemble_names]
-    headers += ["spikes/image (clean)", "SNN energy/image", "ANN energy/image", "source"]
+    headers += ["diagnostics", "spikes/image (clean)", "SNN energy/image", "ANN energy/image"]
+    headers += ["source"]
     rows: list[list[Cell | str]] = []
     for run, model, file, evaluation, robust, stats_file, stats in rows_data:
         clean_stats = _clean_and_adversarial(stats)[0] if stats else None
@@ -373,6 +392,7 @@ def _overview(runs: Sequence[RunFiles], several: bool) -> list[Block]:
         ]
         row += [_pct(robust[n]) if n in robust else "n/a" for n in ensemble_names]
         row += [
+            _diagnostics_cell(evaluation) if file else "n/a",
             _num(spikes),
             _energy(clean_stats, "snn_uj_per_image"),
             _energy(clean_stats, "ann_uj_per_image"),
@@ -385,6 +405,19 @@ def _overview(runs: Sequence[RunFiles], several: bool) -> list[Block]:
         "ensemble (per-sample worst case). Columns marked (est.) are energy estimates."
     )
     return [Heading(2, title), Paragraph(note), Table(headers, rows, "the files named per row")]
+
+
+def _diagnostics_cell(evaluation: Mapping[str, Any]) -> Cell:
+    """Overview verdict of an evaluation's gradient-masking checks: passed, failed or not run."""
+    diagnostics = evaluation.get("diagnostics") or {}
+    checks = [v for v in diagnostics.values() if isinstance(v, Mapping)]
+    ran = [c for c in checks if c.get("skipped") is not True]
+    if not ran:
+        return Cell("not run")
+    failed = sum(1 for c in ran if c.get("passed") is False)
+    if failed:
+        return Cell(f"FAIL ({failed} of {len(ran)})", "fail")
+    return Cell(f"PASS ({len(ran)} of {len(ran)})", "pass")
 
 
 def _summary_blocks(run: RunFiles) -> list[Block]:
@@ -433,6 +466,9 @@ def _evaluation_blocks(file: str, model: str, ev: Mapping[str, Any]) -> list[Blo
             Paragraph("Ensembles (robust = survives every member):"),
             Table(["ensemble", "robust accuracy", "members", "seconds"], rows, file),
         ]
+        for name, rec in ensembles.items():
+            if isinstance(rec, Mapping):
+                blocks += _member_blocks(file, str(name), rec)
     attacks = ev.get("attacks") or {}
     if attacks:
         rows = [
@@ -444,28 +480,70 @@ def _evaluation_blocks(file: str, model: str, ev: Mapping[str, Any]) -> list[Blo
             Paragraph("Attack members:"),
             Table(["attack member", "robust accuracy", "seconds"], rows, file),
         ]
-    diagnostics = ev.get("diagnostics") or {}
-    if diagnostics:
-        rows = [
-            [str(name), _verdict(rec.get("passed")), str(rec.get("detail", ""))]
-            for name, rec in diagnostics.items()
-            if isinstance(rec, Mapping)
-        ]
-        failed = sum(
-            1
-            for rec in diagnostics.values()
-            if isinstance(rec, Mapping) and rec.get("passed") is False
-        )
-        verdict = (
-            f"{failed} diagnostic check(s) FAILED: the robust accuracy above may be overestimated."
-            if failed
-            else "All diagnostic checks passed."
-        )
-        blocks += [
-            Paragraph(verdict, "fail" if failed else "pass"),
-            Table(["check", "verdict", "detail"], rows, file),
-        ]
+    blocks += _diagnostics_blocks(file, ev)
     return blocks
+
+
+def _diagnostics_blocks(file: str, ev: Mapping[str, Any]) -> list[Block]:
+    """Gradient-masking verdicts; says so plainly when none ran."""
+    diagnostics = ev.get("diagnostics") or {}
+    checks = {k: v for k, v in diagnostics.items() if isinstance(v, Mapping)}
+    if not checks:
+        settings = (ev.get("settings") or {}).get("diagnostics") or {}
+        mode = settings.get("mode") if isinstance(settings, Mapping) else None
+        why = f" (diagnostics mode: {mode})" if mode else ""
+        return [
+            Paragraph(
+                f"Diagnostics: none ran{why}, so the robust accuracy above was not checked for "
+                "gradient masking.",
+                "note",
+            )
+        ]
+    rows: list[list[Cell | str]] = [
+        [str(name), _verdict(rec.get("passed"), rec.get("skipped")), str(rec.get("detail", ""))]
+        for name, rec in checks.items()
+    ]
+    failed = sum(1 for rec in checks.values() if rec.get("passed") is False)
+    skipped = sum(1 for rec in checks.values() if rec.get("skipped") is True)
+    ran = len(checks) - skipped
+    if failed:
+        verdict = (
+            f"Diagnostics: {failed} of {ran} check(s) FAILED: the robust accuracy above may be "
+            "overestimated."
+        )
+    else:
+        verdict = f"Diagnostics: all {ran} check(s) that ran passed."
+    if skipped:
+        verdict += f" {skipped} skipped."
+    return [
+        Paragraph(verdict, "fail" if failed else "pass"),
+        Table(["check", "verdict", "detail"], rows, file),
+    ]
+
+
+def _member_blocks(file: str, name: str, rec: Mapping[str, Any]) -> list[Block]:
+    """Members of one ensemble in the order they ran: samples each broke, accuracy after it."""
+    after = rec.get("robust_accuracy_after")
+    broken = rec.get("broken_by")
+    if not isinstance(after, Mapping) and not isinstance(broken, Mapping):
+        return []
+    after = after if isinstance(after, Mapping) else {}
+    broken = broken if isinstance(broken, Mapping) else {}
+    names = [str(n) for n in rec.get("member_names") or []]
+    names += [str(n) for n in [*after, *broken] if str(n) not in names]
+    rows: list[list[Cell | str]] = [[n, _num(broken.get(n)), _pct(after.get(n))] for n in names]
+    mode = rec.get("mode")
+    how = (
+        "each member attacks only the samples the members before it did not break"
+        if mode == "early-exit"
+        else f"mode: {mode}"
+        if mode
+        else "in the order they ran"
+    )
+    return [
+        Paragraph(f"Members of {name} ({how}):"),
+        Table(["member", "samples broken", "robust accuracy after it"], rows, file),
+    ]
 
 
 _TOTALS = [
@@ -547,6 +625,24 @@ def _stats_blocks(file: str, model: str, stats: Mapping[str, Any]) -> list[Block
     return blocks
 
 
+_FIGURES_ABOUT = (
+    ("accuracy_by_model", "Clean and robust accuracy per model, from evaluation-*.json"),
+    ("robust_accuracy_vs_eps", "Robust accuracy vs eps, from evaluation-*.json"),
+    ("square_queries", "Square attack accuracy vs queries, from evaluation-*.json"),
+    ("spikes_per_layer", "Spikes per image and layer, from stats-*.json"),
+    ("spike_raster-", "Spike raster of one image, clean vs adversarial, from stats-{}.json"),
+    ("accuracy_vs_T", "Clean accuracy vs time steps, from conversion_curve.json"),
+)
+
+
+def _figure_about(stem: str) -> str:
+    """What a figure of :func:`make_run_figures` shows and which files it is drawn from."""
+    for prefix, about in _FIGURES_ABOUT:
+        if stem == prefix or (prefix.endswith("-") and stem.startswith(prefix)):
+            return about.format(stem[len(prefix) :])
+    return ""
+
+
 def _run_blocks(run: RunFiles, out_dir: Path) -> list[Block]:
     blocks: list[Block] = [Heading(2, f"Run {run.name}"), Paragraph(f"Folder: {run.path}")]
     for problem in run.problems:
@@ -569,7 +665,8 @@ def _run_blocks(run: RunFiles, out_dir: Path) -> list[Block]:
         blocks.append(Heading(3, "Figures"))
         for png in run.figures:
             caption = f"{png.relative_to(run.path)} (run {run.name})"
-            blocks.append(Image(png, caption))
+            about = _figure_about(png.stem)
+            blocks.append(Image(png, f"{about}: {caption}" if about else caption))
     return blocks
 
 

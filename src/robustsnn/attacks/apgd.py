@@ -28,7 +28,6 @@ Shapes: ``x [N, ...]`` in [0, 1], ``y [N]`` -> ``x_adv`` like ``x``.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,12 +40,11 @@ from robustsnn.attacks.base import (
     check_fraction,
     check_positive_int,
     is_success,
-    linf_norm,
     loss_and_grad,
     per_sample,
     predict_logits,
     project,
-    uniform,
+    unit_linf_noise,
 )
 from robustsnn.attacks.losses import LOSSES, AttackLoss, get_loss
 from robustsnn.attacks.registry import ATTACKS
@@ -99,9 +97,7 @@ def apgd_run(
         best.update(idx[rows], x_at, loss, success)
         return loss, grad, success
 
-    noise = uniform(x0.shape, generator, x0)
-    noise = noise / per_sample(linf_norm(noise).clamp_min(1e-12), noise)
-    x_adv = project(x0 + eps * noise, x0, eps)
+    x_adv = project(x0 + eps * unit_linf_noise(x0, generator), x0, eps)
     all_rows = torch.arange(n, device=x.device)
     loss, grad, success = evaluate(all_rows, x_adv)
     live = ~success
@@ -148,11 +144,53 @@ def apgd_run(
             last_mark = it
 
 
+class APGDRestarts(Attack):
+    """Shared part of APGD and APGD-T: restarts of :func:`apgd_run` on the samples not yet
+    fooled, with the attack's ``eps``, ``n_iter``, ``n_restarts``, ``rho`` and ``momentum``."""
+
+    n_iter: int
+    n_restarts: int
+    rho: float
+    momentum: float
+
+    def run_restarts(
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        loss_target: Tensor | None,
+        loss_fn: AttackLoss,
+        best: WorstCase,
+        generator: torch.Generator,
+    ) -> bool:
+        """Up to ``n_restarts`` APGD runs into ``best``; False once every sample is fooled."""
+        for _ in range(self.n_restarts):
+            idx = best.remaining()
+            if idx.numel() == 0:
+                return False
+            apgd_run(
+                model,
+                x,
+                y,
+                loss_target,
+                loss_fn,
+                best,
+                idx,
+                eps=self.eps,
+                n_iter=self.n_iter,
+                rho=self.rho,
+                momentum=self.momentum,
+                generator=generator,
+            )
+        return True
+
+
 @ATTACKS.register("apgd-ce")
-class APGD(Attack):
+class APGD(APGDRestarts):
     """Untargeted APGD of Croce & Hein (2020) with the CE (default) or DLR loss."""
 
     default_loss = "ce"
+    param_names = ("eps", "n_iter", "loss", "n_restarts", "rho", "momentum")
 
     def __init__(
         self,
@@ -171,16 +209,6 @@ class APGD(Attack):
         self.momentum = check_fraction(momentum, "apgd momentum")
         self.name = f"apgd-{self.loss}"
 
-    def params(self) -> dict[str, Any]:
-        return {
-            "eps": self.eps,
-            "n_iter": self.n_iter,
-            "loss": self.loss,
-            "n_restarts": self.n_restarts,
-            "rho": self.rho,
-            "momentum": self.momentum,
-        }
-
     def perturb(
         self,
         model: Model,
@@ -189,26 +217,8 @@ class APGD(Attack):
         generator: torch.Generator,
         target: Tensor | None,
     ) -> Tensor:
-        loss_fn = get_loss(self.loss)
         best = WorstCase(x, is_success(predict_logits(model, x), y))
-        for _ in range(self.n_restarts):
-            idx = best.remaining()
-            if idx.numel() == 0:
-                break
-            apgd_run(
-                model,
-                x,
-                y,
-                None,
-                loss_fn,
-                best,
-                idx,
-                eps=self.eps,
-                n_iter=self.n_iter,
-                rho=self.rho,
-                momentum=self.momentum,
-                generator=generator,
-            )
+        self.run_restarts(model, x, y, None, get_loss(self.loss), best, generator)
         return best.x
 
 

@@ -20,14 +20,11 @@ Shapes: ``x [N, ...]`` in [0, 1], ``y [N]`` -> ``x_adv`` like ``x``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from robustsnn.attacks.apgd import apgd_run
+from robustsnn.attacks.apgd import APGDRestarts
 from robustsnn.attacks.base import (
-    Attack,
     Model,
     WorstCase,
     check_choice,
@@ -35,14 +32,17 @@ from robustsnn.attacks.base import (
     check_positive_int,
     is_success,
     predict_logits,
+    runner_up_classes,
 )
 from robustsnn.attacks.losses import LOSSES, get_loss
 from robustsnn.attacks.registry import ATTACKS
 
 
 @ATTACKS.register("apgd-t")
-class APGDT(Attack):
+class APGDT(APGDRestarts):
     """Targeted APGD over the top ``n_target_classes`` runner-up classes."""
+
+    param_names = ("eps", "n_iter", "n_target_classes", "n_restarts", "loss", "rho", "momentum")
 
     def __init__(
         self,
@@ -63,17 +63,6 @@ class APGDT(Attack):
         self.momentum = check_fraction(momentum, "apgd-t momentum")
         self.name = "apgd-t" if self.loss == "dlr" else f"apgd-t-{self.loss}"
 
-    def params(self) -> dict[str, Any]:
-        return {
-            "eps": self.eps,
-            "n_iter": self.n_iter,
-            "n_target_classes": self.n_target_classes,
-            "n_restarts": self.n_restarts,
-            "loss": self.loss,
-            "rho": self.rho,
-            "momentum": self.momentum,
-        }
-
     def perturb(
         self,
         model: Model,
@@ -85,26 +74,7 @@ class APGDT(Attack):
         loss_fn = get_loss(self.loss)
         clean = predict_logits(model, x)
         best = WorstCase(x, is_success(clean, y))
-        ranking = clean.argsort(1, descending=True)
-        n_targets = min(self.n_target_classes, clean.shape[1] - 1)
-        for rank in range(1, n_targets + 1):
-            class_target = ranking[:, rank]
-            for _ in range(self.n_restarts):
-                idx = best.remaining()
-                if idx.numel() == 0:
-                    return best.x
-                apgd_run(
-                    model,
-                    x,
-                    y,
-                    class_target,
-                    loss_fn,
-                    best,
-                    idx,
-                    eps=self.eps,
-                    n_iter=self.n_iter,
-                    rho=self.rho,
-                    momentum=self.momentum,
-                    generator=generator,
-                )
+        for class_target in runner_up_classes(clean, self.n_target_classes):
+            if not self.run_restarts(model, x, y, class_target, loss_fn, best, generator):
+                break
         return best.x

@@ -40,6 +40,8 @@ class Attack:
     name: str = "attack"
     #: Whether ``__call__`` accepts explicit ``target`` labels (targeted attacks).
     supports_target: bool = False
+    #: Attributes that :meth:`params` reports, in order (the constructor parameters).
+    param_names: tuple[str, ...] = ("eps",)
 
     def __init__(self, eps: float) -> None:
         self.eps = check_eps(eps)
@@ -93,7 +95,7 @@ class Attack:
 
     def params(self) -> dict[str, Any]:
         """Constructor parameters (for logs and ``repr``)."""
-        return {"eps": self.eps}
+        return {name: getattr(self, name) for name in self.param_names}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
@@ -208,6 +210,12 @@ def random_sign(
     return (2 * bits - 1).to(device=like.device, dtype=like.dtype)
 
 
+def unit_linf_noise(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Uniform noise shaped like ``x``, each sample scaled to L-inf norm 1."""
+    noise = uniform(x.shape, generator, x)
+    return noise / per_sample(linf_norm(noise).clamp_min(1e-12), noise)
+
+
 def random_start(x: Tensor, eps: float, generator: torch.Generator) -> Tensor:
     """A uniformly random point of the eps-ball around ``x`` (clipped to [0, 1])."""
     return project(x + eps * uniform(x.shape, generator, x), x, eps)
@@ -306,6 +314,29 @@ class WorstCase:
 
 
 TARGET_MODES = ("least-likely", "random")
+
+
+def runner_up_classes(logits: Tensor, n: int) -> list[Tensor]:
+    """Labels ``[N]`` of the classes with the 2nd, 3rd, ... highest logit (at most ``n``, K - 1)."""
+    ranking = logits.argsort(1, descending=True)
+    return [ranking[:, rank] for rank in range(1, min(n, logits.shape[1] - 1) + 1)]
+
+
+def resolve_target(
+    mode: str | None,
+    model: Model,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    generator: torch.Generator,
+) -> Tensor | None:
+    """Explicit ``target`` labels if given, else labels chosen by ``mode`` from the clean
+    logits (:func:`choose_target`), else None (untargeted)."""
+    if target is None and mode is not None:
+        with torch.no_grad():
+            clean = model(x)
+        target = choose_target(mode, clean, y, generator)
+    return target
 
 
 def choose_target(mode: str, logits: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:

@@ -38,7 +38,6 @@ Shapes: ``x [N, ...]`` in [0, 1], ``y [N]`` -> ``x_adv`` like ``x``.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -54,7 +53,8 @@ from robustsnn.attacks.base import (
     per_sample,
     predict_logits,
     project,
-    uniform,
+    runner_up_classes,
+    unit_linf_noise,
 )
 from robustsnn.attacks.registry import ATTACKS
 
@@ -95,6 +95,8 @@ def linf_step_to_hyperplane(x: Tensor, w: Tensor, c: Tensor) -> Tensor:
 class FABT(Attack):
     """Targeted L-inf FAB: minimal-norm adversarial examples, kept only within ``eps``."""
 
+    param_names = ("eps", "n_iter", "n_target_classes", "n_restarts", "alpha_max", "eta", "beta")
+
     def __init__(
         self,
         eps: float,
@@ -115,17 +117,6 @@ class FABT(Attack):
         self.name = "fab-t"
         self.last_norms: Tensor | None = None
 
-    def params(self) -> dict[str, Any]:
-        return {
-            "eps": self.eps,
-            "n_iter": self.n_iter,
-            "n_target_classes": self.n_target_classes,
-            "n_restarts": self.n_restarts,
-            "alpha_max": self.alpha_max,
-            "eta": self.eta,
-            "beta": self.beta,
-        }
-
     def perturb(
         self,
         model: Model,
@@ -138,15 +129,13 @@ class FABT(Attack):
         fooled = is_success(clean, y)
         norms = torch.where(fooled, 0.0, math.inf).to(device=x.device)
         x_best = x.clone()
-        ranking = clean.argsort(1, descending=True)
-        n_targets = min(self.n_target_classes, clean.shape[1] - 1)
-        for rank in range(1, n_targets + 1):
+        for class_target in runner_up_classes(clean, self.n_target_classes):
             for restart in range(self.n_restarts):
                 idx = (norms > self.eps).nonzero().squeeze(1)
                 if idx.numel() == 0:
                     break
                 found_x, found_norm = self._run(
-                    model, x[idx], y[idx], ranking[idx, rank], norms[idx], restart, generator
+                    model, x[idx], y[idx], class_target[idx], norms[idx], restart, generator
                 )
                 better = found_norm < norms[idx]
                 x_best[idx[better]] = found_x[better]
@@ -174,8 +163,7 @@ class FABT(Attack):
             x_i = x0.clone()
         else:
             radius = 0.5 * torch.clamp(best_norm, max=self.eps)
-            noise = uniform(x0.shape, generator, x0)
-            noise = noise / per_sample(linf_norm(noise).clamp_min(1e-12), noise)
+            noise = unit_linf_noise(x0, generator)
             x_i = (x0 + per_sample(radius, x0) * noise).clamp(0.0, 1.0)
         rows = torch.arange(n, device=x0.device)
 

@@ -16,8 +16,6 @@ misclassified (or already at their target) are returned unchanged.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -26,14 +24,32 @@ from robustsnn.attacks.base import (
     Attack,
     Model,
     check_choice,
-    choose_target,
     is_success,
     loss_and_grad,
     per_sample,
     project,
+    resolve_target,
 )
-from robustsnn.attacks.losses import LOSSES, get_loss
+from robustsnn.attacks.losses import LOSSES, AttackLoss, get_loss
 from robustsnn.attacks.registry import ATTACKS
+
+
+def sign_step(
+    model: Model,
+    x_start: Tensor,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    loss_fn: AttackLoss,
+    step: float,
+    eps: float,
+) -> Tensor:
+    """One step of size ``step`` from ``x_start`` along the sign of the loss gradient, projected
+    onto the eps-ball around ``x``; samples ``x_start`` already fools are kept at ``x_start``."""
+    logits, _, grad = loss_and_grad(model, x_start, lambda z: loss_fn(z, y, target))
+    x_adv = project(x_start + step * grad.sign(), x, eps)
+    already = per_sample(is_success(logits, y, target), x)
+    return torch.where(already, x_start, x_adv)
 
 
 @ATTACKS.register("fgsm")
@@ -41,15 +57,13 @@ class FGSM(Attack):
     """Single-step L-inf attack of Goodfellow et al. (2015)."""
 
     supports_target = True
+    param_names = ("eps", "loss", "target")
 
     def __init__(self, eps: float, loss: str = "ce", target: str | None = None) -> None:
         super().__init__(eps)
         self.loss = check_choice(loss, "fgsm loss", LOSSES)
         self.target = check_choice(target, "fgsm target", (None, *TARGET_MODES))
         self.name = "fgsm" if loss == "ce" else f"fgsm-{loss}"
-
-    def params(self) -> dict[str, Any]:
-        return {"eps": self.eps, "loss": self.loss, "target": self.target}
 
     def perturb(
         self,
@@ -59,13 +73,5 @@ class FGSM(Attack):
         generator: torch.Generator,
         target: Tensor | None,
     ) -> Tensor:
-        loss_fn = get_loss(self.loss)
-        if target is None and self.target is not None:
-            with torch.no_grad():
-                clean = model(x)
-            target = choose_target(self.target, clean, y, generator)
-        tgt = target
-        logits, _, grad = loss_and_grad(model, x, lambda z: loss_fn(z, y, tgt))
-        x_adv = project(x + self.eps * grad.sign(), x, self.eps)
-        already = per_sample(is_success(logits, y, target), x)
-        return torch.where(already, x, x_adv)
+        target = resolve_target(self.target, model, x, y, target, generator)
+        return sign_step(model, x, x, y, target, get_loss(self.loss), self.eps, self.eps)

@@ -24,8 +24,6 @@ Shapes: ``x [N, ...]`` in [0, 1], ``y [N]`` (and ``target [N]``) -> ``x_adv`` li
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -55,6 +53,7 @@ class PGD(Attack):
 
     supports_target = True
     default_loss = "ce"
+    param_names = ("eps", "steps", "step_size", "random_start", "loss", "target", "restarts")
 
     def __init__(
         self,
@@ -76,17 +75,6 @@ class PGD(Attack):
         self.target = check_choice(target, "pgd target", (None, *TARGET_MODES))
         self.restarts = check_positive_int(restarts, "pgd restarts")
         self.name = "pgd" if self.loss == "ce" else f"pgd-{self.loss}"
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "eps": self.eps,
-            "steps": self.steps,
-            "step_size": self.step_size,
-            "random_start": self.random_start,
-            "loss": self.loss,
-            "target": self.target,
-            "restarts": self.restarts,
-        }
 
     def perturb(
         self,

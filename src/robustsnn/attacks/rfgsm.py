@@ -18,8 +18,6 @@ already fools the model is kept as it is.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -29,13 +27,11 @@ from robustsnn.attacks.base import (
     Model,
     check_choice,
     check_fraction,
-    choose_target,
-    is_success,
-    loss_and_grad,
-    per_sample,
     project,
     random_sign,
+    resolve_target,
 )
+from robustsnn.attacks.fgsm import sign_step
 from robustsnn.attacks.losses import LOSSES, get_loss
 from robustsnn.attacks.registry import ATTACKS
 from robustsnn.errors import UserError
@@ -46,6 +42,7 @@ class RFGSM(Attack):
     """Random step of size ``alpha`` then an FGSM step of size ``eps - alpha``."""
 
     supports_target = True
+    param_names = ("eps", "alpha", "loss", "target")
 
     def __init__(
         self,
@@ -64,9 +61,6 @@ class RFGSM(Attack):
         self.target = check_choice(target, "rfgsm target", (None, *TARGET_MODES))
         self.name = "rfgsm" if loss == "ce" else f"rfgsm-{loss}"
 
-    def params(self) -> dict[str, Any]:
-        return {"eps": self.eps, "alpha": self.alpha, "loss": self.loss, "target": self.target}
-
     def perturb(
         self,
         model: Model,
@@ -76,13 +70,6 @@ class RFGSM(Attack):
         target: Tensor | None,
     ) -> Tensor:
         loss_fn = get_loss(self.loss)
-        if target is None and self.target is not None:
-            with torch.no_grad():
-                clean = model(x)
-            target = choose_target(self.target, clean, y, generator)
-        tgt = target
+        target = resolve_target(self.target, model, x, y, target, generator)
         x_rand = project(x + self.alpha * random_sign(x.shape, generator, x), x, self.eps)
-        logits, _, grad = loss_and_grad(model, x_rand, lambda z: loss_fn(z, y, tgt))
-        x_adv = project(x_rand + (self.eps - self.alpha) * grad.sign(), x, self.eps)
-        already = per_sample(is_success(logits, y, target), x)
-        return torch.where(already, x_rand, x_adv)
+        return sign_step(model, x_rand, x, y, target, loss_fn, self.eps - self.alpha, self.eps)

@@ -11,6 +11,9 @@ from torch import nn
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std``: the first layer of every model, so inputs are pixels."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if len(mean) != len(std):

@@ -6,7 +6,7 @@ every ReLU (including the one after each residual add) for a spiking neuron.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import fx, nn
@@ -31,6 +31,24 @@ def add_skip(out: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
 # A leaf for torch.fx: conversion traces models (BN folding, functional checks) and the shape test
 # above cannot be traced symbolically.
 fx.wrap("add_skip")
+
+
+def stages(
+    block: Callable[[int, int, int, bool], nn.Module],
+    cin: int,
+    widths: Sequence[int],
+    blocks: int,
+    bias: bool,
+) -> tuple[nn.Sequential, int]:
+    """``blocks`` blocks ``block(cin, cout, stride, bias)`` per stage of width ``widths[s]``; the
+    first block of every stage but the first has stride 2. Returns the blocks and their output
+    channels."""
+    layers: list[nn.Module] = []
+    for stage, cout in enumerate(widths):
+        for i in range(blocks):
+            layers.append(block(cin, cout, 2 if (i == 0 and stage > 0) else 1, bias))
+            cin = cout
+    return nn.Sequential(*layers), cin
 
 
 class BasicBlock(nn.Module):
@@ -77,13 +95,7 @@ class ResNet20(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, c[0], 3, padding=1, bias=bias), nn.BatchNorm2d(c[0]), nn.ReLU()
         )
-        layers: list[nn.Module] = []
-        cin = c[0]
-        for stage, cout in enumerate(c):
-            for i in range(blocks):
-                layers.append(BasicBlock(cin, cout, 2 if (i == 0 and stage > 0) else 1, bias))
-                cin = cout
-        self.layers = nn.Sequential(*layers)
+        self.layers, cin = stages(BasicBlock, c[0], c, blocks, bias)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(cin, num_classes)
@@ -137,14 +149,7 @@ class WideResNet(nn.Module):
         c = [16, 16 * width, 32 * width, 64 * width]
         self.normalize = Normalize(mean, std)
         self.stem = nn.Conv2d(in_channels, c[0], 3, padding=1, bias=bias)
-        layers: list[nn.Module] = []
-        cin = c[0]
-        for stage in range(3):
-            for i in range(n):
-                stride = 2 if (i == 0 and stage > 0) else 1
-                layers.append(WideBlock(cin, c[stage + 1], stride, bias))
-                cin = c[stage + 1]
-        self.layers = nn.Sequential(*layers)
+        self.layers, cin = stages(WideBlock, c[0], c[1:], n, bias)
         self.bn = nn.BatchNorm2d(cin)
         self.act = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -52,7 +52,32 @@ def _features(
     return layers, channels, size
 
 
-class VGG(nn.Module):
+class _ConvTrunkNet(nn.Module):
+    """``classifier(features(normalize(x)))``: the layout shared by the VGG-style models."""
+
+    classifier: nn.Sequential
+
+    def _build_features(
+        self,
+        config: Sequence[int | str],
+        in_channels: int,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        scale: float,
+        bias: bool,
+    ) -> int:
+        """Create ``normalize`` and ``features``; return the classifier's input size."""
+        feats, channels, size = _features(config, in_channels, image_size, scale, bias)
+        self.normalize = Normalize(mean, std)
+        self.features = nn.Sequential(*feats)
+        return channels * size * size
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.classifier(self.features(self.normalize(x)))
+
+
+class VGG(_ConvTrunkNet):
     """VGG with BatchNorm and average pooling; classifier ``hidden-hidden-classes`` with dropout."""
 
     def __init__(
@@ -70,11 +95,8 @@ class VGG(nn.Module):
         bias: bool = False,
     ) -> None:
         super().__init__()
-        feats, channels, size = _features(config, in_channels, image_size, width, bias)
-        self.normalize = Normalize(mean, std)
-        self.features = nn.Sequential(*feats)
+        flat = self._build_features(config, in_channels, image_size, mean, std, width, bias)
         hidden_layers: list[nn.Module] = []
-        flat = channels * size * size
         if hidden > 0:
             hidden_layers = [
                 nn.Linear(flat, hidden, bias=True),
@@ -89,11 +111,8 @@ class VGG(nn.Module):
             nn.Flatten(), *hidden_layers, nn.Linear(flat, num_classes, bias=True)
         )
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        return self.classifier(self.features(self.normalize(x)))
 
-
-class SmallVGG(nn.Module):
+class SmallVGG(_ConvTrunkNet):
     """CPU-scale VGG: ``w, A, 2w, A, 4w, 4w, A`` convolutions, one hidden FC layer, a readout."""
 
     def __init__(
@@ -111,20 +130,15 @@ class SmallVGG(nn.Module):
     ) -> None:
         super().__init__()
         config: list[int | str] = [width, "A", 2 * width, "A", 4 * width, 4 * width, "A"]
-        feats, channels, size = _features(config, in_channels, image_size, 1.0, bias)
-        self.normalize = Normalize(mean, std)
-        self.features = nn.Sequential(*feats)
-        layers: list[nn.Module] = [nn.Flatten(), nn.Linear(channels * size * size, fc), nn.ReLU()]
+        flat = self._build_features(config, in_channels, image_size, mean, std, 1.0, bias)
+        layers: list[nn.Module] = [nn.Flatten(), nn.Linear(flat, fc), nn.ReLU()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(fc, num_classes))
         self.classifier = nn.Sequential(*layers)
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        return self.classifier(self.features(self.normalize(x)))
 
-
-class SmallCNN(nn.Module):
+class SmallCNN(_ConvTrunkNet):
     """Two conv-BN-ReLU-AvgPool blocks and a small classifier: the fastest model, for tests and MNIST."""
 
     def __init__(
@@ -141,15 +155,7 @@ class SmallCNN(nn.Module):
     ) -> None:
         super().__init__()
         config: list[int | str] = [width, "A", 2 * width, "A"]
-        feats, channels, size = _features(config, in_channels, image_size, 1.0, bias)
-        self.normalize = Normalize(mean, std)
-        self.features = nn.Sequential(*feats)
+        flat = self._build_features(config, in_channels, image_size, mean, std, 1.0, bias)
         self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(channels * size * size, fc),
-            nn.ReLU(),
-            nn.Linear(fc, num_classes),
+            nn.Flatten(), nn.Linear(flat, fc), nn.ReLU(), nn.Linear(fc, num_classes)
         )
-
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        return self.classifier(self.features(self.normalize(x)))

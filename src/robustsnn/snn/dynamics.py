@@ -44,40 +44,43 @@ from robustsnn.snn.surrogates import Surrogate
 
 # Recompute the membranes of a static-input layer in the backward instead of storing T copies.
 RECOMPUTE_STATIC = True
+# Neurons per block: all T steps of one block run before the next, so the per-step scratch
+# buffers stay in cache (256 KiB of float32 per buffer).
+BLOCK = 1 << 18
 
 _threshold_backward_out = torch.ops.aten.threshold_backward.grad_input
 
 
-def _currents(inputs: torch.Tensor, steps: int, static: bool) -> list[torch.Tensor]:
+def _flat_currents(inputs: torch.Tensor, steps: int, static: bool) -> list[torch.Tensor]:
+    """Per-step currents as flat ``[N]`` tensors (views when ``inputs`` is contiguous)."""
+    if static:
+        return [inputs.reshape(-1)] * steps
     # unbind, not inputs[t]: indexing in a loop makes autograd zero-fill a [T, ...] buffer per step
-    return [inputs] * steps if static else list(inputs.unbind(0))
+    return list(inputs.reshape(steps, -1).unbind(0))
 
 
-def _run(
-    inputs: torch.Tensor,
+def _blocks(numel: int) -> list[slice]:
+    return [slice(i, min(i + BLOCK, numel)) for i in range(0, numel, BLOCK)] or [slice(0, 0)]
+
+
+def _forward_block(
+    currents: list[torch.Tensor],
     theta: torch.Tensor,
-    steps: int,
     leak: float,
     soft_reset: bool,
-    static: bool,
-    membranes: torch.Tensor | None = None,
-    fired: torch.Tensor | None = None,
-    emit: bool = True,
-) -> torch.Tensor | None:
-    """The forward loop, no autograd; returns ``theta * s`` as one ``[T, B, ...]`` tensor.
+    outs: list[torch.Tensor],
+    membranes: list[torch.Tensor] | None,
+    fired: torch.Tensor | None,
+    spike: torch.Tensor,
+    u_scratch: torch.Tensor,
+) -> None:
+    """All T steps of one block of neurons (every argument is a flat view of the same length).
 
-    ``membranes``: optional ``[T, B, ...]`` buffer that receives ``h[t]``. ``fired``: optional
-    ``[B, ...]`` buffer (input dtype) that receives 1 where the neuron spiked at least once, else
-    0. ``emit=False`` only fills the buffers (recomputation in a backward) and returns None. The
-    caller's ``inputs`` are never written; without ``membranes`` the membrane lives in one scratch
-    buffer updated in place. Spikes are float 0/1 (comparisons and products on bool tensors are
-    several times slower on CPU).
+    ``outs``: T rows receiving ``theta * s`` (may all be one scratch row); ``membranes``: T rows
+    receiving ``h`` or None; ``fired``: receives max_t s or None; ``spike`` and ``u_scratch``:
+    scratch rows. ``currents`` are never written.
     """
-    currents = _currents(inputs, steps, static)
-    first = currents[0]
-    shape = first.shape
-    out = torch.empty((steps if emit else 1, *shape), dtype=first.dtype, device=first.device)
-    spike = torch.empty(shape, dtype=first.dtype, device=first.device)  # s[t] as 0.0 / 1.0
+    steps = len(currents)
     u: torch.Tensor | None = None  # membrane after the reset, u[t-1]; None = zero
     for t in range(steps):
         current = currents[t]
@@ -95,7 +98,7 @@ def _run(
         else:
             h = u.mul_(leak).add_(current) if leak != 1.0 else u.add_(current)
         torch.ge(h, theta, out=spike)
-        emitted = out[t] if emit else out[0]
+        emitted = outs[t]
         torch.mul(spike, theta, out=emitted)
         if fired is not None:
             if t == 0:
@@ -104,14 +107,59 @@ def _run(
                 torch.maximum(fired, spike, out=fired)
         if t == steps - 1:
             break
-        # u[t] = h - theta * s  (soft)   or   h - h * s = h * (1 - s)  (hard; exact for s in {0,1})
-        if u is None:
-            u = torch.empty_like(h)
+        # u[t] = h - theta * s (soft)  or  h - h * s = h * (1 - s) (hard; exact for s in {0,1})
+        u = u_scratch
         if soft_reset:
             torch.sub(h, emitted, out=u)
         else:
             torch.addcmul(h, h, spike, value=-1.0, out=u)
-    return out if emit else None
+
+
+def _run(
+    inputs: torch.Tensor,
+    theta: torch.Tensor,
+    steps: int,
+    leak: float,
+    soft_reset: bool,
+    static: bool,
+    membranes: torch.Tensor | None = None,
+    fired: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The forward loop, no autograd; returns ``theta * s`` as one ``[T, B, ...]`` tensor.
+
+    ``membranes``: optional contiguous ``[T, B, ...]`` buffer that receives ``h[t]``. ``fired``:
+    optional contiguous ``[B, ...]`` buffer (input dtype) that receives 1 where the neuron spiked
+    at least once, else 0. The caller's ``inputs`` are never written.
+
+    The neurons are processed in blocks of ``BLOCK`` elements, all T steps of one block before
+    the next, so the membrane and spike scratch stay in cache; spikes are float 0/1 (comparisons
+    and products on bool tensors are several times slower on CPU).
+    """
+    currents = _flat_currents(inputs, steps, static)
+    first = currents[0]
+    numel = first.numel()
+    shape = inputs.shape if static else inputs.shape[1:]
+    dtype, device = first.dtype, first.device
+    out = torch.empty((steps, numel), dtype=dtype, device=device)
+    flat_h = membranes.view(steps, numel) if membranes is not None else None
+    flat_fired = fired.view(numel) if fired is not None else None
+    width = min(BLOCK, numel)
+    spike_buf = torch.empty(width, dtype=dtype, device=device)  # s[t] as 0.0 / 1.0
+    u_buf = torch.empty(width, dtype=dtype, device=device)
+    for block in _blocks(numel):
+        n = block.stop - block.start
+        _forward_block(
+            [c[block] for c in currents],
+            theta,
+            leak,
+            soft_reset,
+            list(out[:, block].unbind(0)),
+            list(flat_h[:, block].unbind(0)) if flat_h is not None else None,
+            flat_fired[block] if flat_fired is not None else None,
+            spike_buf[:n],
+            u_buf[:n],
+        )
+    return out.view(steps, *shape)
 
 
 def if_forward(
@@ -130,7 +178,6 @@ def if_forward(
             shape = inputs.shape if static else inputs.shape[1:]
             membranes = torch.empty((steps, *shape), dtype=inputs.dtype, device=inputs.device)
         out = _run(inputs, theta, steps, leak, soft_reset, static, membranes=membranes)
-        assert out is not None
         return out, (list(membranes.unbind(0)) if membranes is not None else [])
 
 
@@ -189,7 +236,8 @@ def _fast_surrogate(surrogate: Surrogate) -> _FastSurrogate | None:
 def _bptt_backward(
     grad_out: torch.Tensor,
     out: torch.Tensor,
-    membranes: torch.Tensor,
+    saved: torch.Tensor,
+    recompute: bool,
     theta: torch.Tensor,
     leak: float,
     soft_reset: bool,
@@ -204,67 +252,96 @@ def _bptt_backward(
         dL/ds[t] = theta * g[t] - gu * h[t]            (hard)  theta * (g[t] - gu)  (soft)
         dL/dh[t] = dL/ds[t] * sg[t] + gu * (1 - s[t])  (hard)  dL/ds[t] * sg[t] + gu  (soft)
         dL/dtheta = sum_t g[t].s[t] - dL/ds[t].sg[t]  (- gu.s[t] for the soft reset)
+
+    Blocks of ``BLOCK`` neurons run all T steps before the next block (cache-resident scratch).
+    ``saved``: the membranes ``[T, B, ...]``, or with ``recompute`` the static input current
+    ``[B, ...]``, from which each block's membranes are recomputed into a block-sized buffer.
     """
     steps = grad_out.shape[0]
+    shape = grad_out.shape[1:]
     fast = _fast_surrogate(surrogate)
-    grads = grad_out.unbind(0)
-    shape = grads[0].shape
+    grads = grad_out.reshape(steps, -1)
+    numel = grads.shape[1]
+    hs = None if recompute else saved.reshape(steps, numel)
+    outs = out.reshape(steps, numel)
     dtype, device = grad_out.dtype, grad_out.device
+    width = min(BLOCK, numel)
 
-    def buffer() -> torch.Tensor:
-        return torch.empty(shape, dtype=dtype, device=device)
+    def buffer(n: int = width) -> torch.Tensor:
+        return torch.empty(n, dtype=dtype, device=device)
 
-    grad_in = None if static else torch.empty((steps, *shape), dtype=dtype, device=device)
+    grad_in = None if static else torch.empty((steps, numel), dtype=dtype, device=device)
+    acc = buffer(numel) if static else None  # static input: sum over t of dL/dh[t]
     ping_pong = (buffer(), buffer()) if static else None
-    acc: torch.Tensor | None = None  # static input: sum over t of dL/dh[t]
-    scratch = buffer()
-    kept = None if soft_reset else buffer()  # dL/dh[t+1] * (1 - s[t])
-    theta_acc = torch.zeros((), dtype=dtype, device=device) if need_theta else None
-    gh_next: torch.Tensor | None = None  # dL/dh[t+1]
-    for t in range(steps - 1, -1, -1):
-        h, g = membranes[t], grads[t]
-        x = torch.sub(theta, h, out=scratch)  # theta - h: > 0 exactly where s[t] = 0
-        if gh_next is not None and kept is not None:
-            _threshold_backward_out(gh_next, x, 0, grad_input=kept)
-        if fast is not None:
-            sg, scale = fast(x, surrogate.gamma)  # destroys x
+    scratch_buf = buffer()
+    kept_buf = None if soft_reset else buffer()  # dL/dh[t+1] * (1 - s[t])
+    theta_terms: list[torch.Tensor] = []  # summed once at the end
+    if recompute:
+        static_current = saved.reshape(numel)
+        local_h = torch.empty((steps, width), dtype=dtype, device=device)
+        spike_buf, u_buf = buffer(), buffer()
+    for block in _blocks(numel):
+        n = block.stop - block.start
+        scratch = scratch_buf[:n]
+        kept = kept_buf[:n] if kept_buf is not None else None
+        if hs is None:  # recompute this block's membranes (static input)
+            rows = list(local_h[:, :n].unbind(0))
+            current = static_current[block]
+            _forward_block(
+                [current] * steps,
+                theta,
+                leak,
+                soft_reset,
+                [scratch] * steps,
+                rows,
+                None,
+                spike_buf[:n],
+                u_buf[:n],
+            )
         else:
-            sg, scale = surrogate.grad(h - theta), 1.0
-        # gs = scale * dL/ds[t], in the buffer that ends up holding dL/dh[t]
-        if grad_in is not None:
-            gs = grad_in[t]
-        else:
-            assert ping_pong is not None
-            gs = ping_pong[t % 2]
-        if gh_next is None:
-            torch.mul(g, theta * scale, out=gs)
-        elif soft_reset:
-            torch.sub(g, gh_next, alpha=leak, out=gs).mul_(theta * scale)
-        else:
-            torch.mul(g, theta * scale, out=gs).addcmul_(gh_next, h, value=-leak * scale)
-        if sg is not None:
-            gs.mul_(sg)  # p = dL/ds[t] * sg[t]
-        elif scale != 1.0:  # pragma: no cover - only a fast form without factor and a scale
-            gs.mul_(scale)
-        if theta_acc is not None:
-            theta_acc.sub_(gs.sum())
-            if soft_reset and gh_next is not None:
-                spikes_dot = torch.dot(gh_next.reshape(-1), out[t].reshape(-1))
-                theta_acc.sub_(spikes_dot * leak / theta)
-        if gh_next is not None:
-            gs.add_(kept if kept is not None else gh_next, alpha=leak)  # dL/dh[t]
-        if ping_pong is not None:
-            if acc is None:
-                acc = gs.clone()
+            rows = list(hs[:, block].unbind(0))
+        gh_next: torch.Tensor | None = None  # dL/dh[t+1]
+        for t in range(steps - 1, -1, -1):
+            h, g = rows[t], grads[t, block]
+            x = torch.sub(theta, h, out=scratch)  # theta - h: > 0 exactly where s[t] = 0
+            if gh_next is not None and kept is not None:
+                _threshold_backward_out(gh_next, x, 0, grad_input=kept)
+            if fast is not None:
+                sg, scale = fast(x, surrogate.gamma)  # destroys x
             else:
-                acc.add_(gs)
-        gh_next = gs
-    if theta_acc is not None:
-        # + sum_t g[t].s[t], with s = o / theta exactly (o is 0 or theta)
-        theta_acc.add_(torch.dot(grad_out.reshape(-1), out.reshape(-1)) / theta)
-    result = acc if static else grad_in
+                sg, scale = surrogate.grad(h - theta), 1.0
+            # gs = scale * dL/ds[t], in the buffer that ends up holding dL/dh[t]
+            if grad_in is not None:
+                gs = grad_in[t, block]
+            else:
+                assert ping_pong is not None
+                gs = ping_pong[t % 2][:n]
+            if gh_next is None:
+                torch.mul(g, theta * scale, out=gs)
+            elif soft_reset:
+                torch.sub(g, gh_next, alpha=leak, out=gs).mul_(theta * scale)
+            else:
+                torch.mul(g, theta * scale, out=gs).addcmul_(gh_next, h, value=-leak * scale)
+            if sg is not None:
+                gs.mul_(sg)  # p = dL/ds[t] * sg[t]
+            if need_theta:
+                # + g[t].s[t] (s = o / theta exactly) - p (- gu.s[t] for the soft reset)
+                spikes = outs[t, block]
+                theta_terms.append(torch.dot(g, spikes) / theta - gs.sum())
+                if soft_reset and gh_next is not None:
+                    theta_terms.append(torch.dot(gh_next, spikes) * (-leak) / theta)
+            if gh_next is not None:
+                gs.add_(kept if kept is not None else gh_next, alpha=leak)  # dL/dh[t]
+            if acc is not None:
+                if gh_next is None:
+                    acc[block].copy_(gs)
+                else:
+                    acc[block].add_(gs)
+            gh_next = gs
+    grad_theta = torch.stack(theta_terms).sum() if need_theta else None
+    result = acc if acc is not None else grad_in
     assert result is not None
-    return result, theta_acc
+    return result.view(shape if static else grad_out.shape), grad_theta
 
 
 class BPTTFunction(torch.autograd.Function):
@@ -289,7 +366,6 @@ class BPTTFunction(torch.autograd.Function):
             shape = inputs.shape if static else inputs.shape[1:]
             saved = torch.empty((steps, *shape), dtype=inputs.dtype, device=inputs.device)
             out = _run(inputs, theta, steps, leak, soft_reset, static, membranes=saved)
-        assert out is not None
         # the output is the tensor the next layer keeps anyway: saving it costs no memory
         ctx.save_for_backward(saved, theta, out)
         ctx.config = (steps, leak, soft_reset, static, surrogate, recompute)
@@ -299,14 +375,9 @@ class BPTTFunction(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         saved, theta, out = ctx.saved_tensors
         steps, leak, soft_reset, static, surrogate, recompute = ctx.config
-        if recompute:
-            membranes = torch.empty((steps, *saved.shape), dtype=saved.dtype, device=saved.device)
-            _run(saved, theta, steps, leak, soft_reset, True, membranes=membranes, emit=False)
-        else:
-            membranes = saved
         need_theta = ctx.needs_input_grad[1]
         grad_in, grad_theta = _bptt_backward(
-            grad_out, out, membranes, theta, leak, soft_reset, static, surrogate, need_theta
+            grad_out, out, saved, recompute, theta, leak, soft_reset, static, surrogate, need_theta
         )
         if grad_theta is not None:
             grad_theta = grad_theta.reshape(theta.shape).to(theta.dtype)
@@ -329,7 +400,6 @@ class BPTRFunction(torch.autograd.Function):
         shape = inputs.shape if static else inputs.shape[1:]
         fired = torch.empty(shape, dtype=inputs.dtype, device=inputs.device)
         out = _run(inputs, theta, steps, leak, soft_reset, static, fired=fired)
-        assert out is not None
         ctx.save_for_backward(fired, theta, out)
         ctx.static = static
         return out

@@ -70,6 +70,34 @@ def _check_eps(name: str, eps: float, steps: int | None = None) -> None:
         raise UserError(f"objective {name!r}: steps must be >= 1, got {steps}")
 
 
+def _pgd_step_size(name: str, eps: float, steps: int, step_size: float | None) -> float:
+    """Validate ``eps`` and ``steps``; ``step_size`` or its default ``2.5 * eps / steps``."""
+    _check_eps(name, eps, steps)
+    return 2.5 * eps / steps if step_size is None else step_size
+
+
+def _pgd_ce_adversary(
+    objective: PGDAT | MART,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """The last PGD-CE iterate with ``objective``'s settings, generated in attack mode."""
+    assert objective.step_size is not None
+    with attack_mode(model) as net:
+        return pgd_ce(
+            net,
+            x,
+            y,
+            eps=objective.eps,
+            steps=objective.steps,
+            step_size=objective.step_size,
+            random_start=objective.random_start,
+            generator=generator,
+        )
+
+
 @OBJECTIVES.register("natural")
 @dataclass
 class Natural(Objective):
@@ -102,25 +130,12 @@ class PGDAT(Objective):
     random_start: bool = True
 
     def __post_init__(self) -> None:
-        _check_eps(self.name, self.eps, self.steps)
-        if self.step_size is None:
-            self.step_size = 2.5 * self.eps / self.steps
+        self.step_size = _pgd_step_size(self.name, self.eps, self.steps, self.step_size)
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
-        assert self.step_size is not None
-        with attack_mode(model) as net:
-            x_adv = pgd_ce(
-                net,
-                x,
-                y,
-                eps=self.eps,
-                steps=self.steps,
-                step_size=self.step_size,
-                random_start=self.random_start,
-                generator=generator,
-            )
+        x_adv = _pgd_ce_adversary(self, model, x, y, generator)
         logits = model(x_adv)
         return F.cross_entropy(logits, y), logits
 
@@ -163,9 +178,7 @@ class TRADES(Objective):
     step_size: float | None = None
 
     def __post_init__(self) -> None:
-        _check_eps(self.name, self.eps, self.steps)
-        if self.step_size is None:
-            self.step_size = 2.5 * self.eps / self.steps
+        self.step_size = _pgd_step_size(self.name, self.eps, self.steps, self.step_size)
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
@@ -200,25 +213,12 @@ class MART(Objective):
     random_start: bool = True
 
     def __post_init__(self) -> None:
-        _check_eps(self.name, self.eps, self.steps)
-        if self.step_size is None:
-            self.step_size = 2.5 * self.eps / self.steps
+        self.step_size = _pgd_step_size(self.name, self.eps, self.steps, self.step_size)
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
-        assert self.step_size is not None
-        with attack_mode(model) as net:
-            x_adv = pgd_ce(
-                net,
-                x,
-                y,
-                eps=self.eps,
-                steps=self.steps,
-                step_size=self.step_size,
-                random_start=self.random_start,
-                generator=generator,
-            )
+        x_adv = _pgd_ce_adversary(self, model, x, y, generator)
         logits = model(x)
         logits_adv = model(x_adv)
         adv_probs = F.softmax(logits_adv, dim=1)

@@ -13,7 +13,7 @@ keep the resumable ``<out>/<name>.state.safetensors`` and append to ``<out>/log.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -143,6 +143,59 @@ def _dataset_metadata(spec: str, data: Dataset) -> dict[str, Any]:
     return {"spec": spec, **dataclasses.asdict(data.info)}
 
 
+def _fit_and_evaluate(
+    snn: SpikingNetwork,
+    loss: Objective,
+    data: Dataset,
+    *,
+    phase: str,
+    epochs: int,
+    out: Path,
+    name: str,
+    batch_size: int,
+    optimizer: str,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    freeze: Iterable[str] = (),
+    seed: int,
+    device: str,
+    augment: bool,
+    quiet: bool,
+    setup: dict[str, Any],
+    eps: float,
+    eval_n: int,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train ``snn`` with BPTT (the default estimator; cosine schedule, thresholds clamped after
+    every step), then evaluate it (:func:`evaluate_snn`); returns the history and evaluation."""
+    trainer = Trainer(
+        snn,
+        loss,
+        epochs=epochs,
+        out_dir=out,
+        name=name,
+        phase=phase,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        schedule="cosine",
+        freeze=freeze,
+        clamp=_clamp_thresholds,
+        seed=seed,
+        device=device,
+        augment=augment,
+        quiet=quiet,
+        fingerprint_extra=setup,
+    )
+    with snn.use_estimator(DEFAULT_ESTIMATOR):
+        history = trainer.fit(data)
+    snn.eval()
+    evaluation = evaluate_snn(snn, data, eps=float(eps), eval_n=eval_n, seed=seed, quiet=quiet)
+    return history, evaluation
+
+
 # ------------------------------------------------------------------------------ finetune
 def finetune_snn(
     snn_checkpoint: str | Path,
@@ -237,31 +290,28 @@ def finetune_snn(
         "augment": augment,
         "estimator": DEFAULT_ESTIMATOR.name,
     }
-    trainer = Trainer(
+    history, evaluation = _fit_and_evaluate(
         snn,
         loss,
-        epochs=epochs,
-        out_dir=out,
-        name=name,
+        data,
         phase=FINETUNE_PHASE,
+        epochs=epochs,
+        out=out,
+        name=name,
         batch_size=batch_size,
         optimizer="sgd",
         lr=lr,
         momentum=momentum,
         weight_decay=weight_decay,
-        schedule="cosine",
         freeze=freeze,
-        clamp=_clamp_thresholds,
         seed=seed,
         device=device,
         augment=augment,
         quiet=quiet,
-        fingerprint_extra=setup,
+        setup=setup,
+        eps=eps,
+        eval_n=eval_n,
     )
-    with snn.use_estimator(DEFAULT_ESTIMATOR):
-        history = trainer.fit(data)
-    snn.eval()
-    evaluation = evaluate_snn(snn, data, eps=float(eps), eval_n=eval_n, seed=seed, quiet=quiet)
 
     finetune = {
         "objective": loss.describe(),
@@ -441,30 +491,27 @@ def train_snn(
         "augment": augment,
         "estimator": DEFAULT_ESTIMATOR.name,
     }
-    trainer = Trainer(
+    history, evaluation = _fit_and_evaluate(
         snn,
         loss,
-        epochs=epochs,
-        out_dir=out,
-        name=name,
+        data,
         phase=TRAIN_SNN_PHASE,
+        epochs=epochs,
+        out=out,
+        name=name,
         batch_size=batch_size,
         optimizer=optimizer,
         lr=lr,
         momentum=momentum,
         weight_decay=weight_decay,
-        schedule="cosine",
-        clamp=_clamp_thresholds,
         seed=seed,
         device=device,
         augment=augment,
         quiet=quiet,
-        fingerprint_extra=setup,
+        setup=setup,
+        eps=eps,
+        eval_n=eval_n,
     )
-    with snn.use_estimator(DEFAULT_ESTIMATOR):
-        history = trainer.fit(data)
-    snn.eval()
-    evaluation = evaluate_snn(snn, data, eps=float(eps), eval_n=eval_n, seed=seed, quiet=quiet)
 
     training = {
         "baseline": baseline,
