@@ -167,7 +167,7 @@ def plot_spike_raster(
     _show_image(fig.add_subplot(grid[0, 2:4]), adv, f"adversarial image{eps_text}")
     if largest > 0:
         delta_title = (
-            f"perturbation x{factor:.3g} (gray = 0, white > 0, black < 0)\n"
+            f"perturbation x{factor:.3g} (gray = 0)\nwhite: positive, black: negative\n"
             f"max |delta| = {largest * 255:.2f}/255"
         )
     else:

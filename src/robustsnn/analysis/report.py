@@ -220,7 +220,16 @@ def make_run_figures(run_dir: str | Path) -> list[Path]:
             if values:
                 bars[label] = values
     if bars:
-        made.append(fig.plot_baselines(bars, out / "accuracy_by_model.png"))
+        all_eps = {
+            _eps_label(ev.get("eps"))
+            for evs in by_model.values()
+            for ev in evs
+            if _is_number(ev.get("eps"))
+        }
+        title = "Clean and robust accuracy per model"
+        if len(all_eps) == 1:
+            title += f", eps = {all_eps.pop()}"
+        made.append(fig.plot_baselines(bars, out / "accuracy_by_model.png", title=title))
 
     curves: dict[str, list[tuple[float, float]]] = {}
     for model, evaluations in by_model.items():
@@ -416,8 +425,8 @@ def _diagnostics_cell(evaluation: Mapping[str, Any]) -> Cell:
         return Cell("not run")
     failed = sum(1 for c in ran if c.get("passed") is False)
     if failed:
-        return Cell(f"FAIL ({failed} of {len(ran)})", "fail")
-    return Cell(f"PASS ({len(ran)} of {len(ran)})", "pass")
+        return Cell(f"FAIL {failed}/{len(ran)}", "fail")
+    return Cell(f"PASS {len(ran)}/{len(ran)}", "pass")
 
 
 def _summary_blocks(run: RunFiles) -> list[Block]:
@@ -706,7 +715,7 @@ def render_markdown(blocks: Sequence[Block], out_dir: Path) -> str:
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 1100px; padding: 0 1em; color: #1a1a1a; line-height: 1.45; }
+       max-width: 1200px; padding: 0 1em; color: #1a1a1a; line-height: 1.45; }
 h1 { border-bottom: 2px solid #333; padding-bottom: .2em; }
 h2 { border-bottom: 1px solid #aaa; margin-top: 2em; }
 table { border-collapse: collapse; margin: .6em 0 0 0; font-size: 0.9em; }

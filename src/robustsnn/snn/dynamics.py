@@ -275,7 +275,9 @@ def _bptt_backward(
     ping_pong = (buffer(), buffer()) if static else None
     scratch_buf = buffer()
     kept_buf = None if soft_reset else buffer()  # dL/dh[t+1] * (1 - s[t])
-    theta_terms: list[torch.Tensor] = []  # summed once at the end
+    spike_dots: list[torch.Tensor] = []  # sum over t of (g[t] - gu).s[t] * theta, per block
+    surrogate_sums: list[torch.Tensor] = []  # sum over t of dL/ds[t] * sg[t]
+    theta_scaled: torch.Tensor | None = None  # theta * scale, made once
     if recompute:
         static_current = saved.reshape(numel)
         local_h = torch.empty((steps, width), dtype=dtype, device=device)
@@ -316,20 +318,26 @@ def _bptt_backward(
             else:
                 assert ping_pong is not None
                 gs = ping_pong[t % 2][:n]
+            if theta_scaled is None:
+                theta_scaled = theta * scale
             if gh_next is None:
-                torch.mul(g, theta * scale, out=gs)
+                torch.mul(g, theta_scaled, out=gs)
             elif soft_reset:
-                torch.sub(g, gh_next, alpha=leak, out=gs).mul_(theta * scale)
+                torch.sub(g, gh_next, alpha=leak, out=gs).mul_(theta_scaled)
             else:
-                torch.mul(g, theta * scale, out=gs).addcmul_(gh_next, h, value=-leak * scale)
+                torch.mul(g, theta_scaled, out=gs).addcmul_(gh_next, h, value=-leak * scale)
+            if need_theta:
+                # g[t].s[t] (- gu.s[t] for the soft reset) with s = o / theta exactly
+                spikes = outs[t, block]
+                if soft_reset and gh_next is not None:
+                    # gs = scale * theta * (g - gu): one dot for both terms
+                    spike_dots.append(torch.dot(gs, spikes) / scale)
+                else:
+                    spike_dots.append(torch.dot(g, spikes) * theta)
             if sg is not None:
                 gs.mul_(sg)  # p = dL/ds[t] * sg[t]
             if need_theta:
-                # + g[t].s[t] (s = o / theta exactly) - p (- gu.s[t] for the soft reset)
-                spikes = outs[t, block]
-                theta_terms.append(torch.dot(g, spikes) / theta - gs.sum())
-                if soft_reset and gh_next is not None:
-                    theta_terms.append(torch.dot(gh_next, spikes) * (-leak) / theta)
+                surrogate_sums.append(gs.sum())
             if gh_next is not None:
                 gs.add_(kept if kept is not None else gh_next, alpha=leak)  # dL/dh[t]
             if acc is not None:
@@ -338,7 +346,12 @@ def _bptt_backward(
                 else:
                     acc[block].add_(gs)
             gh_next = gs
-    grad_theta = torch.stack(theta_terms).sum() if need_theta else None
+    grad_theta = None
+    if need_theta:
+        # dots carry theta^2 * s; one division at the end
+        grad_theta = torch.stack(spike_dots).sum() / (theta * theta) - torch.stack(
+            surrogate_sums
+        ).sum()
     result = acc if acc is not None else grad_in
     assert result is not None
     return result.view(shape if static else grad_out.shape), grad_theta
