@@ -26,7 +26,13 @@ import torch
 from robustsnn.snn import dynamics
 from robustsnn.snn.surrogates import Surrogate
 
-LAYERS = [((64, 32, 32), True), ((128, 16, 16), False), ((256, 8, 8), False), ((256, 8, 8), False), ((512,), False)]
+LAYERS = [
+    ((64, 32, 32), True),
+    ((128, 16, 16), False),
+    ((256, 8, 8), False),
+    ((256, 8, 8), False),
+    ((512,), False),
+]
 
 
 def load(path: str) -> ModuleType:
@@ -48,7 +54,12 @@ def make_inputs(batch: int, steps: int, seed: int) -> list[tuple[torch.Tensor, b
     return data
 
 
-def run(mod: ModuleType, kind: str, data: list[tuple[torch.Tensor, bool, torch.Tensor]], args: argparse.Namespace) -> None:
+def run(
+    mod: ModuleType,
+    kind: str,
+    data: list[tuple[torch.Tensor, bool, torch.Tensor]],
+    args: argparse.Namespace,
+) -> None:
     sur = Surrogate(args.surrogate, args.gamma)
     soft = args.reset == "soft"
     for x, static, grad in data:
@@ -77,7 +88,9 @@ def main() -> None:
     p.add_argument("--surrogate", default="pcw")
     p.add_argument("--gamma", type=float, default=1.0)
     p.add_argument("--out", type=Path)
-    p.add_argument("--blocks", nargs="+", type=int, help="compare dynamics.BLOCK values, interleaved")
+    p.add_argument(
+        "--blocks", nargs="+", type=int, help="compare dynamics.BLOCK values, interleaved"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     mods: dict[str, ModuleType] = {"current": dynamics}
@@ -107,11 +120,18 @@ def main() -> None:
                 run(mod, kind, data, args)
                 cpu.setdefault(key, []).append(time.process_time() - c0)
                 wall.setdefault(key, []).append(time.perf_counter() - w0)
-    result: dict[str, Any] = {"config": vars(args) | {"out": str(args.out)}, "torch": torch.__version__, "kinds": {}}
+    result: dict[str, Any] = {
+        "config": vars(args) | {"out": str(args.out)},
+        "torch": torch.__version__,
+        "kinds": {},
+    }
     print(f"{'kind/impl':<20}{'cpu ms':>9}{'wall ms':>9}{'cur/base (cpu)':>16}")
     for key in cpu:
         kind, name = key.split("/")
-        entry = {"cpu_median_s": statistics.median(cpu[key]), "wall_median_s": statistics.median(wall[key])}
+        entry = {
+            "cpu_median_s": statistics.median(cpu[key]),
+            "wall_median_s": statistics.median(wall[key]),
+        }
         line = f"{key:<20}{1e3 * entry['cpu_median_s']:>9.1f}{1e3 * entry['wall_median_s']:>9.1f}"
         if name == "current" and f"{kind}/baseline" in cpu:
             ratios = [a / b for a, b in zip(cpu[key], cpu[f"{kind}/baseline"], strict=True)]

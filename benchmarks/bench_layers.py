@@ -96,7 +96,12 @@ def calibrate(ann: nn.Module, x: torch.Tensor) -> list[float]:
 
 def ann_blocks(ann: nn.Module) -> list[list[nn.Module]]:
     """The ANN as [static head, segment 1, ..., readout]: the layers between two ReLUs."""
-    layers: list[nn.Module] = [ann.normalize, *ann.features, *ann.classifier]  # type: ignore[attr-defined]
+    children = dict(ann.named_children())
+    layers: list[nn.Module] = [
+        children["normalize"],
+        *children["features"].children(),
+        *children["classifier"].children(),
+    ]
     blocks: list[list[nn.Module]] = [[]]
     for layer in layers:
         if isinstance(layer, nn.ReLU):
@@ -212,7 +217,10 @@ def _baseline_neuron_class() -> type:
     path = os.environ.get("ROBUSTSNN_BASELINE_DYNAMICS")
     if not path:
         raise SystemExit("variant robustsnn-base needs --baseline-dynamics PATH")
-    spec = importlib.util.spec_from_file_location("baseline_dynamics", path)
+    from importlib.machinery import SourceFileLoader
+
+    loader = SourceFileLoader("baseline_dynamics", path)  # any file name, e.g. *.py.txt
+    spec = importlib.util.spec_from_file_location("baseline_dynamics", path, loader=loader)
     assert spec and spec.loader
     base = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(base)
@@ -515,7 +523,9 @@ def summarize(
 
 def print_table(result: dict[str, Any]) -> None:
     for threads, block in result["timing"].items():
-        print(f"\n== {threads} thread(s), batch {result['config']['batch']}, T={result['config']['T']}")
+        print(
+            f"\n== {threads} thread(s), batch {result['config']['batch']}, T={result['config']['T']}"
+        )
         print(
             f"{'variant':<16}{'mode':<8}{'median ms':>10}{'min-max ms':>14}{'x ANN':>7}"
             f"{'(min-max)':>12}{'cpu ms':>8}{'cpu x ANN':>10}{'(min-max)':>12}"
@@ -559,7 +569,10 @@ def machine() -> dict[str, Any]:
             cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
     except (OSError, StopIteration):
         pass
-    versions = {"torch": torch.__version__, "python": platform.python_version()}
+    versions: dict[str, str | None] = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     for mod in ("spikingjelly", "snntorch"):
         try:
             from importlib.metadata import version
@@ -581,6 +594,7 @@ def main() -> None:
     p.add_argument("--T", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
+    p.add_argument("--no-timing", action="store_true", help="only the peak-RSS subprocesses")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/<time>.json)")
     p.add_argument("--label", default="", help="free text stored in the JSON")
     p.add_argument(
@@ -594,7 +608,7 @@ def main() -> None:
     )
     p.add_argument("--worker", choices=("timing", "memory"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    if "ann" not in args.variants:
+    if "ann" not in args.variants and not args.worker:
         args.variants.insert(0, "ann")
     if args.baseline_dynamics:
         os.environ["ROBUSTSNN_BASELINE_DYNAMICS"] = str(Path(args.baseline_dynamics).resolve())
@@ -622,7 +636,7 @@ def main() -> None:
         "timing": {},
         "memory": {},
     }
-    for n in args.threads:
+    for n in [] if args.no_timing else args.threads:
         raw = run_worker(
             [
                 "--worker",

@@ -40,7 +40,9 @@ def _case(
 
 def _upstream(dtype: torch.dtype = torch.float64, device: str = "cpu") -> torch.Tensor:
     g = torch.Generator().manual_seed(99)
-    return torch.randn(STEPS, 3, 11, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+    return torch.randn(STEPS, 3, 11, generator=g, dtype=torch.float64).to(
+        dtype=dtype, device=device
+    )
 
 
 def _grads(out: torch.Tensor, inputs: tuple[torch.Tensor, ...], upstream: torch.Tensor):

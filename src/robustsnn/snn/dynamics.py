@@ -24,13 +24,17 @@ What the backward keeps (the memory of one layer, besides its output):
 * static input: only the ``[B, ...]`` current; the membranes are recomputed in the backward
   (one cheap forward loop) instead of being stored T times;
 * the output ``theta * s`` is saved too, but it is the tensor the next layer keeps anyway, so it
-  costs no memory; spikes are read from it (``o != 0``).
+  costs no memory; spikes are read from it (``s = o / theta``);
+* BPTR: a ``[B, ...]`` "fired at least once" mask (input dtype) besides the output.
 
-Speed: every step writes into preallocated buffers with ``out=`` / in-place ops (no per-step
-allocation, no ``stack``); surrogates of the paper's families (pcw, exp, expd, rect, ste) run as
-in-place formulas with their constant factor folded into another product; the hard-reset factor
-``(1 - s)`` is applied with ``threshold_backward`` (one kernel: keep the gradient where
-``theta - h > 0``).
+Speed (CPU, see benchmarks/): every step writes into preallocated buffers with ``out=`` /
+in-place ops (no per-step allocation, no ``stack``); spikes are float 0/1, never bool (bool
+comparisons, ``masked_fill`` and bool products are 2-6x slower per element on CPU); the neurons
+run in blocks of ``BLOCK`` elements, all T steps of a block before the next, so scratch buffers
+stay in cache; surrogates of the paper's families (pcw, exp, expd, rect, ste) run as in-place
+formulas with their constant factor folded into another product; the hard-reset factor
+``(1 - s)`` in the backward is one ``threshold_backward`` kernel (keep the gradient where
+``theta - h > 0``). The same code runs on CUDA (plain tensor ops, no CPU-only calls).
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ from robustsnn.snn.surrogates import Surrogate
 # Recompute the membranes of a static-input layer in the backward instead of storing T copies.
 RECOMPUTE_STATIC = True
 # Neurons per block: all T steps of one block run before the next, so the per-step scratch
-# buffers stay in cache (256 KiB of float32 per buffer).
+# buffers stay in (L2/L3) cache: 1 MiB of float32 per buffer. Measured on the 2-core EPYC
+# (benchmarks/bench_dynamics.py --blocks): 2^16 is slower (per-op overhead), no blocking too.
 BLOCK = 1 << 18
 
 _threshold_backward_out = torch.ops.aten.threshold_backward.grad_input
@@ -349,9 +354,9 @@ def _bptt_backward(
     grad_theta = None
     if need_theta:
         # dots carry theta^2 * s; one division at the end
-        grad_theta = torch.stack(spike_dots).sum() / (theta * theta) - torch.stack(
-            surrogate_sums
-        ).sum()
+        grad_theta = (
+            torch.stack(spike_dots).sum() / (theta * theta) - torch.stack(surrogate_sums).sum()
+        )
     result = acc if acc is not None else grad_in
     assert result is not None
     return result.view(shape if static else grad_out.shape), grad_theta
