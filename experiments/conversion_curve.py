@@ -32,6 +32,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--T", default="4,8,16,32,64,128,256")
     p.add_argument("--bn", default="keep")
+    p.add_argument("--calib-batch-size", type=int, default=64)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
@@ -44,12 +45,15 @@ def main() -> None:
         "T": steps,
         "n": len(y),
         "bn": a.bn,
+        "calib_batch_size": a.calib_batch_size,
         "ann_accuracy": accuracy(ann, x, y),
         "curves": {},
     }
     for reset in ("hard", "soft"):
         for scale in (0.3, 1.0):
-            cfg = ConversionConfig(reset=reset, scale=scale, bn=a.bn)
+            cfg = ConversionConfig(
+                reset=reset, scale=scale, bn=a.bn, calib_batch_size=a.calib_batch_size
+            )
             start = time.perf_counter()
             snn = convert(ann, calibration_images(data, cfg, 0), cfg)
             label = f"{reset} reset, scale {scale}"
