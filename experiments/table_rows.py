@@ -41,7 +41,7 @@ def main() -> None:
     out = Path(a.out)
     table = json.loads(out.read_text()) if out.exists() else {}
     for item in a.rows:
-        label, ckpt = item.split("=", 1)
+        label, ckpt = item.rsplit("=", 1)
         row = table.get(label, {"checkpoint": ckpt})
         model, meta = load_model(ckpt)
         data = load_dataset(dataset_spec_of(meta))
