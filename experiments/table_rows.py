@@ -5,6 +5,10 @@ and spikes per image. Rows already in OUT_JSON are skipped, so the script can be
 Usage:
   python experiments/table_rows.py OUT_JSON LABEL=CKPT [LABEL=CKPT ...]
          [--n 200] [--eps 4/255,8/255] [--ensembles pgd-ensemble] [--threads 1]
+         [--device cuda] [--dataset npz:PATH]
+
+``--dataset`` overrides the dataset recorded in the checkpoint (e.g. when the checkpoint was
+written on another machine with the data at another path).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ def main() -> None:
     p.add_argument("--ensemble-n", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dataset", default=None, help="override the checkpoint's dataset spec")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -44,8 +50,10 @@ def main() -> None:
         label, ckpt = item.rsplit("=", 1)
         row = table.get(label, {"checkpoint": ckpt})
         model, meta = load_model(ckpt)
-        data = load_dataset(dataset_spec_of(meta))
+        model = model.to(a.device)
+        data = load_dataset(a.dataset or dataset_spec_of(meta))
         x, y = eval_subset(data, a.n)
+        x, y = x.to(a.device), y.to(a.device)
         row["T"] = model.T if isinstance(model, SpikingNetwork) else None
         row["n"] = len(y)
         for eps_text in a.eps.split(","):
@@ -73,6 +81,7 @@ def main() -> None:
                 continue
             n = a.ensemble_n or a.n
             xe, ye = eval_subset(data, n)
+            xe, ye = xe.to(a.device), ye.to(a.device)
             start = time.perf_counter()
             res = evaluate(
                 model,
