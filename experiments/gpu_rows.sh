@@ -29,7 +29,7 @@ ftx ft2_e4 2 4/255 "robust-finetuned SNN (beta=2, adversary eps 4/255, 2 ep)" > 
 for key in ft2 conv snn_vanilla snn_rfgsm plain2 trades_ft2 mart_ft2 ft_long; do
   label=$(python3 -c "import json,sys; print(next(iter(json.load(open(sys.argv[1])))))" "$R/rows/$key.json")
   case $key in
-    ft2|plain2|ft_long|conv) ck="$R/pgdat/${key/conv/conv}/snn.safetensors" ;;
+    ft2|plain2|ft_long|conv) ck="$R/pgdat/$key/snn.safetensors" ;;
     trades_ft2) ck="$R/trades/ft2/snn.safetensors" ;;
     mart_ft2) ck="$R/mart/ft2/snn.safetensors" ;;
     *) ck="$R/$key/snn.safetensors" ;;
