@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eps", type=_eps, default=2 / 255)
+    p.add_argument("--alpha", type=_eps, default=1 / 255, help="random-start size of the adversary")
+    p.add_argument(
+        "--adversary-steps", type=int, default=1,
+        help="KL adversary steps (1 = the paper's single step; more = multi-step, 2.5*eps/steps)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--freeze-thresholds", action="store_true")
     p.add_argument("--freeze-weights", action="store_true")
@@ -202,7 +207,7 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     out = Path(a.out) if a.out else Path(a.checkpoint).parent / "finetuned"
     path = finetune_snn(
         a.checkpoint, out_dir=out, beta=a.beta, epochs=a.epochs, lr=a.lr, eps=a.eps,
-        batch_size=a.batch_size, train_thresholds=not a.freeze_thresholds,
+        alpha=a.alpha, adversary_steps=a.adversary_steps, batch_size=a.batch_size, train_thresholds=not a.freeze_thresholds,
         train_weights=not a.freeze_weights, seed=a.seed, data_dir=a.data_dir, quiet=a.quiet,
         device=a.device, eval_n=a.eval_n,
     )  # fmt: skip

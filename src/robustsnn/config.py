@@ -81,6 +81,7 @@ class FinetuneConfig:
     beta: float = 2.0
     eps: float = eps_field(0.1)
     alpha: float = eps_field(1 / 255)
+    adversary_steps: int = 1
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 1e-3

@@ -117,6 +117,7 @@ def run_pipeline(
         finetune_snn(
             conv_path, out_dir=run_dir, beta=f.beta, epochs=f.epochs, lr=f.lr, momentum=f.momentum,
             weight_decay=f.weight_decay, batch_size=f.batch_size, eps=f.eps, alpha=f.alpha,
+            adversary_steps=f.adversary_steps,
             train_thresholds=f.train_thresholds, train_weights=f.train_weights, seed=cfg.seed,
             data_dir=cfg.data.data_dir, quiet=quiet, device=device, eval_n=cfg.eval.n, name="snn",
         )  # fmt: skip

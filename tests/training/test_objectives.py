@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from robustsnn.data import to_float
 from robustsnn.errors import UserError
 from robustsnn.training import OBJECTIVES, build_objective, objective_params
-from robustsnn.training.inner import kl_batchmean, single_step_kl_adversary
+from robustsnn.training.inner import finetune_kl_adversary, kl_batchmean
 
 FAST = {"pgd_at": {"steps": 3}, "trades": {"steps": 3}, "mart": {"steps": 3}}
 
@@ -83,7 +83,7 @@ def test_robust_finetune_adversary_stays_in_ball_and_increases_kl(toy_dataset, s
     x[:4] = 0.0  # images at the box boundary must stay inside [0, 1]
     x[4:8] = 1.0
     eps, alpha = 2 / 255, 1 / 255
-    x_adv = single_step_kl_adversary(model, x, eps=eps, alpha=alpha, generator=gen(5))
+    x_adv = finetune_kl_adversary(model, x, eps=eps, alpha=alpha, generator=gen(5))
     assert (x_adv - x).abs().max() <= eps + 1e-7
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     # the same random start, reproduced from the same generator state
@@ -93,6 +93,27 @@ def test_robust_finetune_adversary_stays_in_ball_and_increases_kl(toy_dataset, s
         kl_start = kl_batchmean(model(start), clean)
         kl_adv = kl_batchmean(model(x_adv), clean)
     assert kl_adv > kl_start > 0
+
+
+def test_multi_step_finetune_adversary_stays_in_ball_and_beats_one_step(toy_dataset, small_cnn):
+    model = small_cnn(seed=2).eval()
+    with torch.no_grad():
+        model.classifier[-1].weight.mul_(100.0)
+    x, _ = batch(toy_dataset, 32)
+    eps, alpha = 8 / 255, 1 / 255
+    one = finetune_kl_adversary(model, x, eps=eps, alpha=alpha, generator=gen(5))
+    many = finetune_kl_adversary(model, x, eps=eps, alpha=alpha, steps=7, generator=gen(5))
+    assert (many - x).abs().max() <= eps + 1e-7
+    assert many.min() >= 0 and many.max() <= 1
+    with torch.no_grad():
+        clean = model(x)
+        kl_one = kl_batchmean(model(one), clean)
+        kl_many = kl_batchmean(model(many), clean)
+    assert kl_many > kl_one
+    objective = build_objective("robust_finetune", eps=eps, steps=7)
+    assert objective.params["steps"] == 7
+    with pytest.raises(UserError, match="steps"):
+        build_objective("robust_finetune", steps=0)
 
 
 def test_robust_finetune_beta_zero_is_plain_cross_entropy(toy_dataset, small_cnn):
@@ -126,7 +147,7 @@ def test_defaults_and_bad_names():
     assert build_objective("trades").params["beta"] == 6.0
     assert build_objective("mart").params["beta"] == 4.0
     assert build_objective("robust_finetune").params == pytest.approx(
-        {"eps": 2 / 255, "beta": 2.0, "alpha": 1 / 255}
+        {"eps": 2 / 255, "beta": 2.0, "alpha": 1 / 255, "steps": 1}
     )
     with pytest.raises(UserError, match="valid: .*trades"):
         build_objective("tradez")

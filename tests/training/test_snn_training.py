@@ -108,7 +108,7 @@ def test_finetune_trains_thresholds_and_weights(tmp_path, source, toy_data):
     assert meta["dataset"]["spec"] == "toy" and meta["normalization"]["std"] == [0.25]
     ft = meta["finetune"]
     assert ft["objective"]["name"] == "robust_finetune"
-    assert ft["objective"]["params"] == {"eps": 4 / 255, "beta": 2.0, "alpha": 1 / 255}
+    assert ft["objective"]["params"] == {"eps": 4 / 255, "beta": 2.0, "alpha": 1 / 255, "steps": 1}
     assert ft["train_thresholds"] and ft["train_weights"] and ft["estimator"] == "bptt-pcw-1"
     assert (ft["lr"], ft["momentum"], ft["weight_decay"], ft["epochs"]) == (0.05, 0.9, 1e-3, 1)
     assert meta["source"]["path"] == str(source)
@@ -198,7 +198,7 @@ def test_beta_zero_is_clean_finetuning_without_attack(tmp_path, source, monkeypa
     def no_attack(*args: Any, **kwargs: Any) -> torch.Tensor:
         raise AssertionError("beta = 0 must not run the adversary")
 
-    monkeypatch.setattr(objectives_module, "single_step_kl_adversary", no_attack)
+    monkeypatch.setattr(objectives_module, "finetune_kl_adversary", no_attack)
     path = finetune(source, tmp_path / "ft", beta=0.0, T=2)
     meta = load_model(path)[1]
     assert meta["finetune"]["beta"] == 0.0 and meta["T"] == 2 and meta["source"]["T"] == T_SOURCE

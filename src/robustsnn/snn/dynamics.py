@@ -64,8 +64,14 @@ def _flat_currents(inputs: torch.Tensor, steps: int, static: bool) -> list[torch
     return list(inputs.reshape(steps, -1).unbind(0))
 
 
-def _blocks(numel: int) -> list[slice]:
-    return [slice(i, min(i + BLOCK, numel)) for i in range(0, numel, BLOCK)] or [slice(0, 0)]
+def _block_size(device: torch.device) -> int:
+    """``BLOCK`` on CPU; on other devices one block (every op is a kernel launch there, and
+    blocking only multiplies the launches without a cache to win)."""
+    return BLOCK if device.type == "cpu" else 1 << 62
+
+
+def _blocks(numel: int, block: int) -> list[slice]:
+    return [slice(i, min(i + block, numel)) for i in range(0, numel, block)] or [slice(0, 0)]
 
 
 def _forward_block(
@@ -148,10 +154,11 @@ def _run(
     out = torch.empty((steps, numel), dtype=dtype, device=device)
     flat_h = membranes.view(steps, numel) if membranes is not None else None
     flat_fired = fired.view(numel) if fired is not None else None
-    width = min(BLOCK, numel)
+    block_size = _block_size(device)
+    width = min(block_size, numel)
     spike_buf = torch.empty(width, dtype=dtype, device=device)  # s[t] as 0.0 / 1.0
     u_buf = torch.empty(width, dtype=dtype, device=device)
-    for block in _blocks(numel):
+    for block in _blocks(numel, block_size):
         n = block.stop - block.start
         _forward_block(
             [c[block] for c in currents],
@@ -270,7 +277,8 @@ def _bptt_backward(
     hs = None if recompute else saved.reshape(steps, numel)
     outs = out.reshape(steps, numel)
     dtype, device = grad_out.dtype, grad_out.device
-    width = min(BLOCK, numel)
+    block_size = _block_size(device)
+    width = min(block_size, numel)
 
     def buffer(n: int = width) -> torch.Tensor:
         return torch.empty(n, dtype=dtype, device=device)
@@ -287,7 +295,7 @@ def _bptt_backward(
         static_current = saved.reshape(numel)
         local_h = torch.empty((steps, width), dtype=dtype, device=device)
         spike_buf, u_buf = buffer(), buffer()
-    for block in _blocks(numel):
+    for block in _blocks(numel, block_size):
         n = block.stop - block.start
         scratch = scratch_buf[:n]
         kept = kept_buf[:n] if kept_buf is not None else None

@@ -133,22 +133,35 @@ def trades_kl_adversary(
     return project(x_adv.detach(), x, eps)
 
 
-def single_step_kl_adversary(
+def finetune_kl_adversary(
     model: Classifier,
     x: Tensor,
     *,
     eps: float,
     alpha: float,
+    steps: int = 1,
+    step_size: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """The paper's finetuning adversary: start ``x + alpha * sign(N(0, I))`` (clipped to [0, 1]),
     one step of size ``eps - alpha`` along ``sign(grad KL(f(x') || f(x)))``, then project to the
-    eps-ball and [0, 1]. One forward for the clean target plus one forward/backward."""
+    eps-ball and [0, 1]. One forward for the clean target plus one forward/backward.
+
+    ``steps > 1`` is the multi-step extension (an option beyond the paper): the same start, then
+    ``steps`` signed-gradient steps of ``step_size`` (default ``2.5 * eps / steps``), each
+    projected, i.e. TRADES' inner maximization from the paper's random-sign start.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if step_size is None:
+        step_size = eps - alpha if steps == 1 else 2.5 * eps / steps
     x = x.detach()
     with torch.no_grad():
         clean = model(x)
     x_adv = torch.clamp(x + alpha * _noise(x, generator, "normal").sign(), 0.0, 1.0)
-    x_adv.requires_grad_(True)
-    with torch.enable_grad():
-        grad = _input_grad(kl_batchmean(model(x_adv), clean), x_adv)
-    return project(x_adv.detach() + (eps - alpha) * grad.sign(), x, eps).detach()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        with torch.enable_grad():
+            grad = _input_grad(kl_batchmean(model(x_adv), clean), x_adv)
+        x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps)
+    return x_adv.detach()

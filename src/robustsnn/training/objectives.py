@@ -28,9 +28,9 @@ from robustsnn.errors import UserError
 from robustsnn.registry import Registry
 from robustsnn.training.inner import (
     attack_mode,
+    finetune_kl_adversary,
     kl_batchmean,
     pgd_ce,
-    single_step_kl_adversary,
     trades_kl_adversary,
     unwrap,
 )
@@ -239,15 +239,18 @@ class MART(Objective):
 class RobustFinetune(Objective):
     """The paper's SNN finetuning loss: ``CE(f(x), y) + beta * KL(f(x_adv) || f(x))`` with the
     single-step KL adversary (random sign start of size ``alpha``, one step of ``eps - alpha``).
-    ``beta = 0`` is plain cross-entropy finetuning and skips the attack."""
+    ``beta = 0`` is plain cross-entropy finetuning and skips the attack. ``steps > 1`` (beyond
+    the paper) runs a multi-step KL adversary from the same start, ``2.5 * eps / steps`` per
+    step."""
 
     name: ClassVar[str] = "robust_finetune"
     eps: float = 2 / 255
     beta: float = 2.0
     alpha: float = 1 / 255
+    steps: int = 1
 
     def __post_init__(self) -> None:
-        _check_eps(self.name, self.eps)
+        _check_eps(self.name, self.eps, self.steps)
         if self.beta < 0:
             raise UserError(f"objective 'robust_finetune': beta must be >= 0, got {self.beta}")
         if not 0 <= self.alpha <= self.eps and self.beta > 0:
@@ -263,8 +266,8 @@ class RobustFinetune(Objective):
             logits = model(x)
             return F.cross_entropy(logits, y), logits
         with attack_mode(model) as net:
-            x_adv = single_step_kl_adversary(
-                net, x, eps=self.eps, alpha=self.alpha, generator=generator
+            x_adv = finetune_kl_adversary(
+                net, x, eps=self.eps, alpha=self.alpha, steps=self.steps, generator=generator
             )
         logits = model(x)
         logits_adv = model(x_adv)

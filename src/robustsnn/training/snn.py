@@ -209,6 +209,7 @@ def finetune_snn(
     batch_size: int = 64,
     eps: float = 2 / 255,
     alpha: float = 1 / 255,
+    adversary_steps: int = 1,
     T: int | None = None,
     train_thresholds: bool = True,
     train_weights: bool = True,
@@ -225,7 +226,8 @@ def finetune_snn(
     Loss ``CE(f(x), y) + beta * KL(f(x_adv) || f(x))`` (objective ``robust_finetune``): ``x_adv``
     is the single-step KL adversary (random sign step ``alpha``, one step ``eps - alpha``) run
     against the SNN itself through BPTT with the PCW surrogate (gamma 1), the same estimator
-    the training loss backpropagates through; ``beta = 0`` is plain clean cross-entropy
+    the training loss backpropagates through (``adversary_steps > 1``: the multi-step extension,
+    beyond the paper); ``beta = 0`` is plain clean cross-entropy
     finetuning without an attack. SGD with momentum, cosine schedule per step; thresholds are
     clamped to their minimum (0.03) after every step. ``train_thresholds=False`` /
     ``train_weights=False`` freeze the thresholds / everything else (the "weights only" and
@@ -272,7 +274,11 @@ def finetune_snn(
     data = load_dataset(str(spec), data_dir)
 
     loss: Objective = build_objective(
-        "robust_finetune", eps=float(eps), beta=float(beta), alpha=float(alpha)
+        "robust_finetune",
+        eps=float(eps),
+        beta=float(beta),
+        alpha=float(alpha),
+        steps=int(adversary_steps),
     )
     threshold_names, weight_names = _parameter_names(snn)
     freeze: list[str] = []
@@ -318,6 +324,7 @@ def finetune_snn(
         "beta": float(beta),
         "eps": float(eps),
         "alpha": float(alpha),
+        "adversary_steps": int(adversary_steps),
         "epochs": epochs,
         "lr": lr,
         "momentum": momentum,
