@@ -13,7 +13,6 @@ and wall seconds.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import time
@@ -22,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 import torch
+from baseline_dynamics import load_dynamics
 
 from robustsnn.snn import dynamics
 from robustsnn.snn.surrogates import Surrogate
@@ -33,14 +33,6 @@ LAYERS = [
     ((256, 8, 8), False),
     ((512,), False),
 ]
-
-
-def load(path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dynamics_baseline", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_inputs(batch: int, steps: int, seed: int) -> list[tuple[torch.Tensor, bool, torch.Tensor]]:
@@ -101,7 +93,7 @@ def main() -> None:
             mods[f"block{b}"] = dynamics
             blocks[f"block{b}"] = b
     if args.baseline:
-        mods["baseline"] = load(args.baseline)
+        mods["baseline"] = load_dynamics(args.baseline)
     data = make_inputs(args.batch, args.T, 0)
     cpu: dict[str, list[float]] = {}
     wall: dict[str, list[float]] = {}

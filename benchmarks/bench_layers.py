@@ -203,41 +203,14 @@ def _naive_neuron_class() -> type:
     return NaiveNeuron
 
 
-def _baseline_neuron_class() -> type:
-    """SpikingNeuron running another copy of dynamics.py (``ROBUSTSNN_BASELINE_DYNAMICS``).
-
-    For before/after comparisons in one process: the neuron module's names are swapped for the
-    duration of each forward call (the backward uses the Function class chosen then).
-    """
-    import importlib.util
-
-    import robustsnn.snn.neuron as neuron_module
-    from robustsnn.snn import SpikingNeuron
+def _baseline_dynamics() -> Any:
+    """The copy of dynamics.py named by ``--baseline-dynamics`` (``ROBUSTSNN_BASELINE_DYNAMICS``)."""
+    from baseline_dynamics import load_dynamics
 
     path = os.environ.get("ROBUSTSNN_BASELINE_DYNAMICS")
     if not path:
         raise SystemExit("variant robustsnn-base needs --baseline-dynamics PATH")
-    from importlib.machinery import SourceFileLoader
-
-    loader = SourceFileLoader("baseline_dynamics", path)  # any file name, e.g. *.py.txt
-    spec = importlib.util.spec_from_file_location("baseline_dynamics", path, loader=loader)
-    assert spec and spec.loader
-    base = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(base)
-    names = ("if_forward", "BPTTFunction", "BPTRFunction")
-
-    class BaselineNeuron(SpikingNeuron):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            saved = {n: getattr(neuron_module, n) for n in names}
-            for n in names:
-                setattr(neuron_module, n, getattr(base, n))
-            try:
-                return super().forward(x)
-            finally:
-                for n, value in saved.items():
-                    setattr(neuron_module, n, value)
-
-    return BaselineNeuron
+    return load_dynamics(path)
 
 
 class SpikingJellyNet(nn.Module):
@@ -327,11 +300,10 @@ def build_variant(name: str, ann: nn.Module, thetas: list[float], steps: int) ->
     if name == "naive":
         return build_robustsnn(ann, thetas, steps, naive=True)
     if name == "robustsnn-base":
+        from baseline_dynamics import use_dynamics
+
         net = build_robustsnn(ann, thetas, steps, naive=False)
-        base_class = _baseline_neuron_class()
-        for m in net.modules():
-            if type(m).__name__ == "SpikingNeuron":
-                m.__class__ = base_class
+        use_dynamics(net, _baseline_dynamics())
         return net
     if name == "spikingjelly":
         return SpikingJellyNet(ann, thetas, steps).eval()
@@ -394,18 +366,50 @@ def workload(args: argparse.Namespace) -> tuple[nn.Module, list[float], torch.Te
 # ----------------------------------------------------------------------------- workers
 
 
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """Waits for queued device work (CUDA), so a timer brackets the whole pass; CPU: no-op."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def on_device(
+    name: str, ann: nn.Module, thetas: list[float], args: argparse.Namespace, x: torch.Tensor
+) -> tuple[nn.Module | None, str | None]:
+    """The variant on ``args.device``; on a non-CPU device a peer that fails there is skipped."""
+    model = build_variant(name, ann, thetas, args.T)
+    if args.device.type == "cpu":
+        return model, None
+    try:
+        model = model.to(args.device)
+        make_step(model, x, "fwdbwd")()  # a trial pass: does the peer run on this device?
+        synchronizer(args.device)()
+    except Exception as exc:  # noqa: BLE001 - any failure of a peer means "skip it here"
+        if name not in PEER_MODULES:
+            raise
+        if args.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return None, f"fails on {args.device} ({type(exc).__name__}: {exc})"[:500]
+    return model, None
+
+
 def worker_timing(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     ann, thetas, x = workload(args)
+    x = x.to(args.device)
+    sync = synchronizer(args.device)
     models: dict[str, nn.Module] = {}
     skipped: dict[str, str] = {}
     for name in args.variants:
         why = available(name)
+        if not why:
+            model, why = on_device(name, ann, thetas, args, x)
         if why:
             skipped[name] = why
         else:
-            models[name] = build_variant(name, ann, thetas, args.T)
+            assert model is not None
+            models[name] = model
     check = consistency(models, x)
     samples: dict[str, dict[str, list[float]]] = {m: {v: [] for v in models} for m in args.modes}
     cpu: dict[str, dict[str, list[float]]] = {m: {v: [] for v in models} for m in args.modes}
@@ -413,13 +417,16 @@ def worker_timing(args: argparse.Namespace) -> dict[str, Any]:
     for step in steps.values():  # warm-up (allocator, oneDNN primitive caches)
         for _ in range(args.warmup):
             step()
+    sync()
     names = list(models)
     for r in range(args.rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for mode in args.modes:
             for name in order:
+                sync()
                 start, cpu_start = time.perf_counter(), time.process_time()
                 steps[(mode, name)]()
+                sync()
                 samples[mode][name].append(time.perf_counter() - start)
                 cpu[mode][name].append(time.process_time() - cpu_start)
     return {
@@ -458,6 +465,8 @@ def worker_memory(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     ann, thetas, x = workload(args)
     name = args.variants[0]
+    if args.device.type == "cuda":
+        return cuda_memory(name, ann, thetas, x.to(args.device), args)
     model = build_variant(name, ann, thetas, args.T)
     del ann
     step = make_step(model, x, "fwdbwd")
@@ -465,6 +474,31 @@ def worker_memory(args: argparse.Namespace) -> dict[str, Any]:
     step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"peak_rss_mib": peak, "rss_before_mib": before, "increase_mib": peak - before}
+
+
+def cuda_memory(
+    name: str, ann: nn.Module, thetas: list[float], x: torch.Tensor, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Peak ``torch.cuda.max_memory_allocated`` of one forward+backward (after a trial pass)."""
+    model, why = on_device(name, ann, thetas, args, x)
+    if model is None:
+        return {"error": why}
+    step = make_step(model, x, "fwdbwd")
+    for p in model.parameters():
+        p.grad = None
+    torch.cuda.synchronize(args.device)
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated(args.device) / 2**20
+    torch.cuda.reset_peak_memory_stats(args.device)
+    step()
+    torch.cuda.synchronize(args.device)
+    peak = torch.cuda.max_memory_allocated(args.device) / 2**20
+    return {
+        "metric": "torch.cuda.max_memory_allocated",
+        "peak_cuda_mib": peak,
+        "cuda_before_mib": before,
+        "increase_mib": peak - before,
+    }
 
 
 # glibc malloc: never hand big blocks to mmap, never trim the heap. Freed activations are then
@@ -549,20 +583,25 @@ def print_table(result: dict[str, Any]) -> None:
                 f"same argmax {c['same_argmax']:.2f}"
             )
     if result.get("memory"):
-        print("\n== peak RSS of one forward+backward (fresh process, 1 thread)")
-        sj = result["memory"].get("spikingjelly", {}).get("peak_rss_mib")
+        cuda = result["config"].get("device", "cpu").startswith("cuda")
+        peak_key, before_key = (
+            ("peak_cuda_mib", "cuda_before_mib") if cuda else ("peak_rss_mib", "rss_before_mib")
+        )
+        what = "torch.cuda.max_memory_allocated" if cuda else "peak RSS"
+        print(f"\n== {what} of one forward+backward (fresh process, 1 thread)")
+        sj = result["memory"].get("spikingjelly", {}).get(peak_key)
         for name, m in result["memory"].items():
             if "error" in m:
                 print(f"{name:<16}{m['error']}")
                 continue
-            rel = f"  {m['peak_rss_mib'] / sj:.2f} x spikingjelly" if sj else ""
+            rel = f"  {m[peak_key] / sj:.2f} x spikingjelly" if sj else ""
             print(
-                f"{name:<16}peak {m['peak_rss_mib']:7.0f} MiB, +{m['increase_mib']:6.0f} MiB over "
-                f"{m['rss_before_mib']:.0f} MiB before the pass{rel}"
+                f"{name:<16}peak {m[peak_key]:7.0f} MiB, +{m['increase_mib']:6.0f} MiB over "
+                f"{m[before_key]:.0f} MiB before the pass{rel}"
             )
 
 
-def machine() -> dict[str, Any]:
+def machine(device: str = "cpu") -> dict[str, Any]:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -580,7 +619,16 @@ def machine() -> dict[str, Any]:
             versions[mod] = version(mod)
         except Exception:  # noqa: BLE001
             versions[mod] = None
-    return {"cpu": cpu, "cpus": os.cpu_count(), "versions": versions, "load": os.getloadavg()}
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "versions": versions,
+        "load": os.getloadavg(),
+    }
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info["versions"]["cuda"] = torch.version.cuda
+    return info
 
 
 def main() -> None:
@@ -606,6 +654,12 @@ def main() -> None:
         action="store_true",
         help="run every worker with glibc MALLOC_MMAP_MAX_=0 and no heap trimming (all variants)",
     )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device, e.g. cuda: timings synchronize the device around every pass, memory "
+        "is torch.cuda.max_memory_allocated, peers that fail there are skipped with a note",
+    )
     p.add_argument("--worker", choices=("timing", "memory"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if "ann" not in args.variants and not args.worker:
@@ -615,16 +669,19 @@ def main() -> None:
 
     if args.worker:
         args.threads = args.threads[0]
+        args.device = torch.device(args.device)
         fn = worker_timing if args.worker == "timing" else worker_memory
         print(json.dumps(fn(args)))
         return
 
     common = ["--batch", str(args.batch), "--T", str(args.T), "--seed", str(args.seed)]
+    common += ["--device", args.device]
     result: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "label": args.label,
-        "machine": machine(),
+        "machine": machine(args.device),
         "config": {
+            "device": args.device,
             "batch": args.batch,
             "T": args.T,
             "rounds": args.rounds,
