@@ -167,6 +167,35 @@ class ImageChunks(nn.Module):
         return torch.cat([self.model(part) for part in x.split(self.images)])
 
 
+class ChannelsLastInput(nn.Module):
+    """``model`` on its input converted to channels-last (the ANN in oneDNN's NHWC path)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+class NCHWNetwork(nn.Module):
+    """A SpikingNetwork with its CPU channels-last layout switched off (the layout before it)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from robustsnn.snn import network
+
+        previous = network.CHANNELS_LAST_ON_CPU
+        network.CHANNELS_LAST_ON_CPU = False
+        try:
+            return self.model(x)
+        finally:
+            network.CHANNELS_LAST_ON_CPU = previous
+
+
 def build_robustsnn(ann: nn.Module, thetas: list[float], steps: int, naive: bool) -> nn.Module:
     from robustsnn.conversion import ConversionConfig, spiking_body
     from robustsnn.snn import SpikingNetwork, SpikingNeuron
@@ -285,10 +314,14 @@ def build_variant(name: str, ann: nn.Module, thetas: list[float], steps: int) ->
     ann = copy.deepcopy(ann)
     if name == "ann":
         return TimesANN(ann, steps)
+    if name == "ann-cl":
+        return TimesANN(ChannelsLastInput(ann), steps)
     if name == "ann-merged":
         return MergedANN(ann, steps)
     if name == "robustsnn":
         return build_robustsnn(ann, thetas, steps, naive=False)
+    if name == "robustsnn-nchw":
+        return NCHWNetwork(build_robustsnn(ann, thetas, steps, naive=False))
     if name.startswith("robustsnn-chunk"):
         images = int(name[len("robustsnn-chunk") :])
         return ImageChunks(build_robustsnn(ann, thetas, steps, naive=False), images)

@@ -304,3 +304,69 @@ def test_estimator_view_follows_the_network_mode(snn: SpikingNetwork) -> None:
     finally:
         snn.eval()
     assert list(view.state_dict()) == [f"network.{k}" for k in snn.state_dict()]
+
+
+@pytest.mark.parametrize("static", [True, False])
+@pytest.mark.parametrize("estimator", [BPTT(Surrogate("pcw", 1.0)), BPTR()])
+def test_neuron_on_channels_last_input_equals_contiguous(static: bool, estimator) -> None:
+    """The neuron runs channels-last input on its NHWC memory: same values, same gradients, and
+    the output keeps the layout (so the next convolution stays in oneDNN's fast path)."""
+    from robustsnn.snn.neuron import TimeContext
+
+    steps, batch = 4, 3
+    rows = batch if static else steps * batch
+    x = torch.randn(rows, 5, 6, 7, generator=torch.Generator().manual_seed(3))
+    outs, grads = [], []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        neuron = SpikingNeuron(0.4)
+        neuron.context = TimeContext(steps=steps, batch=batch, estimator=estimator)
+        xi = x.clone().contiguous(memory_format=layout).requires_grad_(True)
+        neuron.context.record = {}
+        out = neuron(xi)
+        assert out.shape == (steps * batch, 5, 6, 7)
+        if layout is torch.channels_last:
+            assert not out.is_contiguous() and out.is_contiguous(memory_format=layout)
+        spikes = neuron.context.record[""]
+        assert spikes.shape == (steps, batch, 5, 6, 7)
+        assert torch.equal(spikes, out.detach().view(steps, batch, 5, 6, 7).ne(0))
+        weight = torch.linspace(-1, 1, out.numel()).view(out.shape)
+        (out * weight).sum().backward()
+        outs.append(out.detach())
+        grads.append((xi.grad.clone(), neuron.threshold.grad.clone()))
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+
+
+def test_network_channels_last_on_cpu_only_changes_rounding(monkeypatch) -> None:
+    from robustsnn.snn import network
+
+    torch.manual_seed(4)
+    ann = build_model(
+        "cnn_small", num_classes=3, in_channels=3, image_size=8, mean=[0.5] * 3, std=[0.25] * 3,
+        width=4, fc=16,
+    ).eval()  # fmt: skip
+    images = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    snn = convert(ann, images, T=6, calib_T=8, calib_batches=1, calib_batch_size=16, bn="keep")
+    layouts: list[bool] = []
+    snn.neurons()[0].register_forward_pre_hook(
+        lambda m, i: layouts.append(i[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    x = images[:4]
+    results = []
+    for flag in (False, True):
+        monkeypatch.setattr(network, "CHANNELS_LAST_ON_CPU", flag)
+        xi = x.clone().requires_grad_(True)
+        logits = snn(xi)
+        logits.sum().backward()
+        results.append((logits.detach(), xi.grad.clone()))
+    assert layouts == [False, True]  # the flag really switched the layout the neurons see
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=1e-4)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=0, atol=1e-4)
+    # the ANN proxy is not affected: it stays the source ANN bit for bit
+    with torch.no_grad(), snn.use_estimator(ANNProxy()):
+        monkeypatch.setattr(network, "CHANNELS_LAST_ON_CPU", True)
+        proxy = snn(x)
+        monkeypatch.setattr(network, "CHANNELS_LAST_ON_CPU", False)
+        assert torch.equal(proxy, ann(x))
+        assert torch.equal(proxy, snn(x))

@@ -80,6 +80,15 @@ class SpikingNeuron(nn.Module):
         if isinstance(ctx.estimator, ANNProxy):
             return torch.relu(x)
         steps, batch = ctx.steps, ctx.batch
+        # channels-last [N, C, H, W] is a contiguous [N, H, W, C]: run the (elementwise)
+        # dynamics on that view and hand back the same layout
+        channels_last = (
+            x.dim() == 4
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+        )
+        if channels_last:
+            x = x.permute(0, 2, 3, 1)
         static = x.shape[0] == batch and steps != 1
         if not static and x.shape[0] != steps * batch:
             raise RuntimeError(
@@ -101,5 +110,7 @@ class SpikingNeuron(nn.Module):
         else:
             raise TypeError(f"unsupported estimator {ctx.estimator!r}")
         if ctx.record is not None:
-            ctx.record[self.name] = out.detach().ne(0)
-        return out.reshape(steps * batch, *x.shape[1:])
+            spikes = out.detach().ne(0)
+            ctx.record[self.name] = spikes.permute(0, 1, 4, 2, 3) if channels_last else spikes
+        merged = out.reshape(steps * batch, *x.shape[1:])
+        return merged.permute(0, 3, 1, 2) if channels_last else merged
