@@ -45,7 +45,9 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-VARIANTS = ("fused", "base", "fused-independent", "base-independent")
+VARIANTS = (
+    "fused", "base", "fused-independent", "base-independent", "fused-nchw", "base-nchw",
+)  # fmt: skip
 DEFAULT_VARIANTS = ("fused", "base", "fused-independent")
 
 
@@ -123,13 +125,15 @@ def build_model(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torc
 
 
 def make_variants(model: nn.Module, names: list[str], baseline: str | None) -> dict[str, Any]:
-    """name -> (model, independent flag); base variants get the other dynamics.py."""
+    """name -> (model, independent flag, channels-last flag); base variants get the other
+    dynamics.py; ``-nchw`` variants run with ``network.CHANNELS_LAST_ON_CPU`` off."""
     variants: dict[str, Any] = {}
     base_model = None
     for name in names:
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
         independent = name.endswith("-independent")
+        channels_last = not name.endswith("-nchw")
         if name.startswith("base"):
             if not baseline:
                 raise SystemExit(f"variant {name} needs --baseline-dynamics PATH")
@@ -139,9 +143,9 @@ def make_variants(model: nn.Module, names: list[str], baseline: str | None) -> d
                 base_model = copy.deepcopy(model)
                 if use_dynamics(base_model, load_dynamics(baseline)) == 0:
                     raise SystemExit("the model has no SpikingNeuron to switch")
-            variants[name] = (base_model, independent)
+            variants[name] = (base_model, independent, channels_last)
         else:
-            variants[name] = (model, independent)
+            variants[name] = (model, independent, channels_last)
     return variants
 
 
@@ -151,13 +155,16 @@ def make_variants(model: nn.Module, names: list[str], baseline: str | None) -> d
 def run_once(
     model: nn.Module,
     independent: bool,
+    channels_last: bool,
     x: torch.Tensor,
     y: torch.Tensor,
     args: argparse.Namespace,
     ensemble: Any,
 ) -> dict[str, Any]:
     from robustsnn.evaluation import evaluate
+    from robustsnn.snn import network
 
+    network.CHANNELS_LAST_ON_CPU = channels_last
     wall, cpu = time.perf_counter(), time.process_time()
     res = evaluate(
         model,
@@ -196,8 +203,8 @@ def warm_up(variants: dict[str, Any], x: torch.Tensor, y: torch.Tensor, args: ar
             {"attack": "pgd", "estimator": "bptr", "params": {"steps": 2}},
         ]
     )
-    for model, independent in variants.values():
-        run_once(model, independent, x, y, args, tiny)
+    for model, independent, channels_last in variants.values():
+        run_once(model, independent, channels_last, x, y, args, tiny)
 
 
 # ----------------------------------------------------------------------------- report
@@ -318,8 +325,10 @@ def main() -> None:
     for r in range(args.rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            model_v, independent = variants[name]
-            runs[name].append(run_once(model_v, independent, x, y, args, args.ensemble))
+            model_v, independent, channels_last = variants[name]
+            runs[name].append(
+                run_once(model_v, independent, channels_last, x, y, args, args.ensemble)
+            )
             last = runs[name][-1]
             print(
                 f"round {r + 1} {name:<19} {last['wall_s']:7.1f} s  robust "
