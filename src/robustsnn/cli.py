@@ -208,8 +208,8 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     path = finetune_snn(
         a.checkpoint, out_dir=out, beta=a.beta, epochs=a.epochs, lr=a.lr, eps=a.eps,
         alpha=a.alpha, adversary_steps=a.adversary_steps, batch_size=a.batch_size,
-        train_thresholds=not a.freeze_thresholds, train_weights=not a.freeze_weights, seed=a.seed, data_dir=a.data_dir, quiet=a.quiet,
-        device=a.device, eval_n=a.eval_n,
+        train_thresholds=not a.freeze_thresholds, train_weights=not a.freeze_weights,
+        seed=a.seed, data_dir=a.data_dir, quiet=a.quiet, device=a.device, eval_n=a.eval_n,
     )  # fmt: skip
     meta = json.loads(path.with_suffix(".json").read_text())
     print(f"wrote {path}: clean {meta.get('clean_accuracy')}, PGD-20 {meta.get('pgd20_accuracy')}")
