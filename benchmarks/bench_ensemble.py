@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import sys
@@ -290,7 +289,7 @@ def main() -> None:
     p.add_argument("--label", default="", help="free text stored in the JSON")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from bench_layers import machine
+    from bench_layers import machine, write_result
 
     from robustsnn.evaluation import parse_eps
 
@@ -339,10 +338,7 @@ def main() -> None:
     result["summary"] = summarize(runs, len(y))
     result["machine"]["load_after"] = os.getloadavg()
     print_table(result)
-    out = args.out or RESULTS / f"bench_ensemble-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"\nwrote {out}")
+    write_result(result, "bench_ensemble", args.out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ layout off), ``base-nchw`` (pre-issue-#7 dynamics and layout: the code before th
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -103,7 +102,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from bench_ensemble import build_model, make_variants
-    from bench_layers import machine
+    from bench_layers import machine, write_result
 
     args.n, args.T, args.calib, args.seed, args.labels = 8, 8, 64, 0, "data"
     model, _, _, source = build_model(args)
@@ -145,11 +144,7 @@ def main() -> None:
         "steps_per_epoch": steps_per_epoch,
         "summary": summary,
     }
-    out = args.out or HERE / "results" / f"bench_finetune-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
-    print(f"wrote {out}")
+    write_result(result, "bench_finetune", args.out)
 
 
 if __name__ == "__main__":

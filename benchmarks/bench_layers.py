@@ -661,6 +661,17 @@ def machine(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
+def write_result(result: dict[str, Any], prefix: str, out: Path | None) -> Path:
+    """Write a benchmark's JSON atomically to ``out`` or ``results/<prefix>-<time>.json``."""
+    path = out or RESULTS / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)
+    print(f"\nwrote {path}")
+    return path
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
@@ -761,10 +772,7 @@ def main() -> None:
             result["memory"][name] = run_worker(argv, args.malloc_tuned)
     result["machine"]["load_after"] = os.getloadavg()
     print_table(result)
-    out = args.out or RESULTS / f"bench_layers-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"\nwrote {out}")
+    write_result(result, "bench_layers", args.out)
 
 
 if __name__ == "__main__":
