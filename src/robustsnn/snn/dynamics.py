@@ -84,19 +84,28 @@ def _forward_block(
     fired: torch.Tensor | None,
     spike: torch.Tensor,
     u_scratch: torch.Tensor,
+    init: torch.Tensor | None = None,
 ) -> None:
     """All T steps of one block of neurons (every argument is a flat view of the same length).
 
     ``outs``: T rows receiving ``theta * s`` (may all be one scratch row); ``membranes``: T rows
     receiving ``h`` or None; ``fired``: receives max_t s or None; ``spike`` and ``u_scratch``:
-    scratch rows. ``currents`` are never written.
+    scratch rows. ``currents`` are never written. ``init``: the initial membrane ``u[-1]`` (a
+    0-dim tensor or a flat row of the block's length; None = zero, the paper's start), so that
+    ``h[0] = leak * init + I[0]``.
     """
     steps = len(currents)
     u: torch.Tensor | None = None  # membrane after the reset, u[t-1]; None = zero
     for t in range(steps):
         current = currents[t]
         # h[t] = leak * u[t-1] + I[t]  (the same two roundings as the per-step reference)
-        if membranes is not None:
+        if t == 0 and init is not None:
+            h = membranes[0] if membranes is not None else u_scratch
+            if leak != 1.0:
+                h.copy_(init).mul_(leak).add_(current)  # copy_ broadcasts a 0-dim init
+            else:
+                torch.add(current, init, out=h)
+        elif membranes is not None:
             h = membranes[t]
             if u is None:
                 h.copy_(current)
@@ -135,12 +144,14 @@ def _run(
     static: bool,
     membranes: torch.Tensor | None = None,
     fired: torch.Tensor | None = None,
+    init: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The forward loop, no autograd; returns ``theta * s`` as one ``[T, B, ...]`` tensor.
 
     ``membranes``: optional contiguous ``[T, B, ...]`` buffer that receives ``h[t]``. ``fired``:
     optional contiguous ``[B, ...]`` buffer (input dtype) that receives 1 where the neuron spiked
-    at least once, else 0. The caller's ``inputs`` are never written.
+    at least once, else 0. The caller's ``inputs`` are never written. ``init``: the initial
+    membrane, a 0-dim tensor or a ``[B, ...]`` tensor (None = zero; see :func:`_forward_block`).
 
     The neurons are processed in blocks of ``BLOCK`` elements, all T steps of one block before
     the next, so the membrane and spike scratch stay in cache; spikes are float 0/1 (comparisons
@@ -158,6 +169,7 @@ def _run(
     width = min(block_size, numel)
     spike_buf = torch.empty(width, dtype=dtype, device=device)  # s[t] as 0.0 / 1.0
     u_buf = torch.empty(width, dtype=dtype, device=device)
+    flat_init = _flat_init(init, numel)
     for block in _blocks(numel, block_size):
         n = block.stop - block.start
         _forward_block(
@@ -170,8 +182,27 @@ def _run(
             flat_fired[block] if flat_fired is not None else None,
             spike_buf[:n],
             u_buf[:n],
+            **_init_kwarg(flat_init, block),
         )
     return out.view(steps, *shape)
+
+
+def _flat_init(init: torch.Tensor | None, numel: int) -> torch.Tensor | None:
+    """The initial membrane as a 0-dim tensor or a flat contiguous ``[numel]`` row."""
+    if init is None or init.dim() == 0:
+        return init
+    flat = init.detach().reshape(-1)
+    if flat.numel() != numel:
+        raise RuntimeError(f"initial membrane has {flat.numel()} elements, expected {numel}")
+    return flat.contiguous()
+
+
+def _init_kwarg(flat_init: torch.Tensor | None, block: slice) -> dict[str, torch.Tensor]:
+    """``{"init": ...}`` for one block, or nothing (callers without an initial membrane pass
+    exactly the arguments they passed before it existed)."""
+    if flat_init is None:
+        return {}
+    return {"init": flat_init if flat_init.dim() == 0 else flat_init[block]}
 
 
 def if_forward(
@@ -182,14 +213,18 @@ def if_forward(
     soft_reset: bool,
     static: bool,
     keep_membranes: bool = True,
+    init: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Run the dynamics without autograd; return spikes*theta ``[T, B, ...]`` and membranes h."""
+    """Run the dynamics without autograd; return spikes*theta ``[T, B, ...]`` and membranes h.
+
+    ``init``: the initial membrane (0-dim or ``[B, ...]``; None = zero)."""
     with torch.no_grad():
         membranes = None
         if keep_membranes:
             shape = inputs.shape if static else inputs.shape[1:]
             membranes = torch.empty((steps, *shape), dtype=inputs.dtype, device=inputs.device)
-        out = _run(inputs, theta, steps, leak, soft_reset, static, membranes=membranes)
+        extra = {"init": init} if init is not None else {}
+        out = _run(inputs, theta, steps, leak, soft_reset, static, membranes=membranes, **extra)
         return out, (list(membranes.unbind(0)) if membranes is not None else [])
 
 
@@ -256,8 +291,14 @@ def _bptt_backward(
     static: bool,
     surrogate: Surrogate,
     need_theta: bool,
+    init: torch.Tensor | None = None,
+    grad_init: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Exact BPTT through the reset; returns (grad of the input, grad of theta or None).
+
+    ``init``: the initial membrane of the forward pass (needed to recompute static membranes).
+    ``grad_init``: optional flat ``[B*...]`` buffer that receives ``dL/dh[0]`` (the gradient of
+    the initial membrane is ``leak`` times it).
 
     Per step, with ``gu = leak * dL/dh[t+1]`` the gradient that reaches ``u[t]``::
 
@@ -295,6 +336,7 @@ def _bptt_backward(
         static_current = saved.reshape(numel)
         local_h = torch.empty((steps, width), dtype=dtype, device=device)
         spike_buf, u_buf = buffer(), buffer()
+        flat_init = _flat_init(init, numel)
     for block in _blocks(numel, block_size):
         n = block.stop - block.start
         scratch = scratch_buf[:n]
@@ -312,6 +354,7 @@ def _bptt_backward(
                 None,
                 spike_buf[:n],
                 u_buf[:n],
+                **_init_kwarg(flat_init, block),
             )
         else:
             rows = list(hs[:, block].unbind(0))
@@ -359,6 +402,8 @@ def _bptt_backward(
                 else:
                     acc[block].add_(gs)
             gh_next = gs
+        if grad_init is not None and gh_next is not None:
+            grad_init[block].copy_(gh_next)  # dL/dh[0]
     grad_theta = None
     if need_theta:
         # dots carry theta^2 * s; one division at the end
@@ -383,31 +428,58 @@ class BPTTFunction(torch.autograd.Function):
         soft_reset: bool,
         static: bool,
         surrogate: Surrogate,
+        init: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        # init: optional initial membrane (0-dim or [B, ...]); its gradient is exact BPTT too
+        extra = {"init": init} if init is not None else {}
         recompute = static and RECOMPUTE_STATIC
         if recompute:
-            out = _run(inputs, theta, steps, leak, soft_reset, static)
+            out = _run(inputs, theta, steps, leak, soft_reset, static, **extra)
             saved = inputs
         else:
             shape = inputs.shape if static else inputs.shape[1:]
             saved = torch.empty((steps, *shape), dtype=inputs.dtype, device=inputs.device)
-            out = _run(inputs, theta, steps, leak, soft_reset, static, membranes=saved)
+            out = _run(inputs, theta, steps, leak, soft_reset, static, membranes=saved, **extra)
         # the output is the tensor the next layer keeps anyway: saving it costs no memory
-        ctx.save_for_backward(saved, theta, out)
+        if init is None:
+            ctx.save_for_backward(saved, theta, out)
+        else:
+            ctx.save_for_backward(saved, theta, out, init)
         ctx.config = (steps, leak, soft_reset, static, surrogate, recompute)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        saved, theta, out = ctx.saved_tensors
+        saved, theta, out, *rest = ctx.saved_tensors
+        init = rest[0] if rest else None
         steps, leak, soft_reset, static, surrogate, recompute = ctx.config
         need_theta = ctx.needs_input_grad[1]
+        need_init = init is not None and ctx.needs_input_grad[7]
+        grad_h0 = None
+        if need_init:
+            grad_h0 = torch.empty(out[0].numel(), dtype=grad_out.dtype, device=grad_out.device)
+        extra = {"init": init, "grad_init": grad_h0} if init is not None else {}
         grad_in, grad_theta = _bptt_backward(
-            grad_out, out, saved, recompute, theta, leak, soft_reset, static, surrogate, need_theta
+            grad_out,
+            out,
+            saved,
+            recompute,
+            theta,
+            leak,
+            soft_reset,
+            static,
+            surrogate,
+            need_theta,
+            **extra,
         )
         if grad_theta is not None:
             grad_theta = grad_theta.reshape(theta.shape).to(theta.dtype)
-        return grad_in, grad_theta, None, None, None, None, None
+        grad_init = None
+        if grad_h0 is not None and init is not None:
+            # h[0] = leak * init + I[0]: dL/dinit = leak * dL/dh[0], summed where init broadcasts
+            grad_init = grad_h0.mul_(leak).view(out.shape[1:])
+            grad_init = grad_init.sum() if init.dim() == 0 else grad_init.view(init.shape)
+        return grad_in, grad_theta, None, None, None, None, None, grad_init
 
 
 class BPTRFunction(torch.autograd.Function):
@@ -422,10 +494,13 @@ class BPTRFunction(torch.autograd.Function):
         leak: float,
         soft_reset: bool,
         static: bool,
+        init: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        # init: optional initial membrane; BPTR gives it no gradient (like theta's rate path)
         shape = inputs.shape if static else inputs.shape[1:]
         fired = torch.empty(shape, dtype=inputs.dtype, device=inputs.device)
-        out = _run(inputs, theta, steps, leak, soft_reset, static, fired=fired)
+        extra = {"init": init} if init is not None else {}
+        out = _run(inputs, theta, steps, leak, soft_reset, static, fired=fired, **extra)
         ctx.save_for_backward(fired, theta, out)
         ctx.static = static
         return out
@@ -442,7 +517,7 @@ class BPTRFunction(torch.autograd.Function):
             # Only the amplitude path d(theta * s)/d theta; the rate path is what BPTR ignores.
             dot = torch.dot(grad_out.reshape(-1), out.reshape(-1)) / theta
             grad_theta = dot.reshape(theta.shape).to(theta.dtype)
-        return grad_in, grad_theta, None, None, None, None
+        return grad_in, grad_theta, None, None, None, None, None
 
 
 def reference_if(
@@ -453,8 +528,11 @@ def reference_if(
     soft_reset: bool,
     surrogate: Surrogate,
     static: bool = False,
+    init: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Plain per-step autograd implementation (slow): the ground truth the fused one must match."""
+    """Plain per-step autograd implementation (slow): the ground truth the fused one must match.
+
+    ``init``: the initial membrane u[-1] (broadcastable; None = zero)."""
 
     class _Spike(torch.autograd.Function):
         @staticmethod
@@ -468,6 +546,8 @@ def reference_if(
             return g * surrogate.grad(x)
 
     u = torch.zeros_like(inputs if static else inputs[0])
+    if init is not None:
+        u = u + init
     outs = []
     for t in range(steps):
         h = leak * u + (inputs if static else inputs[t])
