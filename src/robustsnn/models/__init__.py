@@ -9,6 +9,7 @@ from torch import nn
 
 from robustsnn.errors import UserError
 from robustsnn.models.layers import Normalize
+from robustsnn.models.qcfs import use_activation
 from robustsnn.models.resnet import ResNet20, WideResNet
 from robustsnn.models.vgg import VGG, VGG_CONFIGS, SmallCNN, SmallVGG
 from robustsnn.registry import Registry
@@ -64,7 +65,15 @@ def build_model(
             **{k: v for k, v in kwargs.items() if v is not None},
         )
         build_args = {k: v for k, v in arch.items() if k != "name"}
+        # the activation is swapped after building, so every model takes it (qcfs: QCFS modules)
+        activation = build_args.pop("activation", "relu")
+        qcfs_args = {
+            key[len("qcfs_") :]: build_args.pop(key)
+            for key in ("qcfs_levels", "qcfs_lam")
+            if key in build_args
+        }
         model = factory(**build_args)
+        use_activation(model, activation, **qcfs_args)
     except (TypeError, ValueError, RuntimeError) as exc:
         # Wrong names, types or values of the model's arguments (config or checkpoint metadata).
         detail = " ".join(str(exc).split())

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustsnn.models.qcfs import qcfs
 from robustsnn.snn.dynamics import BPTRFunction, BPTTFunction, if_forward
 from robustsnn.snn.estimators import BPTR, BPTT, DEFAULT_ESTIMATOR, ANNProxy, Estimator
 
@@ -43,8 +44,17 @@ class SpikingNeuron(nn.Module):
 
     Input: currents ``[T*B, ...]`` (time-major, merged) or a static ``[B, ...]`` current that is
     the same at every step (the first layer under direct coding). Output: ``theta * spikes``
-    as ``[T*B, ...]``. Under the ANN proxy estimator it is a ReLU.
+    as ``[T*B, ...]``. Under the ANN proxy estimator it is a ReLU, or the QCFS activation
+    ``qcfs(x, theta, proxy_levels)`` for a layer converted from a QCFS ANN (the proxy stays the
+    network the SNN approximates).
+
+    Initial membrane ``u[-1] = v_init * theta + init_membrane``: ``v_init`` 0 is the paper's
+    start, 1/2 turns the spike count under a constant input into rounding instead of floor
+    (OPI/QCFS); ``init_membrane`` (a buffer of one sample's neuron shape, only when
+    ``init_shape`` is given) holds a per-neuron correction fitted after conversion.
     """
+
+    init_membrane: torch.Tensor | None
 
     def __init__(
         self,
@@ -52,6 +62,9 @@ class SpikingNeuron(nn.Module):
         leak: float = 1.0,
         reset: str = "hard",
         threshold_min: float = THRESHOLD_MIN,
+        v_init: float = 0.0,
+        proxy_levels: int | None = None,
+        init_shape: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         if reset not in ("hard", "soft"):
@@ -62,11 +75,41 @@ class SpikingNeuron(nn.Module):
         self.leak = float(leak)
         self.reset = reset
         self.threshold_min = float(threshold_min)
+        self.v_init = float(v_init)
+        self.proxy_levels = None if proxy_levels is None else int(proxy_levels)
+        self.register_buffer(
+            "init_membrane", None if init_shape is None else torch.zeros(tuple(init_shape))
+        )
         self.name = ""
         self.context = TimeContext()
 
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold.item():.4g}, leak={self.leak}, reset={self.reset}"
+        text = f"threshold={self.threshold.item():.4g}, leak={self.leak}, reset={self.reset}"
+        if self.v_init:
+            text += f", v_init={self.v_init}"
+        if self.proxy_levels is not None:
+            text += f", proxy=qcfs(L={self.proxy_levels})"
+        return text
+
+    def initial_membrane(
+        self, theta: torch.Tensor, batch: int, sample_shape: torch.Size, channels_last: bool
+    ) -> torch.Tensor | None:
+        """``u[-1]``: None (zero), a 0-dim tensor, or ``[batch, *sample_shape]`` with the
+        per-neuron correction (in the layout the dynamics run in)."""
+        if self.v_init == 0.0 and self.init_membrane is None:
+            return None
+        init = theta * self.v_init
+        if self.init_membrane is None:
+            return init
+        offset = self.init_membrane
+        if channels_last:
+            offset = offset.permute(1, 2, 0)
+        if offset.shape != sample_shape:
+            raise RuntimeError(
+                f"spiking layer {self.name!r}: initial membrane of shape {tuple(offset.shape)} "
+                f"for inputs of shape {tuple(sample_shape)}"
+            )
+        return (init + offset).expand(batch, *sample_shape)
 
     def clamp_threshold(self) -> None:
         """Keep the threshold at or above its minimum (called after every optimizer step)."""
@@ -78,7 +121,9 @@ class SpikingNeuron(nn.Module):
         if ctx.calibrate is self:
             raise CalibrationCapture(x.detach())
         if isinstance(ctx.estimator, ANNProxy):
-            return torch.relu(x)
+            if self.proxy_levels is None:
+                return torch.relu(x)
+            return qcfs(x, self.threshold.clamp(min=self.threshold_min), self.proxy_levels)
         steps, batch = ctx.steps, ctx.batch
         # channels-last [N, C, H, W] is a contiguous [N, H, W, C]: run the (elementwise)
         # dynamics on that view and hand back the same layout
@@ -98,15 +143,19 @@ class SpikingNeuron(nn.Module):
         theta = self.threshold.clamp(min=self.threshold_min)
         inputs = x if static else x.view(steps, batch, *x.shape[1:])
         soft = self.reset == "soft"
+        init = self.initial_membrane(theta, batch, x.shape[1:], channels_last)
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or theta.requires_grad)
         if not needs_grad:
-            out, _ = if_forward(inputs, theta.detach(), steps, self.leak, soft, static, False)
+            extra = {"init": init.detach()} if init is not None else {}
+            out, _ = if_forward(
+                inputs, theta.detach(), steps, self.leak, soft, static, False, **extra
+            )
         elif isinstance(ctx.estimator, BPTT):
             out = BPTTFunction.apply(
-                inputs, theta, steps, self.leak, soft, static, ctx.estimator.surrogate
+                inputs, theta, steps, self.leak, soft, static, ctx.estimator.surrogate, init
             )
         elif isinstance(ctx.estimator, BPTR):
-            out = BPTRFunction.apply(inputs, theta, steps, self.leak, soft, static)
+            out = BPTRFunction.apply(inputs, theta, steps, self.leak, soft, static, init)
         else:
             raise TypeError(f"unsupported estimator {ctx.estimator!r}")
         if ctx.record is not None:
