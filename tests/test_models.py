@@ -20,6 +20,7 @@ TINY: dict[str, dict[str, Any]] = {
     "vgg11": dict(width=0.0625, hidden=16),
     "vgg16": dict(width=0.0625, hidden=16),
     "vgg11_tin": dict(width=0.0625, hidden=16),
+    "vgg11_standard": dict(width=0.0625, hidden=16),
     "resnet20": dict(width=1, blocks=1),
     "wrn16_4": dict(width=1),
     "cnn_small": dict(width=4, fc=16),
@@ -66,6 +67,7 @@ def test_registry_lists_the_zoo() -> None:
         "vgg11",
         "vgg16",
         "vgg11_tin",
+        "vgg11_standard",
         "resnet20",
         "wrn16_4",
         "cnn_small",
@@ -158,10 +160,13 @@ def test_bad_arguments_are_user_errors(bad: dict[str, Any]) -> None:
     assert "\n" not in str(info.value)
 
 
-def test_vgg11_default_is_paper_sized() -> None:
-    """The paper's VGG11 (PAPER.md 4.1): 8 conv-BN-ReLU layers, 4096-4096 classifier."""
+def test_vgg11_default_is_the_papers_layout() -> None:
+    """The paper's code (``models/VGG.py``, ``cfg_conv``): VGG11 has 8 convolutions and three
+    pools, VGG16 13 convolutions and five; the classic 5-pool VGG11 is ``vgg11_standard``."""
     from robustsnn.models.vgg import VGG_CONFIGS
 
-    convs = [c for c in VGG_CONFIGS["vgg11"] if c != "A"]
-    assert convs == [64, 128, 256, 256, 512, 512, 512, 512]
+    assert VGG_CONFIGS["vgg11"] == [64, "A", 128, 256, "A", 512, 512, 512, "A", 512, 512]
+    assert VGG_CONFIGS["vgg11_tin"] == [64, "A", 128, "A", 256, 256, "A", 512, 512, "A", 512, 512]
     assert sum(c != "A" for c in VGG_CONFIGS["vgg16"]) == 13
+    assert VGG_CONFIGS["vgg16"].count("A") == 5
+    assert VGG_CONFIGS["vgg11_standard"].count("A") == 5

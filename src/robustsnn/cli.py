@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay (>= 0)")
+    p.add_argument(
+        "--cutout", type=int, default=None,
+        help="cutout hole side in pixels, 0 = off (default: the dataset's, 8 on 32x32 color)",
+    )  # fmt: skip
     p.add_argument("--width", type=int, default=None, help="model width (small models)")
     p.add_argument("--fc", type=int, default=None, help="hidden FC size (small models)")
     p.add_argument("--beta", type=float, default=None, help="TRADES/MART beta")
@@ -174,7 +179,8 @@ def cmd_train_ann(a: argparse.Namespace) -> None:
     path = train_ann(
         a.dataset, a.model, a.objective, eps=a.eps, epochs=a.epochs, out_dir=a.out,
         batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, seed=a.seed, data_dir=a.data_dir,
-        model_kwargs=_model_kwargs(a), eval_n=a.eval_n, quiet=a.quiet, device=a.device, **params,
+        model_kwargs=_model_kwargs(a), eval_n=a.eval_n, quiet=a.quiet, device=a.device,
+        weight_decay=a.weight_decay, cutout=a.cutout, **params,
     )  # fmt: skip
     meta = json.loads(path.with_suffix(".json").read_text())
     print(

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from robustsnn.errors import UserError
-from robustsnn.models.layers import Normalize
+from robustsnn.models.layers import Normalize, add_zero_biases
 from robustsnn.models.qcfs import use_activation
 from robustsnn.models.resnet import ResNet20, WideResNet
 from robustsnn.models.vgg import VGG, VGG_CONFIGS, SmallCNN, SmallVGG
@@ -19,21 +19,36 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 @MODELS.register("vgg11")
 def vgg11(**kw: Any) -> nn.Module:
-    """The paper's CIFAR VGG11 (BN, AvgPool, 4096-4096 classifier with dropout)."""
+    """The paper's CIFAR/SVHN VGG11: 8 conv-BN-ReLU layers with three 2x2 average pools
+    (512 x 4 x 4 features at 32x32), then 4096-4096 with dropout 0.2, bias-free."""
     return VGG(VGG_CONFIGS["vgg11"], **kw)
 
 
 @MODELS.register("vgg16")
 def vgg16(**kw: Any) -> nn.Module:
-    """VGG16 with BN and AvgPool."""
+    """The paper's VGG16: 13 conv-BN-ReLU layers, five average pools, 4096-4096 with dropout."""
     return VGG(VGG_CONFIGS["vgg16"], **kw)
 
 
 @MODELS.register("vgg11_tin")
 def vgg11_tin(**kw: Any) -> nn.Module:
-    """VGG11 for 64x64 TinyImageNet: the last pooling leaves 2x2 maps for the classifier."""
+    """The paper's VGG11 for 64x64 TinyImageNet: four pools, global average pooling, then
+    Linear(512, 4096) -> ReLU -> readout (one hidden layer, no dropout)."""
     kw.setdefault("image_size", 64)
-    return VGG(VGG_CONFIGS["vgg11"], **kw)
+    kw.setdefault("hidden_layers", 1)
+    kw.setdefault("dropout", 0.0)
+    kw.setdefault("global_pool", True)
+    return VGG(VGG_CONFIGS["vgg11_tin"], **kw)
+
+
+@MODELS.register("vgg11_standard")
+def vgg11_standard(**kw: Any) -> nn.Module:
+    """The classic VGG11 layout (five pools, 512 x 1 x 1 at 32x32) with BN, AvgPool and a
+    4096-4096 classifier (dropout 0.5, biased linear layers): not the paper's network; kept to
+    compare with it (and it is what robustsnn called ``vgg11`` before the paper's layout)."""
+    kw.setdefault("dropout", 0.5)
+    kw.setdefault("classifier_bias", True)
+    return VGG(VGG_CONFIGS["vgg11_standard"], **kw)
 
 
 MODELS.add("resnet20", ResNet20)
@@ -91,4 +106,4 @@ def rebuild_model(arch: dict[str, Any]) -> nn.Module:
     return build_model(name, **args)
 
 
-__all__ = ["MODELS", "Normalize", "build_model", "rebuild_model"]
+__all__ = ["MODELS", "Normalize", "add_zero_biases", "build_model", "rebuild_model"]

@@ -1,7 +1,12 @@
-"""CIFAR ResNet-20 (He et al. 2016) and WideResNet-16-4 (Zagoruyko & Komodakis 2016).
+"""CIFAR ResNet-20 (He et al. 2016) and WideResNet-16-4 (Zagoruyko & Komodakis 2016), as the
+paper's code builds them (IGITUGraz/RobustSNNConversion, ``models/ResNet.py`` and
+``models/WideResNet.py``).
 
 Activations are ``nn.ReLU`` modules and pooling is average pooling, so the converter can swap
-every ReLU (including the one after each residual add) for a spiking neuron.
+every ReLU (including the one after each residual merge) for a spiking neuron. Two details of
+the paper's code that differ from the textbook networks are kept: a block merges its shortcut
+and residual branch with a learnable convex combination (two weights, both starting at 1/2)
+instead of a plain sum, and the linear readout has no bias unless ``bias`` is set.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import fx, nn
 
-from robustsnn.models.layers import Normalize
+from robustsnn.models.layers import Normalize, init_like_paper
 
 
 def add_skip(out: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -33,6 +38,20 @@ def add_skip(out: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
 fx.wrap("add_skip")
 
 
+def convex_merge(weight: torch.Tensor, skip: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """``weight[0] * skip + weight[1] * residual``: the residual merge of the paper's ResNet and
+    WRN blocks (its ``ConvexCombination(2)``, weights learnable, both starting at 1/2).
+
+    A plain function on a block's parameter rather than a module of its own, so the converter
+    (which accepts only known leaf layers) sees it as arithmetic inside the block."""
+    return add_skip(weight[1] * residual, weight[0] * skip)
+
+
+def merge_weights() -> nn.Parameter:
+    """The two learnable weights of :func:`convex_merge`, starting at (1/2, 1/2)."""
+    return nn.Parameter(torch.full((2,), 0.5))
+
+
 def stages(
     block: Callable[[int, int, int, bool], nn.Module],
     cin: int,
@@ -52,7 +71,7 @@ def stages(
 
 
 class BasicBlock(nn.Module):
-    """conv-BN-ReLU-conv-BN, plus shortcut, then ReLU (post-activation)."""
+    """conv-BN-ReLU-conv-BN, merged with the shortcut (convex combination), then ReLU."""
 
     def __init__(self, cin: int, cout: int, stride: int, bias: bool) -> None:
         super().__init__()
@@ -66,15 +85,19 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(
                 nn.Conv2d(cin, cout, 1, stride=stride, bias=bias), nn.BatchNorm2d(cout)
             )
+        self.merge = merge_weights()
         self.act2 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
-        return self.act2(out + self.shortcut(x))
+        return self.act2(convex_merge(self.merge, self.shortcut(x), out))
 
 
 class ResNet20(nn.Module):
-    """ResNet-20 for 32x32 inputs: 3 stages of 3 basic blocks with 16/32/64 channels x width."""
+    """ResNet-20 for 32x32 inputs: 3 stages of 3 basic blocks with 16/32/64 channels x width.
+
+    ``bias`` adds biases to the convolutions and the readout (the paper's code: the readout
+    only, with ``--use_bias``; its convolutions never have one)."""
 
     def __init__(
         self,
@@ -98,14 +121,16 @@ class ResNet20(nn.Module):
         self.layers, cin = stages(BasicBlock, c[0], c, blocks, bias)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(cin, num_classes)
+        self.fc = nn.Linear(cin, num_classes, bias=bias)
+        init_like_paper(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.flatten(self.pool(self.layers(self.stem(self.normalize(x))))))
 
 
 class WideBlock(nn.Module):
-    """Pre-activation wide block: BN-ReLU-conv-BN-ReLU-conv plus shortcut."""
+    """Pre-activation wide block: BN-ReLU-conv-BN-ReLU-conv, merged with the shortcut (the
+    input itself, or a 1x1 conv of the activated input when the shape changes)."""
 
     def __init__(self, cin: int, cout: int, stride: int, bias: bool) -> None:
         super().__init__()
@@ -118,16 +143,19 @@ class WideBlock(nn.Module):
         self.shortcut: nn.Module | None = None
         if stride != 1 or cin != cout:
             self.shortcut = nn.Conv2d(cin, cout, 1, stride=stride, bias=bias)
+        self.merge = merge_weights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act1(self.bn1(x))
         out = self.conv2(self.act2(self.bn2(self.conv1(pre))))
         skip = x if self.shortcut is None else self.shortcut(pre)
-        return add_skip(out, skip)
+        return convex_merge(self.merge, skip, out)
 
 
 class WideResNet(nn.Module):
-    """WRN-depth-k: (depth - 4) / 6 wide blocks per stage, widths 16k / 32k / 64k."""
+    """WRN-depth-k: (depth - 4) / 6 wide blocks per stage, widths 16k / 32k / 64k, then
+    BN-ReLU, global average pooling (the paper's ``AvgPool2d(8)`` on 32x32 inputs) and a linear
+    readout (bias only with ``bias``). No dropout (the paper's default, 0.0)."""
 
     def __init__(
         self,
@@ -154,7 +182,8 @@ class WideResNet(nn.Module):
         self.act = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(cin, num_classes)
+        self.fc = nn.Linear(cin, num_classes, bias=bias)
+        init_like_paper(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.bn(self.layers(self.stem(self.normalize(x)))))

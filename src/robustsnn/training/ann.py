@@ -14,6 +14,7 @@ from robustsnn import __version__
 from robustsnn.attacks import build_attack
 from robustsnn.checkpoint import save_tensors
 from robustsnn.data import load_dataset, stratified_indices
+from robustsnn.errors import UserError
 from robustsnn.models import build_model
 from robustsnn.training.metrics import evaluate_accuracy
 from robustsnn.training.objectives import build_objective, objective_params
@@ -50,6 +51,7 @@ def train_ann(
     model_kwargs: dict[str, Any] | None = None,
     eval_n: int = 1000,
     augment: bool = True,
+    cutout: int | None = None,
     quiet: bool = False,
     device: str = "cpu",
     **objective_params_: Any,
@@ -60,10 +62,15 @@ def train_ann(
     ``ann.state.safetensors`` and ``log.jsonl``); returns the weights' path. A rerun with the
     same arguments resumes an interrupted run, or only re-evaluates a finished one. The metadata
     records clean and PGD-20 accuracy (at ``eps``) on the first ``eval_n`` test images.
+    ``cutout`` overrides the dataset's cutout hole side (0 = off; None = the dataset's default).
     """
     out = Path(out_dir)
     torch.manual_seed(seed)  # weight initialization only; everything else uses generators
     data = load_dataset(dataset_spec, data_dir)
+    if cutout is not None:
+        if cutout < 0:
+            raise UserError(f"cutout must be >= 0 (0 = off), got {cutout}")
+        data = dataclasses.replace(data, info=dataclasses.replace(data.info, cutout=int(cutout)))
     info = data.info
     model = build_model(
         model_name,
@@ -119,6 +126,11 @@ def train_ann(
         "epochs": epochs,
         "batch_size": batch_size,
         "optimizer": {"name": optimizer, "lr": lr, "weight_decay": weight_decay},
+        "augmentation": {
+            "crop_padding": info.crop_padding,
+            "hflip": info.hflip,
+            "cutout": info.cutout,
+        },
         "seed": seed,
         "eval_n": n,
         "clean_accuracy": clean_acc,
