@@ -109,4 +109,5 @@ FAST_PARAMS: dict[str, dict[str, int]] = {
     "square": {"n_queries": 40},
     "pgd": {"steps": 5},
     "pgd-dlr": {"steps": 5},
+    "sapgd": {"steps": 8},
 }

@@ -17,6 +17,7 @@ from robustsnn.attacks.losses import ce_loss, dlr_loss, margin, targeted_dlr_los
 from robustsnn.attacks.pgd import PGD, PGDDLR
 from robustsnn.attacks.registry import ATTACKS, attack_parameters, build_attack
 from robustsnn.attacks.rfgsm import RFGSM
+from robustsnn.attacks.sapgd import SAPGD
 from robustsnn.attacks.square import Square
 from robustsnn.attacks.transfer import Transfer
 
@@ -30,6 +31,7 @@ __all__ = [
     "PGD",
     "PGDDLR",
     "RFGSM",
+    "SAPGD",
     "Attack",
     "Model",
     "NoAttack",

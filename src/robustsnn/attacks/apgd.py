@@ -36,6 +36,7 @@ from robustsnn.attacks.base import (
     Attack,
     Model,
     WorstCase,
+    begin_run,
     check_choice,
     check_fraction,
     check_positive_int,
@@ -92,11 +93,12 @@ def apgd_run(
     def evaluate(rows: Tensor, x_at: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         t_rows = None if t0 is None else t0[rows]
         y_rows = y0[rows]
-        logits, loss, grad = loss_and_grad(model, x_at, lambda z: loss_fn(z, y_rows, t_rows))
+        logits, loss, grad = loss_and_grad(model, x_at, lambda z: loss_fn(z, y_rows, t_rows), rows)
         success = is_success(logits, y_rows)
         best.update(idx[rows], x_at, loss, success)
         return loss, grad, success
 
+    begin_run(model, n)
     x_adv = project(x0 + eps * unit_linf_noise(x0, generator), x0, eps)
     all_rows = torch.arange(n, device=x.device)
     loss, grad, success = evaluate(all_rows, x_adv)

@@ -79,6 +79,7 @@ class Attack:
             generator = default_generator(x.device)
         if x.shape[0] == 0:
             return x.clone()
+        begin_run(model, x.shape[0])
         x_adv = self.perturb(model, x, y, generator, target)
         return project(x_adv.detach(), x, self.eps)
 
@@ -231,6 +232,31 @@ def random_int(high: Tensor | int, n: int, generator: torch.Generator, like: Ten
 # --------------------------------------------------------------------------- model access
 
 
+def begin_run(model: Model, n: int) -> None:
+    """Tell a stateful model that a new attack run on ``n`` samples starts.
+
+    Some gradient estimators keep state over the iterations of one attack run (ASSG's running
+    moments of the membranes). A model exposing ``begin_attack_run(n)`` gets this call at the
+    start of every attack call and of every restart, so that state never crosses batches or
+    restarts; any other callable is left alone (the hook is duck-typed: attacks know nothing
+    of spikes).
+    """
+    hook = getattr(model, "begin_attack_run", None)
+    if callable(hook):
+        hook(int(n))
+
+
+def select_rows(model: Model, rows: Tensor | None) -> None:
+    """Tell a stateful model which rows of the current run the next forward pass covers.
+
+    Attacks that stop querying fooled samples pass the surviving rows (positions in the batch
+    given to :func:`begin_run`), so per-sample state follows its sample; None = all rows.
+    """
+    hook = getattr(model, "select_attack_rows", None)
+    if callable(hook):
+        hook(rows)
+
+
 def logits_of(model: Model, x: Tensor) -> Tensor:
     """Call the model and check that it returns logits ``[N, K]``."""
     logits = model(x)
@@ -252,11 +278,14 @@ def predict_logits(model: Model, x: Tensor) -> Tensor:
 LossOfLogits = Callable[[Tensor], Tensor]
 
 
-def loss_and_grad(model: Model, x: Tensor, loss_fn: LossOfLogits) -> tuple[Tensor, Tensor, Tensor]:
+def loss_and_grad(
+    model: Model, x: Tensor, loss_fn: LossOfLogits, rows: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per-sample loss, logits and the loss gradient with respect to the input only.
 
     Uses ``torch.autograd.grad`` so parameter ``.grad`` fields are never written. An input the
-    logits do not depend on gets a zero gradient.
+    logits do not depend on gets a zero gradient. ``rows``: which rows of the current attack
+    run ``x`` holds (see :func:`select_rows`; None = the whole run, in order).
 
     Returns:
         ``(logits [N, K], loss [N], grad [N, ...])``, all detached.
@@ -265,6 +294,7 @@ def loss_and_grad(model: Model, x: Tensor, loss_fn: LossOfLogits) -> tuple[Tenso
         raise UserError(
             "gradient attacks cannot run inside torch.inference_mode(); call them outside"
         )
+    select_rows(model, rows)
     with torch.enable_grad():
         x_leaf = x.detach().requires_grad_(True)
         logits = logits_of(model, x_leaf)

@@ -45,6 +45,7 @@ from torch import Tensor
 from robustsnn.attacks.base import (
     Attack,
     Model,
+    begin_run,
     check_fraction,
     check_positive_int,
     is_success,
@@ -166,6 +167,7 @@ class FABT(Attack):
             noise = unit_linf_noise(x0, generator)
             x_i = (x0 + per_sample(radius, x0) * noise).clamp(0.0, 1.0)
         rows = torch.arange(n, device=x0.device)
+        begin_run(model, n)
 
         def gap(z: Tensor) -> Tensor:
             # g = z_y - z_t: positive while y beats the target class

@@ -32,6 +32,7 @@ from robustsnn.attacks.base import (
     Attack,
     Model,
     WorstCase,
+    begin_run,
     check_choice,
     check_fraction,
     check_positive_int,
@@ -94,6 +95,8 @@ class PGD(Attack):
             if idx.numel() == 0:
                 break
             x0 = x[idx]
+            begin_run(model, idx.numel())
+            rows = torch.arange(idx.numel(), device=x.device)  # positions in this run
             x_adv = random_start(x0, self.eps, generator) if self.random_start else x0.clone()
             for step in range(self.steps + 1):
                 y_i = y[idx]
@@ -103,7 +106,7 @@ class PGD(Attack):
                     return loss_fn(z, y_i, t_i)
 
                 if step < self.steps:
-                    logits, loss, grad = loss_and_grad(model, x_adv, loss_of)
+                    logits, loss, grad = loss_and_grad(model, x_adv, loss_of, rows)
                 else:  # the last iterate only needs to be scored
                     with torch.no_grad():
                         logits = logits_of(model, x_adv).detach()
@@ -115,7 +118,7 @@ class PGD(Attack):
                 keep = ~success
                 if not bool(keep.any()):
                     break
-                idx, x0 = idx[keep], x0[keep]
+                idx, x0, rows = idx[keep], x0[keep], rows[keep]
                 x_adv = project(x_adv[keep] + self.step_size * grad[keep].sign(), x0, self.eps)
         return best.x
 

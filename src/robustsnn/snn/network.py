@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from robustsnn.snn.estimators import ANNProxy, Estimator
-from robustsnn.snn.neuron import SpikingNeuron, TimeContext
+from robustsnn.snn.neuron import RUN_STATE_KEY, SpikingNeuron, TimeContext
+from robustsnn.snn.run_state import RunState
 
 # On CPU the network runs in channels-last (NHWC) layout: oneDNN's convolutions are faster
 # there (benchmarks/: forward+backward about 7%, forward up to 30% on the 2-core EPYC), and the
@@ -123,12 +124,28 @@ class SpikingNetwork(nn.Module):
 
 
 class EstimatorView(nn.Module):
-    """A SpikingNetwork seen through one gradient estimator; shares its parameters."""
+    """A SpikingNetwork seen through one gradient estimator; shares its parameters.
+
+    A stateful estimator (ASSG) keeps its per-run state here, driven by the attack hooks
+    ``begin_attack_run`` / ``select_attack_rows`` (see :mod:`robustsnn.snn.run_state`); two
+    views never share state.
+    """
 
     def __init__(self, network: SpikingNetwork, estimator: Estimator) -> None:
         super().__init__()
         self.network = network
         self.estimator = estimator
+        self.run_state: RunState | None = RunState() if estimator.stateful else None
+
+    def begin_attack_run(self, n: int | None = None) -> None:
+        """A new attack run on ``n`` samples: forget the stateful estimator's state."""
+        if self.run_state is not None:
+            self.run_state.begin(n)
+
+    def select_attack_rows(self, rows: torch.Tensor | None) -> None:
+        """The rows of the current run's batch that the next forward passes cover."""
+        if self.run_state is not None:
+            self.run_state.select(rows)
 
     @property  # type: ignore[override]
     def training(self) -> bool:
@@ -141,5 +158,11 @@ class EstimatorView(nn.Module):
         del mode  # train()/eval() on the view reach the network, its child module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self.network.use_estimator(self.estimator):
-            return self.network(x)
+        extra = self.network.context.extra
+        previous = extra.get(RUN_STATE_KEY)
+        extra[RUN_STATE_KEY] = self.run_state
+        try:
+            with self.network.use_estimator(self.estimator):
+                return self.network(x)
+        finally:
+            extra[RUN_STATE_KEY] = previous

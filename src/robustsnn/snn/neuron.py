@@ -10,9 +10,41 @@ from torch import nn
 
 from robustsnn.models.qcfs import qcfs
 from robustsnn.snn.dynamics import BPTRFunction, BPTTFunction, if_forward
-from robustsnn.snn.estimators import BPTR, BPTT, DEFAULT_ESTIMATOR, ANNProxy, Estimator
+from robustsnn.snn.estimator_backward import spiking_layer
+from robustsnn.snn.estimators import (
+    BPTR,
+    BPTT,
+    DEFAULT_ESTIMATOR,
+    ANNProxy,
+    Estimator,
+    uses_fused_kernels,
+)
 
 THRESHOLD_MIN = 0.03
+EMIT_MODES = ("scaled", "binary")
+
+
+def strict_threshold(theta: torch.Tensor) -> torch.Tensor:
+    """The threshold ``theta'`` for which ``h >= theta'`` holds exactly when ``h > theta``.
+
+    ``theta'`` is the next float above ``theta`` (same dtype as the membranes), so the dynamics'
+    ``>=`` rule fires on the strict rule of NIR, snnTorch and Norse, bit for bit, with every
+    estimator (the hard-reset mask ``h < theta'`` is ``h <= theta``). The gradient reaches
+    ``theta`` unchanged; surrogates see ``h - theta'``, one ulp from ``h - theta``.
+    """
+    fixed = theta.detach()
+    return theta + (torch.nextafter(fixed, torch.full_like(fixed, float("inf"))) - fixed)
+
+
+RUN_STATE_KEY = "run_state"
+"""Key of :class:`robustsnn.snn.run_state.RunState` in ``TimeContext.extra`` (stateful estimators)."""
+
+
+def _channel_dim(sample_dims: int, channels_last: bool) -> int | None:
+    """Index of the channel axis in one sample's shape (None for a flat, linear layer)."""
+    if sample_dims < 2:
+        return None
+    return sample_dims - 1 if channels_last else 0
 
 
 @dataclass
@@ -65,6 +97,8 @@ class SpikingNeuron(nn.Module):
         v_init: float = 0.0,
         proxy_levels: int | None = None,
         init_shape: tuple[int, ...] | None = None,
+        emit: str = "scaled",
+        fire_at_equal: bool = True,
     ) -> None:
         super().__init__()
         if reset not in ("hard", "soft"):
@@ -77,6 +111,12 @@ class SpikingNeuron(nn.Module):
         self.threshold_min = float(threshold_min)
         self.v_init = float(v_init)
         self.proxy_levels = None if proxy_levels is None else int(proxy_levels)
+        if emit not in EMIT_MODES:
+            raise ValueError(f"emit must be one of {EMIT_MODES}, not {emit!r}")
+        # emit "binary": 0/1 spikes (a foreign or imported network whose next layer holds theta);
+        # fire_at_equal False: spike only when h > theta (NIR, snnTorch, Norse), not at h == theta
+        self.emit = emit
+        self.fire_at_equal = bool(fire_at_equal)
         self.register_buffer(
             "init_membrane", None if init_shape is None else torch.zeros(tuple(init_shape))
         )
@@ -89,6 +129,8 @@ class SpikingNeuron(nn.Module):
             text += f", v_init={self.v_init}"
         if self.proxy_levels is not None:
             text += f", proxy=qcfs(L={self.proxy_levels})"
+        if self.emit != "scaled" or not self.fire_at_equal:
+            text += f", emit={self.emit}, fire_at_equal={self.fire_at_equal}"
         return text
 
     def initial_membrane(
@@ -122,7 +164,10 @@ class SpikingNeuron(nn.Module):
             raise CalibrationCapture(x.detach())
         if isinstance(ctx.estimator, ANNProxy):
             if self.proxy_levels is None:
-                return torch.relu(x)
+                proxy = torch.relu(x)  # binary emission: relu(x) / theta, the rate it approximates
+                if self.emit == "binary":
+                    proxy = proxy / self.threshold.clamp(min=self.threshold_min)
+                return proxy
             return qcfs(x, self.threshold.clamp(min=self.threshold_min), self.proxy_levels)
         steps, batch = ctx.steps, ctx.batch
         # channels-last [N, C, H, W] is a contiguous [N, H, W, C]: run the (elementwise)
@@ -141,6 +186,8 @@ class SpikingNeuron(nn.Module):
                 f"{steps}x{batch}; mixing time-merged and static tensors is not supported"
             )
         theta = self.threshold.clamp(min=self.threshold_min)
+        if not self.fire_at_equal:
+            theta = strict_threshold(theta)
         inputs = x if static else x.view(steps, batch, *x.shape[1:])
         soft = self.reset == "soft"
         init = self.initial_membrane(theta, batch, x.shape[1:], channels_last)
@@ -150,6 +197,22 @@ class SpikingNeuron(nn.Module):
             out, _ = if_forward(
                 inputs, theta.detach(), steps, self.leak, soft, static, False, **extra
             )
+        elif not uses_fused_kernels(ctx.estimator):
+            # the estimators of the later attack literature (ASSG, PDSG, RGA, HART, relative
+            # widths, detached reset): per-element backward, state per attack run
+            out = spiking_layer(
+                inputs,
+                theta,
+                steps,
+                self.leak,
+                soft,
+                static,
+                ctx.estimator,
+                layer=self.name,
+                channel_dim=_channel_dim(inputs.dim() - (1 if static else 2), channels_last),
+                state=ctx.extra.get(RUN_STATE_KEY),
+                run_options={"init": init.detach()} if init is not None else None,
+            )
         elif isinstance(ctx.estimator, BPTT):
             out = BPTTFunction.apply(
                 inputs, theta, steps, self.leak, soft, static, ctx.estimator.surrogate, init
@@ -158,6 +221,8 @@ class SpikingNeuron(nn.Module):
             out = BPTRFunction.apply(inputs, theta, steps, self.leak, soft, static, init)
         else:
             raise TypeError(f"unsupported estimator {ctx.estimator!r}")
+        if self.emit == "binary":
+            out = out / theta  # theta * 1 / theta == 1 exactly
         if ctx.record is not None:
             spikes = out.detach().ne(0)
             ctx.record[self.name] = spikes.permute(0, 1, 4, 2, 3) if channels_last else spikes

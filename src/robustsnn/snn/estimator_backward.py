@@ -1,0 +1,301 @@
+"""Backward passes of the gradient estimators that need per-element information.
+
+The paper's estimators (BPTT with a fixed surrogate, BPTR) run through the fused kernels of
+``snn/dynamics.py``. The estimators of the later attack literature need more than a scalar
+surrogate: a width per layer, step and element (ASSG), statistics of the membranes (PDSG), the
+threshold (threshold-relative widths, HART), the mean input current (RGA), or a different
+graph (detached reset, the temporal cut of HART). They share one forward (the exact spiking
+dynamics of ``dynamics._run``, so what is attacked is the real network) and one of two
+backward passes:
+
+* :class:`ElementwiseBPTT`: BPTT through the reset with a precomputed multiplier
+  ``sg[t] = dS/dh`` per element (computed in the forward, where ASSG updates its moments, so
+  passes without gradient never touch the state), optionally with the reset detached, or with
+  the temporal path cut and the input gradient averaged over time (HART);
+* :class:`RateGradient`: RGA's one factor per neuron, no recursion over time.
+
+Neither computes a threshold gradient (it is returned as None = zero): these estimators are
+for attacks, which differentiate with respect to the input only; training uses BPTT/BPTR.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from robustsnn.snn.dynamics import _run
+from robustsnn.snn.estimators import ASSG, BPTT, HART, PDSG, RGA, Estimator, RelativeBPTT
+from robustsnn.snn.run_state import RunState
+
+Multiplier = Callable[[Tensor, Tensor], Tensor]
+"""``(membranes h [T, B, ...], theta) -> dS/dh [T, B, ...]`` evaluated at ``x = h - theta``."""
+
+
+@dataclass(frozen=True)
+class BackwardSpec:
+    """What :class:`ElementwiseBPTT` differentiates: the multiplier and the graph's shape."""
+
+    multiplier: Multiplier
+    detach_reset: bool = False
+    cut_temporal: bool = False  # HART: no gradient through the carry-over; time-averaged input
+
+
+# ----------------------------------------------------------------------------- multipliers
+
+
+def relative_multiplier(surrogate: Any) -> Multiplier:
+    """``surrogate.grad(x / theta) / theta``: the surrogate with its width in threshold units."""
+
+    def multiplier(h: Tensor, theta: Tensor) -> Tensor:
+        return surrogate.grad((h - theta) / theta) / theta
+
+    return multiplier
+
+
+def triangle(x: Tensor, width: Tensor | float) -> Tensor:
+    """``max(0, w - |x|) / w^2`` (unit integral), ``w`` a scalar or per element."""
+    return (width - x.abs()).clamp(min=0.0) / (width * width)
+
+
+def atan_sharpness(a: float) -> float:
+    """``c(a) = 2 tan(pi a) / pi``: atan's sharpness times ``d`` for a mass ``2a`` within ``+-d``."""
+    return 2.0 * math.tan(math.pi * a) / math.pi
+
+
+def assg_surrogate(x: Tensor, d: Tensor, family: str, a: float) -> Tensor:
+    """The ASSG multiplier at ``x = h - theta`` for per-element spreads ``d`` (see :class:`ASSG`)."""
+    if family == "atan":
+        alpha = atan_sharpness(a) / d
+        return (alpha / 2) / (1 + (math.pi / 2 * alpha * x) ** 2)
+    if family == "pcw":
+        return triangle(x, d / (1.0 - math.sqrt(1.0 - a)))
+    if family == "rect":
+        width = 2.0 * d / a
+        return (x.abs() < width / 2).to(x.dtype) / width
+    raise ValueError(f"unknown ASSG family {family!r}")
+
+
+def assg_spread(h: Tensor, theta: Tensor, estimator: ASSG, state: RunState, layer: str) -> Tensor:
+    """Update ``layer``'s moments in ``state`` with this pass's ``|h - theta|``; return ``d``.
+
+    The first pass of a row sets ``M = |x|``, ``D = 0``; later passes take the EMAs.
+    """
+    ax = (h - theta).abs()
+    rows = state.rows_for(h.shape[1], h.device)
+    moments = state.moments(layer, h)
+    seen = moments.seen[rows].view(1, -1, *([1] * (h.dim() - 2)))
+    mean = torch.where(
+        seen, estimator.beta1 * moments.mean[:, rows] + (1 - estimator.beta1) * ax, ax
+    )
+    dispersion = torch.where(
+        seen,
+        estimator.beta2 * moments.dispersion[:, rows] + (1 - estimator.beta2) * (ax - mean).abs(),
+        torch.zeros_like(ax),
+    )
+    moments.mean[:, rows] = mean
+    moments.dispersion[:, rows] = dispersion
+    moments.seen[rows] = True
+    return mean + estimator.relax * dispersion + 1e-4
+
+
+def pdsg_sigma(h: Tensor, channel_dim: int | None, pooled: bool) -> Tensor:
+    """Running membrane std for PDSG, broadcastable against ``h [T, B, ...]``.
+
+    ``sigma[t]`` is the unbiased std of ``h[tau]`` over ``tau <= t`` and the spatial dims (and
+    the batch when ``pooled``), per channel when ``channel_dim`` (an index into the per-sample
+    shape ``h.shape[2:]``) is given, else over all elements of the layer. 0 (or a single
+    value) gives 1. Computed in float64.
+    """
+    steps, batch = h.shape[:2]
+    values = h.detach().double()
+    if channel_dim is not None:
+        values = values.movedim(2 + channel_dim, -1)
+        channels = values.shape[-1]
+        values = values.reshape(steps, batch, -1, channels)
+    else:
+        values = values.reshape(steps, batch, -1, 1)
+    count = values.shape[2]
+    s1, s2 = values.sum(2), values.square().sum(2)  # [T, B, C]
+    if pooled:
+        s1, s2, count = s1.sum(1, keepdim=True), s2.sum(1, keepdim=True), count * batch
+    s1, s2 = s1.cumsum(0), s2.cumsum(0)
+    n = torch.arange(1, steps + 1, device=h.device, dtype=torch.float64).view(-1, 1, 1) * count
+    var = (s2 - s1.square() / n) / (n - 1).clamp(min=1)
+    sigma = var.clamp(min=0).sqrt()
+    sigma = torch.where((sigma > 0) & (n > 1), sigma, torch.ones_like(sigma)).to(h.dtype)
+    # back to h's layout: [T, B|1, 1.., C at channel_dim, 1..]
+    ndim = h.dim() - 2
+    if channel_dim is None:
+        return sigma.view(steps, -1, *([1] * ndim))
+    shape = [1] * ndim
+    shape[channel_dim] = sigma.shape[-1]
+    return sigma.view(steps, sigma.shape[1], *shape)
+
+
+def pdsg_surrogate(x: Tensor, sigma: Tensor) -> Tensor:
+    """Gaussian density ``N(x; sigma/2, sigma^2)``: peaks just above threshold, unit integral."""
+    return torch.exp(-((x - sigma / 2) ** 2) / (2 * sigma * sigma)) / (
+        math.sqrt(2 * math.pi) * sigma
+    )
+
+
+# ----------------------------------------------------------------------------- autograd
+
+
+class ElementwiseBPTT(torch.autograd.Function):
+    """Exact spiking forward; BPTT backward with a per-element multiplier (see module doc)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        inputs: Tensor,
+        theta: Tensor,
+        steps: int,
+        leak: float,
+        soft_reset: bool,
+        static: bool,
+        spec: BackwardSpec,
+        run_options: dict[str, Any],
+    ) -> Tensor:
+        shape = inputs.shape if static else inputs.shape[1:]
+        membranes = torch.empty((steps, *shape), dtype=inputs.dtype, device=inputs.device)
+        out = _run(
+            inputs, theta, steps, leak, soft_reset, static, membranes=membranes, **run_options
+        )
+        with torch.no_grad():
+            sg = spec.multiplier(membranes, theta.detach()).expand_as(membranes)
+        keep_h = not (soft_reset or spec.detach_reset or spec.cut_temporal)
+        ctx.save_for_backward(sg, theta, out, membranes if keep_h else theta)
+        ctx.config = (steps, leak, soft_reset, static, spec)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        sg, theta, out, h_all = ctx.saved_tensors
+        steps, leak, soft_reset, static, spec = ctx.config
+        theta = theta.detach()
+        if spec.cut_temporal:
+            local = grad_out * theta * sg  # dL/ds[t] * sg[t], no carry-over
+            if static:
+                grad_in = local.sum(0)
+            else:
+                grad_in = local.mean(0, keepdim=True).expand_as(local).clone()
+            return grad_in, None, None, None, None, None, None, None
+        grad_steps = torch.empty_like(grad_out)
+        gh_next: Tensor | None = None
+        for t in range(steps - 1, -1, -1):
+            ds = grad_out[t] * theta
+            if gh_next is not None:
+                gu = gh_next * leak
+                if not spec.detach_reset:
+                    ds = ds - gu * theta if soft_reset else ds - gu * h_all[t]
+            dh = ds * sg[t]
+            if gh_next is not None:
+                dh = dh + (gu if soft_reset else gu * out[t].eq(0).to(gu.dtype))
+            grad_steps[t] = dh
+            gh_next = dh
+        grad_in = grad_steps.sum(0) if static else grad_steps
+        return grad_in, None, None, None, None, None, None, None
+
+
+class RateGradient(torch.autograd.Function):
+    """Exact spiking forward; RGA backward ``dL/dI_t = dL/dy_t * f(mean_t I_t)``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        inputs: Tensor,
+        theta: Tensor,
+        steps: int,
+        leak: float,
+        soft_reset: bool,
+        static: bool,
+        estimator: RGA,
+        run_options: dict[str, Any],
+    ) -> Tensor:
+        out = _run(inputs, theta, steps, leak, soft_reset, static, **run_options)
+        with torch.no_grad():
+            mean_current = inputs if static else inputs.mean(0)
+            ctx.save_for_backward(rga_factor(mean_current, theta.detach(), leak, estimator))
+        ctx.static = static
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        (factor,) = ctx.saved_tensors
+        grad_in = grad_out.sum(0) * factor if ctx.static else grad_out * factor
+        return grad_in, None, None, None, None, None, None, None
+
+
+def rga_factor(mean_current: Tensor, theta: Tensor, leak: float, estimator: RGA) -> Tensor:
+    """RGA's factor in units of the emitted value ``theta * s`` (see :class:`RGA`)."""
+    low = (1.0 - leak) * theta
+    high = (1.0 + estimator.ext) * theta
+    c1 = (1.0 - estimator.gs * (1.0 - leak)) / (leak + estimator.ext)
+    in_band = (mean_current >= low) & (mean_current <= high)
+    below = (mean_current >= 0) & (mean_current < low)
+    zero = torch.zeros_like(mean_current)
+    return torch.where(in_band, zero + c1, torch.where(below, zero + estimator.gs, zero))
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def backward_spec(
+    estimator: Estimator, layer: str, channel_dim: int | None, state: RunState | None
+) -> BackwardSpec:
+    """The multiplier and graph of a per-element estimator for one layer."""
+    if isinstance(estimator, RelativeBPTT):
+        return BackwardSpec(relative_multiplier(estimator.surrogate), estimator.detach_reset)
+    if isinstance(estimator, BPTT):
+        surrogate = estimator.surrogate
+        return BackwardSpec(lambda h, theta: surrogate.grad(h - theta), estimator.detach_reset)
+    if isinstance(estimator, HART):
+        gamma = estimator.gamma
+        return BackwardSpec(lambda h, theta: triangle(h - theta, gamma * theta), cut_temporal=True)
+    if isinstance(estimator, PDSG):
+        pooled = estimator.pooled
+
+        def pdsg(h: Tensor, theta: Tensor) -> Tensor:
+            return pdsg_surrogate(h - theta, pdsg_sigma(h, channel_dim, pooled))
+
+        return BackwardSpec(pdsg, estimator.detach_reset)
+    if isinstance(estimator, ASSG):
+        run = state if state is not None else RunState()  # no run: every pass is a first pass
+        assg = estimator
+
+        def adaptive(h: Tensor, theta: Tensor) -> Tensor:
+            spread = assg_spread(h, theta, assg, run, layer)
+            return assg_surrogate(h - theta, spread, assg.family, assg.a)
+
+        return BackwardSpec(adaptive, estimator.detach_reset)
+    raise TypeError(f"estimator {estimator!r} has no per-element backward")
+
+
+def spiking_layer(
+    inputs: Tensor,
+    theta: Tensor,
+    steps: int,
+    leak: float,
+    soft_reset: bool,
+    static: bool,
+    estimator: Estimator,
+    *,
+    layer: str,
+    channel_dim: int | None,
+    state: RunState | None,
+    run_options: dict[str, Any] | None = None,
+) -> Tensor:
+    """One spiking layer under a per-element estimator: ``theta * s`` as ``[T, B, ...]``."""
+    options = dict(run_options or {})
+    if isinstance(estimator, RGA):
+        return RateGradient.apply(
+            inputs, theta, steps, leak, soft_reset, static, estimator, options
+        )
+    spec = backward_spec(estimator, layer, channel_dim, state)
+    return ElementwiseBPTT.apply(inputs, theta, steps, leak, soft_reset, static, spec, options)
