@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--width", type=int, default=None, help="model width (small models)")
     p.add_argument("--fc", type=int, default=None, help="hidden FC size (small models)")
+    p.add_argument(
+        "--activation", choices=["relu", "qcfs"], default=None,
+        help="ANN activation: relu, or qcfs (quantised clip, converts near-losslessly)",
+    )  # fmt: skip
+    p.add_argument("--qcfs-levels", type=int, default=None, help="QCFS levels L (default 8)")
     p.add_argument("--beta", type=float, default=None, help="TRADES/MART beta")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--eval-n", type=int, default=1000)
@@ -74,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bn", choices=["keep", "reset", "reestimate", "fold"], default="reestimate")
     p.add_argument("--calib-batches", type=int, default=10)
     p.add_argument("--calib-batch-size", type=int, default=64)
+    p.add_argument(
+        "--v-init", type=float, default=0.0,
+        help="initial membrane as a fraction of the threshold (0 paper, 0.5 rounding)",
+    )  # fmt: skip
+    p.add_argument(
+        "--threshold", choices=["percentile", "mse", "qcfs"], default="percentile",
+        help="threshold rule: percentile x scale, T-aware mse, or a QCFS ANN's lam",
+    )  # fmt: skip
+    p.add_argument(
+        "--calibration", choices=["none", "bias", "potential"], default="none",
+        help="post-conversion correction on clean training images (Li et al. 2021)",
+    )  # fmt: skip
+    p.add_argument("--correction-images", type=int, default=1024)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--eval-n", type=int, default=1000)
     p.add_argument("--out", default=None, help="output folder (default: beside the ANN)")
@@ -165,8 +183,12 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
 
-def _model_kwargs(a: argparse.Namespace) -> dict[str, int] | None:
-    kwargs = {k: v for k, v in (("width", a.width), ("fc", a.fc)) if v is not None}
+def _model_kwargs(a: argparse.Namespace) -> dict[str, Any] | None:
+    pairs = (
+        ("width", a.width), ("fc", a.fc), ("activation", getattr(a, "activation", None)),
+        ("qcfs_levels", getattr(a, "qcfs_levels", None)),
+    )  # fmt: skip
+    kwargs = {k: v for k, v in pairs if v is not None}
     return kwargs or None
 
 
@@ -195,6 +217,8 @@ def cmd_convert(a: argparse.Namespace) -> None:
     cfg = ConversionConfig(
         T=a.T, calib_T=a.calib_T, percentile=a.percentile, scale=a.scale, reset=a.reset,
         leak=a.leak, bn=a.bn, calib_batches=a.calib_batches, calib_batch_size=a.calib_batch_size,
+        v_init=a.v_init, threshold=a.threshold, calibration=a.calibration,
+        correction_images=a.correction_images,
     )  # fmt: skip
     out_dir = Path(a.out) if a.out else Path(a.checkpoint).parent
     path, info = convert_checkpoint(

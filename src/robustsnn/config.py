@@ -46,6 +46,8 @@ class ModelConfig:
     name: str = "cnn_small"
     width: int | None = 8
     fc: int | None = 64
+    activation: str | None = None  # relu (default) or qcfs (conversion-ready quantised clip)
+    qcfs_levels: int | None = None  # QCFS quantisation levels L (default 8)
 
 
 @dataclass
@@ -73,6 +75,10 @@ class SNNConfig:
     bn: str = "reestimate"
     calib_batches: int = 10
     calib_batch_size: int = 64
+    v_init: float = 0.0  # initial membrane / threshold: 0 (paper) or 0.5 (rounding)
+    threshold: str = "percentile"  # percentile (x scale) | mse (T-aware) | qcfs (lam of a QCFS ANN)
+    calibration: str = "none"  # none | bias | potential (post-conversion correction)
+    correction_images: int = 1024
 
 
 @dataclass

@@ -46,6 +46,8 @@ def conversion_config(cfg: RunConfig) -> ConversionConfig:
     return ConversionConfig(
         T=s.T, calib_T=s.calib_T, percentile=s.percentile, calib_batches=s.calib_batches,
         calib_batch_size=s.calib_batch_size, scale=s.scale, reset=s.reset, leak=s.leak, bn=s.bn,
+        v_init=s.v_init, threshold=s.threshold, calibration=s.calibration,
+        correction_images=s.correction_images,
     )  # fmt: skip
 
 
@@ -90,9 +92,15 @@ def run_pipeline(
             params["beta"] = a.beta
         if a.objective in ("pgd_at", "mart", "trades"):
             params["steps"] = a.steps
+        m = cfg.model
         model_kwargs = {
-            k: v for k, v in (("width", cfg.model.width), ("fc", cfg.model.fc)) if v is not None
-        }
+            k: v
+            for k, v in (
+                ("width", m.width), ("fc", m.fc), ("activation", m.activation),
+                ("qcfs_levels", m.qcfs_levels),
+            )
+            if v is not None
+        }  # fmt: skip
         train_ann(
             cfg.data.dataset, cfg.model.name, a.objective, eps=a.eps, epochs=a.epochs,
             out_dir=run_dir, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer,

@@ -37,6 +37,8 @@ def eval_subset(data: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def calibration_images(data: Dataset, cfg: ConversionConfig, seed: int) -> torch.Tensor:
     """Shuffled training images for threshold calibration (splits may be grouped by class)."""
     count = cfg.calib_batches * cfg.calib_batch_size
+    if cfg.calibration != "none":
+        count = max(count, cfg.correction_images)  # the corrections use the first ones
     idx = shuffled_indices(len(data.x_train), count, seed)
     return to_float(data.x_train[idx])
 

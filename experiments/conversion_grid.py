@@ -1,0 +1,176 @@
+"""Conversion grid (issue 14): reset x initial membrane x threshold rule x BN x calibration.
+
+Converts one ANN checkpoint with every combination and measures clean accuracy of each SNN at
+each T on a class-balanced test subset (Wilson 95% intervals). Thresholds are computed once
+per combination they depend on (percentile: reset and v_init, at calib_T; mse: v_init and T,
+from the ANN), then every variant is finished exactly as ``convert`` does (scale, clamp, BN,
+corrections); one variant per run is checked against ``convert`` itself.
+
+Stage 1 runs the full grid without corrections; stage 2 adds bias / potential correction to the
+``--top`` best stage-1 settings per T and to the paper's recipe.
+
+Usage (one thread, background):
+  OMP_NUM_THREADS=1 nohup python experiments/conversion_grid.py ANN_CKPT OUT_JSON \
+      --dataset npz:/work/shared/data/cifar10-subset.npz --n 1000 --T 4,8 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import asdict, replace
+from typing import Any
+
+import torch
+
+from robustsnn.checkpoint import atomic_write_json
+from robustsnn.conversion import (
+    ConversionConfig,
+    calibrate_corrections,
+    calibrate_thresholds,
+    calibrate_thresholds_mse,
+    convert,
+    reestimate_batchnorm,
+    spiking_body,
+)
+from robustsnn.data import load_dataset
+from robustsnn.modelio import load_model
+from robustsnn.snn.network import SpikingNetwork
+from robustsnn.stages import accuracy, calibration_images, dataset_spec_of, eval_subset
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score 95% interval of a binomial proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def raw_thresholds(ann: torch.nn.Module, data: torch.Tensor, cfg: ConversionConfig) -> dict:
+    """Unscaled thresholds of ``cfg``'s rule (what ``convert`` computes before ``scale``)."""
+    snn = SpikingNetwork(spiking_body(ann, replace(cfg, calibration="none")), T=cfg.T)
+    snn.eval()
+    if cfg.threshold == "mse":
+        return calibrate_thresholds_mse(snn, data, cfg)
+    return calibrate_thresholds(snn, data, cfg)
+
+
+def finish(
+    ann: torch.nn.Module, data: torch.Tensor, cfg: ConversionConfig, raw: dict
+) -> SpikingNetwork:
+    """``convert``'s steps after the threshold search, from precomputed thresholds."""
+    snn = SpikingNetwork(spiking_body(ann, cfg, example=data[:1]), T=cfg.T)
+    snn.eval()
+    with torch.no_grad():
+        for neuron in snn.neurons():
+            scale = cfg.scale if cfg.threshold == "percentile" else 1.0
+            neuron.threshold.fill_(raw[neuron.name] * scale)
+    snn.clamp_thresholds()
+    if cfg.bn == "reestimate":
+        reestimate_batchnorm(snn, data, cfg)
+    calibrate_corrections(snn, data, cfg)
+    return snn
+
+
+def label(cfg: ConversionConfig) -> str:
+    rule = f"p{cfg.percentile}x{cfg.scale}" if cfg.threshold == "percentile" else cfg.threshold
+    return f"{cfg.reset}/v0={cfg.v_init}/{rule}/bn={cfg.bn}/cal={cfg.calibration}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("checkpoint")
+    p.add_argument("out")
+    p.add_argument("--dataset", default=None, help="dataset spec (default: the checkpoint's)")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--T", default="4,8")
+    p.add_argument("--top", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    ann, meta = load_model(a.checkpoint)
+    data = load_dataset(a.dataset or dataset_spec_of(meta))
+    x, y = eval_subset(data, a.n)
+    base = ConversionConfig()
+    calib = calibration_images(data, replace(base, calib_batches=16), a.seed)  # 1024 images
+    steps_list = [int(t) for t in a.T.split(",")]
+    ann_acc = accuracy(ann, x, y)
+    result: dict[str, Any] = {
+        "checkpoint": a.checkpoint,
+        "n": len(y),
+        "T": steps_list,
+        "calibration_images": len(calib),
+        "ann": {"accuracy": ann_acc, "ci": wilson(round(ann_acc * len(y)), len(y))},
+        "rows": [],
+    }
+    print("ANN", ann_acc, flush=True)
+    cache: dict[tuple, dict] = {}
+
+    def thresholds(cfg: ConversionConfig) -> dict:
+        key = (
+            ("percentile", cfg.reset, cfg.v_init)
+            if cfg.threshold == "percentile"
+            else ("mse", cfg.v_init, cfg.T)
+        )
+        if key not in cache:
+            start = time.perf_counter()
+            cache[key] = raw_thresholds(ann, calib, cfg)
+            print("thresholds", key, f"{time.perf_counter() - start:.0f} s", flush=True)
+        return cache[key]
+
+    def run(cfg: ConversionConfig, stage: int) -> dict[str, Any]:
+        start = time.perf_counter()
+        snn = finish(ann, calib, cfg, thresholds(cfg))
+        acc = accuracy(snn, x, y)
+        row = {
+            "label": label(cfg),
+            "stage": stage,
+            "config": asdict(cfg),
+            "accuracy": acc,
+            "ci": wilson(round(acc * len(y)), len(y)),
+            "gap": acc - ann_acc,
+            "thresholds": snn.thresholds(),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        result["rows"].append(row)
+        atomic_write_json(a.out, result)
+        print(f"T={cfg.T} {row['label']}: {acc:.3f} ({row['seconds']} s)", flush=True)
+        return row
+
+    rules = [("percentile", 0.3), ("percentile", 1.0), ("mse", 1.0)]
+    stage1: list[dict[str, Any]] = []
+    for steps in steps_list:
+        for reset in ("hard", "soft"):
+            for v_init in (0.0, 0.5):
+                for rule, scale in rules:
+                    for bn in ("keep", "reestimate"):
+                        cfg = replace(
+                            base, T=steps, reset=reset, v_init=v_init, threshold=rule,
+                            scale=scale, bn=bn, correction_images=len(calib),
+                        )  # fmt: skip
+                        stage1.append(run(cfg, 1))
+    # the shortcut equals convert() itself on the paper's recipe
+    paper = replace(base, T=steps_list[-1])
+    direct = accuracy(convert(ann, calib, paper), x, y)
+    shortcut = next(r for r in stage1 if r["config"] == asdict(paper))["accuracy"]
+    result["check_convert_equal"] = {"convert": direct, "grid": shortcut}
+    print("check: convert", direct, "grid", shortcut, flush=True)
+    for steps in steps_list:
+        rows = sorted(
+            (r for r in stage1 if r["config"]["T"] == steps), key=lambda r: -r["accuracy"]
+        )
+        picks = [r["config"] for r in rows[: a.top]] + [asdict(replace(base, T=steps))]
+        for picked in picks:
+            for calibration in ("bias", "potential"):
+                cfg = replace(ConversionConfig(**picked), calibration=calibration)
+                run(cfg, 2)
+    atomic_write_json(a.out, result)
+
+
+if __name__ == "__main__":
+    main()
