@@ -21,6 +21,9 @@ from robustsnn.snn.network import SpikingNetwork
 # Structural transforms applied to a rebuilt SNN body before its weights are loaded
 # (e.g. BNTT's per-step BatchNorm); registered by the modules that define them.
 BODY_TRANSFORMS: dict[str, Any] = {}
+# Architectures that are not zoo models (graphs imported from NIR or another framework), by
+# ``arch["name"]``: ``arch -> ANN``; registered by the modules that define them.
+ARCH_BUILDERS: dict[str, Any] = {}
 
 
 def snn_metadata(snn: SpikingNetwork, **extra: Any) -> dict[str, Any]:
@@ -56,9 +59,10 @@ def save_ann(path: str | Path, ann: nn.Module, **metadata: Any) -> Path:
 
 def build_snn_from_metadata(meta: dict[str, Any]) -> SpikingNetwork:
     """Rebuild an (untrained) SpikingNetwork with the structure the metadata describes."""
+    import robustsnn.interop.graph  # noqa: F401  (registers the imported-graph architecture)
     import robustsnn.snn.bntt  # noqa: F401  (registers the "bntt" body transform)
 
-    ann = rebuild_model(meta["arch"])
+    ann = ARCH_BUILDERS.get(meta["arch"]["name"], rebuild_model)(meta["arch"])
     known = set(ConversionConfig.__dataclass_fields__)
     conv = {k: v for k, v in (meta.get("conversion") or {}).items() if k in known}
     conv.setdefault("reset", meta.get("reset", "hard"))
