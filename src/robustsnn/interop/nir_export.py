@@ -177,7 +177,7 @@ class _Exporter:
         weight = module.weight.detach().double().cpu()
         bias = (
             module.bias.detach().double().cpu()
-            if getattr(module, "bias", None) is not None
+            if module.bias is not None
             else torch.zeros(weight.shape[0], dtype=torch.float64)
         )
         if isinstance(bn, nn.modules.batchnorm._BatchNorm):
