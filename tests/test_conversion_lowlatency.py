@@ -198,3 +198,19 @@ def test_bad_conversion_options_are_one_line_errors() -> None:
     with pytest.raises(UserError, match="QCFS ANN"):
         convert(ann, x, threshold="qcfs")
     assert ConversionConfig().v_init == 0.0
+
+
+def test_masking_diagnostics_see_gradients_through_a_qcfs_snn() -> None:
+    """Every default estimator (BPTT, BPTR, the QCFS ANN proxy) gives finite, non-zero input
+    gradients on a QCFS-converted SNN with the theta/2 start (diagnostics' finite_gradients)."""
+    from robustsnn.evaluation.diagnostics import input_gradients
+    from robustsnn.snn import BPTR, BPTT
+
+    ann = _qcfs_net(4).float()
+    x = torch.rand(16, 3, 8, 8)
+    y = torch.randint(0, 10, (16,))
+    snn = convert(ann, x, T=4, threshold="qcfs", reset="soft", v_init=0.5, bn="keep")
+    for estimator in (BPTT(), BPTR(), ANNProxy()):
+        grad = input_gradients(snn.with_estimator(estimator), x, y)
+        assert torch.isfinite(grad).all()
+        assert float(grad.abs().flatten(1).sum(1).gt(0).float().mean()) > 0.5, estimator
