@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,31 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument(
+        "--download", action="store_true",
+        help="download a missing named dataset (checksummed); same as ROBUSTSNN_DOWNLOAD=1",
+    )  # fmt: skip
+
+
+def check_device(text: str) -> None:
+    """Fail with one line unless ``text`` names a torch device this machine can compute on."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UserError(
+            f"--device {text!r} is not a torch device; use cpu, cuda or cuda:N (see torch.device)"
+        ) from None
+    if device.type == "meta":
+        raise UserError("--device meta holds no data; use cpu, cuda or cuda:N")
+    try:
+        torch.empty(1, device=device)
+    except Exception as exc:  # noqa: BLE001 - any backend's refusal becomes one line
+        detail = " ".join(str(exc).split())[:160]
+        raise UserError(
+            f"--device {text!r} cannot be used on this machine ({detail}); use --device cpu"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,6 +363,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(
                 f"--device {args.device}: no CUDA device is available; use --device cpu"
             )
+        if hasattr(args, "device"):
+            check_device(args.device)
+        if getattr(args, "download", False):
+            from robustsnn.data.datasets import DOWNLOAD_ENV
+
+            os.environ[DOWNLOAD_ENV] = "1"
         COMMANDS[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -39,6 +39,7 @@ def eps_field(default: float) -> Any:
 class DataConfig:
     dataset: str = "mnist5k"
     data_dir: str | None = None
+    download: bool = False  # fetch a missing named dataset (checksummed), like --download
 
 
 @dataclass
@@ -62,6 +63,8 @@ class ANNConfig:
     beta: float | None = None  # TRADES (6) / MART (4) defaults when None
     steps: int = 10
     augment: bool = True
+    momentum: float = 0.9
+    cutout: int | None = None  # cutout hole side; None = the dataset's default, 0 = off
 
 
 @dataclass
@@ -238,7 +241,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError(f"--set expects KEY=VALUE (e.g. finetune.epochs=5), got {item!r}")
         key, raw = item.split("=", 1)
         set_value(config, key.strip(), raw.strip())
+    validate_config(config)
     return config
+
+
+def validate_config(config: RunConfig) -> None:
+    """Values no stage can run with, named by their config key (one-line UserError)."""
+    from robustsnn.training.trainer import validate_optimizer
+
+    a, f = config.ann, config.finetune
+    validate_optimizer(a.lr, a.momentum, a.weight_decay, where="ann.")
+    validate_optimizer(f.lr, f.momentum, f.weight_decay, where="finetune.")
+    if a.cutout is not None and a.cutout < 0:
+        raise UserError(f"ann.cutout must be >= 0 (0 = off), got {a.cutout}")
 
 
 def dump_config(config: RunConfig) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -70,6 +71,10 @@ def run_pipeline(
     cfg = config or load_config(config_path, overrides)
     if seed:
         cfg.seed = seed
+    if cfg.data.download:
+        from robustsnn.data.datasets import DOWNLOAD_ENV
+
+        os.environ[DOWNLOAD_ENV] = "1"
     run_dir = Path(out) if out else default_run_dir(config_path, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = dump_config(cfg)
@@ -106,7 +111,7 @@ def run_pipeline(
             out_dir=run_dir, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer,
             weight_decay=a.weight_decay, seed=cfg.seed, data_dir=cfg.data.data_dir,
             model_kwargs=model_kwargs, eval_n=cfg.eval.n, augment=a.augment, quiet=quiet,
-            device=device, **params,
+            device=device, momentum=a.momentum, cutout=a.cutout, **params,
         )  # fmt: skip
 
     def convert() -> None:

@@ -6,10 +6,12 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 from analysis_fixtures import write_run
 
 from robustsnn.analysis import figures
 from robustsnn.analysis.report import make_run_figures, write_report
+from robustsnn.errors import UserError
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "area", "base", "source", "wbr"}
 
@@ -108,8 +110,8 @@ def test_make_run_figures(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert make_run_figures(empty) == []
-    md_path, _ = write_report([empty])
-    assert "No evaluation files" in md_path.read_text(encoding="utf-8")
+    with pytest.raises(UserError, match="no run found"):  # issue 17: not an empty report
+        write_report([empty])
 
 
 def test_square_curve_from_evaluation_extras(tmp_path: Path) -> None:

@@ -198,7 +198,11 @@ def plot_spike_raster(
         ax.set_xlabel("time step")
         ax.set_ylabel(f"neuron ({subset})")
         ax.set_title(title, fontsize="medium")
-    fig.suptitle(f"Spike raster of layer {layer!r}: clean vs adversarial input")
+    note = data.get("sample_note")
+    fig.suptitle(
+        f"Spike raster of layer {layer!r}: clean vs adversarial input"
+        + (f"\n{note}" if note else "")
+    )
     return _save(fig, out_path)
 
 

@@ -51,6 +51,19 @@ class RunFiles:
     def name(self) -> str:
         return self.path.name or str(self.path)
 
+    @property
+    def empty(self) -> bool:
+        """True when the folder holds nothing a report can show (no run was found there)."""
+        return not (
+            self.config_text is not None
+            or self.summary is not None
+            or self.evaluations
+            or self.stats
+            or self.conversion_curve is not None
+            or self.figures
+            or self.problems
+        )
+
 
 def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
     try:
@@ -803,6 +816,13 @@ def write_report(
             if d.is_dir():
                 make_run_figures(d)
     runs = [read_run(d) for d in dirs]
+    empty = [str(r.path) for r in runs if r.empty]
+    if empty:
+        raise UserError(
+            f"no run found in {', '.join(empty)}: none of config.yaml, summary.json, "
+            "evaluation*.json, stats-*.json or figures is there; pass a folder written by "
+            "`robustsnn run` or `robustsnn evaluate`"
+        )
     if out_dir is None:
         out = dirs[0] if len(dirs) == 1 else Path(os.path.commonpath([d.resolve() for d in dirs]))
     else:

@@ -400,6 +400,53 @@ def raster_data(
     }
 
 
+@torch.no_grad()
+def choose_raster_sample(
+    snn: SpikingNetwork, x: Tensor, x_adv: Tensor, y: Tensor, batch_size: int = 64
+) -> tuple[int, str]:
+    """The sample whose raster shows what the attack does to the spikes (paper Figure 1).
+
+    First choice: a correctly classified image that the attack flipped; else the correctly
+    classified image with the strongest perturbation the attack found (largest L2 norm of
+    ``x_adv - x``); else any perturbed image; else the first one. Attacks skip images that are
+    already misclassified, so the first image of a batch may be left unchanged. Returns the
+    index and a short note saying which case applied.
+    """
+    device = next(snn.parameters()).device
+    was_training = snn.training
+    snn.eval()
+    try:
+        with snn.use_estimator(_spiking_estimator(snn)):
+            clean_pred = torch.cat(
+                [snn(x[p].to(device)).argmax(1).cpu() for p in _batches(len(x), batch_size)]
+            )
+            adv_pred = torch.cat(
+                [snn(x_adv[p].to(device)).argmax(1).cpu() for p in _batches(len(x), batch_size)]
+            )
+    finally:
+        snn.train(was_training)
+    y = y.cpu()
+    size = (x_adv.cpu() - x.cpu()).flatten(1).norm(dim=1)
+    correct = clean_pred == y
+    flipped = correct & (adv_pred != y)
+    if flipped.any():
+        index = int(flipped.nonzero()[0, 0])
+        return index, (
+            f"image {index}: class {int(y[index])}, the attack flipped the prediction to "
+            f"{int(adv_pred[index])}"
+        )
+    if (correct & (size > 0)).any():
+        index = int(torch.where(correct, size, torch.full_like(size, -1.0)).argmax())
+        return index, (
+            f"image {index}: class {int(y[index])}, still correct under the strongest "
+            "perturbation the attack found (no image was flipped)"
+        )
+    if (size > 0).any():
+        index = int(size.argmax())
+        return index, f"image {index}: no correctly classified image; the largest perturbation"
+    return 0, "image 0: the attack changed no image"
+
+
 def _rounded(image: Tensor) -> list[Any]:
     values: list[Any] = (image.detach().cpu().double() * 1e5).round().div(1e5).tolist()
     return values
@@ -421,7 +468,8 @@ def adversarial_statistics(
 
     ``attack`` is any :class:`robustsnn.attacks.Attack` (called as ``attack(model, x, y)``);
     the SNN is attacked through ``estimator`` (default: its current one). With ``raster`` the
-    result holds :func:`raster_data` of the first image for the raster figure.
+    result holds :func:`raster_data` of one image for the raster figure, chosen by
+    :func:`choose_raster_sample` (an image the attack flipped, if any).
     """
     x = _as_images(x)
     device = next(snn.parameters()).device
@@ -450,8 +498,11 @@ def adversarial_statistics(
         "adversarial": adv,
     }
     if raster:
-        result["raster"] = raster_data(snn, x[0], x_adv[0])
+        index, note = choose_raster_sample(snn, x, x_adv, y, batch_size)
+        result["raster"] = raster_data(snn, x[index], x_adv[index])
         result["raster"]["eps"] = result["attack"]["eps"]
+        result["raster"]["sample"] = index
+        result["raster"]["sample_note"] = note
     return result
 
 

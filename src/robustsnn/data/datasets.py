@@ -65,16 +65,34 @@ TINYIMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 MNIST5K_TEST_PER_CLASS = 100
 
 
+DOWNLOAD_ENV = "ROBUSTSNN_DOWNLOAD"
+DOWNLOAD_HINT = (
+    "or let robustsnn download it (checksummed): add --download to the command, "
+    "data.download: true to a run config, or set ROBUSTSNN_DOWNLOAD=1"
+)
+
+
+def download_allowed() -> bool:
+    """Whether named datasets may be downloaded when missing (``--download``, ``data.download``
+    and ``ROBUSTSNN_DOWNLOAD=1`` all set this environment variable)."""
+    return os.environ.get(DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def default_data_dir() -> Path:
     """Where named datasets are looked for when no data_dir is given."""
     return Path(os.environ.get("ROBUSTSNN_DATA_DIR") or "data").expanduser()
 
 
-def load_dataset(spec: str, data_dir: str | Path | None = None, download: bool = False) -> Dataset:
+def load_dataset(
+    spec: str, data_dir: str | Path | None = None, download: bool | None = None
+) -> Dataset:
     """Load a dataset by spec (see `DATASETS.names()`, plus ``npz:PATH``/``imagefolder:PATH``).
 
-    Both splits are returned whole, as uint8 NCHW tensors on the CPU.
+    Both splits are returned whole, as uint8 NCHW tensors on the CPU. ``download`` (default:
+    :func:`download_allowed`) lets a missing named dataset be fetched.
     """
+    if download is None:
+        download = download_allowed()
     name, sep, argument = spec.strip().partition(":")
     loader = DATASETS.get(name.strip().lower())
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
@@ -295,8 +313,8 @@ def _load_cifar(
     if source is None:
         raise UserError(
             f"{layout.title} not found: neither {root / layout.folder}/ nor "
-            f"{root / layout.archive} exists; point --data-dir at the folder that holds "
-            f"{layout.archive} (or its extracted {layout.folder}/), or enable download"
+            f"{root / layout.archive} exists; point --data-dir (data.data_dir in a config) at the folder that holds "
+            f"{layout.archive} (or its extracted {layout.folder}/), {DOWNLOAD_HINT}"
         )
     if source.is_dir():
         sources = [source / f for f in files if (source / f).is_file()]
@@ -352,8 +370,8 @@ def load_svhn(request: DatasetRequest) -> Dataset:
         missing = [f for f, _, _ in SVHN_FILES.values() if not (root / f).is_file()]
         if not request.download:
             raise UserError(
-                f"SVHN file {missing[0]} not found in {root}; point --data-dir at the folder "
-                "that holds train_32x32.mat and test_32x32.mat, or enable download"
+                f"SVHN file {missing[0]} not found in {root}; point --data-dir (data.data_dir in a config) at the folder "
+                f"that holds train_32x32.mat and test_32x32.mat, {DOWNLOAD_HINT}"
             )
         for file, url, md5 in SVHN_FILES.values():
             if file in missing:
@@ -419,8 +437,8 @@ def load_tinyimagenet(request: DatasetRequest) -> Dataset:
     if folder is None:
         raise UserError(
             f"TinyImageNet not found: {root / 'tiny-imagenet-200' / 'wnids.txt'} does not exist; "
-            "point --data-dir at the folder that holds tiny-imagenet-200/ (unzipped "
-            "tiny-imagenet-200.zip), or enable download"
+            "point --data-dir (data.data_dir in a config) at the folder that holds tiny-imagenet-200/ (unzipped "
+            f"tiny-imagenet-200.zip), {DOWNLOAD_HINT}"
         )
     found = folder
     sources = [folder / "wnids.txt", *cache.list_files(folder, ("train", "val"))]

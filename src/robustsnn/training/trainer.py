@@ -45,6 +45,21 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def validate_optimizer(lr: float, momentum: float, weight_decay: float, where: str = "") -> None:
+    """One-line UserError unless lr > 0, 0 <= momentum < 1 and weight_decay >= 0 (all finite).
+
+    ``where`` prefixes the names (``ann.`` or ``finetune.`` for config keys)."""
+    problems = []
+    if not (math.isfinite(lr) and lr > 0):
+        problems.append(f"{where}lr must be > 0 (got {lr:g})")
+    if not (math.isfinite(momentum) and 0 <= momentum < 1):
+        problems.append(f"{where}momentum must be in [0, 1) (got {momentum:g})")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        problems.append(f"{where}weight_decay must be >= 0 (got {weight_decay:g})")
+    if problems:
+        raise UserError("; ".join(problems))
+
+
 def schedule_factor(schedule: str, step: int, total_steps: int) -> float:
     """Learning-rate multiplier before optimizer step ``step`` (0-based) of ``total_steps``."""
     if schedule == "constant" or total_steps <= 0:
@@ -152,6 +167,7 @@ class Trainer:
             raise UserError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if schedule not in SCHEDULES:
             raise UserError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+        validate_optimizer(lr, momentum, weight_decay)
         self.rank, self.world_size = _rank_and_world()
         self.is_main = self.rank == 0
         self.device = torch.device(device)
