@@ -60,7 +60,7 @@ def save_tensors(
     """Save tensors (safetensors) and metadata (JSON, beside and in the header), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format_version": FORMAT_VERSION, **metadata}
+    meta = with_relative_dataset({"format_version": FORMAT_VERSION, **metadata}, path.parent)
     header = {"robustsnn": json.dumps(meta)}
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -109,7 +109,50 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         meta = json.loads(header["robustsnn"])
     if not isinstance(meta, dict) or "kind" not in meta:
         raise UserError(f"metadata of {path} lacks 'kind'; it was not written by robustsnn")
-    return tensors, meta
+    return tensors, resolve_dataset(meta, path.parent)
+
+
+# Dataset specs with a path (``npz:PATH``, ``imagefolder:PATH``) also carry the path relative
+# to the checkpoint's folder, so a run folder moved together with its data still evaluates.
+PATH_DATASETS = ("npz", "imagefolder")
+RELATIVE_SPEC_KEY = "spec_from_checkpoint"
+
+
+def _spec_path(spec: str) -> tuple[str, str] | None:
+    name, sep, argument = spec.strip().partition(":")
+    if not sep or name.strip().lower() not in PATH_DATASETS or not argument.strip():
+        return None
+    return name.strip(), argument.strip()
+
+
+def with_relative_dataset(meta: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``meta`` with ``dataset.spec_from_checkpoint``: the dataset path relative to ``folder``."""
+    dataset = meta.get("dataset")
+    spec = dataset.get("spec") if isinstance(dataset, dict) else dataset
+    parts = _spec_path(spec) if isinstance(spec, str) else None
+    if parts is None or not Path(parts[1]).expanduser().exists():
+        return meta
+    relative = os.path.relpath(Path(parts[1]).expanduser().resolve(), folder.resolve())
+    entry = dict(dataset) if isinstance(dataset, dict) else {"spec": spec}
+    entry[RELATIVE_SPEC_KEY] = f"{parts[0]}:{Path(relative).as_posix()}"
+    return {**meta, "dataset": entry}
+
+
+def resolve_dataset(meta: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``meta`` whose dataset spec points at an existing path: as written if it exists from
+    here, else the path relative to the checkpoint (the run folder was moved)."""
+    dataset = meta.get("dataset")
+    if not isinstance(dataset, dict) or not isinstance(dataset.get(RELATIVE_SPEC_KEY), str):
+        return meta
+    spec = dataset.get("spec")
+    parts = _spec_path(spec) if isinstance(spec, str) else None
+    if parts is not None and Path(parts[1]).expanduser().exists():
+        return meta
+    relative = _spec_path(dataset[RELATIVE_SPEC_KEY])
+    if relative is None or not (folder / relative[1]).exists():
+        return meta
+    moved = os.path.normpath(folder / relative[1])
+    return {**meta, "dataset": {**dataset, "spec": f"{relative[0]}:{moved}"}}
 
 
 def load_state_into(

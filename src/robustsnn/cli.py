@@ -176,8 +176,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--diagnostics", choices=["none", "fast", "full"], default="fast")
     p.add_argument("--transfer-from", default=None, help="source checkpoint for a transfer attack")
+    p.add_argument(
+        "--dataset", default=None, help="dataset spec (default: the one the checkpoint names)"
+    )
+    p.add_argument("--split", choices=["test", "train"], default="test")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None)
+    _common(p)
+
+    p = sub.add_parser("export", help="write an SNN checkpoint as a NIR file")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", choices=["nir"], default="nir")
+    p.add_argument("--out", required=True, help="the .nir file to write")
+    p.add_argument("--dt", type=float, default=1e-4, help="time step the file's r/tau assume")
+    _common(p)
+
+    p = sub.add_parser("import", help="turn a NIR file into a robustsnn SNN checkpoint")
+    p.add_argument("file", help="a .nir file")
+    p.add_argument("--dataset", required=True, help="dataset spec the model classifies")
+    p.add_argument("--out", required=True, help="folder for snn.safetensors")
+    p.add_argument("--T", type=int, default=None, help="time steps (default: the file's)")
+    p.add_argument("--dt", type=float, default=None, help="time step (default: the file's)")
+    p.add_argument(
+        "--reference", default=None, help=".npz with x, logits (and spike_counts) from the source"
+    )
+    p.add_argument("--data-dir", default=None)
+    _common(p)
+
+    p = sub.add_parser("verify", help="compare an imported SNN with its source on a batch")
+    p.add_argument("checkpoint")
+    p.add_argument(
+        "--reference", required=True, help=".npz with x, logits (and spike_counts) from the source"
+    )
     _common(p)
 
     p = sub.add_parser(
@@ -289,12 +319,16 @@ def cmd_train_snn(a: argparse.Namespace) -> None:
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from robustsnn.evaluation import run_evaluation
+    from robustsnn.interop.verify import check_verified
+
+    check_verified(a.checkpoint)  # an imported model that failed verification is not evaluated
 
     out = Path(a.out) if a.out else Path(a.checkpoint).parent / "eval"
     result = run_evaluation(
         a.checkpoint, attack=a.attack, ensemble=a.ensemble, estimator=a.estimator, eps=a.eps,
         n=a.n, out_dir=out, seed=a.seed, batch_size=a.batch_size, quiet=a.quiet, device=a.device,
         data_dir=a.data_dir, transfer_from=a.transfer_from, diagnostics=a.diagnostics,
+        dataset=a.dataset, split=a.split,
     )  # fmt: skip
     print(
         f"clean accuracy {result['clean_accuracy']:.4f} on n={result['n']}, eps={result['eps']:.4f}"
@@ -308,6 +342,36 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     for name, d in result.get("diagnostics", {}).items():
         print(f"  check    {name:<28} {'PASS' if d['passed'] else 'FAIL'}: {d['detail']}")
     print(f"wrote {out / 'evaluation.json'}")
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from robustsnn.interop.nir_export import export_checkpoint
+
+    path = export_checkpoint(a.checkpoint, a.out, dt=a.dt)
+    print(f"wrote {path}")
+
+
+def cmd_import(a: argparse.Namespace) -> None:
+    from robustsnn.interop.nir_import import import_checkpoint
+
+    path, verification = import_checkpoint(
+        a.file, a.out, dataset=a.dataset, T=a.T, dt=a.dt, data_dir=a.data_dir,
+        reference=a.reference,
+    )  # fmt: skip
+    print(f"wrote {path}")
+    if verification is not None:
+        print(f"verified against {a.reference}: {verification.detail}")
+    else:
+        print("not verified: run `robustsnn verify` with the source framework's outputs")
+
+
+def cmd_verify(a: argparse.Namespace) -> None:
+    from robustsnn.interop.verify import verify_checkpoint
+
+    result = verify_checkpoint(a.checkpoint, a.reference)
+    print(f"{'PASS' if result.passed else 'FAIL'}: {result.detail}")
+    if not result.passed:
+        raise UserError(f"{a.checkpoint} does not reproduce {a.reference}; evaluate will refuse it")
 
 
 def cmd_run(a: argparse.Namespace) -> None:
@@ -347,6 +411,9 @@ COMMANDS = {
     "run": cmd_run,
     "report": cmd_report,
     "sweep": cmd_sweep,
+    "export": cmd_export,
+    "import": cmd_import,
+    "verify": cmd_verify,
 }
 
 

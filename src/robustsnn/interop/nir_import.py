@@ -407,3 +407,59 @@ def load_nir(
     snn = build_network(imported, image_shape)
     snn.imported = imported  # type: ignore[assignment]
     return snn
+
+
+def import_checkpoint(
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    dataset: str,
+    T: int | None = None,
+    dt: float | None = None,
+    data_dir: str | Path | None = None,
+    reference: str | Path | None = None,
+) -> tuple[Path, Any]:
+    """``robustsnn import``: a ``.nir`` file to ``<out_dir>/snn.safetensors`` for ``dataset``.
+
+    With ``reference`` (an ``.npz`` of the source framework's outputs on a batch) the model is
+    verified at once and the verdict stored beside the checkpoint; a failure is an error.
+    """
+    import dataclasses
+
+    from robustsnn.data import load_dataset
+    from robustsnn.interop.verify import read_reference, require, save_verification, verify
+    from robustsnn.modelio import save_snn
+
+    graph = read_nir_file(source)
+    imported = nir_to_graph(graph, T=T, dt=dt)
+    data = load_dataset(dataset, data_dir)
+    info = data.info
+    image_shape = (info.channels, info.image_size, info.image_size)
+    wanted = int(np.prod(imported.spec["input"]["shape"]))
+    if wanted != int(np.prod(image_shape)):
+        raise UserError(
+            f"the NIR graph reads inputs of shape {imported.spec['input']['shape']}, dataset "
+            f"{dataset!r} has images of shape {list(image_shape)}"
+        )
+    snn = build_network(imported, image_shape)
+    with torch.no_grad():
+        classes = snn(torch.zeros(1, *image_shape)).shape[-1]
+    if classes != info.num_classes:
+        raise UserError(
+            f"the NIR graph has {classes} outputs, dataset {dataset!r} has {info.num_classes} classes"
+        )
+    snn.arch["num_classes"] = int(classes)  # type: ignore[index, operator]
+    path = Path(out_dir) / "snn.safetensors"
+    save_snn(
+        path, snn, stage="imported",
+        dataset={"spec": dataset, **dataclasses.asdict(info)},
+        interop={"source": str(source), "format": "nir", "producer": imported.producer,
+                 "dt": imported.dt, "notes": imported.notes},
+    )  # fmt: skip
+    result = None
+    if reference is not None:
+        x, logits, spikes = read_reference(reference)
+        result = verify(snn, x, logits, spikes)
+        save_verification(path, result, str(reference))
+        require(result, f"the model imported from {source}")
+    return path, result
