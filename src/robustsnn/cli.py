@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--freeze-thresholds", action="store_true")
     p.add_argument("--freeze-weights", action="store_true")
+    p.add_argument(
+        "--add-biases", action="store_true",
+        help="give bias-free layers zero-initialised biases to train (the paper's --use_bias)",
+    )  # fmt: skip
     p.add_argument("--data-dir", default=None)
     p.add_argument("--eval-n", type=int, default=1000)
     p.add_argument("--out", default=None)
@@ -295,6 +299,7 @@ def cmd_finetune(a: argparse.Namespace) -> None:
         a.checkpoint, out_dir=out, beta=a.beta, epochs=a.epochs, lr=a.lr, eps=a.eps,
         alpha=a.alpha, adversary_steps=a.adversary_steps, batch_size=a.batch_size,
         train_thresholds=not a.freeze_thresholds, train_weights=not a.freeze_weights,
+        add_biases=a.add_biases,
         seed=a.seed, data_dir=a.data_dir, quiet=a.quiet, device=a.device, eval_n=a.eval_n,
     )  # fmt: skip
     meta = json.loads(path.with_suffix(".json").read_text())

@@ -97,6 +97,7 @@ class FinetuneConfig:
     batch_size: int = 64
     train_thresholds: bool = True
     train_weights: bool = True
+    add_biases: bool = False  # the paper's finetuning adds zero-initialised biases (--use_bias)
 
 
 @dataclass

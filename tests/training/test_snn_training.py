@@ -122,6 +122,18 @@ def test_finetune_trains_thresholds_and_weights(tmp_path, source, toy_data):
     assert [(r["phase"], r["epoch"]) for r in log] == [("finetune", 1)]
 
 
+def test_finetune_add_biases_trains_zero_started_biases_and_reloads(tmp_path, source):
+    """The paper's finetuning (--use_bias): bias-free layers get biases that start at zero."""
+    before, _ = load_model(source)
+    assert all(m.bias is None for m in before.modules() if isinstance(m, nn.Conv2d))
+    path = finetune(source, tmp_path / "ft", add_biases=True)
+    model, meta = load_model(path)  # rebuilds with the biases from arch["bias"]
+    assert meta["arch"]["bias"] is True and meta["finetune"]["add_biases"] is True
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.bias is not None for m in convs)
+    assert any(bool(m.bias.abs().sum() > 0) for m in convs)  # type: ignore[union-attr]
+
+
 def test_freezing_thresholds_or_weights_keeps_them_exactly(tmp_path, source):
     th0, w0 = split_state(source)
 

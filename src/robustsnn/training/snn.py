@@ -213,6 +213,7 @@ def finetune_snn(
     T: int | None = None,
     train_thresholds: bool = True,
     train_weights: bool = True,
+    add_biases: bool = False,
     seed: int = 0,
     data_dir: str | Path | None = None,
     augment: bool = True,
@@ -233,6 +234,9 @@ def finetune_snn(
     ``train_weights=False`` freeze the thresholds / everything else (the "weights only" and
     "thresholds only" ablations; with the weights frozen the BatchNorm running statistics are
     frozen too, so nothing but the thresholds changes). ``T=None`` keeps the checkpoint's T.
+    ``add_biases`` gives every bias-free conv/linear layer a zero-initialised bias that trains
+    with the weights (the paper's finetuning, ``--use_bias``); the checkpoint's ``arch`` then
+    records ``bias: true`` so it rebuilds with them.
 
     The dataset is the one named in the checkpoint's metadata (``meta["dataset"]["spec"]``).
     Writes ``<out>/<name>.safetensors`` + ``.json`` (finetune settings, source, dataset, clean
@@ -270,6 +274,11 @@ def finetune_snn(
         if int(T) < 1:
             raise UserError(f"T must be >= 1, got {T}")
         snn.T = int(T)
+    if add_biases:
+        from robustsnn.models import add_zero_biases
+
+        if add_zero_biases(snn.body):
+            snn.arch = {**snn.arch, "bias": True}  # type: ignore[assignment, dict-item]
     torch.manual_seed(seed)  # dropout masks; everything else draws from the trainer's generator
     data = load_dataset(str(spec), data_dir)
 
@@ -296,6 +305,8 @@ def finetune_snn(
         "augment": augment,
         "estimator": DEFAULT_ESTIMATOR.name,
     }
+    if add_biases:  # only when on: older runs' resume fingerprints stay valid
+        setup["add_biases"] = True
     history, evaluation = _fit_and_evaluate(
         snn,
         loss,
@@ -325,6 +336,7 @@ def finetune_snn(
         "eps": float(eps),
         "alpha": float(alpha),
         "adversary_steps": int(adversary_steps),
+        "add_biases": add_biases,
         "epochs": epochs,
         "lr": lr,
         "momentum": momentum,
