@@ -28,7 +28,7 @@ def test_masked_gradients_are_flagged() -> None:
     result = evaluate(model, x, y, eps=0.1, ensemble=NO_RANDOM_PGD, quiet=True, diagnostics=SMALL)
     assert result["ensembles"]["custom"]["robust_accuracy"] == 1.0  # white-box PGD is helpless
     diagnostics = result["diagnostics"]
-    assert set(diagnostics) == set(CHECKS[:4])
+    assert set(diagnostics) == set(CHECKS[:5])
     for check in diagnostics.values():
         assert isinstance(check["passed"], bool) and isinstance(check["detail"], str)
         assert "\n" not in check["detail"]

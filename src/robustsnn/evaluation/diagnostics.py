@@ -11,6 +11,8 @@ is affordable on a CPU and returns ``{"passed": bool, "detail": one actionable l
 - ``black_box_vs_white_box``: Square (gradient-free) must not break samples that survived the
   white-box ensemble.
 - ``eps_monotonic``: PGD at large radii (32/255, 64/255) must drive robust accuracy to ~0.
+- ``trivial_radius``: at eps 0.5 (the grey image is inside every ball) PGD must break every
+  sample that a gradient-free candidate (grey image, other-class images) breaks.
 - ``convergence``: PGD with ``factor`` times the steps (and restarts) must not lower robust
   accuracy by more than ``threshold`` (else the reported attacks have not converged).
 - ``transfer_vs_white_box`` (with a transfer source): adversarial examples crafted on another
@@ -30,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from robustsnn.attacks import PGD, Square, Transfer, margin
+from robustsnn.attacks.base import project
 from robustsnn.errors import UserError
 from robustsnn.evaluation.ensembles import ADAPTIVE_ESTIMATORS, Member, canonical_estimator
 from robustsnn.evaluation.views import (
@@ -47,6 +50,7 @@ CHECKS = (
     "black_box_vs_white_box",
     "eps_monotonic",
     "convergence",
+    "trivial_radius",
     "transfer_vs_white_box",
 )
 
@@ -95,10 +99,19 @@ class DiagnosticsConfig:
             return cls(mode="full", n=64, square_queries=2000, convergence_restarts=3)
         return cls(mode=mode)
 
-    def pgd_estimators(self) -> tuple[str, ...]:
+    def pgd_estimators(self, members: Sequence[Member] = ()) -> tuple[str, ...]:
+        """Estimators of the PGD-based checks: the configured ones, else the ensemble's first
+        white-box estimator (the one the evaluation trusts most; BPTT(PCW, 1) by default),
+        joined in "full" mode by BPTT(PCW, 1), BPTR and the ANN proxy."""
         if self.estimators is not None:
             return tuple(canonical_estimator(e) for e in self.estimators)
-        return ADAPTIVE_ESTIMATORS if self.mode == "full" else (DEFAULT_ESTIMATOR.name,)
+        first = next(
+            (m.estimator for m in members if m.estimator and not m.black_box),
+            DEFAULT_ESTIMATOR.name,
+        )
+        if self.mode != "full":
+            return (first,)
+        return tuple(dict.fromkeys((first, *ADAPTIVE_ESTIMATORS)))
 
     def describe(self) -> dict[str, Any]:
         """The settings as JSON-ready values (tuples become lists)."""
@@ -321,6 +334,74 @@ def check_eps_monotonic(
     return _check(True, f"PGD-{config.base_steps} robust accuracy {text} on {n} samples", **result)
 
 
+TRIVIAL_EPS = 0.5
+"""A radius at which no classifier is robust: the grey image (0.5 everywhere) lies in every
+image's L-inf ball of radius 0.5, and so does the projection of any other image."""
+
+
+@torch.no_grad()
+def trivially_broken(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
+    """Samples for which a point found without gradients fools the model at radius ``eps``.
+
+    Candidates: the grey image clipped into each ball, and every other sample of the subset
+    with another label, projected into the ball (at ``eps = 0.5`` the grey image itself).
+    """
+    broken = real_predict(model, project(torch.full_like(x, 0.5), x, eps)) != y
+    for j in range(x.shape[0]):
+        other = y != y[j]
+        if not bool(other.any()):
+            continue
+        candidate = project(x[j].expand_as(x), x, eps)
+        broken |= other & (real_predict(model, candidate) != y)
+    return broken
+
+
+def check_trivial_radius(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    views: Sequence[tuple[str | None, Callable[[Tensor], Tensor]]],
+    config: DiagnosticsConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """At eps = 0.5 the white-box attacks must break every sample a gradient-free search of
+    trivial candidates (grey image, other-class images) breaks; robust accuracy must reach 0
+    wherever such a point exists. Rescaling a layer so that a surrogate's width no longer fits
+    its membranes fails here while the other checks may pass."""
+    n = x.shape[0]
+    attack = PGD(TRIVIAL_EPS, steps=config.base_steps)
+    white_box = _pgd_broken(model, views, attack, x, y, seed, "trivial")
+    trivial = trivially_broken(model, x, y, TRIVIAL_EPS)
+    missed = int((trivial & ~white_box).sum())
+    standing = int((~(trivial | white_box)).sum())
+    names = ", ".join(e or "true gradient" for e, _ in views)
+    values = {
+        "n": n,
+        "eps": TRIVIAL_EPS,
+        "white_box_robust_accuracy": (n - int(white_box.sum())) / n,
+        "trivially_broken": int(trivial.sum()),
+        "missed": missed,
+        "robust_accuracy": standing / n,
+    }
+    if missed:
+        return _check(
+            False,
+            f"at eps 0.5 (reaches the grey image) PGD-{config.base_steps} with {names} leaves "
+            f"{missed}/{n} samples standing that a gradient-free candidate (grey image or an "
+            "other-class image) fools: its gradients carry no signal here (a surrogate whose "
+            "width does not fit the layer's membrane scale, or masking); escalate to "
+            "adaptive estimators (--escalate, --ensemble reliable)",
+            **values,
+        )
+    return _check(
+        True,
+        f"at eps 0.5 PGD-{config.base_steps} with {names} breaks every sample that trivial "
+        f"candidates break ({int(trivial.sum())}/{n}); robust accuracy there "
+        f"{standing / n:.2f}",
+        **values,
+    )
+
+
 def check_convergence(
     model: nn.Module,
     x: Tensor,
@@ -443,19 +524,20 @@ def run_diagnostics(
         results[name]["seconds"] = time.perf_counter() - start
 
     if xc.shape[0] == 0:
-        for name in CHECKS[:4]:
+        for name in CHECKS[:5]:
             results[name] = _skipped("no clean-correct sample to check on")
         return results
 
-    # Estimators whose gradients are checked: the default first, then those the ensemble uses.
+    # Estimators whose gradients are checked: the ensemble's primary one first (the default
+    # BPTT(PCW, 1) for the paper's ensembles), then those the ensemble uses.
     if snn:
-        grad_estimators: list[str | None] = [DEFAULT_ESTIMATOR.name]
+        grad_estimators: list[str | None] = [config.pgd_estimators(members)[0]]
         wanted = estimator_names() if config.mode == "full" else []
         wanted += [m.estimator for m in members if m.estimator and not m.black_box]
         for name in wanted:
             if name not in grad_estimators:
                 grad_estimators.append(name)
-        pgd_estimators: list[str | None] = list(config.pgd_estimators())
+        pgd_estimators: list[str | None] = list(config.pgd_estimators(members))
     else:
         grad_estimators = [None]
         pgd_estimators = [None]
@@ -473,6 +555,7 @@ def run_diagnostics(
         xr, yr = subset(robust)
         timed("black_box_vs_white_box", lambda: check_black_box(model, xr, yr, eps, config, seed))
     timed("eps_monotonic", lambda: check_eps_monotonic(model, xc, yc, eps, views, config, seed))
+    timed("trivial_radius", lambda: check_trivial_radius(model, xc, yc, views, config, seed))
     if eps <= 0:
         results["convergence"] = _skipped("eps is 0")
     else:

@@ -340,6 +340,106 @@ _add(
     ],
     "AutoAttack's white-box attacks with BPTT(PCW, 1), BPTR and the ANN proxy, then Square",
 )
+# --------------------------------------------------------------------------- state of the art
+
+RELIABLE_ESTIMATORS = (
+    "assg-atan-0.425",
+    "ann-proxy",
+    "assg-atan-0.4",
+    "assg-atan-0.45",
+    "rga",
+    "pdsg",
+    "hart-1",
+    "bptt-rel-pcw-1",
+    "bptr",
+)
+"""SA-PGD-100 members of ``reliable``: ASSG at three widths (a fixed grid instead of the ASSG
+authors' ternary search of ``a`` on the test set), PDSG, RGA, HART, the paper's default
+surrogate in threshold units (``bptt-rel-pcw-1``, identical to ``bptt-pcw-1`` where a layer's
+threshold is 1), BPTR and the ANN proxy; likely strongest first (the order changes cost, not
+the per-sample worst case). Every member is invariant to rescaling a layer's threshold and
+incoming weights together, so no model can look more robust to ``reliable`` by such a
+rescaling (the false robustness of fixed-width surrogates)."""
+
+
+def reliable_members(
+    steps: int = 100,
+    estimators: Iterable[str] = RELIABLE_ESTIMATORS,
+    apgdt_targets: int = 3,
+    square_queries: int = 1000,
+    restarts: int = 1,
+) -> tuple[Member, ...]:
+    """SA-PGD with each estimator, then APGD-T (DLR, with ASSG) and Square (no gradients)."""
+    sapgd = {"steps": steps} if restarts == 1 else {"steps": steps, "restarts": restarts}
+    return (
+        *(Member("sapgd", e, sapgd) for e in estimators),
+        Member(
+            "apgd-t",
+            "assg-atan-0.425",
+            {"n_iter": steps, "n_target_classes": apgdt_targets, "n_restarts": restarts},
+        ),
+        Member("square", None, {"n_queries": square_queries}),
+    )
+
+
+_add(
+    "reliable",
+    reliable_members(),
+    "SA-PGD-100 x {ASSG a=0.40/0.425/0.45, PDSG, RGA, HART, BPTT(rel. PCW, 1), BPTR, ANN proxy}, "
+    "APGD-T (3 targets, ASSG) and Square (1000 queries): the default evaluation",
+)
+_add(
+    "assg-sapgd",
+    [Member("sapgd", "assg-atan-0.425", {"steps": 100})],
+    "ASSG (atan, a = 0.425) with SA-PGD-100: the protocol of arXiv 2512.22522 at its default a",
+)
+_add(
+    "reliable-plus",
+    reliable_members(
+        steps=300,
+        estimators=(
+            *RELIABLE_ESTIMATORS,
+            "assg-atan-0.425-dr",
+            "assg-atan-0.4-dr",
+            "assg-atan-0.45-dr",
+            "assg-pcw-0.85",
+            "assg-rect-0.85",
+            "bptt-rel-pcw-0.5",
+            "bptt-rel-pcw-1",
+            "hart-0.5",
+            "hart-2",
+        ),
+        apgdt_targets=9,
+        square_queries=5000,
+    ),
+    "escalation level 2: SA-PGD-300 x 18 estimators (ASSG with and without detached reset, "
+    "threshold-relative widths, more HART widths), APGD-T (9 targets), Square (5000 queries)",
+)
+_add(
+    "reliable-max",
+    reliable_members(
+        steps=1000,
+        estimators=(
+            "assg-atan-0.425",
+            "assg-atan-0.4",
+            "assg-atan-0.45",
+            "assg-atan-0.425-dr",
+            "bptt-rel-pcw-0.5",
+            "rga",
+            "ann-proxy",
+        ),
+        apgdt_targets=9,
+        square_queries=10000,
+        restarts=2,
+    ),
+    "escalation level 3: SA-PGD-1000 x 2 restarts x 7 estimators, APGD-T (9 targets, "
+    "2 restarts), Square (10000 queries)",
+)
+
+ESCALATION_LADDER = ("pgd-fast", "reliable", "reliable-plus", "reliable-max")
+"""Presets in order of strength: ``evaluate --escalate`` moves up this ladder from the preset
+it started with (or from its start when that preset is not on it)."""
+
 _add(
     "pgd-fast",
     [Member("pgd", e) for e in ADAPTIVE_ESTIMATORS],

@@ -42,6 +42,7 @@ from robustsnn.evaluation.ensembles import (
     ensemble_from_spec,
     resolve_ensemble,
 )
+from robustsnn.evaluation.intervals import wilson_interval
 from robustsnn.evaluation.views import (
     ViewFactory,
     attack_view,
@@ -510,8 +511,10 @@ def _summarize(
         m.name: sum(float(b["seconds"].get(m.name, 0.0)) for b in batches) for m in members
     }
     clean_seconds = sum(float(b["seconds"].get("clean", 0.0)) for b in batches)
-    clean_accuracy = sum(r["clean_correct"] for r in records) / n
-    robust_accuracy = sum(r["robust"] for r in records) / n
+    clean_count = sum(bool(r["clean_correct"]) for r in records)
+    robust_count = sum(bool(r["robust"]) for r in records)
+    clean_accuracy = clean_count / n
+    robust_accuracy = robust_count / n
 
     attack_rows: dict[str, dict[str, Any]] = {}
     if independent:
@@ -521,6 +524,7 @@ def _summarize(
             )
             attack_rows[m.name] = {
                 "robust_accuracy": survived / n,
+                "robust_accuracy_ci95": list(wilson_interval(survived, n)),
                 "seconds": member_seconds[m.name],
                 "attack": m.attack,
                 "estimator": m.estimator,
@@ -538,6 +542,7 @@ def _summarize(
             after[m.name] = still / n
         ensembles[chosen.name] = {
             "robust_accuracy": robust_accuracy,
+            "robust_accuracy_ci95": list(wilson_interval(robust_count, n)),
             "members": len(members),
             "seconds": sum(member_seconds.values()),
             "mode": "independent" if independent else "early-exit",
@@ -552,6 +557,7 @@ def _summarize(
         headline = next(iter(attack_rows.values()))["robust_accuracy"]
     else:
         headline = None
+    headline_ci = None if headline is None else list(wilson_interval(round(headline * n), n))
 
     result: dict[str, Any] = {
         "model": str(meta.pop("model", type(model).__name__)),
@@ -561,10 +567,13 @@ def _summarize(
         "eps": eps,
         "T": int(model.T) if is_snn(model) else None,  # type: ignore[arg-type]
         "clean_accuracy": clean_accuracy,
+        "clean_accuracy_ci95": list(wilson_interval(clean_count, n)),
         "attacks": attack_rows,
         "ensembles": ensembles,
         "diagnostics": diagnostics,
         "robust_accuracy": headline,
+        "robust_accuracy_ci95": headline_ci,
+        "interval": "Wilson score interval, 95%, over the n evaluated samples",
         "kind": "snn" if is_snn(model) else "ann",
         "ensemble": chosen.name if chosen is not None else None,
         "members": [m.describe() for m in members],

@@ -7,6 +7,7 @@ some test splits are stored grouped by class, where the first n samples would be
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from robustsnn.data.subsets import stratified_indices as data_stratified_indices
 from robustsnn.errors import UserError
 from robustsnn.evaluation.diagnostics import DiagnosticsConfig
 from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member, resolve_ensemble
+from robustsnn.evaluation.escalate import evaluate_escalating
 from robustsnn.evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate, parse_eps
 from robustsnn.modelio import load_model
 
@@ -101,6 +103,9 @@ def run_evaluation(
     split: str = "test",
     dataset: str | None = None,
     diagnostics_n: int | None = None,
+    escalate: bool = False,
+    escalate_levels: int = 2,
+    escalate_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint and write ``<out_dir>/evaluation.json`` and ``records.jsonl``.
 
@@ -115,6 +120,9 @@ def run_evaluation(
         out_dir: output folder (default: ``<checkpoint folder>/eval-<checkpoint name>``); it
             also holds the resume state, so re-running the same command resumes.
         dataset: dataset spec overriding the one in the checkpoint metadata.
+        escalate: escalate to stronger presets while checks fail or late members still break
+            samples (:mod:`robustsnn.evaluation.escalate`), at most ``escalate_levels`` steps,
+            none started after ``escalate_seconds``.
 
     Returns:
         The dict written to evaluation.json (records are in ``records.jsonl``).
@@ -137,13 +145,24 @@ def run_evaluation(
     chosen, attacks = _choose(attack, ensemble, estimator)
     source = load_model(Path(transfer_from), device)[0] if transfer_from is not None else None
     out = Path(out_dir) if out_dir is not None else path.parent / f"eval-{path.stem}"
-    result = evaluate(
+    if escalate and attacks is not None:
+        raise UserError("--escalate works with an ensemble, not with --attack")
+    runner: Any = evaluate
+    extra: dict[str, Any] = {"attacks": attacks}
+    if escalate:
+        runner = evaluate_escalating
+        extra = {
+            "max_levels": escalate_levels,
+            "budget_seconds": escalate_seconds,
+            "log": None if quiet else (lambda message: print(message, file=sys.stderr)),
+        }
+    result = runner(
         model,
         x,
         y,
         eps=eps_value,
         ensemble=chosen,
-        attacks=attacks,
+        **extra,
         batch_size=batch_size,
         seed=seed,
         state_dir=out,

@@ -1,0 +1,258 @@
+"""An evaluation that escalates until its own checks pass (``evaluate --escalate``).
+
+A robust accuracy is only as good as the attacks behind it. After an ensemble has run, two
+signs say that it was not strong enough for this model:
+
+- a masking diagnostic failed (zero or non-finite gradients, Square beats the white-box
+  attacks, robustness at huge or trivial radii, non-converged attacks);
+- late members still break samples: members in the second half of the ensemble broke samples
+  that every earlier member missed, so the ensemble has not saturated.
+
+Then the samples still standing are attacked again with the next preset of
+:data:`~robustsnn.evaluation.ensembles.ESCALATION_LADDER` (more steps and restarts, more
+estimators, more Square queries), the diagnostics are rerun with that preset's estimators, and
+so on until no sign remains, the ladder ends or the time budget is spent. Escalation only ever
+removes robust samples, so the final number is never above the first one. The result says
+every step taken and every check that still fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robustsnn.errors import UserError
+from robustsnn.evaluation.diagnostics import resolve_config, run_diagnostics
+from robustsnn.evaluation.ensembles import ENSEMBLES, ESCALATION_LADDER, Ensemble
+from robustsnn.evaluation.evaluate import EnsembleLike, evaluate
+from robustsnn.evaluation.intervals import wilson_interval
+from robustsnn.evaluation.views import eval_mode
+
+LATE_FRACTION = 0.5
+"""Members after this fraction of an ensemble count as late (see the module doc)."""
+
+
+def failing_checks(diagnostics: dict[str, Any]) -> list[str]:
+    """Names of the diagnostics that ran and failed."""
+    return sorted(
+        name
+        for name, check in diagnostics.items()
+        if isinstance(check, dict) and not check.get("passed", True) and not check.get("skipped")
+    )
+
+
+def late_breaks(result: dict[str, Any]) -> int:
+    """Samples first broken by a member in the second half of the result's ensemble."""
+    total = 0
+    for summary in result.get("ensembles", {}).values():
+        names = summary.get("member_names", [])
+        first_late = int(len(names) * LATE_FRACTION)
+        if len(names) < 2:
+            continue
+        counts = summary.get("broken_by", {})
+        total += sum(int(counts.get(name, 0)) for name in names[first_late:])
+    return total
+
+
+def next_preset(current: str, ladder: Sequence[str] = ESCALATION_LADDER) -> str | None:
+    """The preset after ``current`` on the ladder; for a preset off the ladder, the first
+    ladder preset stronger than the cheap screen (``reliable``)."""
+    if current in ladder:
+        position = ladder.index(current)
+        return ladder[position + 1] if position + 1 < len(ladder) else None
+    return ladder[1] if len(ladder) > 1 else None
+
+
+def evaluate_escalating(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float | str,
+    ensemble: EnsembleLike = "reliable",
+    max_levels: int = 2,
+    budget_seconds: float | None = None,
+    ladder: Sequence[str] = ESCALATION_LADDER,
+    state_dir: str | Path | None = None,
+    indices: Sequence[int] | Tensor | None = None,
+    diagnostics: str = "fast",
+    diagnostics_n: int | None = None,
+    seed: int = 0,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """:func:`~robustsnn.evaluation.evaluate.evaluate`, then escalate (see the module doc).
+
+    Args:
+        ensemble: the preset (or ensemble) to start with.
+        max_levels: at most this many escalation steps.
+        budget_seconds: no new step starts after this much time (None: no limit).
+        ladder: presets in order of strength.
+        state_dir: resume folder; each step resumes in ``escalation-<k>-<preset>`` inside it.
+        kwargs: passed to every ``evaluate`` call (batch_size, transfer_source, meta, ...).
+
+    Returns:
+        The evaluation.json dict of the first run with the final per-sample records and
+        headline, an ensemble row ``"<start> + escalation"`` and ``escalation``: the steps
+        taken, why, and the checks that still fail.
+    """
+    if isinstance(max_levels, bool) or not isinstance(max_levels, int) or max_levels < 0:
+        raise UserError(f"max escalation levels must be an integer >= 0, got {max_levels!r}")
+    for name in ladder:
+        ENSEMBLES.get(name)
+    say = log or (lambda message: None)
+    started = time.perf_counter()
+    result = evaluate(
+        model,
+        x,
+        y,
+        eps=eps,
+        ensemble=ensemble,
+        state_dir=state_dir,
+        indices=indices,
+        diagnostics=diagnostics,
+        diagnostics_n=diagnostics_n,
+        seed=seed,
+        quiet=quiet,
+        **kwargs,
+    )
+    start_name = result.get("ensemble") or "clean"
+    current = start_name
+    config = resolve_config(diagnostics, diagnostics_n)
+    records = result["records"]
+    steps: list[dict[str, Any]] = []
+    reasons = _reasons(result["diagnostics"], late_breaks(result))
+    stopped = "checks passed" if not reasons else ""
+    n = len(records)
+    while reasons:
+        preset = next_preset(current, ladder)
+        if preset is None:
+            stopped = "ladder exhausted"
+            break
+        if len(steps) >= max_levels:
+            stopped = f"level limit ({max_levels}) reached"
+            break
+        if budget_seconds is not None and time.perf_counter() - started > budget_seconds:
+            stopped = f"time budget ({budget_seconds:g} s) spent"
+            break
+        standing = [i for i, r in enumerate(records) if r["robust"]]
+        say(f"escalating to {preset} on {len(standing)} standing samples: {', '.join(reasons)}")
+        step_started = time.perf_counter()
+        broken = 0
+        sub: dict[str, Any] | None = None
+        if standing:
+            rows = torch.tensor(standing)
+            sub = evaluate(
+                model,
+                x[rows],
+                y[rows],
+                eps=eps,
+                ensemble=preset,
+                state_dir=None
+                if state_dir is None
+                else Path(state_dir) / f"escalation-{len(steps) + 1}-{preset}",
+                indices=[records[i]["index"] for i in standing],
+                diagnostics="none",
+                seed=seed,
+                quiet=quiet,
+                **kwargs,
+            )
+            for i, record in zip(standing, sub["records"], strict=True):
+                if not record["robust"] and record["clean_correct"]:
+                    records[i]["robust"] = False
+                    records[i]["broken_by"] = f"{preset}:{record['broken_by']}"
+                    records[i]["prediction"] = record["prediction"]
+                    broken += 1
+        members = ENSEMBLES.get(preset).for_model(model).members
+        robust_mask = torch.tensor([r["robust"] for r in records], dtype=torch.bool)
+        clean_mask = torch.tensor([r["clean_correct"] for r in records], dtype=torch.bool)
+        with eval_mode(model):
+            diag = run_diagnostics(
+                model,
+                x,
+                y,
+                clean_mask,
+                robust_mask,
+                eps=result["eps"],
+                members=members,
+                config=config,
+                seed=seed,
+                device=_device(model, x),
+            )
+        late = late_breaks(sub) if sub is not None else 0
+        robust_now = int(robust_mask.sum())
+        steps.append(
+            {
+                "level": len(steps) + 1,
+                "preset": preset,
+                "reasons": reasons,
+                "samples_attacked": len(standing),
+                "broken": broken,
+                "robust_accuracy": robust_now / n,
+                "robust_accuracy_ci95": list(wilson_interval(robust_now, n)),
+                "late_breaks": late,
+                "diagnostics": diag,
+                "seconds": time.perf_counter() - step_started,
+            }
+        )
+        result["diagnostics"] = diag
+        current = preset
+        reasons = _reasons(diag, late)
+        if not reasons:
+            stopped = "checks passed"
+    robust_count = sum(bool(r["robust"]) for r in records)
+    result["records"] = records
+    if steps:
+        final = robust_count / n
+        result["robust_accuracy"] = final
+        result["robust_accuracy_ci95"] = list(wilson_interval(robust_count, n))
+        result["ensembles"][f"{start_name} + escalation"] = {
+            "robust_accuracy": final,
+            "robust_accuracy_ci95": list(wilson_interval(robust_count, n)),
+            "members": sum(len(ENSEMBLES.get(s["preset"])) for s in steps)
+            + int(result["ensembles"].get(start_name, {}).get("members", 0)),
+            "seconds": sum(s["seconds"] for s in steps),
+            "mode": "escalated",
+            "steps": [s["preset"] for s in steps],
+        }
+        result["ensemble"] = f"{start_name} + escalation"
+    result["escalation"] = {
+        "start": start_name,
+        "ladder": list(ladder),
+        "steps": steps,
+        "stopped": stopped or "checks passed",
+        "still_failing": failing_checks(result["diagnostics"]),
+        "max_levels": max_levels,
+        "budget_seconds": budget_seconds,
+        "seconds": time.perf_counter() - started,
+    }
+    return result
+
+
+def _reasons(diagnostics: dict[str, Any], late: int) -> list[str]:
+    reasons = [f"check {name} failed" for name in failing_checks(diagnostics)]
+    if late:
+        reasons.append(f"late members broke {late} sample(s)")
+    return reasons
+
+
+def _device(model: nn.Module, x: Tensor) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return x.device
+
+
+__all__ = [
+    "ESCALATION_LADDER",
+    "Ensemble",
+    "evaluate_escalating",
+    "failing_checks",
+    "late_breaks",
+    "next_preset",
+]

@@ -1,0 +1,140 @@
+"""The state-of-the-art evaluation: false robustness of rescaled layers caught by the adaptive
+estimators and `reliable`, the ensemble never weaker than its members, escalation, intervals."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from evaluation_test_utils import images, labels_of, tiny_snn
+
+from robustsnn.evaluation import evaluate
+from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member
+from robustsnn.evaluation.escalate import evaluate_escalating, late_breaks, next_preset
+from robustsnn.evaluation.intervals import format_accuracy, wilson_interval
+from robustsnn.evaluation.table import diagnostics_verdict, evaluation_lines
+from robustsnn.snn import SpikingNetwork
+from robustsnn.snn.estimators import paper_estimators, parse_estimator
+
+EPS = 0.1
+
+
+def rescaled(snn: SpikingNetwork, c: float) -> SpikingNetwork:
+    """The same function with the hidden layer's threshold and incoming weights times ``c``
+    and the readout's weights divided by ``c``."""
+    other = copy.deepcopy(snn)
+    first, neuron, readout = other.body[1], other.body[2], other.body[3]
+    with torch.no_grad():
+        first.weight.mul_(c)
+        first.bias.mul_(c)
+        neuron.threshold.mul_(c)
+        readout.weight.div_(c)
+    return other
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[SpikingNetwork, SpikingNetwork, torch.Tensor, torch.Tensor]:
+    snn = tiny_snn(0, T=4)
+    x = images(48, seed=3)
+    y = labels_of(snn, x)
+    copy_ = rescaled(snn, 100.0)
+    with torch.no_grad():
+        assert torch.equal(snn(x).argmax(1), copy_(x).argmax(1))
+    return snn, copy_, x, y
+
+
+def _robust(model: SpikingNetwork, x, y, ensemble) -> float:  # type: ignore[no-untyped-def]
+    result = evaluate(model, x, y, eps=EPS, ensemble=ensemble, quiet=True, diagnostics="none")
+    return float(result["robust_accuracy"])
+
+
+FIXED = Ensemble(
+    "fixed-width", tuple(Member("pgd", e.name, {"steps": 10}) for e in paper_estimators()[:17])
+)
+
+
+def test_false_robustness_of_a_rescaled_layer_is_caught(pair) -> None:  # type: ignore[no-untyped-def]
+    snn, copy_, x, y = pair
+    assert _robust(copy_, x, y, FIXED) > _robust(snn, x, y, FIXED)  # fixed widths are fooled
+    assert _robust(copy_, x, y, "pgd-ensemble") > _robust(snn, x, y, "pgd-ensemble")
+    relative = [{"attack": "sapgd", "estimator": "bptt-rel-pcw-0.5", "params": {"steps": 30}}]
+    for ensemble in ("assg-sapgd", relative, "reliable"):
+        assert _robust(copy_, x, y, ensemble) == _robust(snn, x, y, ensemble), ensemble
+
+
+def test_reliable_is_never_weaker_than_its_members(pair) -> None:  # type: ignore[no-untyped-def]
+    snn, _, x, y = pair
+    result = evaluate(snn, x, y, eps=EPS, ensemble="reliable", quiet=True, diagnostics="none")
+    members = ENSEMBLES.get("reliable").members
+    for member in members[:4]:
+        alone = _robust(snn, x, y, Ensemble("one", (member,)))
+        assert result["robust_accuracy"] <= alone, member.name
+    assert result["robust_accuracy"] <= _robust(snn, x, y, "pgd-fast")
+    assert result["ensembles"]["reliable"]["members"] == len(members)
+
+
+def test_reliable_members_are_all_scale_free() -> None:
+    for member in ENSEMBLES.get("reliable").members:
+        if member.estimator is None:
+            continue
+        estimator = parse_estimator(member.estimator)
+        assert not estimator.name.startswith("bptt-") or estimator.name.startswith("bptt-rel")
+
+
+def test_escalation_on_the_rescaled_copy(pair) -> None:  # type: ignore[no-untyped-def]
+    snn, copy_, x, y = pair
+    kwargs = {"eps": EPS, "quiet": True, "diagnostics": "fast", "diagnostics_n": 16}
+    plain = evaluate(copy_, x, y, ensemble="pgd-ensemble", **kwargs)
+    assert not plain["diagnostics"]["trivial_radius"]["passed"]  # the sharper check sees it
+    escalated = evaluate_escalating(copy_, x, y, ensemble="pgd-ensemble", max_levels=1, **kwargs)
+    steps = escalated["escalation"]["steps"]
+    assert [s["preset"] for s in steps] == ["reliable"]
+    assert "check trivial_radius failed" in steps[0]["reasons"]
+    assert escalated["robust_accuracy"] < plain["robust_accuracy"]
+    assert escalated["ensemble"] == "pgd-ensemble + escalation"
+    assert "trivial_radius" not in escalated["escalation"]["still_failing"]
+    robust = sum(r["robust"] for r in escalated["records"]) / len(escalated["records"])
+    assert escalated["robust_accuracy"] == robust
+    # the original model passes its checks: nothing to escalate
+    calm = evaluate_escalating(snn, x, y, ensemble="pgd-ensemble", max_levels=1, **kwargs)
+    assert calm["escalation"]["steps"] == [] and calm["escalation"]["stopped"] == "checks passed"
+    lines = evaluation_lines(escalated)
+    assert any("escalation 1: reliable" in line for line in lines)
+
+
+def test_ladder_and_late_breaks() -> None:
+    assert next_preset("pgd-fast") == "reliable"
+    assert next_preset("pgd-ensemble") == "reliable"
+    assert next_preset("reliable") == "reliable-plus"
+    assert next_preset("reliable-max") is None
+    result = {
+        "ensembles": {
+            "e": {"member_names": ["a", "b", "c", "d"], "broken_by": {"a": 5, "c": 0, "d": 2}}
+        }
+    }
+    assert late_breaks(result) == 2
+
+
+def test_wilson_interval_known_values() -> None:
+    assert wilson_interval(0, 10) == (0.0, pytest.approx(0.27753, abs=1e-5))
+    assert wilson_interval(10, 10) == (pytest.approx(0.72247, abs=1e-5), 1.0)
+    low, high = wilson_interval(40, 300)
+    assert low == pytest.approx(0.09947, abs=1e-5) and high == pytest.approx(0.17647, abs=1e-5)
+    assert format_accuracy(0.5, 100) == "50.0% [40.4, 59.6] n=100"
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+def test_every_accuracy_in_evaluation_json_has_an_interval(pair) -> None:  # type: ignore[no-untyped-def]
+    snn, _, x, y = pair
+    result = evaluate(
+        snn, x[:12], y[:12], eps=EPS, ensemble="pgd-fast", quiet=True, diagnostics="none"
+    )
+    assert len(result["clean_accuracy_ci95"]) == 2 and len(result["robust_accuracy_ci95"]) == 2
+    for row in result["ensembles"].values():
+        low, high = row["robust_accuracy_ci95"]
+        assert low <= row["robust_accuracy"] <= high
+    assert diagnostics_verdict({}) == "checks not run"
+    assert diagnostics_verdict({"a": {"passed": False}, "b": {"passed": True}}) == "checks FAIL: a"
+    assert "n=12" in evaluation_lines(result)[0]
