@@ -179,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--diagnostics", choices=["none", "fast", "full"], default="fast")
+    p.add_argument(
+        "--escalate", action="store_true",
+        help="while a masking check fails or late members still break samples, rerun the "
+        "standing samples with the next stronger preset (reliable, reliable-plus, reliable-max)",
+    )  # fmt: skip
+    p.add_argument("--escalate-levels", type=int, default=2, help="most escalation steps")
+    p.add_argument(
+        "--escalate-seconds", type=float, default=None, help="no escalation step starts after this"
+    )
     p.add_argument("--transfer-from", default=None, help="source checkpoint for a transfer attack")
     p.add_argument(
         "--dataset", default=None, help="dataset spec (default: the one the checkpoint names)"
@@ -333,19 +342,16 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         a.checkpoint, attack=a.attack, ensemble=a.ensemble, estimator=a.estimator, eps=a.eps,
         n=a.n, out_dir=out, seed=a.seed, batch_size=a.batch_size, quiet=a.quiet, device=a.device,
         data_dir=a.data_dir, transfer_from=a.transfer_from, diagnostics=a.diagnostics,
-        dataset=a.dataset, split=a.split,
+        escalate=a.escalate, escalate_levels=a.escalate_levels,
+        escalate_seconds=a.escalate_seconds, dataset=a.dataset, split=a.split,
     )  # fmt: skip
-    print(
-        f"clean accuracy {result['clean_accuracy']:.4f} on n={result['n']}, eps={result['eps']:.4f}"
-    )
-    for name, r in result.get("ensembles", {}).items():
-        print(
-            f"  ensemble {name:<28} robust {r['robust_accuracy']:.4f} ({r['members']} members, {r['seconds']:.0f} s)"
-        )
-    for name, r in result.get("attacks", {}).items():
-        print(f"  attack   {name:<28} robust {r['robust_accuracy']:.4f}")
+    from robustsnn.evaluation.table import evaluation_lines
+
+    for line in evaluation_lines(result):
+        print(line)
     for name, d in result.get("diagnostics", {}).items():
-        print(f"  check    {name:<28} {'PASS' if d['passed'] else 'FAIL'}: {d['detail']}")
+        if d.get("passed", True):
+            print(f"  check    {name:<30} PASS: {d['detail']}")
     print(f"wrote {out / 'evaluation.json'}")
 
 

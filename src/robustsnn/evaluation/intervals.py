@@ -46,6 +46,4 @@ def format_accuracy(accuracy: float | None, n: int, *, digits: int = 1) -> str:
         return "n/a"
     successes = round(accuracy * n)
     low, high = wilson_interval(successes, n)
-    return (
-        f"{100 * accuracy:.{digits}f}% [{100 * low:.{digits}f}, {100 * high:.{digits}f}] n={n}"
-    )
+    return f"{100 * accuracy:.{digits}f}% [{100 * low:.{digits}f}, {100 * high:.{digits}f}] n={n}"
