@@ -125,5 +125,11 @@ def test_download_switch_reaches_the_loader(
     os.environ.pop(datasets.DOWNLOAD_ENV, None)
 
 
+@pytest.mark.parametrize("key", ["ann.cutout", "finetune.cutout"])
+def test_config_rejects_negative_cutout(key: str) -> None:
+    with pytest.raises(UserError, match=f"{key} must be >= 0"):
+        load_config(None, [f"{key}=-2"])
+
+
 def test_config_download_key_exists() -> None:
     assert load_config(None, ["data.download=true"]).data.download is True

@@ -98,6 +98,7 @@ class FinetuneConfig:
     train_thresholds: bool = True
     train_weights: bool = True
     add_biases: bool = False  # the paper's finetuning adds zero-initialised biases (--use_bias)
+    cutout: int | None = None  # cutout hole side; None = the dataset's default, 0 = off
 
 
 @dataclass
@@ -108,6 +109,10 @@ class EvalConfig:
     batch_size: int = 100
     diagnostics: str = "fast"
     split: str = "test"
+    # escalate to stronger presets while a masking check fails or late members still break
+    # samples (robustsnn.evaluation.escalate); False restores a single fixed ensemble
+    escalate: bool = True
+    escalate_levels: int = 2
 
 
 @dataclass
@@ -253,8 +258,9 @@ def validate_config(config: RunConfig) -> None:
     a, f = config.ann, config.finetune
     validate_optimizer(a.lr, a.momentum, a.weight_decay, where="ann.")
     validate_optimizer(f.lr, f.momentum, f.weight_decay, where="finetune.")
-    if a.cutout is not None and a.cutout < 0:
-        raise UserError(f"ann.cutout must be >= 0 (0 = off), got {a.cutout}")
+    for key, value in (("ann.cutout", a.cutout), ("finetune.cutout", f.cutout)):
+        if value is not None and value < 0:
+            raise UserError(f"{key} must be >= 0 (0 = off), got {value}")
 
 
 def dump_config(config: RunConfig) -> str:

@@ -132,7 +132,7 @@ def run_pipeline(
             weight_decay=f.weight_decay, batch_size=f.batch_size, eps=f.eps, alpha=f.alpha,
             adversary_steps=f.adversary_steps,
             train_thresholds=f.train_thresholds, train_weights=f.train_weights, seed=cfg.seed,
-            add_biases=f.add_biases,
+            add_biases=f.add_biases, cutout=f.cutout,
             data_dir=cfg.data.data_dir, quiet=quiet, device=device, eval_n=cfg.eval.n, name="snn",
         )  # fmt: skip
 
@@ -166,6 +166,7 @@ def _evaluate(
         path, ensemble=cfg.eval.ensemble, eps=cfg.eval.eps, n=cfg.eval.n, out_dir=out,
         seed=cfg.seed, batch_size=cfg.eval.batch_size, quiet=quiet, device=device,
         data_dir=cfg.data.data_dir, diagnostics=cfg.eval.diagnostics, split=cfg.eval.split,
+        escalate=cfg.eval.escalate, escalate_levels=cfg.eval.escalate_levels,
     )  # fmt: skip
     shutil.copyfile(out / "evaluation.json", run_dir / f"evaluation-{model}.json")
 

@@ -126,9 +126,10 @@ def test_finetune_add_biases_trains_zero_started_biases_and_reloads(tmp_path, so
     """The paper's finetuning (--use_bias): bias-free layers get biases that start at zero."""
     before, _ = load_model(source)
     assert all(m.bias is None for m in before.modules() if isinstance(m, nn.Conv2d))
-    path = finetune(source, tmp_path / "ft", add_biases=True)
+    path = finetune(source, tmp_path / "ft", add_biases=True, cutout=0)
     model, meta = load_model(path)  # rebuilds with the biases from arch["bias"]
     assert meta["arch"]["bias"] is True and meta["finetune"]["add_biases"] is True
+    assert meta["finetune"]["cutout"] == 0  # the paper finetunes without cutout
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(m.bias is not None for m in convs)
     assert any(bool(m.bias.abs().sum() > 0) for m in convs)  # type: ignore[union-attr]

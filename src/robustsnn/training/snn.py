@@ -214,6 +214,7 @@ def finetune_snn(
     train_thresholds: bool = True,
     train_weights: bool = True,
     add_biases: bool = False,
+    cutout: int | None = None,
     seed: int = 0,
     data_dir: str | Path | None = None,
     augment: bool = True,
@@ -236,7 +237,8 @@ def finetune_snn(
     frozen too, so nothing but the thresholds changes). ``T=None`` keeps the checkpoint's T.
     ``add_biases`` gives every bias-free conv/linear layer a zero-initialised bias that trains
     with the weights (the paper's finetuning, ``--use_bias``); the checkpoint's ``arch`` then
-    records ``bias: true`` so it rebuilds with them.
+    records ``bias: true`` so it rebuilds with them. ``cutout`` overrides the dataset's cutout
+    hole side during finetuning (0 = off, as the paper's finetuning runs; None = the dataset's).
 
     The dataset is the one named in the checkpoint's metadata (``meta["dataset"]["spec"]``).
     Writes ``<out>/<name>.safetensors`` + ``.json`` (finetune settings, source, dataset, clean
@@ -281,6 +283,10 @@ def finetune_snn(
             snn.arch = {**snn.arch, "bias": True}  # type: ignore[assignment, dict-item]
     torch.manual_seed(seed)  # dropout masks; everything else draws from the trainer's generator
     data = load_dataset(str(spec), data_dir)
+    if cutout is not None:
+        if cutout < 0:
+            raise UserError(f"cutout must be >= 0 (0 = off), got {cutout}")
+        data = dataclasses.replace(data, info=dataclasses.replace(data.info, cutout=int(cutout)))
 
     loss: Objective = build_objective(
         "robust_finetune",
@@ -307,6 +313,8 @@ def finetune_snn(
     }
     if add_biases:  # only when on: older runs' resume fingerprints stay valid
         setup["add_biases"] = True
+    if cutout is not None:
+        setup["cutout"] = int(cutout)
     history, evaluation = _fit_and_evaluate(
         snn,
         loss,
@@ -337,6 +345,7 @@ def finetune_snn(
         "alpha": float(alpha),
         "adversary_steps": int(adversary_steps),
         "add_biases": add_biases,
+        "cutout": data.info.cutout if augment else 0,
         "epochs": epochs,
         "lr": lr,
         "momentum": momentum,
