@@ -53,12 +53,13 @@ DEFAULT_VARIANTS = ("ann", "ann-merged", "robustsnn", "naive", "spikingjelly", "
 # ----------------------------------------------------------------------------- models
 
 
-MODELS = {"vgg_small": {"width": 64, "fc": 512}, "vgg11": {}}
+MODELS = {"vgg_small": {"width": 64, "fc": 512}, "vgg11": {}, "vgg11_standard": {}}
 
 
 def build_ann(seed: int, model: str = "vgg_small") -> nn.Module:
     """The benchmark ANN (eval mode) with BN statistics that give realistic activations:
-    ``vgg_small`` width 64 fc 512 (the issue's workload) or the paper's ``vgg11``."""
+    ``vgg_small`` width 64 fc 512 (the issue's workload), the paper's ``vgg11`` or the classic
+    five-pool ``vgg11_standard``."""
     from robustsnn.models import build_model
 
     torch.manual_seed(seed)
