@@ -68,15 +68,20 @@ def atan_sharpness(a: float) -> float:
 
 
 def assg_surrogate(x: Tensor, d: Tensor, family: str, a: float) -> Tensor:
-    """The ASSG multiplier at ``x = h - theta`` for per-element spreads ``d`` (see :class:`ASSG`)."""
+    """The ASSG multiplier at ``x = h - theta`` for per-element spreads ``d`` (see :class:`ASSG`).
+
+    ``d`` is consumed (overwritten) to save memory and time.
+    """
     if family == "atan":
-        alpha = atan_sharpness(a) / d
-        return (alpha / 2) / (1 + (math.pi / 2 * alpha * x) ** 2)
+        # (alpha / 2) / (1 + (pi alpha x / 2)^2) with alpha = c / d
+        c = atan_sharpness(a)
+        ratio = torch.div(x, d).mul_(math.pi * c / 2).square_().add_(1.0)
+        return d.mul_(ratio).reciprocal_().mul_(c / 2)
     if family == "pcw":
-        return triangle(x, d / (1.0 - math.sqrt(1.0 - a)))
+        return triangle(x, d.mul_(1.0 / (1.0 - math.sqrt(1.0 - a))))
     if family == "rect":
-        width = 2.0 * d / a
-        return (x.abs() < width / 2).to(x.dtype) / width
+        width = d.mul_(2.0 / a)
+        return (x.abs() < width / 2).to(x.dtype).div_(width)
     raise ValueError(f"unknown ASSG family {family!r}")
 
 
@@ -85,22 +90,29 @@ def assg_spread(h: Tensor, theta: Tensor, estimator: ASSG, state: RunState, laye
 
     The first pass of a row sets ``M = |x|``, ``D = 0``; later passes take the EMAs.
     """
-    ax = (h - theta).abs()
-    rows = state.rows_for(h.shape[1], h.device)
+    ax = (h - theta).abs_()
+    batch = h.shape[1]
+    rows = state.rows_for(batch, h.device)
     moments = state.moments(layer, h)
-    seen = moments.seen[rows].view(1, -1, *([1] * (h.dim() - 2)))
-    mean = torch.where(
-        seen, estimator.beta1 * moments.mean[:, rows] + (1 - estimator.beta1) * ax, ax
+    b1, b2 = estimator.beta1, estimator.beta2
+    everything = batch == moments.seen.shape[0] and bool(
+        torch.equal(rows, torch.arange(batch, device=rows.device))
     )
+    if everything and bool(moments.seen.all()):  # the common case: update in place
+        mean = moments.mean.mul_(b1).add_(ax, alpha=1 - b1)
+        dispersion = moments.dispersion.mul_(b2).add_((ax - mean).abs_(), alpha=1 - b2)
+        return ax.copy_(dispersion).mul_(estimator.relax).add_(mean).add_(1e-4)
+    seen = moments.seen[rows].view(1, -1, *([1] * (h.dim() - 2)))
+    mean = torch.where(seen, b1 * moments.mean[:, rows] + (1 - b1) * ax, ax)
     dispersion = torch.where(
         seen,
-        estimator.beta2 * moments.dispersion[:, rows] + (1 - estimator.beta2) * (ax - mean).abs(),
+        b2 * moments.dispersion[:, rows] + (1 - b2) * (ax - mean).abs(),
         torch.zeros_like(ax),
     )
     moments.mean[:, rows] = mean
     moments.dispersion[:, rows] = dispersion
     moments.seen[rows] = True
-    return mean + estimator.relax * dispersion + 1e-4
+    return dispersion.mul_(estimator.relax).add_(mean).add_(1e-4)
 
 
 def pdsg_sigma(h: Tensor, channel_dim: int | None, pooled: bool) -> Tensor:
