@@ -18,11 +18,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from robustsnn.errors import UserError
+from robustsnn.evaluation.intervals import wilson_interval
 
 DPI = 120
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
 Series = Any  # list of (x, y) pairs, {"x": [...], "y": [...]}, or {x: y}
+Band = Sequence[tuple[float, float, float]]  # (x, low, high) of a 95% interval, as fractions
+Interval = tuple[float, float]  # (low, high) of a 95% interval, as fractions
+INTERVAL_NOTE = "shaded: 95% Wilson interval"
+ERROR_BAR_NOTE = "error bars: 95% Wilson interval"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -74,23 +79,43 @@ def _percent_label(value: float) -> str:
     return text if text not in ("", "-0") else "0"
 
 
+def wilson_band(series: Series, n: int) -> list[tuple[float, float, float]]:
+    """``[(x, low, high), ...]``: the Wilson 95% interval of each accuracy of a curve measured
+    on ``n`` samples (successes = round(accuracy x n)), for the ``bands`` of the line plots."""
+    xs, ys = series_xy(series)
+    return [(x, *wilson_interval(round(y * n), n)) for x, y in zip(xs, ys, strict=True)]
+
+
 def _line_plot(
     ax: Axes,
     curves: Mapping[str, Series],
     *,
     x_scale: float = 1.0,
     percent: bool = True,
+    bands: Mapping[str, Band] | None = None,
 ) -> None:
+    """One line per curve; ``bands[label]`` (``(x, low, high)``) shades its 95% interval."""
     if not curves:
         raise UserError("nothing to plot: no curves given")
     for i, (label, series) in enumerate(curves.items()):
         xs, ys = series_xy(series)
-        ax.plot(
+        (line,) = ax.plot(
             [x * x_scale for x in xs],
             _percent(ys) if percent else ys,
             marker=_MARKERS[i % len(_MARKERS)],
             label=str(label),
         )
+        band = sorted((bands or {}).get(label) or [])
+        if band:
+            scale = 100.0 if percent else 1.0
+            ax.fill_between(
+                [x * x_scale for x, _, _ in band],
+                [scale * low for _, low, _ in band],
+                [scale * high for _, _, high in band],
+                color=line.get_color(),
+                alpha=0.15,
+                linewidth=0,
+            )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
 
@@ -222,14 +247,17 @@ def plot_robustness_vs_beta(
     *,
     attack: str = "PGD-20, eps = 8/255",
     title: str = "Robust accuracy vs finetuning beta",
+    bands: Mapping[str, Band] | None = None,
 ) -> Path:
     """Paper Figure 2: robust accuracy against beta, one curve per label (e.g. training eps).
 
-    ``curves``: ``{label: [(beta, robust_accuracy), ...]}`` (or any form :func:`series_xy` reads).
+    ``curves``: ``{label: [(beta, robust_accuracy), ...]}`` (or any form :func:`series_xy` reads);
+    ``bands``: ``{label: [(beta, low, high), ...]}`` 95% intervals, shaded (see
+    :func:`wilson_band`).
     """
     fig = _figure(6.4, 4.4)
     ax = fig.add_subplot()
-    _line_plot(ax, curves)
+    _line_plot(ax, curves, bands=bands)
     ax.set_xlabel("beta (weight of the KL term in robust finetuning)")
     _accuracy_axis(ax, f"robust accuracy (%), {attack}")
     ax.set_title(title)
@@ -242,31 +270,29 @@ def plot_robustness_vs_eps(
     *,
     attack: str = "",
     title: str = "Robust accuracy vs perturbation size",
+    bands: Mapping[str, Band] | None = None,
 ) -> Path:
     """Robust accuracy against the L-inf radius, one curve per model (eps in pixels, shown x255).
 
-    ``curves``: ``{model: [(eps, accuracy), ...]}``; eps 0 is the clean accuracy.
+    ``curves``: ``{model: [(eps, accuracy), ...]}``; eps 0 is the clean accuracy. ``bands``:
+    ``{model: [(eps, low, high), ...]}`` 95% intervals, shaded around their curve.
     """
     fig = _figure(6.4, 4.4)
     ax = fig.add_subplot()
-    _line_plot(ax, curves, x_scale=255.0)
+    _line_plot(ax, curves, x_scale=255.0, bands=bands)
     ax.set_xlabel("eps (L-inf radius, in units of 1/255 pixel)")
     _accuracy_axis(ax, "robust accuracy (%)" + (f", {attack}" if attack else ""))
-    ax.set_title(title)
+    ax.set_title(title + (f"\n({INTERVAL_NOTE})" if bands else ""), fontsize="medium")
     return _save(fig, out_path)
 
 
-def plot_baselines(
+def baselines_figure(
     results: Mapping[str, Mapping[str, float]],
-    out_path: str | Path,
     *,
     title: str = "Clean and robust accuracy per model",
-) -> Path:
-    """Paper Figure 3: grouped bars, one group per model, one bar per metric (clean, robust...).
-
-    ``results``: ``{model: {"clean": 0.81, "robust (PGD)": 0.42, ...}}``; missing values are
-    left out of their group.
-    """
+    intervals: Mapping[str, Mapping[str, Interval]] | None = None,
+) -> Figure:
+    """The figure of :func:`plot_baselines`, not yet saved (tests read its error bars)."""
     if not results:
         raise UserError("nothing to plot: no models given")
     metrics: list[str] = []
@@ -277,15 +303,40 @@ def plot_baselines(
     fig = _figure(max(6.0, 1.3 * len(models) * max(1, len(metrics)) * 0.6 + 2.0), 4.6)
     ax = fig.add_subplot()
     for j, metric in enumerate(metrics):
-        xs, hs = [], []
+        xs, hs, lows, highs = [], [], [], []
         for i, model in enumerate(models):
             value = results[model].get(metric)
             if value is None or not math.isfinite(float(value)):
                 continue
             xs.append(i + (j - (len(metrics) - 1) / 2) * width)
             hs.append(100.0 * float(value))
-        bars = ax.bar(xs, hs, width=width * 0.95, label=metric)
-        ax.bar_label(bars, labels=[_percent_label(h) for h in hs], fontsize="x-small", padding=1)
+            low, high = (intervals or {}).get(model, {}).get(metric, (value, value))
+            lows.append(100.0 * float(low))
+            highs.append(100.0 * float(high))
+        errors = [
+            [h - lo for h, lo in zip(hs, lows, strict=True)],
+            [hi - h for h, hi in zip(hs, highs, strict=True)],
+        ]
+        shown = intervals is not None and any(e > 0 for side in errors for e in side)
+        bars = ax.bar(
+            xs,
+            hs,
+            width=width * 0.95,
+            label=metric,
+            yerr=errors if shown else None,
+            capsize=3 if shown else 0,
+            error_kw={"elinewidth": 1.0, "ecolor": "0.25"},
+        )
+        if shown:  # the value above the whisker, not hidden behind it
+            for x, h, hi in zip(xs, hs, highs, strict=True):
+                ax.text(
+                    x, max(h, hi) + 0.8, _percent_label(h), ha="center", va="bottom",
+                    fontsize="x-small",
+                )  # fmt: skip
+        else:
+            ax.bar_label(
+                bars, labels=[_percent_label(h) for h in hs], fontsize="x-small", padding=1
+            )
     crowded = len(models) > 3 or max(len(m) for m in models) * len(models) > 60
     ax.set_xticks(
         range(len(models)),
@@ -295,11 +346,27 @@ def plot_baselines(
         rotation_mode="anchor",
     )
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 108 if intervals else 105)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title(title)
-    return _save(fig, out_path)
+    ax.set_title(title + (f"\n({ERROR_BAR_NOTE})" if intervals else ""), fontsize="medium")
+    return fig
+
+
+def plot_baselines(
+    results: Mapping[str, Mapping[str, float]],
+    out_path: str | Path,
+    *,
+    title: str = "Clean and robust accuracy per model",
+    intervals: Mapping[str, Mapping[str, Interval]] | None = None,
+) -> Path:
+    """Paper Figure 3: grouped bars, one group per model, one bar per metric (clean, robust...).
+
+    ``results``: ``{model: {"clean": 0.81, "robust (PGD)": 0.42, ...}}``; missing values are
+    left out of their group. ``intervals`` (same keys): ``(low, high)`` 95% intervals, drawn as
+    error bars, with each bar's value above its whisker.
+    """
+    return _save(baselines_figure(results, title=title, intervals=intervals), out_path)
 
 
 # --------------------------------------------------------------------------- Figure 4
@@ -394,6 +461,18 @@ def square_curve_from_queries(
     return [(int(q), (n - int(np.searchsorted(fooled, q, side="right"))) / n) for q in budgets]
 
 
+def _square_samples(value: Any) -> int | None:
+    """How many samples a Square curve was measured on, when it is given per sample."""
+    if isinstance(value, Mapping) and "queries" in value and "accuracy" not in value:
+        return len(value["queries"])
+    if isinstance(value, Mapping):
+        return None
+    items = list(value)
+    if items and all(isinstance(v, (int, np.integer)) for v in items):
+        return len(items)
+    return None
+
+
 def _square_series(value: Any, n_queries: int | None) -> tuple[list[float], list[float]]:
     if isinstance(value, Mapping) and "queries" in value and "accuracy" not in value:
         return series_xy(square_curve_from_queries(value["queries"], n_queries))
@@ -417,7 +496,8 @@ def plot_square_curve(
 
     ``curves``: ``{model: [(queries, accuracy), ...]}`` (``Square.last_curve``), or
     ``{model: [per-sample query counts]}`` (``Square.last_queries``: 0 = wrong when clean,
-    -1 = never fooled), or ``{model: {"queries": [...]}}``.
+    -1 = never fooled), or ``{model: {"queries": [...]}}``. Per-sample counts also give n: the
+    curve is then labelled with it and shaded with its Wilson 95% interval.
     """
     if not curves:
         raise UserError("nothing to plot: no curves given")
@@ -425,7 +505,20 @@ def plot_square_curve(
     ax = fig.add_subplot()
     for i, (label, value) in enumerate(curves.items()):
         xs, ys = _square_series(value, n_queries)
-        ax.step(xs, _percent(ys), where="post", label=str(label), color=f"C{i}")
+        n = _square_samples(value)
+        shown = f"{label} (n={n})" if n else str(label)
+        ax.step(xs, _percent(ys), where="post", label=shown, color=f"C{i}")
+        if n:
+            band = wilson_band(list(zip(xs, ys, strict=True)), n)
+            ax.fill_between(
+                xs,
+                [100.0 * low for _, low, _ in band],
+                [100.0 * high for _, _, high in band],
+                step="post",
+                color=f"C{i}",
+                alpha=0.15,
+                linewidth=0,
+            )
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlim(left=0)
     ax.set_xlabel("number of queries per image (symlog scale; 0 = clean)")
@@ -448,7 +541,8 @@ def plot_accuracy_vs_T(
     """Clean accuracy of converted SNNs against the number of time steps T.
 
     ``data``: ``{"T": [1, 2, 4, ...], "curves": {label: [accuracy per T, ...]}}`` (labels such
-    as ``"hard reset, scale 0.3"``); an optional ``"ann"`` accuracy is drawn as a line.
+    as ``"hard reset, scale 0.3"``); an optional ``"ann"`` accuracy is drawn as a line; an
+    optional ``"n"`` (images per accuracy) shades each curve's Wilson 95% interval.
     """
     steps = [float(t) for t in data["T"]]
     curves = data.get("curves") or {}
@@ -459,7 +553,10 @@ def plot_accuracy_vs_T(
             raise UserError(f"curve {label!r} has {len(values)} values for {len(steps)} T values")
     fig = _figure(6.4, 4.4)
     ax = fig.add_subplot()
-    _line_plot(ax, {k: list(zip(steps, v, strict=True)) for k, v in curves.items()})
+    series = {k: list(zip(steps, v, strict=True)) for k, v in curves.items()}
+    n = int(data["n"]) if data.get("n") else 0
+    bands = {k: wilson_band(v, n) for k, v in series.items()} if n > 0 else None
+    _line_plot(ax, series, bands=bands)
     if data.get("ann") is not None:
         ax.axhline(100.0 * float(data["ann"]), color="gray", linestyle="--", label="ANN")
         ax.legend(fontsize="small")
@@ -468,5 +565,5 @@ def plot_accuracy_vs_T(
     ax.set_xticks(steps, [f"{int(t)}" for t in steps])
     ax.set_xlabel("time steps T")
     _accuracy_axis(ax, "clean accuracy (%)")
-    ax.set_title(title)
+    ax.set_title(title + (f"\n(n={n} images; {INTERVAL_NOTE})" if bands else ""), fontsize="medium")
     return _save(fig, out_path)

@@ -23,6 +23,8 @@ from typing import Any
 
 from robustsnn.analysis import figures as fig
 from robustsnn.errors import UserError
+from robustsnn.evaluation.intervals import format_accuracy, wilson_interval
+from robustsnn.evaluation.table import diagnostics_verdict
 
 ENERGY_NOTE = (
     "Energy values are estimates, not measurements: operation counts x energy per operation "
@@ -130,6 +132,52 @@ def _clean_and_adversarial(
     return dict(stats), None
 
 
+# --------------------------------------------------------------------------- intervals
+
+
+def sample_count(record: Mapping[str, Any]) -> int | None:
+    """The n an evaluation (or summary row) was measured on; None when it does not say."""
+    n = _float_or_none(record.get("n"))
+    return int(n) if n is not None and n >= 1 else None
+
+
+def accuracy_interval(
+    record: Mapping[str, Any], key: str, n: int | None
+) -> tuple[float, float] | None:
+    """95% interval of ``record[key]``: the stored ``<key>_ci95`` when the file has one (new
+    evaluation.json), else Wilson from round(accuracy x n) (older files); None without n."""
+    stored = record.get(f"{key}_ci95")
+    if isinstance(stored, (list, tuple)) and len(stored) == 2 and all(map(_is_number, stored)):
+        return float(stored[0]), float(stored[1])
+    value = _float_or_none(record.get(key))
+    if value is None or not n:
+        return None
+    return wilson_interval(min(n, max(0, round(value * n))), n)
+
+
+def accuracy_text(record: Mapping[str, Any], key: str, n: int | None) -> str:
+    """``"41.25% [28.7, 55.9] n=50"`` for ``record[key]`` (see :func:`accuracy_interval`);
+    ``"41.25% (n unknown)"`` when the file gives no n, ``"n/a"`` without a value."""
+    value = _float_or_none(record.get(key))
+    if value is None:
+        return "n/a"
+    interval = accuracy_interval(record, key, n)
+    if interval is None or not n:
+        return f"{_pct(value)} (n unknown)"
+    if f"{key}_ci95" not in record:
+        return format_accuracy(value, n, digits=2)
+    low, high = interval
+    return f"{100 * value:.2f}% [{100 * low:.2f}, {100 * high:.2f}] n={n}"
+
+
+def interval_method(evaluation: Mapping[str, Any]) -> str:
+    """How the intervals of an evaluation were computed (its ``interval`` text, if any)."""
+    stated = evaluation.get("interval")
+    if isinstance(stated, str) and stated:
+        return stated
+    return "Wilson score 95% interval, computed by the report from accuracy and n"
+
+
 # --------------------------------------------------------------------------- figures of a run
 
 
@@ -182,14 +230,30 @@ def _eps_label(eps: Any) -> str:
     return f"{value:.4g}"
 
 
-def _robust_values(evaluation: Mapping[str, Any]) -> dict[str, float]:
-    """Robust accuracy per ensemble (or per attack when the evaluation has no ensembles)."""
+def _robust_records(evaluation: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Rows with a robust accuracy per ensemble (or per attack when there are no ensembles)."""
     ensembles = evaluation.get("ensembles") or {}
     source = ensembles if ensembles else (evaluation.get("attacks") or {})
+    return {
+        str(name): rec
+        for name, rec in source.items()
+        if isinstance(rec, Mapping) and _is_number(rec.get("robust_accuracy"))
+    }
+
+
+def _robust_values(evaluation: Mapping[str, Any]) -> dict[str, float]:
+    """Robust accuracy per ensemble (or per attack when the evaluation has no ensembles)."""
+    return {k: float(r["robust_accuracy"]) for k, r in _robust_records(evaluation).items()}
+
+
+def _robust_intervals(evaluation: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """95% interval of each value of :func:`_robust_values` (none without n)."""
+    n = sample_count(evaluation)
     out = {}
-    for name, rec in source.items():
-        if isinstance(rec, Mapping) and _is_number(rec.get("robust_accuracy")):
-            out[str(name)] = float(rec["robust_accuracy"])
+    for name, rec in _robust_records(evaluation).items():
+        interval = accuracy_interval(rec, "robust_accuracy", n)
+        if interval is not None:
+            out[name] = interval
     return out
 
 
@@ -222,16 +286,26 @@ def make_run_figures(run_dir: str | Path) -> list[Path]:
         # group by model (evaluation-<model>-eps4.json is <model>), never by checkpoint path
         by_model.setdefault(_short_model(model, evaluation), []).append(evaluation)
     bars: dict[str, dict[str, float]] = {}
+    intervals: dict[str, dict[str, tuple[float, float]]] = {}
     for model, evaluations in by_model.items():
         for ev in evaluations:
             label = model if len(evaluations) == 1 else f"{model} @ {_eps_label(ev.get('eps'))}"
+            n = sample_count(ev)
+            label += f"\n(n={n})" if n else "\n(n unknown)"
             values: dict[str, float] = {}
+            bounds: dict[str, tuple[float, float]] = {}
             if _is_number(ev.get("clean_accuracy")):
                 values["clean"] = float(ev["clean_accuracy"])
+                clean_interval = accuracy_interval(ev, "clean_accuracy", n)
+                if clean_interval is not None:
+                    bounds["clean"] = clean_interval
             for name, acc in _robust_values(ev).items():
                 values[f"robust: {name}"] = acc
+            robust_bounds = _robust_intervals(ev)
+            bounds.update({f"robust: {k}": v for k, v in robust_bounds.items()})
             if values:
                 bars[label] = values
+                intervals[label] = bounds
     if bars:
         all_eps = {
             _eps_label(ev.get("eps"))
@@ -242,26 +316,48 @@ def make_run_figures(run_dir: str | Path) -> list[Path]:
         title = "Clean and robust accuracy per model"
         if len(all_eps) == 1:
             title += f", eps = {all_eps.pop()}"
-        made.append(fig.plot_baselines(bars, out / "accuracy_by_model.png", title=title))
+        made.append(
+            fig.plot_baselines(
+                bars, out / "accuracy_by_model.png", title=title, intervals=intervals
+            )
+        )
 
     curves: dict[str, list[tuple[float, float]]] = {}
+    bands: dict[str, list[tuple[float, float, float]]] = {}
     for model, evaluations in by_model.items():
         eps_values = {float(e["eps"]) for e in evaluations if _is_number(e.get("eps"))}
         if len(eps_values - {0.0}) < 2:
             continue
+        ns = sorted({n for e in evaluations if (n := sample_count(e))})
+        n_text = f"n={ns[0]}" if len(ns) == 1 else f"n={'/'.join(map(str, ns))}" if ns else "n ?"
         for ev in evaluations:
             if not _is_number(ev.get("eps")):
                 continue
             eps = float(ev["eps"])
+            n = sample_count(ev)
             clean_acc = _float_or_none(ev.get("clean_accuracy"))
+            clean_interval = accuracy_interval(ev, "clean_accuracy", n)
+            robust_bounds = _robust_intervals(ev)
             for name, acc in _robust_values(ev).items():
-                curve = curves.setdefault(f"{model}: {name}", [])
+                key = f"{model}: {name} ({n_text})"
+                curve = curves.setdefault(key, [])
+                band = bands.setdefault(key, [])
                 curve.append((eps, acc))
+                if name in robust_bounds:
+                    band.append((eps, *robust_bounds[name]))
                 if clean_acc is not None and (0.0, clean_acc) not in curve:
                     curve.append((0.0, clean_acc))
+                    if clean_interval is not None:
+                        band.append((0.0, *clean_interval))
     curves = {k: v for k, v in curves.items() if len({x for x, _ in v}) >= 2}
     if curves:
-        made.append(fig.plot_robustness_vs_eps(curves, out / "robust_accuracy_vs_eps.png"))
+        made.append(
+            fig.plot_robustness_vs_eps(
+                curves,
+                out / "robust_accuracy_vs_eps.png",
+                bands={k: v for k, v in bands.items() if k in curves and v},
+            )
+        )
 
     square: dict[str, Any] = {}
     n_queries: int | None = None
@@ -400,7 +496,7 @@ def _overview(runs: Sequence[RunFiles], several: bool) -> list[Block]:
     headers += ["diagnostics", "spikes/image (clean)", "SNN energy/image", "ANN energy/image"]
     headers += ["source"]
     rows: list[list[Cell | str]] = []
-    for run, model, file, evaluation, robust, stats_file, stats in rows_data:
+    for run, model, file, evaluation, _robust, stats_file, stats in rows_data:
         clean_stats = _clean_and_adversarial(stats)[0] if stats else None
         spikes = (clean_stats or {}).get("totals", {}).get("spikes_per_image")
         row: list[Cell | str] = [run.name] if several else []
@@ -410,9 +506,15 @@ def _overview(runs: Sequence[RunFiles], several: bool) -> list[Block]:
             _eps_text(evaluation.get("eps")),
             _num(evaluation.get("T")),
             _num(evaluation.get("n")),
-            _pct(evaluation.get("clean_accuracy")),
+            accuracy_text(evaluation, "clean_accuracy", sample_count(evaluation)),
         ]
-        row += [_pct(robust[n]) if n in robust else "n/a" for n in ensemble_names]
+        records = _robust_records(evaluation)
+        row += [
+            accuracy_text(records[n], "robust_accuracy", sample_count(evaluation))
+            if n in records
+            else "n/a"
+            for n in ensemble_names
+        ]
         row += [
             _diagnostics_cell(evaluation) if file else "n/a",
             _num(spikes),
@@ -424,7 +526,9 @@ def _overview(runs: Sequence[RunFiles], several: bool) -> list[Block]:
     title = "Comparison (one row per run and model)" if several else "Overview"
     note = (
         "Robust accuracy: a sample counts as robust only if it survives every member of the "
-        "ensemble (per-sample worst case). Columns marked (est.) are energy estimates."
+        "ensemble (per-sample worst case). Every accuracy is shown with its 95% confidence "
+        "interval [low, high] (Wilson score) and the number of images n it was measured on. "
+        "Columns marked (est.) are energy estimates."
     )
     return [Heading(2, title), Paragraph(note), Table(headers, rows, "the files named per row")]
 
@@ -449,60 +553,118 @@ def _summary_blocks(run: RunFiles) -> list[Block]:
     for rec in run.summary.values():
         if isinstance(rec, Mapping):
             columns += [k for k, v in rec.items() if _is_number(v) and k not in columns]
+    evaluation_n = {model: sample_count(ev) for _, model, ev in run.evaluations}
     rows: list[list[Cell | str]] = []
     for model, rec in run.summary.items():
         if not isinstance(rec, Mapping):
             continue
+        n = sample_count(rec) or evaluation_n.get(model)
         row: list[Cell | str] = [model]
         for c in columns:
             value = rec.get(c)
-            row.append(_pct(value) if c.endswith("accuracy") else _num(value))
+            row.append(accuracy_text(rec, c, n) if c.endswith("accuracy") else _num(value))
         rows.append(row)
     return [Heading(3, "Summary"), Table(["model", *columns], rows, "summary.json")]
 
 
 def _evaluation_blocks(file: str, model: str, ev: Mapping[str, Any]) -> list[Block]:
     blocks: list[Block] = [Heading(3, f"Evaluation: {model}")]
+    n = sample_count(ev)
     facts: list[list[Cell | str]] = [
         ["model", str(ev.get("model", "n/a"))],
         ["dataset / split", f"{ev.get('dataset', 'n/a')} / {ev.get('split', 'n/a')}"],
         ["images (n)", _num(ev.get("n"))],
         ["eps (L-inf, pixels)", _eps_text(ev.get("eps"))],
         ["time steps T", _num(ev.get("T")) if ev.get("T") is not None else "n/a (ANN)"],
-        ["clean accuracy", _pct(ev.get("clean_accuracy"))],
+        ["clean accuracy", accuracy_text(ev, "clean_accuracy", n)],
+        ["intervals", interval_method(ev)],
     ]
     blocks.append(Table(["field", "value"], facts, file))
+    verdict = diagnostics_verdict(ev.get("diagnostics"))
     ensembles = ev.get("ensembles") or {}
     if ensembles:
         rows: list[list[Cell | str]] = [
             [
                 str(name),
-                _pct(rec.get("robust_accuracy")),
+                accuracy_text(rec, "robust_accuracy", n),
                 _num(rec.get("members")),
                 _seconds(rec.get("seconds")),
+                _verdict_cell(verdict),
             ]
             for name, rec in ensembles.items()
             if isinstance(rec, Mapping)
         ]
         blocks += [
             Paragraph("Ensembles (robust = survives every member):"),
-            Table(["ensemble", "robust accuracy", "members", "seconds"], rows, file),
+            Table(
+                ["ensemble", "robust accuracy [95% CI] n", "members", "seconds", "diagnostics"],
+                rows,
+                file,
+            ),
         ]
         for name, rec in ensembles.items():
             if isinstance(rec, Mapping):
-                blocks += _member_blocks(file, str(name), rec)
+                blocks += _member_blocks(file, str(name), rec, n)
     attacks = ev.get("attacks") or {}
     if attacks:
         rows = [
-            [str(name), _pct(rec.get("robust_accuracy")), _seconds(rec.get("seconds"))]
+            [
+                str(name),
+                accuracy_text(rec, "robust_accuracy", n),
+                _seconds(rec.get("seconds")),
+                _verdict_cell(verdict),
+            ]
             for name, rec in attacks.items()
             if isinstance(rec, Mapping)
         ]
         blocks += [
             Paragraph("Attack members:"),
-            Table(["attack member", "robust accuracy", "seconds"], rows, file),
+            Table(
+                ["attack member", "robust accuracy [95% CI] n", "seconds", "diagnostics"],
+                rows,
+                file,
+            ),
         ]
+    blocks += _escalation_blocks(file, ev)
     blocks += _diagnostics_blocks(file, ev)
+    return blocks
+
+
+def _verdict_cell(verdict: str) -> Cell:
+    """A :func:`diagnostics_verdict` text as a cell, red when a check failed."""
+    if verdict.startswith("checks FAIL"):
+        return Cell(verdict, "fail")
+    return Cell(verdict, "pass" if verdict.startswith("checks PASS") else None)
+
+
+def _escalation_blocks(file: str, ev: Mapping[str, Any]) -> list[Block]:
+    """The steps of an escalated evaluation (``evaluate --escalate``) and where it stopped."""
+    escalation = ev.get("escalation")
+    if not isinstance(escalation, Mapping):
+        return []
+    steps = [s for s in escalation.get("steps") or [] if isinstance(s, Mapping)]
+    rows: list[list[Cell | str]] = [
+        [
+            _num(step.get("level")),
+            str(step.get("preset", "?")),
+            _num(step.get("samples_attacked")),
+            _num(step.get("broken")),
+            "; ".join(str(r) for r in step.get("reasons") or []),
+        ]
+        for step in steps
+    ]
+    still = [str(c) for c in escalation.get("still_failing") or []]
+    blocks: list[Block] = [
+        Paragraph(
+            f"Escalation: {len(steps)} step(s); stopped: {escalation.get('stopped', '?')}; "
+            f"checks still failing: {', '.join(still) or 'none'}.",
+            "fail" if still else None,
+        )
+    ]
+    if rows:
+        blocks.append(
+            Table(["level", "preset", "standing samples attacked", "broken", "why"], rows, file)
+        )
     return blocks
 
 
@@ -543,8 +705,9 @@ def _diagnostics_blocks(file: str, ev: Mapping[str, Any]) -> list[Block]:
     ]
 
 
-def _member_blocks(file: str, name: str, rec: Mapping[str, Any]) -> list[Block]:
-    """Members of one ensemble in the order they ran: samples each broke, accuracy after it."""
+def _member_blocks(file: str, name: str, rec: Mapping[str, Any], n: int | None) -> list[Block]:
+    """Members of one ensemble in the order they ran: samples each broke, accuracy after it
+    (with its 95% interval over the evaluation's n images)."""
     after = rec.get("robust_accuracy_after")
     broken = rec.get("broken_by")
     if not isinstance(after, Mapping) and not isinstance(broken, Mapping):
@@ -553,7 +716,9 @@ def _member_blocks(file: str, name: str, rec: Mapping[str, Any]) -> list[Block]:
     broken = broken if isinstance(broken, Mapping) else {}
     names = [str(n) for n in rec.get("member_names") or []]
     names += [str(n) for n in [*after, *broken] if str(n) not in names]
-    rows: list[list[Cell | str]] = [[n, _num(broken.get(n)), _pct(after.get(n))] for n in names]
+    rows: list[list[Cell | str]] = [
+        [m, _num(broken.get(m)), accuracy_text(after, m, n)] for m in names
+    ]
     mode = rec.get("mode")
     how = (
         "each member attacks only the samples the members before it did not break"
@@ -564,7 +729,7 @@ def _member_blocks(file: str, name: str, rec: Mapping[str, Any]) -> list[Block]:
     )
     return [
         Paragraph(f"Members of {name} ({how}):"),
-        Table(["member", "samples broken", "robust accuracy after it"], rows, file),
+        Table(["member", "samples broken", "robust accuracy after it [95% CI] n"], rows, file),
     ]
 
 
@@ -627,7 +792,12 @@ def _stats_blocks(file: str, model: str, stats: Mapping[str, Any]) -> list[Block
         if any(key in (p.get("totals") or {}) for _, p in parts):
             rows.append([label, *[fmt((p.get("totals") or {}).get(key)) for _, p in parts]])
     if any(_is_number(p.get("accuracy")) for _, p in parts):
-        rows.append(["accuracy on these images", *[_pct(p.get("accuracy")) for _, p in parts]])
+        rows.append(
+            [
+                "accuracy on these images [95% CI] n",
+                *[accuracy_text(p, "accuracy", _images(p)) for _, p in parts],
+            ]
+        )
     for key, label in (
         ("snn_uj_per_image", "SNN energy per image (estimate)"),
         ("ann_uj_per_image", "ANN energy per image (estimate)"),
@@ -647,9 +817,21 @@ def _stats_blocks(file: str, model: str, stats: Mapping[str, Any]) -> list[Block
     return blocks
 
 
+def _images(part: Mapping[str, Any]) -> int | None:
+    """Images a spike_statistics part was measured on."""
+    count = _float_or_none(part.get("n_images"))
+    return int(count) if count is not None and count >= 1 else None
+
+
 _FIGURES_ABOUT = (
-    ("accuracy_by_model", "Clean and robust accuracy per model, from evaluation-*.json"),
-    ("robust_accuracy_vs_eps", "Robust accuracy vs eps, from evaluation-*.json"),
+    (
+        "accuracy_by_model",
+        "Clean and robust accuracy per model with 95% Wilson intervals, from evaluation-*.json",
+    ),
+    (
+        "robust_accuracy_vs_eps",
+        "Robust accuracy vs eps with 95% Wilson bands, from evaluation-*.json",
+    ),
     ("square_queries", "Square attack accuracy vs queries, from evaluation-*.json"),
     ("spikes_per_layer", "Spikes per image and layer, from stats-*.json"),
     ("spike_raster-", "Spike raster of one image, clean vs adversarial, from stats-{}.json"),
@@ -833,8 +1015,9 @@ def write_report(
         Heading(1, title),
         Paragraph(
             f"Generated {stamp} from {len(runs)} run folder(s): {', '.join(r.name for r in runs)}. "
-            "Accuracies are fractions of the evaluated images, shown in percent; every table "
-            "names the file its numbers come from."
+            "Accuracies are fractions of the evaluated images, shown in percent with their 95% "
+            "confidence interval [low, high] and the number of images n; every table names the "
+            "file its numbers come from."
         ),
     ]
     several = len(runs) > 1
