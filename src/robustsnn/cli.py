@@ -252,6 +252,24 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def _metrics(meta: dict[str, Any]) -> str:
+    """``"clean 40.7% [35.3, 46.3] n=300, PGD-20 13.3% [9.9, 17.6] n=300"`` from a trained
+    checkpoint's metadata (accuracies on ``eval_n`` test images, with their Wilson 95% interval;
+    the bare fraction when the metadata has no n)."""
+    from robustsnn.evaluation.intervals import format_accuracy
+
+    n = int(meta.get("eval_n") or 0)
+    parts = []
+    for label, key in (("clean", "clean_accuracy"), ("PGD-20", "pgd20_accuracy")):
+        value = meta.get(key)
+        if value is None:
+            text = "not measured"
+        else:
+            text = format_accuracy(float(value), n) if n else str(value)
+        parts.append(f"{label} {text}")
+    return ", ".join(parts)
+
+
 def _model_kwargs(a: argparse.Namespace) -> dict[str, Any] | None:
     pairs = (
         ("width", a.width), ("fc", a.fc), ("activation", getattr(a, "activation", None)),
@@ -274,13 +292,12 @@ def cmd_train_ann(a: argparse.Namespace) -> None:
         weight_decay=a.weight_decay, cutout=a.cutout, **params,
     )  # fmt: skip
     meta = json.loads(path.with_suffix(".json").read_text())
-    print(
-        f"wrote {path}: clean {meta['clean_accuracy']:.4f}, PGD-20 {meta['pgd20_accuracy']:.4f} at eps {a.eps:.4f}"
-    )
+    print(f"wrote {path}: {_metrics(meta)} at eps {a.eps:.4f}")
 
 
 def cmd_convert(a: argparse.Namespace) -> None:
     from robustsnn.conversion import ConversionConfig
+    from robustsnn.evaluation.intervals import format_accuracy
     from robustsnn.stages import convert_checkpoint
 
     cfg = ConversionConfig(
@@ -295,8 +312,10 @@ def cmd_convert(a: argparse.Namespace) -> None:
         eval_n=a.eval_n, device=a.device,
     )  # fmt: skip
     print(
-        f"wrote {path}: clean accuracy ANN {info['ann_clean_accuracy']:.4f}, "
-        f"SNN (T={a.T}) {info['snn_clean_accuracy']:.4f} on {info['eval_n']} test images"
+        f"wrote {path}: clean accuracy ANN "
+        f"{format_accuracy(info['ann_clean_accuracy'], info['eval_n'])}, SNN (T={a.T}) "
+        f"{format_accuracy(info['snn_clean_accuracy'], info['eval_n'])} on test images "
+        "(95% Wilson interval)"
     )
 
 
@@ -312,7 +331,7 @@ def cmd_finetune(a: argparse.Namespace) -> None:
         seed=a.seed, data_dir=a.data_dir, quiet=a.quiet, device=a.device, eval_n=a.eval_n,
     )  # fmt: skip
     meta = json.loads(path.with_suffix(".json").read_text())
-    print(f"wrote {path}: clean {meta.get('clean_accuracy')}, PGD-20 {meta.get('pgd20_accuracy')}")
+    print(f"wrote {path}: {_metrics(meta)}")
 
 
 def cmd_train_snn(a: argparse.Namespace) -> None:
@@ -328,7 +347,7 @@ def cmd_train_snn(a: argparse.Namespace) -> None:
         device=a.device, eval_n=a.eval_n,
     )  # fmt: skip
     meta = json.loads(path.with_suffix(".json").read_text())
-    print(f"wrote {path}: clean {meta.get('clean_accuracy')}, PGD-20 {meta.get('pgd20_accuracy')}")
+    print(f"wrote {path}: {_metrics(meta)}")
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:

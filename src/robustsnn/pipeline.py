@@ -194,14 +194,29 @@ def _statistics(cfg: RunConfig, run_dir: Path, model: str, path: Path, device: s
     )
 
 
-def _robust(evaluation: dict[str, Any]) -> float | None:
+def _robust_row(evaluation: dict[str, Any]) -> dict[str, Any] | None:
+    """The row of the headline robust accuracy: the first ensemble, else the weakest attack."""
     ensembles = evaluation.get("ensembles") or {}
     if ensembles:
-        return float(next(iter(ensembles.values()))["robust_accuracy"])
+        return dict(next(iter(ensembles.values())))
     attacks = evaluation.get("attacks") or {}
     if attacks:
-        return min(float(r["robust_accuracy"]) for r in attacks.values())
+        return dict(min(attacks.values(), key=lambda r: float(r["robust_accuracy"])))
     return None
+
+
+def _robust(evaluation: dict[str, Any]) -> float | None:
+    row = _robust_row(evaluation)
+    return None if row is None else float(row["robust_accuracy"])
+
+
+def _verdict(evaluation: dict[str, Any]) -> str:
+    """The masking checks' verdict of an evaluation, and how often it escalated."""
+    from robustsnn.evaluation.table import diagnostics_verdict
+
+    verdict = diagnostics_verdict(evaluation.get("diagnostics"))
+    steps = (evaluation.get("escalation") or {}).get("steps") or []
+    return f"{verdict}; escalated {len(steps)}x" if steps else verdict
 
 
 def _spikes(stats: dict[str, Any] | None) -> float | None:
@@ -214,6 +229,8 @@ def _spikes(stats: dict[str, Any] | None) -> float | None:
 
 def write_summary(run_dir: Path) -> dict[str, Any]:
     """summary.json (contract): clean/robust accuracy and spikes per image for each model."""
+    from robustsnn.analysis.report import accuracy_interval
+
     summary: dict[str, Any] = {}
     for model in MODELS:
         ev_path = run_dir / f"evaluation-{model}.json"
@@ -222,9 +239,15 @@ def write_summary(run_dir: Path) -> dict[str, Any]:
         ev = json.loads(ev_path.read_text())
         stats_path = run_dir / f"stats-{model}.json"
         stats = json.loads(stats_path.read_text()) if stats_path.exists() else None
+        robust_row = _robust_row(ev)
+        robust_ci = accuracy_interval(robust_row or {}, "robust_accuracy", ev["n"])
+        clean_ci = accuracy_interval(ev, "clean_accuracy", ev["n"])
         summary[model] = {
             "clean_accuracy": ev["clean_accuracy"],
+            "clean_accuracy_ci95": None if clean_ci is None else list(clean_ci),
             "robust_accuracy": _robust(ev),
+            "robust_accuracy_ci95": None if robust_ci is None else list(robust_ci),
+            "diagnostics": _verdict(ev),
             "spikes_per_image": _spikes(stats),
             "eps": ev["eps"],
             "n": ev["n"],
@@ -237,20 +260,27 @@ def write_summary(run_dir: Path) -> dict[str, Any]:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """A short plain-text table of the summary."""
+    """A plain-text table of the summary: each accuracy with its 95% Wilson interval and n, and
+    the masking checks' verdict per row (a number whose checks failed never stands alone)."""
+    from robustsnn.evaluation.intervals import format_accuracy
 
-    def pct(v: float | None) -> str:
-        return "   -  " if v is None else f"{100 * v:5.1f}%"
+    def acc(v: float | None, n: int) -> str:
+        return "-" if v is None else format_accuracy(v, n)
 
-    lines = [f"{'model':<15} {'clean':>7} {'robust':>7} {'spikes/img':>11}"]
+    lines = [f"{'model':<15} {'clean':<28} {'robust':<28} {'spikes/img':>10}  diagnostics"]
     for model, row in summary.items():
         spikes = "-" if row["spikes_per_image"] is None else f"{row['spikes_per_image']:.0f}"
+        n = int(row.get("n") or 0)
         lines.append(
-            f"{model:<15} {pct(row['clean_accuracy']):>7} {pct(row['robust_accuracy']):>7} {spikes:>11}"
+            f"{model:<15} {acc(row['clean_accuracy'], n):<28} "
+            f"{acc(row['robust_accuracy'], n):<28} {spikes:>10}  {row.get('diagnostics', '-')}"
         )
     first = next(iter(summary.values()), None)
     if first:
-        lines.append(f"(robust: {first['ensemble']} at eps {first['eps']:.4f}, n={first['n']})")
+        lines.append(
+            f"(robust: {first['ensemble']} at eps {first['eps'] * 255:g}/255; "
+            "[low, high] = 95% Wilson interval over n images)"
+        )
     return "\n".join(lines)
 
 
