@@ -113,10 +113,6 @@ class EvalConfig:
     # samples (robustsnn.evaluation.escalate); False restores a single fixed ensemble
     escalate: bool = True
     escalate_levels: int = 2
-    # escalate to stronger presets while a masking check fails or late members still break
-    # samples (robustsnn.evaluation.escalate); False restores a single fixed ensemble
-    escalate: bool = True
-    escalate_levels: int = 2
 
 
 @dataclass

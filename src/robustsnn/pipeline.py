@@ -167,7 +167,6 @@ def _evaluate(
         seed=cfg.seed, batch_size=cfg.eval.batch_size, quiet=quiet, device=device,
         data_dir=cfg.data.data_dir, diagnostics=cfg.eval.diagnostics, split=cfg.eval.split,
         escalate=cfg.eval.escalate, escalate_levels=cfg.eval.escalate_levels,
-        escalate=cfg.eval.escalate, escalate_levels=cfg.eval.escalate_levels,
     )  # fmt: skip
     shutil.copyfile(out / "evaluation.json", run_dir / f"evaluation-{model}.json")
 
