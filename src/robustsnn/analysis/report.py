@@ -170,6 +170,11 @@ def accuracy_text(record: Mapping[str, Any], key: str, n: int | None) -> str:
     return f"{100 * value:.2f}% [{100 * low:.2f}, {100 * high:.2f}] n={n}"
 
 
+def _acc_cell(record: Mapping[str, Any], key: str, n: int | None) -> Cell:
+    """:func:`accuracy_text` as a table cell that HTML keeps on one line."""
+    return Cell(accuracy_text(record, key, n), "acc")
+
+
 def interval_method(evaluation: Mapping[str, Any]) -> str:
     """How the intervals of an evaluation were computed (its ``interval`` text, if any)."""
     stated = evaluation.get("interval")
@@ -506,11 +511,11 @@ def _overview(runs: Sequence[RunFiles], several: bool) -> list[Block]:
             _eps_text(evaluation.get("eps")),
             _num(evaluation.get("T")),
             _num(evaluation.get("n")),
-            accuracy_text(evaluation, "clean_accuracy", sample_count(evaluation)),
+            _acc_cell(evaluation, "clean_accuracy", sample_count(evaluation)),
         ]
         records = _robust_records(evaluation)
         row += [
-            accuracy_text(records[n], "robust_accuracy", sample_count(evaluation))
+            _acc_cell(records[n], "robust_accuracy", sample_count(evaluation))
             if n in records
             else "n/a"
             for n in ensemble_names
@@ -562,7 +567,7 @@ def _summary_blocks(run: RunFiles) -> list[Block]:
         row: list[Cell | str] = [model]
         for c in columns:
             value = rec.get(c)
-            row.append(accuracy_text(rec, c, n) if c.endswith("accuracy") else _num(value))
+            row.append(_acc_cell(rec, c, n) if c.endswith("accuracy") else _num(value))
         rows.append(row)
     return [Heading(3, "Summary"), Table(["model", *columns], rows, "summary.json")]
 
@@ -576,7 +581,7 @@ def _evaluation_blocks(file: str, model: str, ev: Mapping[str, Any]) -> list[Blo
         ["images (n)", _num(ev.get("n"))],
         ["eps (L-inf, pixels)", _eps_text(ev.get("eps"))],
         ["time steps T", _num(ev.get("T")) if ev.get("T") is not None else "n/a (ANN)"],
-        ["clean accuracy", accuracy_text(ev, "clean_accuracy", n)],
+        ["clean accuracy", _acc_cell(ev, "clean_accuracy", n)],
         ["intervals", interval_method(ev)],
     ]
     blocks.append(Table(["field", "value"], facts, file))
@@ -586,7 +591,7 @@ def _evaluation_blocks(file: str, model: str, ev: Mapping[str, Any]) -> list[Blo
         rows: list[list[Cell | str]] = [
             [
                 str(name),
-                accuracy_text(rec, "robust_accuracy", n),
+                _acc_cell(rec, "robust_accuracy", n),
                 _num(rec.get("members")),
                 _seconds(rec.get("seconds")),
                 _verdict_cell(verdict),
@@ -610,7 +615,7 @@ def _evaluation_blocks(file: str, model: str, ev: Mapping[str, Any]) -> list[Blo
         rows = [
             [
                 str(name),
-                accuracy_text(rec, "robust_accuracy", n),
+                _acc_cell(rec, "robust_accuracy", n),
                 _seconds(rec.get("seconds")),
                 _verdict_cell(verdict),
             ]
@@ -716,9 +721,7 @@ def _member_blocks(file: str, name: str, rec: Mapping[str, Any], n: int | None) 
     broken = broken if isinstance(broken, Mapping) else {}
     names = [str(n) for n in rec.get("member_names") or []]
     names += [str(n) for n in [*after, *broken] if str(n) not in names]
-    rows: list[list[Cell | str]] = [
-        [m, _num(broken.get(m)), accuracy_text(after, m, n)] for m in names
-    ]
+    rows: list[list[Cell | str]] = [[m, _num(broken.get(m)), _acc_cell(after, m, n)] for m in names]
     mode = rec.get("mode")
     how = (
         "each member attacks only the samples the members before it did not break"
@@ -795,7 +798,7 @@ def _stats_blocks(file: str, model: str, stats: Mapping[str, Any]) -> list[Block
         rows.append(
             [
                 "accuracy on these images [95% CI] n",
-                *[accuracy_text(p, "accuracy", _images(p)) for _, p in parts],
+                *[_acc_cell(p, "accuracy", _images(p)) for _, p in parts],
             ]
         )
     for key, label in (
@@ -879,7 +882,7 @@ def _run_blocks(run: RunFiles, out_dir: Path) -> list[Block]:
 
 def _md_cell(cell: Cell | str) -> str:
     if isinstance(cell, Cell):
-        text = f"**{cell.text}**" if cell.style else cell.text
+        text = f"**{cell.text}**" if cell.style in ("pass", "fail") else cell.text
     else:
         text = cell
     return text.replace("|", "\\|").replace("\n", " ")
@@ -922,6 +925,7 @@ caption { caption-side: bottom; text-align: left; font-size: .8em; color: #666;
 td.pass, p.pass { color: #146c2e; font-weight: bold; }
 td.fail, p.fail { color: #b00020; font-weight: bold; }
 td.pass { background: #e6f4ea; } td.fail { background: #fde7e9; }
+td.acc { font-variant-numeric: tabular-nums; }
 pre { background: #f5f5f5; border: 1px solid #ddd; padding: .6em; overflow-x: auto; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption, p.source { font-size: .8em; color: #666; font-style: italic; }
@@ -932,7 +936,11 @@ p.note { font-size: .9em; color: #444; }
 def _html_cell(cell: Cell | str, tag: str = "td") -> str:
     if isinstance(cell, Cell):
         cls = f' class="{cell.style}"' if cell.style else ""
-        return f"<{tag}{cls}>{html.escape(cell.text)}</{tag}>"
+        text = html.escape(cell.text)
+        if cell.style == "acc":  # "91.25% [81.16, 96.85]" stays on one line, n may wrap
+            head, sep, tail = text.partition(" n=")
+            text = head.replace(" ", "&nbsp;") + sep + tail
+        return f"<{tag}{cls}>{text}</{tag}>"
     return f"<{tag}>{html.escape(cell)}</{tag}>"
 
 
