@@ -138,7 +138,9 @@ def evaluate_escalating(
         if len(steps) >= max_levels:
             stopped = f"level limit ({max_levels}) reached"
             break
-        if budget_seconds is not None and time.perf_counter() - started > budget_seconds:
+        if budget_seconds is not None and _on_main(
+            kwargs, lambda: time.perf_counter() - started > budget_seconds
+        ):  # sharded: rank 0's clock decides, so every rank takes the same branch
             stopped = f"time budget ({budget_seconds:g} s) spent"
             break
         standing = [i for i, r in enumerate(records) if r["robust"]]
@@ -172,19 +174,27 @@ def evaluate_escalating(
         members = ENSEMBLES.get(preset).for_model(model).members
         robust_mask = torch.tensor([r["robust"] for r in records], dtype=torch.bool)
         clean_mask = torch.tensor([r["clean_correct"] for r in records], dtype=torch.bool)
-        with eval_mode(model):
-            diag = run_diagnostics(
-                model,
-                x,
-                y,
-                clean_mask,
-                robust_mask,
-                eps=result["eps"],
-                members=members,
-                config=config,
-                seed=seed,
-                device=_device(model, x),
-            )
+
+        def diagnose_step(
+            clean_mask: Tensor = clean_mask,
+            robust_mask: Tensor = robust_mask,
+            members: tuple[Any, ...] = tuple(members),
+        ) -> dict[str, Any]:
+            with eval_mode(model):
+                return run_diagnostics(
+                    model,
+                    x,
+                    y,
+                    clean_mask,
+                    robust_mask,
+                    eps=result["eps"],
+                    members=members,
+                    config=config,
+                    seed=seed,
+                    device=_device(model, x),
+                )
+
+        diag = _on_main(kwargs, diagnose_step)
         late = late_breaks(sub) if sub is not None else 0
         robust_now = int(robust_mask.sum())
         steps.append(
@@ -240,6 +250,12 @@ def _reasons(diagnostics: dict[str, Any], late: int) -> list[str]:
     if late:
         reasons.append(f"late members broke {late} sample(s)")
     return reasons
+
+
+def _on_main(kwargs: dict[str, Any], fn: Callable[[], Any]) -> Any:
+    """``fn()``; in a sharded evaluation (``shard`` in kwargs) once on rank 0, result to all."""
+    shard = kwargs.get("shard")
+    return fn() if shard is None else shard.on_main(fn)
 
 
 def _device(model: nn.Module, x: Tensor) -> torch.device:

@@ -14,7 +14,10 @@ dict of DESIGN.md section 5. Semantics (PAPER.md section 5):
 - every attack call gets a generator seeded from (seed, batch index, member name), so results do
   not depend on the order batches run in, nor on resuming;
 - with ``state_dir``, every finished batch is saved atomically; a restart with the same settings
-  skips finished batches and gives the same result (other settings: it starts over).
+  skips finished batches and gives the same result (other settings: it starts over);
+- with ``shard`` (:mod:`robustsnn.evaluation.sharding`, under torchrun), this process attacks only
+  its share of the batches, the ranks' finished batches are gathered, and the diagnostics run
+  once on rank 0; every rank returns the result a single process would.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +63,24 @@ STATE_VERSION = 1
 _RANGE_TOLERANCE = 1e-5
 
 EnsembleLike = str | Ensemble | Sequence[Mapping[str, Any] | str | Member]
+
+
+class BatchShard(Protocol):
+    """This process's part of a sharded evaluation (see :mod:`robustsnn.evaluation.sharding`)."""
+
+    state_name: str
+
+    def batches(self, n_batches: int) -> list[int]:
+        """The batch indices this process attacks."""
+        ...
+
+    def gather(self, done: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+        """Every rank's finished batches, keyed by batch index (a collective)."""
+        ...
+
+    def on_main(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` run on rank 0, its result given to every rank (a collective)."""
+        ...
 
 
 def parse_eps(value: str | float | int) -> float:
@@ -164,9 +185,13 @@ class _ResumeState:
     """Per-batch progress in ``<state_dir>/evaluation-state.json``, written atomically."""
 
     def __init__(
-        self, state_dir: str | Path | None, fingerprint: dict[str, Any], log: Callable[[str], None]
+        self,
+        state_dir: str | Path | None,
+        fingerprint: dict[str, Any],
+        log: Callable[[str], None],
+        name: str = STATE_FILE,
     ) -> None:
-        self.path = Path(state_dir) / STATE_FILE if state_dir is not None else None
+        self.path = Path(state_dir) / name if state_dir is not None else None
         self.fingerprint = _normalized(fingerprint)
         self.data: dict[str, Any] = {
             "version": STATE_VERSION,
@@ -174,7 +199,10 @@ class _ResumeState:
             "batches": {},
             "diagnostics": None,
         }
-        if self.path is None or not self.path.is_file():
+        if self.path is None:
+            return
+        self._adopt_siblings()
+        if not self.path.is_file():
             return
         try:
             previous = json.loads(self.path.read_text())
@@ -187,7 +215,10 @@ class _ResumeState:
             and previous.get("fingerprint") == self.fingerprint
             and isinstance(previous.get("batches"), dict)
         ):
+            siblings = self.data["batches"]
             self.data = previous
+            for key, value in siblings.items():
+                self.data["batches"].setdefault(key, value)
             done = len(previous["batches"])
             if done:
                 log(f"resuming from {self.path}: {done} finished batch(es) are skipped")
@@ -196,6 +227,28 @@ class _ResumeState:
                 f"resume state {self.path} was made with other settings (model, data, eps, "
                 "ensemble, seed or batch size); starting the evaluation over"
             )
+
+    def _adopt_siblings(self) -> None:
+        """Finished batches from the other state files in the folder (``evaluation-state*.json``:
+        the shards of a sharded run, or a single process's state) made with the same settings,
+        so a restart with another number of processes reuses them. Read only."""
+        assert self.path is not None
+        stem = Path(STATE_FILE).stem
+        for other in sorted(self.path.parent.glob(f"{stem}*.json")):
+            if other == self.path:
+                continue
+            try:
+                previous = json.loads(other.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if (
+                isinstance(previous, dict)
+                and previous.get("version") == STATE_VERSION
+                and previous.get("fingerprint") == self.fingerprint
+                and isinstance(previous.get("batches"), dict)
+            ):
+                for key, value in previous["batches"].items():
+                    self.data["batches"].setdefault(key, value)
 
     def batch(self, index: int) -> dict[str, Any] | None:
         result = self.data["batches"].get(str(index))
@@ -320,6 +373,7 @@ def evaluate(
     indices: Sequence[int] | Tensor | None = None,
     view_factory: ViewFactory = attack_view,
     callback: Callable[[int], None] | None = None,
+    shard: BatchShard | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``(x, y)`` against an ensemble; return the evaluation.json dict.
 
@@ -348,6 +402,8 @@ def evaluate(
         view_factory: ``(model, estimator) -> callable`` an attack runs on (default
             :func:`attack_view`); the verdict always uses the real forward pass.
         callback: called with the batch index after each batch is finished and saved.
+        shard: this process's share of a sharded evaluation (None: every batch); the per-rank
+            resume file is ``shard.state_name`` in ``state_dir``.
 
     Returns:
         The evaluation.json dict (DESIGN.md section 5) plus ``robust_accuracy`` (headline),
@@ -388,17 +444,20 @@ def evaluate(
         "data": tensor_digest(x, y, torch.tensor(index_list, dtype=torch.long)),
         "model": model_digest(model),
     }
-    state = _ResumeState(state_dir, fingerprint, log)
+    state = _ResumeState(
+        state_dir, fingerprint, log, shard.state_name if shard is not None else STATE_FILE
+    )
     built = [m.build(eps) for m in members]
     views = [view_factory(model, m.estimator) for m in members]
 
     n_batches = math.ceil(n / batch_size)
-    batches: list[dict[str, Any]] = []
+    mine = list(range(n_batches)) if shard is None else shard.batches(n_batches)
+    done: dict[int, dict[str, Any]] = {}
     started = time.perf_counter()
     with eval_mode(model, transfer_source):
         name = chosen.name if chosen is not None else "clean"
         bar = tqdm(
-            total=n_batches * max(1, len(members)),
+            total=len(mine) * max(1, len(members)),
             desc=f"evaluate {name}",
             unit="attack" if members else "batch",
             disable=quiet,
@@ -411,10 +470,10 @@ def evaluate(
             bar.update(1)
 
         try:
-            for b in range(n_batches):
+            for b in mine:
                 saved = state.batch(b)
                 if saved is not None:
-                    batches.append(saved)
+                    done[b] = saved
                     bar.update(max(1, len(members)))
                     continue
                 lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
@@ -435,14 +494,19 @@ def evaluate(
                 if not members:
                     bar.update(1)
                 state.save_batch(b, result)
-                batches.append(_normalized(result))
+                done[b] = _normalized(result)
                 if callback is not None:
                     callback(b)
         finally:
             bar.close()
+        if shard is not None:
+            done = shard.gather(done)
+        batches = [done[b] for b in range(n_batches) if b in done]
+        records = [r for batch in batches for r in batch["records"]]
+        if [r["index"] for r in records] != index_list:
+            raise RuntimeError("the finished batches do not hold every sample exactly once")
         attack_seconds = time.perf_counter() - started
 
-        records = [r for batch in batches for r in batch["records"]]
         clean_correct = torch.tensor([r["clean_correct"] for r in records], dtype=torch.bool)
         robust = torch.tensor([r["robust"] for r in records], dtype=torch.bool)
         diag_started = time.perf_counter()
@@ -450,9 +514,12 @@ def evaluate(
             "config": config.describe(),
             "transfer": model_digest(transfer_source) if transfer_source is not None else None,
         }
-        diag_results = state.diagnostics(diag_fingerprint) if members else {}
-        if diag_results is None:  # clean accuracy only (no attack): nothing to diagnose
-            diag_results = run_diagnostics(
+
+        def diagnose() -> dict[str, Any]:
+            cached = state.diagnostics(diag_fingerprint) if members else {}
+            if cached is not None:  # clean accuracy only (no attack): nothing to diagnose
+                return cached
+            results = run_diagnostics(
                 model,
                 x,
                 y,
@@ -467,8 +534,12 @@ def evaluate(
                 device=device,
                 progress=lambda check: log(f"diagnostics: {check}"),
             )
-            if diag_results:
-                state.save_diagnostics(diag_fingerprint, diag_results)
+            if results:
+                state.save_diagnostics(diag_fingerprint, results)
+            return results
+
+        # sharded: once, on rank 0 (the checks draw their own seeded samples), result to all
+        diag_results = diagnose() if shard is None else shard.on_main(diagnose)
         diag_seconds = time.perf_counter() - diag_started
 
     return _summarize(

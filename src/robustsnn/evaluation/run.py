@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from robustsnn import distributed
 from robustsnn.attacks import ATTACKS
 from robustsnn.checkpoint import atomic_write_json, atomic_write_text
 from robustsnn.data import load_dataset, to_float
@@ -24,6 +25,7 @@ from robustsnn.evaluation.diagnostics import DiagnosticsConfig
 from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member, resolve_ensemble
 from robustsnn.evaluation.escalate import evaluate_escalating
 from robustsnn.evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate, parse_eps
+from robustsnn.evaluation.sharding import current_shard
 from robustsnn.modelio import load_model
 
 DEFAULT_ENSEMBLE = "pgd-ensemble"
@@ -124,6 +126,9 @@ def run_evaluation(
             samples (:mod:`robustsnn.evaluation.escalate`), at most ``escalate_levels`` steps,
             none started after ``escalate_seconds``.
 
+    Under torchrun every rank attacks its share of the batches
+    (:mod:`robustsnn.evaluation.sharding`) and returns the same dict; only rank 0 writes.
+
     Returns:
         The dict written to evaluation.json (records are in ``records.jsonl``).
     """
@@ -147,6 +152,8 @@ def run_evaluation(
     out = Path(out_dir) if out_dir is not None else path.parent / f"eval-{path.stem}"
     if escalate and attacks is not None:
         raise UserError("--escalate works with an ensemble, not with --attack")
+    shard = current_shard()
+    quiet = quiet or not distributed.is_main()
     runner: Any = evaluate
     extra: dict[str, Any] = {"attacks": attacks}
     if escalate:
@@ -179,9 +186,12 @@ def run_evaluation(
             "transfer_from": str(transfer_from) if transfer_from is not None else None,
         },
         indices=index,
+        **({"shard": shard} if shard is not None else {}),
     )
     records = result.pop("records")
-    atomic_write_text(out / RECORDS_FILE, "".join(json.dumps(r) + "\n" for r in records))
     result["records_file"] = RECORDS_FILE
-    atomic_write_json(out / EVALUATION_FILE, result)
+    if distributed.is_main():
+        atomic_write_text(out / RECORDS_FILE, "".join(json.dumps(r) + "\n" for r in records))
+        atomic_write_json(out / EVALUATION_FILE, result)
+    distributed.barrier()  # the files exist on return, on every rank
     return result
