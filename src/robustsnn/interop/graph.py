@@ -17,7 +17,10 @@ Spec::
 ops: ``conv2d`` (in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
 bias), ``linear`` (in_features, out_features, bias), ``avgpool2d`` / ``sumpool2d``
 (kernel_size, stride, padding), ``flatten`` (start_dim, end_dim: torch dims, batch included),
-``scale`` (shape), ``identity``, ``neuron`` (leak, reset, emit, fire_at_equal, threshold_min).
+``scale`` (shape), ``identity``, ``neuron`` (leak, reset, emit, fire_at_equal, threshold_min);
+for models adapted from SpikingJelly/snnTorch also ``maxpool2d`` (kernel_size, stride, padding,
+dilation) and ``batchnorm1d`` / ``batchnorm2d`` (num_features, eps, affine; statistics come with
+the weights, stateless in eval mode).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from robustsnn.snn.neuron import SpikingNeuron
 
 GRAPH_ARCH = "interop_graph"
 GRAPH_TRANSFORM = "interop-graph"
-OPS = ("conv2d", "linear", "avgpool2d", "sumpool2d", "flatten", "scale", "identity", "neuron")
+OPS = ("conv2d", "linear", "avgpool2d", "sumpool2d", "flatten", "scale", "identity", "neuron",
+       "maxpool2d", "batchnorm1d", "batchnorm2d")  # fmt: skip
 
 
 class SumPool2d(nn.Module):
@@ -101,6 +105,14 @@ def _module(node: Mapping[str, Any]) -> nn.Module:
         )
     if op == "sumpool2d":
         return SumPool2d(node["kernel_size"], node["stride"], node["padding"])
+    if op == "maxpool2d":
+        return nn.MaxPool2d(
+            tuple(node["kernel_size"]), tuple(node["stride"]), tuple(node["padding"]),
+            tuple(node.get("dilation", (1, 1))),
+        )  # fmt: skip
+    if op in ("batchnorm1d", "batchnorm2d"):
+        bn = nn.BatchNorm1d if op == "batchnorm1d" else nn.BatchNorm2d
+        return bn(int(node["num_features"]), eps=float(node["eps"]), affine=bool(node["affine"]))
     if op == "flatten":
         return nn.Flatten(int(node["start_dim"]), int(node["end_dim"]))
     if op == "scale":
