@@ -210,3 +210,16 @@ def train_body(out: str, epochs: int = 1, objective: str = "natural") -> None:
 
     result = train(Path(out), epochs=epochs, objective=objective)
     (Path(out) / f"train.rank{distributed.rank()}.json").write_text(json.dumps(result))
+
+
+def train_kill_body(out: str, epochs: int, die_rank: int, die_after_epoch: int) -> None:
+    """``train_body`` whose rank ``die_rank`` is killed (SIGKILL) once epoch
+    ``die_after_epoch`` is saved by rank 0 (the callbacks run after the barrier)."""
+    from robustsnn import distributed
+
+    def kill(trainer: Any, record: dict[str, Any]) -> None:
+        if distributed.rank() == die_rank and record["epoch"] == die_after_epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    result = train(Path(out), epochs=epochs, callbacks=[kill])
+    (Path(out) / f"train.rank{distributed.rank()}.json").write_text(json.dumps(result))

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from robustsnn import __version__
+from robustsnn import __version__, distributed
 from robustsnn.attacks import build_attack
 from robustsnn.checkpoint import save_tensors
 from robustsnn.data import load_dataset, stratified_indices
@@ -146,5 +146,7 @@ def train_ann(
         "provenance": provenance(device),
     }
     path = out / f"{ANN_NAME}.safetensors"
-    save_tensors(path, model.state_dict(), metadata)
+    if distributed.is_main():  # under torchrun every rank holds rank 0's model after training
+        save_tensors(path, model.state_dict(), metadata)
+    distributed.barrier()
     return path

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from robustsnn import distributed
 from robustsnn.attacks import build_attack
 from robustsnn.conversion import ConversionConfig, spiking_body
 from robustsnn.data import Dataset, DatasetInfo, load_dataset, stratified_indices
@@ -97,6 +98,14 @@ def evaluate_snn(
             desc="pgd20",
         )
     return result
+
+
+def _save_snn_on_main(path: Path, snn: SpikingNetwork, **meta: Any) -> None:
+    """:func:`save_snn` on rank 0 only (under torchrun every rank holds the same model after
+    training); the other ranks wait until the file exists."""
+    if distributed.is_main():
+        save_snn(path, snn, **meta)
+    distributed.barrier()
 
 
 def _clamp_thresholds(model: nn.Module) -> None:
@@ -369,7 +378,7 @@ def finetune_snn(
     extra: dict[str, Any] = {}
     if "normalization" in meta:
         extra["normalization"] = meta["normalization"]
-    save_snn(
+    _save_snn_on_main(
         path,
         snn,
         dataset=meta["dataset"],
@@ -564,7 +573,7 @@ def train_snn(
         "seed": seed,
     }
     path = out / f"{name}.safetensors"
-    save_snn(
+    _save_snn_on_main(
         path,
         snn,
         dataset=_dataset_metadata(dataset_spec, data),

@@ -6,8 +6,28 @@ appends one JSON line to ``<out>/log.jsonl`` and atomically rewrites the trainin
 global RNG state, epoch). :meth:`Trainer.fit` resumes from that state, so a run killed after
 epoch k and restarted ends with the same weights, bit for bit on CPU, as an uninterrupted one.
 
-Everything that would change under DistributedDataParallel lives in three places: ``_wrap``
-(model wrapping), ``_local_data`` (sharding the training set) and ``is_main`` (only rank 0 writes).
+Under torchrun (more than one process, :mod:`robustsnn.distributed`) the same Trainer runs
+DistributedDataParallel with the schedule of one process:
+
+- **data**: every rank draws the same permutation and augments the same *global* batch of
+  ``batch_size`` images from one shared generator (seeded with ``seed``), then keeps its
+  contiguous slice of it (``_local_rows``). The losses are weighted by each slice's share, so the
+  averaged gradient is the gradient of the global batch's mean loss, also for a last batch that
+  does not split evenly; ``steps_per_epoch`` and the cosine schedule are those of one process.
+  A deterministic objective on a model without batch statistics takes the same steps as one
+  process (up to the summation order of the gradient all-reduce).
+- **randomness inside a step** (attack random starts, dropout) comes from per-rank streams
+  reseeded from ``(seed, rank, epoch)`` at every epoch: independent across ranks, and a resumed
+  run repeats them without saving them. With one process the objective draws from the shared
+  generator as before, so world size 1 is today's code path.
+- **attacks** inside objectives run on the unwrapped module (``inner.attack_mode``), so no
+  collective happens inside an attack loop.
+- **BatchNorm**: in training mode each rank normalizes with its own slice's statistics (plain
+  BatchNorm, not SyncBatchNorm: torch's SyncBatchNorm has no CPU/gloo path), and DDP broadcasts
+  rank 0's running statistics at every forward; after training every rank takes rank 0's
+  buffers, the model rank 0 saves.
+- **files**: rank 0 writes the log and the training state (atomically), then all ranks meet at a
+  barrier; a restart after a kill of any rank resumes every rank from that one state file.
 """
 
 from __future__ import annotations
@@ -25,6 +45,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from robustsnn import distributed
 from robustsnn.checkpoint import atomic_write_text, load_tensors, save_tensors
 from robustsnn.data import Dataset, iterate_batches
 from robustsnn.errors import UserError
@@ -40,9 +61,15 @@ LOG_NAME = "log.jsonl"
 
 
 def _rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return distributed.rank(), distributed.world_size()
+
+
+def shard_rows(n: int, rank: int, world: int) -> slice:
+    """Rank ``rank``'s contiguous rows of a global batch of ``n``: sizes differ by at most one,
+    the first ranks take the extra rows (rank 0 is never empty)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
 
 
 def validate_optimizer(lr: float, momentum: float, weight_decay: float, where: str = "") -> None:
@@ -198,9 +225,14 @@ class Trainer:
         self._freeze(list(freeze))
         self.optimizer = self._build_optimizer(param_groups)
         self.train_model = self._wrap(self.model)
-        # Data order, augmentation and attack random starts all draw from this one generator.
+        # Data order, augmentation and (one process) attack random starts draw from this one
+        # generator; it is the same on every rank, so all ranks build the same global batches.
         self.generator = torch.Generator(device="cpu")
-        self.generator.manual_seed(seed if self.rank == 0 else hash((seed, self.rank)) % 2**62)
+        self.generator.manual_seed(seed)
+        # With several processes, randomness inside a step draws from a per-rank stream.
+        self.step_generator = self.generator
+        if self.world_size > 1:
+            self.step_generator = torch.Generator(device="cpu")
 
     # ----------------------------------------------------------------------------- paths
     @property
@@ -270,13 +302,31 @@ class Trainer:
             return nn.parallel.DistributedDataParallel(model, device_ids=ids)
         return model
 
-    def _local_data(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """This rank's shard of the training set (equal sizes on every rank)."""
+    def _local_rows(self, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor, float]:
+        """This rank's rows of a global batch and the weight of its mean loss.
+
+        The weight ``world * rows / n`` makes DDP's average of the ranks' gradients the gradient
+        of the global batch's mean loss. A rank left without rows (a last batch smaller than the
+        world) trains on the batch's first row with weight 0, so that it still joins the
+        gradient all-reduce.
+        """
         if self.world_size == 1:
-            return x, y
-        per_rank = len(x) // self.world_size
-        index = slice(self.rank, per_rank * self.world_size, self.world_size)
-        return x[index], y[index]
+            return xb, yb, 1.0
+        n = yb.shape[0]
+        rows = shard_rows(n, self.rank, self.world_size)
+        x_local, y_local = xb[rows], yb[rows]
+        if y_local.shape[0] == 0:
+            return xb[:1], yb[:1], 0.0
+        return x_local, y_local, self.world_size * y_local.shape[0] / n
+
+    def _seed_step_randomness(self, epoch: int) -> None:
+        """Per-rank streams for one epoch (several processes only): attack random starts draw
+        from ``step_generator``, dropout from the global RNG."""
+        if self.world_size == 1:
+            return
+        stream = (self.seed * 1_000_003 + self.rank * 7_919 + epoch) % 2**62
+        self.step_generator.manual_seed(stream)
+        torch.manual_seed(stream)
 
     def _all_reduce(self, values: Tensor) -> Tensor:
         if self.world_size > 1:
@@ -426,29 +476,31 @@ class Trainer:
             leave=False,
             unit="batch",
         )
-        for i, (xb, yb) in enumerate(bar):
+        self._seed_step_randomness(epoch)
+        for i, (x_global, y_global) in enumerate(bar):
+            xb, yb, weight = self._local_rows(x_global, y_global)
             step = (epoch - 1) * steps_per_epoch + i
             self._set_lr(step, total_steps)
             if first_lr is None:
                 first_lr = float(self.optimizer.param_groups[0]["lr"])
             self.optimizer.zero_grad(set_to_none=True)
-            loss, logits = self.objective(self.train_model, xb, yb, self.generator)
+            loss, logits = self.objective(self.train_model, xb, yb, self.step_generator)
             if not torch.isfinite(loss):
                 raise UserError(
                     f"{self.phase}: loss is {loss.item()} at epoch {epoch}, batch {i}; "
                     "training diverged, lower the learning rate"
                 )
-            loss.backward()
+            (loss if weight == 1.0 else loss * weight).backward()
             self.optimizer.step()
             if self.clamp is not None:
                 with torch.no_grad():
                     self.clamp(self.model)
             with torch.no_grad():
-                n = yb.shape[0]
+                n = yb.shape[0] if weight > 0 else 0
                 sums += torch.stack(
                     [
                         loss.detach().double() * n,
-                        (logits.argmax(dim=1) == yb).sum().double(),
+                        (logits.argmax(dim=1) == yb).sum().double() * (n > 0),
                         torch.tensor(float(n), dtype=torch.float64, device=self.device),
                     ]
                 )
@@ -470,7 +522,7 @@ class Trainer:
     def fit(self, dataset: Dataset) -> list[dict[str, Any]]:
         """Train for the remaining epochs (resuming from the saved state if there is one) and
         return the per-epoch records of the whole run."""
-        x, y = self._local_data(dataset.x_train, dataset.y_train)
+        x, y = dataset.x_train, dataset.y_train  # every rank: the global batches (_local_rows)
         if len(x) == 0:
             raise UserError(f"{self.phase}: the training set is empty")
         if self.drop_last:
@@ -511,4 +563,5 @@ class Trainer:
             self._barrier()
             for callback in self.callbacks:
                 callback(self, record)
+        distributed.broadcast_module_state(self.model)  # rank 0's BatchNorm statistics
         return self.history
