@@ -194,11 +194,19 @@ def _statistics(cfg: RunConfig, run_dir: Path, model: str, path: Path, device: s
     )
 
 
+def _headline(evaluation: dict[str, Any]) -> str | None:
+    """The ensemble whose robust accuracy is the evaluation's number: the one evaluation.json
+    names (``"<preset> + escalation"`` after ``--escalate``), else the first one."""
+    ensembles = evaluation.get("ensembles") or {}
+    named = evaluation.get("ensemble")
+    return named if named in ensembles else next(iter(ensembles), None)
+
+
 def _robust_row(evaluation: dict[str, Any]) -> dict[str, Any] | None:
-    """The row of the headline robust accuracy: the first ensemble, else the weakest attack."""
+    """The row of the headline robust accuracy: its ensemble, else the weakest attack."""
     ensembles = evaluation.get("ensembles") or {}
     if ensembles:
-        return dict(next(iter(ensembles.values())))
+        return dict(ensembles[_headline(evaluation)])
     attacks = evaluation.get("attacks") or {}
     if attacks:
         return dict(min(attacks.values(), key=lambda r: float(r["robust_accuracy"])))
@@ -252,7 +260,7 @@ def write_summary(run_dir: Path) -> dict[str, Any]:
             "eps": ev["eps"],
             "n": ev["n"],
             "T": ev.get("T"),
-            "ensemble": next(iter(ev.get("ensembles") or {}), None),
+            "ensemble": _headline(ev),
             "source": ev_path.name,
         }
     atomic_write_json(run_dir / "summary.json", summary)

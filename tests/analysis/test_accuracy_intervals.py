@@ -24,6 +24,7 @@ from robustsnn.pipeline import format_summary, write_summary
 HALF = (0.2366, 0.7634)  # 5 of 10
 NONE = (0.0, 0.2775)  # 0 of 10
 NINE = (0.5958, 0.9821)  # 9 of 10
+FOUR = (0.1682, 0.6873)  # 4 of 10
 
 
 def _old_style(model: str, clean: float, robust: float, n: int = 10) -> dict[str, Any]:
@@ -41,6 +42,13 @@ def _run(tmp_path: Path) -> Path:
     new["clean_accuracy_ci95"] = [0.11, 0.99]  # stored intervals win over recomputed ones
     new["ensembles"]["pgd-ensemble"]["robust_accuracy_ci95"] = [0.1, 0.9]
     new["interval"] = "Wilson score, 95%, two-sided"
+    # `evaluate --escalate` adds the final ensemble and names it as the headline
+    new["ensembles"]["pgd-ensemble + escalation"] = {
+        "robust_accuracy": 0.4,
+        "members": 4,
+        "seconds": 9.0,
+    }
+    new["ensemble"] = "pgd-ensemble + escalation"
     new["escalation"] = {
         "steps": [
             {
@@ -138,8 +146,11 @@ def test_run_table_has_intervals_and_the_verdict_per_row(tmp_path: Path) -> None
     summary = write_summary(run)
     stored = json.loads((run / "summary.json").read_text())
     assert stored["snn_converted"]["robust_accuracy_ci95"] == pytest.approx(NONE, abs=1e-4)
-    assert stored["snn_finetuned"]["robust_accuracy_ci95"] == [0.1, 0.9]
     assert stored["snn_converted"]["diagnostics"] == "checks FAIL: black_box_weaker"
+    # the headline after escalation is the escalated ensemble, not the first one
+    assert stored["snn_finetuned"]["ensemble"] == "pgd-ensemble + escalation"
+    assert stored["snn_finetuned"]["robust_accuracy"] == 0.4
+    assert stored["snn_finetuned"]["robust_accuracy_ci95"] == pytest.approx(FOUR, abs=1e-4)
     lines = format_summary(summary).splitlines()
     converted = next(line for line in lines if line.startswith("snn_converted"))
     assert "50.0% [23.7, 76.3] n=10" in converted and "0.0% [0.0, 27.8] n=10" in converted
@@ -148,6 +159,7 @@ def test_run_table_has_intervals_and_the_verdict_per_row(tmp_path: Path) -> None
     assert ann.endswith("checks PASS (2)") and "90.0% [59.6, 98.2] n=10" in ann
     finetuned = next(line for line in lines if line.startswith("snn_finetuned"))
     assert finetuned.endswith("checks PASS (2); escalated 1x")
+    assert "40.0% [16.8, 68.7] n=10" in finetuned
     assert "95% Wilson interval" in lines[-1] and "8/255" in lines[-1]
 
 
