@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -176,7 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ensemble", default=None, help="preset ensemble, e.g. pgd-ensemble")
     p.add_argument("--estimator", default=None, help="restrict --attack to one estimator")
     p.add_argument("--eps", type=_eps, default=8 / 255)
-    p.add_argument("--n", type=int, default=1000)
+    p.add_argument(
+        "--num-samples", "--n", dest="n", type=int, default=1000,
+        help="number of samples, stratified by class (--n is a short alias; torchrun's own parser "
+        "misreads --n, so write --num-samples under torchrun)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--diagnostics", choices=["none", "fast", "full"], default="fast")
     p.add_argument(
@@ -447,6 +452,27 @@ COMMANDS = {
 }
 
 
+TORCHRUN_COMMANDS = ("train-ann", "finetune", "train-snn", "evaluate", "run")
+"""Commands that run on several processes under ``torchrun ... -m robustsnn``."""
+
+
+def _join_torchrun(args: argparse.Namespace) -> None:
+    """Under torchrun with several processes: start the process group, take this rank's device
+    (``cuda`` -> ``cuda:LOCAL_RANK``) and keep every rank but 0 quiet. Nothing with one process."""
+    from robustsnn import distributed
+
+    if distributed.launched_world_size() == 1:
+        return
+    if args.command not in TORCHRUN_COMMANDS:
+        raise UserError(
+            f"robustsnn {args.command} runs in one process; start it without torchrun "
+            f"(torchrun runs {', '.join(TORCHRUN_COMMANDS)})"
+        )
+    args.device = distributed.init(args.device)
+    if not distributed.is_main():
+        args.quiet = True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -466,13 +492,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             from robustsnn.data.datasets import DOWNLOAD_ENV
 
             os.environ[DOWNLOAD_ENV] = "1"
-        COMMANDS[args.command](args)
+        _join_torchrun(args)
+        from robustsnn import distributed
+
+        if distributed.is_main():
+            COMMANDS[args.command](args)
+        else:  # one copy of the results on stdout: rank 0's
+            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+                COMMANDS[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        from robustsnn import distributed
+
+        distributed.shutdown()
     return 0
 
 

@@ -3,6 +3,10 @@
 Each stage writes its output atomically into the run folder and is skipped when that output
 already exists, so a killed run continues where it stopped (the trainers also resume
 mid-stage from their last epoch).
+
+Under torchrun the training stages run DistributedDataParallel and the evaluations are sharded on
+every rank; conversion, statistics, summary and report run on rank 0 while the others wait.
+Rank 0 decides which stages are done and alone writes the run folder's own files.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from robustsnn import distributed
 from robustsnn.checkpoint import atomic_write_json, atomic_write_text
 from robustsnn.config import RunConfig, dump_config, load_config
 from robustsnn.conversion import ConversionConfig
@@ -25,20 +30,38 @@ MODELS = ("ann", "snn_converted", "snn_finetuned")
 
 
 def _log(run_dir: Path, record: dict[str, Any]) -> None:
+    if not distributed.is_main():
+        return
     with open(run_dir / "log.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
-def _stage(run_dir: Path, name: str, output: Path, fn: Callable[[], Any], quiet: bool) -> None:
-    """Run ``fn`` unless ``output`` exists; log the stage's wall time."""
-    if output.exists():
+def _stage(
+    run_dir: Path,
+    name: str,
+    output: Path,
+    fn: Callable[[], Any],
+    quiet: bool,
+    every_rank: bool = False,
+) -> None:
+    """Run ``fn`` unless ``output`` exists; log the stage's wall time.
+
+    Under torchrun rank 0 decides whether the stage is done; ``fn`` runs on every rank when
+    ``every_rank`` (training, evaluation), else on rank 0 alone; all ranks leave together.
+    """
+    quiet = quiet or not distributed.is_main()
+    if distributed.on_main(output.exists):
         if not quiet:
             print(f"[{name}] done already ({output.name}), skipping")
         return
     if not quiet:
         print(f"[{name}] ...")
     start = time.perf_counter()
-    fn()
+    if every_rank:
+        fn()
+    else:
+        distributed.on_main(fn)
+    distributed.barrier()
     _log(run_dir, {"phase": name, "stage_seconds": round(time.perf_counter() - start, 2)})
 
 
@@ -83,7 +106,8 @@ def run_pipeline(
         raise UserError(
             f"{run_dir} holds a run with a different config; use another --out or delete the folder"
         )
-    atomic_write_text(cfg_file, resolved)
+    if distributed.is_main():
+        atomic_write_text(cfg_file, resolved)
     ann_path = run_dir / "ann.safetensors"
     conv_path = run_dir / "snn_converted.safetensors"
     snn_path = run_dir / "snn.safetensors"
@@ -136,23 +160,29 @@ def run_pipeline(
             data_dir=cfg.data.data_dir, quiet=quiet, device=device, eval_n=cfg.eval.n, name="snn",
         )  # fmt: skip
 
-    _stage(run_dir, "train_ann", ann_path, train, quiet)
+    _stage(run_dir, "train_ann", ann_path, train, quiet, every_rank=True)
     _stage(run_dir, "convert", conv_path, convert, quiet)
-    _stage(run_dir, "finetune", snn_path, finetune, quiet)
+    _stage(run_dir, "finetune", snn_path, finetune, quiet, every_rank=True)
 
     checkpoints = {"ann": ann_path, "snn_converted": conv_path, "snn_finetuned": snn_path}
     for model, path in checkpoints.items():
         evaluate = functools.partial(_evaluate, cfg, run_dir, model, path, quiet, device)
-        _stage(run_dir, f"evaluate_{model}", run_dir / f"evaluation-{model}.json", evaluate, quiet)
-    shutil.copyfile(run_dir / "evaluation-snn_finetuned.json", run_dir / "evaluation.json")
+        target = run_dir / f"evaluation-{model}.json"
+        _stage(run_dir, f"evaluate_{model}", target, evaluate, quiet, every_rank=True)
+    if distributed.is_main():
+        shutil.copyfile(run_dir / "evaluation-snn_finetuned.json", run_dir / "evaluation.json")
     for model, path in checkpoints.items():
         if model != "ann":
             stats = functools.partial(_statistics, cfg, run_dir, model, path, device)
             _stage(run_dir, f"stats_{model}", run_dir / f"stats-{model}.json", stats, quiet)
+    if not distributed.is_main():  # rank 0 writes the summary and the report
+        distributed.barrier()
+        return {}
     summary = write_summary(run_dir)
     _report(run_dir, quiet)
     if not quiet:
         print(format_summary(summary))
+    distributed.barrier()
     return summary
 
 
@@ -168,7 +198,8 @@ def _evaluate(
         data_dir=cfg.data.data_dir, diagnostics=cfg.eval.diagnostics, split=cfg.eval.split,
         escalate=cfg.eval.escalate, escalate_levels=cfg.eval.escalate_levels,
     )  # fmt: skip
-    shutil.copyfile(out / "evaluation.json", run_dir / f"evaluation-{model}.json")
+    if distributed.is_main():
+        shutil.copyfile(out / "evaluation.json", run_dir / f"evaluation-{model}.json")
 
 
 def _statistics(cfg: RunConfig, run_dir: Path, model: str, path: Path, device: str) -> None:
