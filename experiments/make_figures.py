@@ -20,6 +20,10 @@ from robustsnn.analysis import (
     plot_robustness_vs_eps,
     plot_square_curve,
 )
+from robustsnn.analysis.figures import wilson_band
+from robustsnn.evaluation.intervals import wilson_interval
+
+TABLE_N = 200  # images per row of table_main.json (experiments/table_rows.py)
 
 
 def main() -> None:
@@ -40,8 +44,11 @@ def main() -> None:
     if sweep.exists():
         rows = json.loads(sweep.read_text())["rows"]
         curve = [(float(r["value"]), r["robust_accuracy"]) for r in rows]
-        plot_robustness_vs_beta({"MNIST-5k, PGD-AT eps 0.1": curve}, out / "mnist-robustness_vs_beta.png",
-                                attack="pgd-fast ensemble, eps 0.1, n=200")  # fmt: skip
+        label = "MNIST-5k, PGD-AT eps 0.1"
+        n = int(rows[0].get("n") or 200)
+        plot_robustness_vs_beta({label: curve}, out / "mnist-robustness_vs_beta.png",
+                                attack=f"pgd-fast ensemble, eps 0.1, n={n}",
+                                bands={label: wilson_band(curve, n)})  # fmt: skip
     table = exp / "table_main.json"
     if table.exists():
         rows = json.loads(table.read_text())
@@ -61,13 +68,18 @@ def main() -> None:
             if "pgd-ensemble@8/255" in row:
                 bars[label]["pgd-ensemble 8/255"] = row["pgd-ensemble@8/255"]
         plot_robustness_vs_eps(
-            curves, out / "cifar10-robustness_vs_eps.png", attack="PGD-20, BPTT PCW-1, n=200"
-        )
+            curves, out / "cifar10-robustness_vs_eps.png", attack=f"PGD-20, BPTT PCW-1, n={TABLE_N}",
+            bands={k: wilson_band(v, TABLE_N) for k, v in curves.items()},
+        )  # fmt: skip
         bars = {k: {m: v for m, v in b.items() if v is not None} for k, b in bars.items()}
         plot_baselines(
             bars,
             out / "cifar10-baselines.png",
-            title="CIFAR-10 subset, T = 8: clean and robust accuracy",
+            title=f"CIFAR-10 subset, T = 8: clean and robust accuracy, n={TABLE_N}",
+            intervals={
+                k: {m: wilson_interval(round(v * TABLE_N), TABLE_N) for m, v in b.items()}
+                for k, b in bars.items()
+            },
         )
     square = exp / "square.json"
     if square.exists():

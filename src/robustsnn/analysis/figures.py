@@ -260,7 +260,7 @@ def plot_robustness_vs_beta(
     _line_plot(ax, curves, bands=bands)
     ax.set_xlabel("beta (weight of the KL term in robust finetuning)")
     _accuracy_axis(ax, f"robust accuracy (%), {attack}")
-    ax.set_title(title)
+    ax.set_title(title + (f"\n({INTERVAL_NOTE})" if bands else ""), fontsize="medium")
     return _save(fig, out_path)
 
 
@@ -503,9 +503,11 @@ def plot_square_curve(
         raise UserError("nothing to plot: no curves given")
     fig = _figure(6.4, 4.4)
     ax = fig.add_subplot()
+    shaded = False
     for i, (label, value) in enumerate(curves.items()):
         xs, ys = _square_series(value, n_queries)
         n = _square_samples(value)
+        shaded = shaded or bool(n)
         shown = f"{label} (n={n})" if n else str(label)
         ax.step(xs, _percent(ys), where="post", label=shown, color=f"C{i}")
         if n:
@@ -525,7 +527,8 @@ def plot_square_curve(
     _accuracy_axis(ax, "accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    ax.set_title(title + (f", eps = {_eps_text(eps)}" if eps is not None else ""))
+    title += f", eps = {_eps_text(eps)}" if eps is not None else ""
+    ax.set_title(title + (f"\n({INTERVAL_NOTE})" if shaded else ""), fontsize="medium")
     return _save(fig, out_path)
 
 
@@ -565,5 +568,6 @@ def plot_accuracy_vs_T(
     ax.set_xticks(steps, [f"{int(t)}" for t in steps])
     ax.set_xlabel("time steps T")
     _accuracy_axis(ax, "clean accuracy (%)")
-    ax.set_title(title + (f"\n(n={n} images; {INTERVAL_NOTE})" if bands else ""), fontsize="medium")
+    images = "" if f"n={n}" in title else f"n={n} images; "
+    ax.set_title(title + (f"\n({images}{INTERVAL_NOTE})" if bands else ""), fontsize="medium")
     return _save(fig, out_path)
