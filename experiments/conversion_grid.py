@@ -2,14 +2,17 @@
 
 Converts one ANN checkpoint with every combination and measures clean accuracy of each SNN at
 each T on a class-balanced test subset (Wilson 95% intervals). Thresholds are computed once
-per combination they depend on (percentile: reset and v_init, at calib_T; mse: v_init and T,
-from the ANN), then every variant is finished exactly as ``convert`` does (scale, clamp, BN,
-corrections); one variant per run is checked against ``convert`` itself.
+per combination they depend on (percentile: the reset, at calib_T = 100 with v_init 0, shared
+by both v_init values because the start is 0.5% of the charge of 100 steps and the calibration
+costs ~10 CPU-minutes each; mse: v_init and T, from the ANN), then every variant is finished
+exactly as ``convert`` does (scale, clamp, BN, corrections); one mse variant is checked against
+``convert`` itself. ``--reuse OLD_JSON`` keeps the rows (and percentile thresholds) of
+an earlier run of the same grid.
 
 Stage 1 runs the full grid without corrections; stage 2 adds bias / potential correction to the
 ``--top`` best stage-1 settings per T and to the paper's recipe.
 
-Usage (one thread, background):
+Usage (one thread, background; ``--table OUT_JSON`` prints the markdown table):
   OMP_NUM_THREADS=1 nohup python experiments/conversion_grid.py ANN_CKPT OUT_JSON \
       --dataset npz:/work/shared/data/cifar10-subset.npz --n 1000 --T 4,8 &
 """
@@ -17,9 +20,12 @@ Usage (one thread, background):
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import sys
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -81,16 +87,51 @@ def label(cfg: ConversionConfig) -> str:
     return f"{cfg.reset}/v0={cfg.v_init}/{rule}/bn={cfg.bn}/cal={cfg.calibration}"
 
 
+def table(path: str) -> str:
+    """Markdown table of a grid JSON: one line per setting, T columns, accuracy and 95% CI."""
+    result = json.loads(Path(path).read_text())
+    by_label: dict[str, dict[int, dict[str, Any]]] = {}
+    for row in result["rows"]:
+        by_label.setdefault(row["label"], {})[row["config"]["T"]] = row
+    steps = result["T"]
+    ann = result["ann"]
+    lines = [
+        "| reset | v_init | threshold | BN | calibration | "
+        + " | ".join(f"T={t} (gap)" for t in steps)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(steps),
+    ]
+    for name, rows in by_label.items():
+        reset, v0, rule, bn, cal = name.split("/")
+        cells = []
+        for t in steps:
+            r = rows.get(t)
+            cells.append(
+                "" if r is None else
+                f"{r['accuracy']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] ({r['gap']:+.3f})"
+            )  # fmt: skip
+        lines.append(
+            f"| {reset} | {v0[3:]} | {rule} | {bn[3:]} | {cal[4:]} | " + " | ".join(cells) + " |"
+        )
+    head = f"ANN {ann['accuracy']:.3f} [{ann['ci'][0]:.3f}, {ann['ci'][1]:.3f}], n = {result['n']}"
+    return head + "\n\n" + "\n".join(lines)
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--table":
+        print(table(sys.argv[2]))
+        return
     p = argparse.ArgumentParser()
     p.add_argument("checkpoint")
     p.add_argument("out")
     p.add_argument("--dataset", default=None, help="dataset spec (default: the checkpoint's)")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--T", default="4,8")
-    p.add_argument("--top", type=int, default=3)
+    p.add_argument("--top", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reuse", default=None, help="JSON of an earlier run: keep its rows")
+    p.add_argument("--skip-check", action="store_true", help="do not re-run convert() itself")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     ann, meta = load_model(a.checkpoint)
@@ -110,13 +151,21 @@ def main() -> None:
     }
     print("ANN", ann_acc, flush=True)
     cache: dict[tuple, dict] = {}
+    done: dict[str, dict[str, Any]] = {}
+    if a.reuse:
+        for row in json.loads(Path(a.reuse).read_text())["rows"]:
+            done[json.dumps(row["config"], sort_keys=True)] = row
+            c = row["config"]
+            if c["threshold"] == "percentile" and c["v_init"] == 0.0:
+                raw = {k: v / c["scale"] for k, v in row["thresholds"].items()}
+                cache.setdefault(("percentile", c["reset"]), raw)
 
     def thresholds(cfg: ConversionConfig) -> dict:
-        key = (
-            ("percentile", cfg.reset, cfg.v_init)
-            if cfg.threshold == "percentile"
-            else ("mse", cfg.v_init, cfg.T)
-        )
+        if cfg.threshold == "percentile":
+            key: tuple = ("percentile", cfg.reset)
+            cfg = replace(cfg, v_init=0.0)
+        else:
+            key = ("mse", cfg.v_init, cfg.T)
         if key not in cache:
             start = time.perf_counter()
             cache[key] = raw_thresholds(ann, calib, cfg)
@@ -124,6 +173,10 @@ def main() -> None:
         return cache[key]
 
     def run(cfg: ConversionConfig, stage: int) -> dict[str, Any]:
+        previous = done.get(json.dumps(asdict(cfg), sort_keys=True))
+        if previous is not None and previous["stage"] == stage:
+            result["rows"].append(previous)
+            return previous
         start = time.perf_counter()
         snn = finish(ann, calib, cfg, thresholds(cfg))
         acc = accuracy(snn, x, y)
@@ -154,17 +207,22 @@ def main() -> None:
                             scale=scale, bn=bn, correction_images=len(calib),
                         )  # fmt: skip
                         stage1.append(run(cfg, 1))
-    # the shortcut equals convert() itself on the paper's recipe
-    paper = replace(base, T=steps_list[-1])
-    direct = accuracy(convert(ann, calib, paper), x, y)
-    shortcut = next(r for r in stage1 if r["config"] == asdict(paper))["accuracy"]
-    result["check_convert_equal"] = {"convert": direct, "grid": shortcut}
-    print("check: convert", direct, "grid", shortcut, flush=True)
+    # the shortcut equals convert() itself (on an mse variant: a percentile one costs minutes)
+    check = replace(
+        base, T=steps_list[-1], reset="soft", v_init=0.5, threshold="mse", bn="keep",
+        correction_images=len(calib),
+    )  # fmt: skip
+    if not a.skip_check:
+        direct = accuracy(convert(ann, calib, check), x, y)
+        shortcut = next(r for r in stage1 if r["config"] == asdict(check))["accuracy"]
+        result["check_convert_equal"] = {"convert": direct, "grid": shortcut}
+        print("check: convert", direct, "grid", shortcut, flush=True)
     for steps in steps_list:
         rows = sorted(
             (r for r in stage1 if r["config"]["T"] == steps), key=lambda r: -r["accuracy"]
         )
-        picks = [r["config"] for r in rows[: a.top]] + [asdict(replace(base, T=steps))]
+        paper_row = asdict(replace(base, T=steps, correction_images=len(calib)))
+        picks = [r["config"] for r in rows[: a.top]] + [paper_row]
         for picked in picks:
             for calibration in ("bias", "potential"):
                 cfg = replace(ConversionConfig(**picked), calibration=calibration)

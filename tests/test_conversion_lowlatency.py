@@ -214,3 +214,21 @@ def test_masking_diagnostics_see_gradients_through_a_qcfs_snn() -> None:
         grad = input_gradients(snn.with_estimator(estimator), x, y)
         assert torch.isfinite(grad).all()
         assert float(grad.abs().flatten(1).sum(1).gt(0).float().mean()) > 0.5, estimator
+
+
+def test_config_keys_reach_the_conversion() -> None:
+    from robustsnn.config import load_config
+    from robustsnn.pipeline import conversion_config
+
+    cfg = load_config(
+        None,
+        [
+            "snn.v_init=0.5", "snn.threshold=qcfs", "snn.calibration=potential",
+            "snn.correction_images=512", "model.activation=qcfs", "model.qcfs_levels=4",
+            "model.qcfs_lam=2.0",
+        ],
+    )  # fmt: skip
+    conv = conversion_config(cfg)
+    assert (conv.v_init, conv.threshold, conv.calibration) == (0.5, "qcfs", "potential")
+    assert conv.correction_images == 512
+    assert (cfg.model.activation, cfg.model.qcfs_levels, cfg.model.qcfs_lam) == ("qcfs", 4, 2.0)

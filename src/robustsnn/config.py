@@ -49,6 +49,7 @@ class ModelConfig:
     fc: int | None = 64
     activation: str | None = None  # relu (default) or qcfs (conversion-ready quantised clip)
     qcfs_levels: int | None = None  # QCFS quantisation levels L (default 8)
+    qcfs_lam: float | None = None  # initial QCFS clip level lam (default 8.0, the QCFS code's)
 
 
 @dataclass

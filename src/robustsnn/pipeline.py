@@ -126,7 +126,7 @@ def run_pipeline(
             k: v
             for k, v in (
                 ("width", m.width), ("fc", m.fc), ("activation", m.activation),
-                ("qcfs_levels", m.qcfs_levels),
+                ("qcfs_levels", m.qcfs_levels), ("qcfs_lam", m.qcfs_lam),
             )
             if v is not None
         }  # fmt: skip
