@@ -6,6 +6,8 @@ Skipped when a package is absent (install without dependencies so no other torch
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from torch import nn
@@ -61,9 +63,12 @@ def input_gradient(model_logits, x: torch.Tensor, weights: torch.Tensor) -> torc
 # --------------------------------------------------------------------------- SpikingJelly
 
 
-class TestSpikingJelly:
-    sj = pytest.importorskip("spikingjelly.activation_based")
+def _missing(package: str) -> bool:
+    return importlib.util.find_spec(package) is None
 
+
+@pytest.mark.skipif(_missing("spikingjelly"), reason="spikingjelly is not installed")
+class TestSpikingJelly:
     def net(self, step_mode: str = "m", **neuron) -> nn.Sequential:
         from spikingjelly.activation_based import functional, layer
         from spikingjelly.activation_based import neuron as sjn
@@ -163,9 +168,10 @@ class TestSpikingJelly:
         ],
     )
     def test_refusals(self, make: str, message: str) -> None:
-        from spikingjelly.activation_based import layer  # noqa: F401
+        from spikingjelly.activation_based import layer, neuron
 
-        net = nn.Sequential(layer.Flatten(), layer.Linear(64, 4), eval(make))
+        neuron_module = eval(make, {"sjn": neuron})  # the parameter names the constructor
+        net = nn.Sequential(layer.Flatten(), layer.Linear(64, 4), neuron_module)
         with pytest.raises(UserError, match=message):
             from_spikingjelly(net, T=2, example=torch.rand(2, 1, 8, 8))
 
@@ -173,9 +179,8 @@ class TestSpikingJelly:
 # --------------------------------------------------------------------------- snnTorch
 
 
+@pytest.mark.skipif(_missing("snntorch"), reason="snntorch is not installed")
 class TestSnnTorch:
-    snn = pytest.importorskip("snntorch")
-
     def net(self, beta: float = 0.9, reset: str = "zero", spike_grad=None) -> nn.Sequential:
         import snntorch as snn
 
@@ -268,9 +273,10 @@ class TestSnnTorch:
         ],
     )  # fmt: skip
     def test_refusals(self, layers: str, message: str) -> None:
-        import snntorch as snn  # noqa: F401
+        import snntorch
 
-        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 4), eval(layers))
+        neuron_module = eval(layers, {"snn": snntorch, "torch": torch})
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 4), neuron_module)
         with pytest.raises(UserError, match=message):
             from_snntorch(net, T=2, example=torch.rand(2, 1, 8, 8))
 
