@@ -176,14 +176,31 @@ def tiny_cnn(seed: int = 0) -> torch.nn.Module:
     )
 
 
-def train(out: Path, epochs: int = 1, objective: str = "natural", **extra: Any) -> dict:  # type: ignore[type-arg]
+def tiny_bn_cnn(seed: int = 0) -> torch.nn.Module:
+    """The tiny CNN with a BatchNorm after the convolution."""
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 2),
+    )
+
+
+def train(
+    out: Path, epochs: int = 1, objective: str = "natural", batchnorm: bool = False, **extra: Any
+) -> dict:  # type: ignore[type-arg]
     """Train the tiny CNN on the toy dataset; returns its parameters and the history."""
     make_toy_dataset = _load("training_conftest", HERE.parent / "training" / "conftest.py")
     from robustsnn.training.objectives import build_objective
     from robustsnn.training.trainer import Trainer
 
     data = make_toy_dataset(n_train=TRAIN_N, n_test=4)
-    model = tiny_cnn()
+    model = tiny_bn_cnn() if batchnorm else tiny_cnn()
     params = {"eps": 0.05, "steps": 2} if objective == "pgd_at" else {}
     trainer = Trainer(
         model,
@@ -205,10 +222,12 @@ def train(out: Path, epochs: int = 1, objective: str = "natural", **extra: Any) 
     }
 
 
-def train_body(out: str, epochs: int = 1, objective: str = "natural") -> None:
+def train_body(
+    out: str, epochs: int = 1, objective: str = "natural", batchnorm: bool = False
+) -> None:
     from robustsnn import distributed
 
-    result = train(Path(out), epochs=epochs, objective=objective)
+    result = train(Path(out), epochs=epochs, objective=objective, batchnorm=batchnorm)
     (Path(out) / f"train.rank{distributed.rank()}.json").write_text(json.dumps(result))
 
 

@@ -63,6 +63,15 @@ def test_adversarial_training_attacks_on_the_unwrapped_module(tmp_path: Path) ->
     assert _read(tmp_path, 0)["params"] == _read(tmp_path, 1)["params"]
 
 
+def test_batchnorm_running_statistics_are_rank_0s_on_every_rank(tmp_path: Path) -> None:
+    """Each rank normalizes its own rows; after training every rank holds rank 0's buffers
+    (its last forward updated its own), so every rank goes on with the model rank 0 saved."""
+    codes = launch(train_body, 2, tmp_path, out=str(tmp_path), epochs=1, batchnorm=True)
+    assert codes == [0, 0]
+    rank0, rank1 = _read(tmp_path, 0)["params"], _read(tmp_path, 1)["params"]
+    assert "1.running_mean" in rank0 and rank0 == rank1
+
+
 def test_training_resumes_after_a_rank_is_killed(tmp_path: Path) -> None:
     uninterrupted = tmp_path / "straight"
     assert launch(train_body, 2, uninterrupted, out=str(uninterrupted), epochs=2) == [0, 0]
