@@ -242,3 +242,26 @@ def train_kill_body(out: str, epochs: int, die_rank: int, die_after_epoch: int) 
 
     result = train(Path(out), epochs=epochs, callbacks=[kill])
     (Path(out) / f"train.rank{distributed.rank()}.json").write_text(json.dumps(result))
+
+
+def run_escalation(state_dir: Path | None, out: Path, shard: Any) -> dict:  # type: ignore[type-arg]
+    """``evaluate --escalate`` on the tiny SNN with a cheap two-rung ladder (pgd-fast, then the
+    FGSM ensemble); at eps 0.08 the first rung fails a check, so one escalation step runs."""
+    from robustsnn.evaluation.escalate import evaluate_escalating
+
+    model, x, y = eval_inputs()
+    extra = {"shard": shard} if shard is not None else {}
+    result = evaluate_escalating(
+        model, x, y, eps=0.08, ensemble="pgd-fast", ladder=("pgd-fast", "fgsm-ensemble"),
+        max_levels=1, batch_size=EVAL_BATCH, seed=3, quiet=True, diagnostics=eval_diagnostics(),
+        state_dir=state_dir, **extra,
+    )  # fmt: skip
+    if shard is None or shard.rank == 0:
+        (out / "escalated.json").write_text(json.dumps(result))
+    return result  # type: ignore[no-any-return]
+
+
+def escalate_body(state_dir: str, out: str) -> None:
+    from robustsnn.evaluation.sharding import current_shard
+
+    run_escalation(Path(state_dir), Path(out), current_shard())

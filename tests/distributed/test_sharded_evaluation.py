@@ -6,7 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from dist_workers import EVAL_BATCH, EVAL_N, eval_body, launch, run_eval
+from dist_workers import (
+    EVAL_BATCH,
+    EVAL_N,
+    escalate_body,
+    eval_body,
+    launch,
+    run_escalation,
+    run_eval,
+)
 from evaluation_test_utils import strip_seconds
 
 from robustsnn.evaluation.sharding import (
@@ -111,3 +119,18 @@ def test_a_killed_rank_resumes_its_shard(
     assert _ran(alone, 0) == []
     assert strip_seconds(again) == strip_seconds(reference)
     assert N_BATCHES == 5
+
+
+def test_sharded_escalation_gives_the_single_process_result(tmp_path: Path) -> None:
+    """``evaluate --escalate`` under torchrun: every step sharded, the step's diagnostics and
+    the time-budget decision taken on rank 0, the single-process result."""
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    single = run_escalation(None, alone, None)
+    assert [s["preset"] for s in single["escalation"]["steps"]] == ["fgsm-ensemble"]
+    codes = launch(escalate_body, 2, tmp_path, state_dir=str(tmp_path / "state"), out=str(tmp_path))
+    assert codes == [0, 0]
+    sharded = json.loads((tmp_path / "escalated.json").read_text())
+    assert strip_seconds(sharded) == strip_seconds(single)
+    step_state = tmp_path / "state" / "escalation-1-fgsm-ensemble"
+    assert (step_state / "evaluation-state.rank0.json").is_file()  # the step ran sharded
