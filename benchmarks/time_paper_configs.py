@@ -50,13 +50,20 @@ ENSEMBLE_COST = {
 }
 
 
-def _median_seconds(fn: Any, repeats: int) -> float:
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+WALL_SECONDS: list[float] = []  # every timed wall interval, to report the machine's load
+
+
+def _median_seconds(fn: Any, repeats: int, clock: str = "cpu") -> float:
+    """Median seconds of ``fn`` by ``clock``: ``cpu`` = this process's CPU time, which on one
+    thread approximates the wall time on an idle core (the CPU here is shared by other jobs)."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, wall = CLOCK[clock](), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK[clock]() - start)
+        WALL_SECONDS.append(time.perf_counter() - wall)
     return statistics.median(times)
 
 
@@ -138,8 +145,9 @@ def time_config(path: Path, batch: int, repeats: int, device: str) -> dict[str, 
             for name, (steps, queries) in ENSEMBLE_COST.items()
         },
         "T": cfg.snn.T,
-        "extrapolated": "step times at the timed batch, scaled linearly to the config's batch "
-        "size and multiplied by steps per epoch; eval per image is an upper bound",
+        "extrapolated": "process CPU seconds (one thread) of the timed batch, scaled linearly to "
+        "the config's batch size and multiplied by steps per epoch; eval per image is an upper "
+        "bound",
     }
     print(
         f"{path.name}: ANN epoch {result['ann_epoch_hours']:.2f} h, finetune epoch "
@@ -162,11 +170,16 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     configs = a.configs or sorted((HERE.parent / "configs" / "paper").glob("*.yaml"))
+    if a.device != "cpu" or a.threads != 1:
+        CLOCK["cpu"] = CLOCK["wall"]  # CPU time means nothing for a GPU or several threads
+    start_cpu, start_wall = time.process_time(), time.perf_counter()
     rows = [time_config(c, a.batch, a.repeats, a.device) for c in configs]
+    cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start_wall
     device = torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"
     write_result(
         {"label": a.label, "device": device, "threads": a.threads, "torch": torch.__version__,
-         "rows": rows},
+         "clock": "process CPU time" if CLOCK["cpu"] is time.process_time else "wall",
+         "cpu_share_while_running": round(cpu / wall, 3), "rows": rows},
         "paper_configs", a.out,
     )  # fmt: skip
 
