@@ -141,9 +141,16 @@ def test_vgg_bias_option_adds_biases_everywhere() -> None:
 def test_resnet20_matches_the_papers_code() -> None:
     model = _build("resnet20", CIFAR)
     layers = _layers(model)
-    assert layers[:3] == ["C16", "B", "R"]
-    assert layers[-3:] == ["G", "F", "L64x10"]  # readout without bias (use_bias=False)
-    assert layers.count("R") == 1 + 9 * 2  # stem + two per block
+    # stem conv-BN-ReLU; per block conv1-BN-ReLU-conv2-BN [1x1 conv-BN shortcut] ReLU
+    expected = ["C16", "B", "R"]
+    cin = 16
+    for cout in (16, 32, 64):
+        for _ in range(3):
+            shortcut = ["C" + str(cout), "B"] if cin != cout else []
+            expected += [f"C{cout}", "B", "R", f"C{cout}", "B", *shortcut, "R"]
+            cin = cout
+    expected += ["G", "F", "L64x10"]  # readout without bias (use_bias=False)
+    assert layers == expected
     stem = _conv3(3, 16) + 2 * 16
     same = lambda c: 2 * _conv3(c, c) + 2 * 2 * c + 2  # noqa: E731  (+2 convex weights)
     down = lambda a, b: _conv3(a, b) + _conv3(b, b) + 2 * 2 * b + a * b + 2 * b + 2  # noqa: E731
@@ -159,8 +166,16 @@ def test_resnet20_matches_the_papers_code() -> None:
 def test_wrn16_4_matches_the_papers_code() -> None:
     model = _build("wrn16_4", CIFAR)
     layers = _layers(model)
-    assert layers[0] == "C16"  # a bare conv stem; blocks are pre-activation
-    assert layers[-5:] == ["B", "R", "G", "F", "L256x10"]
+    # a bare conv stem; pre-activation blocks BN-ReLU-conv1-BN-ReLU-conv2 [1x1 conv shortcut]
+    expected = ["C16"]
+    cin = 16
+    for cout in (64, 128, 256):
+        for _ in range(2):
+            shortcut = [f"C{cout}"] if cin != cout else []
+            expected += ["B", "R", f"C{cout}", "B", "R", f"C{cout}", *shortcut]
+            cin = cout
+    expected += ["B", "R", "G", "F", "L256x10"]
+    assert layers == expected
     # block(cin, cout): bn1(cin), conv1, bn2(cout), conv2, 1x1 shortcut if cin != cout, merge
     block = lambda a, b: 2 * a + _conv3(a, b) + 2 * b + _conv3(b, b) + (a * b if a != b else 0) + 2  # noqa: E731
     total = _conv3(3, 16) + block(16, 64) + block(64, 64) + block(64, 128) + block(128, 128)
