@@ -132,6 +132,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reuse", default=None, help="JSON of an earlier run: keep its rows")
     p.add_argument("--skip-check", action="store_true", help="do not re-run convert() itself")
+    p.add_argument(
+        "--quick", action="store_true",
+        help="stage 1 only for the paper's recipe and soft reset + v_init 1/2 (mse, p99.7 x 1)",
+    )  # fmt: skip
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     ann, meta = load_model(a.checkpoint)
@@ -202,6 +206,15 @@ def main() -> None:
             for v_init in (0.0, 0.5):
                 for rule, scale in rules:
                     for bn in ("keep", "reestimate"):
+                        paper_like = (reset, v_init, rule, scale, bn) == (
+                            "hard",
+                            0.0,
+                            "percentile",
+                            0.3,
+                            "reestimate",
+                        )
+                        if a.quick and not (paper_like or (reset, v_init) == ("soft", 0.5)):
+                            continue
                         cfg = replace(
                             base, T=steps, reset=reset, v_init=v_init, threshold=rule,
                             scale=scale, bn=bn, correction_images=len(calib),
