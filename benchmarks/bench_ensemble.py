@@ -92,8 +92,9 @@ def build_snn(calib_x: torch.Tensor, seed: int) -> nn.Module:
         fc=256,
     ).eval()
     cfg = ConversionConfig(
-        T=8, calib_T=8, calib_batches=1, calib_batch_size=len(calib_x), bn="keep"
-    )
+        T=8, calib_T=8, calib_batches=1, calib_batch_size=len(calib_x), bn="keep",
+        reset="hard", v_init=0.0, threshold="percentile",
+    )  # fmt: skip
     return convert(ann, calib_x, cfg).eval()
 
 

@@ -198,7 +198,7 @@ def build_robustsnn(ann: nn.Module, thetas: list[float], steps: int, naive: bool
     from robustsnn.conversion import ConversionConfig, spiking_body
     from robustsnn.snn import SpikingNetwork, SpikingNeuron
 
-    body = spiking_body(ann, ConversionConfig())
+    body = spiking_body(ann, ConversionConfig(reset="hard", v_init=0.0))  # the paper's neuron
     neurons = [m for m in body.modules() if isinstance(m, SpikingNeuron)]
     with torch.no_grad():
         for neuron, theta in zip(neurons, thetas, strict=True):

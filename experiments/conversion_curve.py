@@ -52,8 +52,9 @@ def main() -> None:
     for reset in ("hard", "soft"):
         for scale in (0.3, 1.0):
             cfg = ConversionConfig(
-                reset=reset, scale=scale, bn=a.bn, calib_batch_size=a.calib_batch_size
-            )
+                reset=reset, scale=scale, bn=a.bn, calib_batch_size=a.calib_batch_size,
+                v_init=0.0, threshold="percentile",
+            )  # fmt: skip
             start = time.perf_counter()
             snn = convert(ann, calibration_images(data, cfg, 0), cfg)
             label = f"{reset} reset, scale {scale}"

@@ -100,18 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--T", type=int, default=8)
     p.add_argument("--calib-T", type=int, default=100)
     p.add_argument("--percentile", type=float, default=99.7)
-    p.add_argument("--scale", type=float, default=0.3)
-    p.add_argument("--reset", choices=["hard", "soft"], default="hard")
+    p.add_argument("--scale", type=float, default=0.3, help="percentile thresholds only")
+    p.add_argument("--reset", choices=["hard", "soft"], default="soft")
     p.add_argument("--leak", type=float, default=1.0)
-    p.add_argument("--bn", choices=["keep", "reset", "reestimate", "fold"], default="reestimate")
+    p.add_argument("--bn", choices=["keep", "reset", "reestimate", "fold"], default="keep")
     p.add_argument("--calib-batches", type=int, default=10)
     p.add_argument("--calib-batch-size", type=int, default=64)
     p.add_argument(
-        "--v-init", type=float, default=0.0,
+        "--v-init", type=float, default=0.5,
         help="initial membrane as a fraction of the threshold (0 paper, 0.5 rounding)",
     )  # fmt: skip
     p.add_argument(
-        "--threshold", choices=["percentile", "mse", "qcfs"], default="percentile",
+        "--threshold", choices=["percentile", "mse", "qcfs"], default="mse",
         help="threshold rule: percentile x scale, T-aware mse, or a QCFS ANN's lam",
     )  # fmt: skip
     p.add_argument(

@@ -73,14 +73,14 @@ class SNNConfig:
     T: int = 8
     calib_T: int = 100
     percentile: float = 99.7
-    scale: float = 0.3
-    reset: str = "hard"
+    scale: float = 0.3  # percentile thresholds only; the paper's recipe: percentile x 0.3, hard, 0
+    reset: str = "soft"
     leak: float = 1.0
-    bn: str = "reestimate"
+    bn: str = "keep"
     calib_batches: int = 10
     calib_batch_size: int = 64
-    v_init: float = 0.0  # initial membrane / threshold: 0 (paper) or 0.5 (rounding)
-    threshold: str = "percentile"  # percentile (x scale) | mse (T-aware) | qcfs (lam of a QCFS ANN)
+    v_init: float = 0.5  # initial membrane / threshold: 0 (paper) or 0.5 (rounding)
+    threshold: str = "mse"  # percentile (x scale) | mse (T-aware) | qcfs (lam of a QCFS ANN)
     calibration: str = "none"  # none | bias | potential (post-conversion correction)
     correction_images: int = 1024
 

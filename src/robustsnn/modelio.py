@@ -67,6 +67,7 @@ def build_snn_from_metadata(meta: dict[str, Any]) -> SpikingNetwork:
     conv = {k: v for k, v in (meta.get("conversion") or {}).items() if k in known}
     conv.setdefault("reset", meta.get("reset", "hard"))
     conv.setdefault("leak", meta.get("leak", 1.0))
+    conv.setdefault("v_init", 0.0)  # written before the option existed: the paper's zero start
     cfg = ConversionConfig(**conv)
     body = spiking_body(ann, cfg)
     for name in meta.get("transforms", []):

@@ -158,3 +158,47 @@ def test_attacks_report_runs_and_rows(name: str) -> None:
 def test_hooks_are_optional() -> None:
     begin_run(lambda z: z, 3)
     select_rows(lambda z: z, None)
+
+
+class Overflowing(torch.autograd.Function):
+    """Identity forward; backward inf for sample 0 (a surrogate that overflowed), NaN for 1."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        g = g.clone()
+        g[0] = g[0] * float("inf")
+        g[1] = float("nan")
+        return g
+
+
+def test_non_finite_gradients_never_produce_nan_images() -> None:
+    from robustsnn.attacks.base import finite_gradient
+
+    grad = torch.tensor(
+        [[1.0, float("inf"), -float("inf")], [float("nan"), 2.0, 3.0], [1.0, 2.0, 3.0]]
+    )
+    fixed = finite_gradient(grad)
+    assert torch.equal(fixed[0], torch.tensor([0.0, 1.0, -1.0]))
+    assert torch.equal(fixed[1], torch.zeros(3)) and torch.equal(fixed[2], grad[2])
+    model, x, y = linear_problem(3, n=4)
+
+    def overflowing(z: Tensor) -> Tensor:
+        return model(Overflowing.apply(z))
+
+    for name in ("sapgd", "pgd", "apgd-ce"):
+        params = {"n_iter": 5} if name == "apgd-ce" else {"steps": 5}
+        x_adv = build_attack(name, 0.1, **params)(overflowing, x, y)
+        assert torch.isfinite(x_adv).all(), name
+
+
+def test_an_attack_returning_nan_falls_back_to_the_clean_image() -> None:
+    class Broken(SAPGD):
+        def perturb(self, model, x, y, generator, target):  # type: ignore[no-untyped-def]
+            return torch.full_like(x, float("nan"))
+
+    model, x, y = linear_problem(3, n=4)
+    assert torch.equal(Broken(0.1)(model, x, y), x)

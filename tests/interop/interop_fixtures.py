@@ -24,7 +24,8 @@ def dyadic_(tensor: torch.Tensor, gen: torch.Generator, step: float = 1 / 16, lo
 def dyadic_snn(name: str, leak: float = 1.0, T: int = 4, seed: int = 0, **kw) -> SpikingNetwork:
     """A zoo model converted at random dyadic weights, BN (eps 0) and thresholds."""
     ann = build_model(name, num_classes=4, in_channels=1, image_size=SIZE, mean=MEAN, std=STD, **kw)
-    snn = SpikingNetwork(spiking_body(ann, ConversionConfig(bn="keep", leak=leak)), T=T)
+    paper_neuron = ConversionConfig(bn="keep", leak=leak, reset="hard", v_init=0.0)
+    snn = SpikingNetwork(spiking_body(ann, paper_neuron), T=T)
     gen = torch.Generator().manual_seed(seed)
     thresholds = [0.5, 0.75, 1.0, 1.25, 0.625]
     with torch.no_grad():

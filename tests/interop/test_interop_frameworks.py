@@ -43,7 +43,8 @@ def test_quickstart_architecture_in_spikingjelly(tmp_path: Path) -> None:
     torch.manual_seed(0)
     ann = build_model("cnn_small", num_classes=10, in_channels=1, image_size=28,
                       mean=[0.1307], std=[0.3081], width=8, fc=64)  # fmt: skip
-    snn = convert(ann, torch.rand(64, 1, 28, 28), calib_batches=1, calib_T=16).eval()
+    paper = dict(reset="hard", v_init=0.0, threshold="percentile", bn="reestimate")
+    snn = convert(ann, torch.rand(64, 1, 28, 28), calib_batches=1, calib_T=16, **paper).eval()
     path = write_nir(tmp_path / "quickstart.nir", export_nir(snn, (1, 28, 28)))
     x = torch.rand(16, 1, 28, 28)
     with torch.no_grad():

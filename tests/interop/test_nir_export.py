@@ -127,7 +127,8 @@ def _random_snn() -> SpikingNetwork:
     torch.manual_seed(0)
     ann = build_model("cnn_small", num_classes=10, in_channels=1, image_size=12,
                       mean=[0.1307], std=[0.3081], width=4, fc=16)  # fmt: skip
-    return convert(ann, torch.rand(32, 1, 12, 12), calib_batches=1, calib_T=8).eval()
+    paper = dict(reset="hard", v_init=0.0, threshold="percentile", bn="reestimate")
+    return convert(ann, torch.rand(32, 1, 12, 12), calib_batches=1, calib_T=8, **paper).eval()
 
 
 def test_roundtrip_random_weights_same_spikes_and_gradients(tmp_path: Path) -> None:

@@ -80,8 +80,11 @@ class Attack:
         if x.shape[0] == 0:
             return x.clone()
         begin_run(model, x.shape[0])
-        x_adv = self.perturb(model, x, y, generator, target)
-        return project(x_adv.detach(), x, self.eps)
+        x_adv = self.perturb(model, x, y, generator, target).detach()
+        # a non-finite point is never an adversarial example (a NaN image is "misclassified"
+        # by any argmax): fall back to the clean image there
+        x_adv = torch.where(torch.isfinite(x_adv), x_adv, x)
+        return project(x_adv, x, self.eps)
 
     def perturb(
         self,
@@ -305,7 +308,25 @@ def loss_and_grad(
             grad = None
     if grad is None:
         grad = torch.zeros_like(x)
-    return logits.detach(), loss.detach(), grad.detach()
+    grad = finite_gradient(grad.detach())
+    return logits.detach(), loss.detach(), grad
+
+
+def finite_gradient(grad: Tensor) -> Tensor:
+    """``grad`` with every sample made finite.
+
+    Sharp surrogates (ASSG at a near-threshold membrane, narrow fixed widths) multiply large
+    factors across layers and can overflow float32 to inf, and inf - inf to NaN. A sample with
+    a non-finite entry keeps the direction of its infinite entries (their sign, the limit of
+    the overflowing gradient) and loses its NaN and finite entries; other samples are
+    untouched. Without this a NaN step produces a NaN image, which any argmax misclassifies.
+    """
+    finite = torch.isfinite(grad)
+    if bool(finite.all()):
+        return grad
+    bad = ~finite.flatten(1).all(1)
+    limit = torch.where(torch.isinf(grad), torch.sign(grad), torch.zeros_like(grad))
+    return torch.where(per_sample(bad, grad), limit, grad)
 
 
 def is_success(logits: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:

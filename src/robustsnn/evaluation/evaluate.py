@@ -316,9 +316,10 @@ def _run_batch(
         start = time.perf_counter()
         generator = seeded_generator(seed, xb.device, "batch", batch_index, "member", member.name)
         x_adv = attack(view, xb[idx], yb[idx], generator=generator)
-        if x_adv.shape != xb[idx].shape or float((x_adv - xb[idx]).abs().max()) > eps + 1e-5:
+        if x_adv.shape != xb[idx].shape or not float((x_adv - xb[idx]).abs().max()) <= eps + 1e-5:
             raise RuntimeError(
-                f"member {member.name!r} returned examples outside the eps-ball; attack bug"
+                f"member {member.name!r} returned examples outside the eps-ball or not finite; "
+                "attack bug"
             )
         pred = real_predict(model, x_adv)
         seconds[member.name] = time.perf_counter() - start

@@ -105,6 +105,11 @@ class ASSG(Estimator):
     ``2a`` within ``+-d`` (sharpness ``alpha = 2 tan(pi a) / (pi d)``); ``pcw`` and ``rect``:
     ``a`` is that mass itself, in (0, 1).
 
+    Use it with the reset detached (``assg-...-dr``, as the reference code does): through the
+    reset path the sharp per-element surrogate multiplies over the T steps and the layers, and
+    input gradients reach 1e16-1e29 on the CIFAR VGG (float32 overflows during attacks; the
+    attacks then keep only the direction of the infinite entries). The presets use ``-dr``.
+
     Deviation from the reference code (deliberate): M starts at ``|x|`` of the run's first pass
     and D at 0, not M = 1. With converted SNNs' small per-layer thresholds the reference's
     start biases early widths towards ``|x| ~ 1`` (still 35% of the weight after 10

@@ -408,7 +408,8 @@ def build_spiking_model(
     """A freshly initialized SNN: the zoo model ``model_name`` (for a dataset with ``data_info``)
     with its ReLUs replaced by IF/LIF neurons whose thresholds start at ``init_threshold``,
     optionally with BNTT. Carries ``arch``, ``conversion`` and ``transforms`` for ``save_snn``."""
-    cfg = ConversionConfig(T=int(T), leak=float(leak), reset=reset)
+    # an SNN trained from scratch starts from a zero membrane (not conversion's theta/2)
+    cfg = ConversionConfig(T=int(T), leak=float(leak), reset=reset, v_init=0.0)
     if init_threshold < cfg.threshold_min:
         raise UserError(
             f"init_threshold must be >= the threshold minimum {cfg.threshold_min}, "
