@@ -9,13 +9,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustsnn.conversion import BN_MODES, check_convertible, convert
+from robustsnn.conversion import BN_MODES, check_convertible
+from robustsnn.conversion import convert as _convert
 from robustsnn.errors import UserError
 from robustsnn.models import Normalize, build_model
 from robustsnn.snn.estimators import ANNProxy
 from robustsnn.snn.network import SpikingNetwork
 
 FAST = dict(calib_T=8, calib_batches=2, calib_batch_size=16)
+
+# These tests check the paper's recipe (the defaults are now the low-latency one, issue 14).
+PAPER_RECIPE = {"reset": "hard", "v_init": 0.0, "threshold": "percentile", "bn": "reestimate"}
+
+
+def convert(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """``robustsnn.conversion.convert`` with the paper's recipe unless a test says otherwise."""
+    return _convert(*args, **{**PAPER_RECIPE, **kwargs})
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -197,7 +197,7 @@ def test_bad_conversion_options_are_one_line_errors() -> None:
         convert(ann, x, v_init=1.5)
     with pytest.raises(UserError, match="QCFS ANN"):
         convert(ann, x, threshold="qcfs")
-    assert ConversionConfig().v_init == 0.0
+    assert ConversionConfig().v_init == 0.5  # the measured default (RESULTS section 8)
 
 
 def test_masking_diagnostics_see_gradients_through_a_qcfs_snn() -> None:
