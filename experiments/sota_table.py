@@ -29,11 +29,11 @@ from robustsnn.modelio import load_model
 from robustsnn.stages import dataset_spec_of, eval_subset
 
 SAPGD_ESTIMATORS = (
-    "assg-atan-0.425",
-    "assg-atan-0.4",
-    "assg-atan-0.45",
-    "assg-pcw-0.85",
     "assg-atan-0.425-dr",
+    "assg-atan-0.4-dr",
+    "assg-atan-0.45-dr",
+    "assg-pcw-0.85-dr",
+    "assg-atan-0.425",
     "rga",
     "pdsg",
     "hart-1",
