@@ -15,32 +15,15 @@ from torch import nn
 from robustsnn.models.layers import Normalize, conv_bn_relu, init_like_paper
 
 # "A" = 2x2 average pooling; integers are output channels (before the width multiplier).
+VGG16_LAYOUT: list[int | str] = [64, 64, "A", 128, 128, "A", 256, 256, 256, "A"]
+VGG16_LAYOUT += [512, 512, 512, "A", 512, 512, 512, "A"]
 VGG_CONFIGS: dict[str, list[int | str]] = {
     # The paper's CIFAR/SVHN VGG11: three pools, so a 32x32 input leaves 512 x 4 x 4 features.
     "vgg11": [64, "A", 128, 256, "A", 512, 512, 512, "A", 512, 512],
     # The paper's TinyImageNet VGG11: four pools, then global average pooling.
     "vgg11_tin": [64, "A", 128, "A", 256, 256, "A", 512, 512, "A", 512, 512],
     # The paper's VGG16 (and the classic one): five pools, 512 x 1 x 1 on 32x32 inputs.
-    "vgg16": [
-        64,
-        64,
-        "A",
-        128,
-        128,
-        "A",
-        256,
-        256,
-        256,
-        "A",
-        512,
-        512,
-        512,
-        "A",
-        512,
-        512,
-        512,
-        "A",
-    ],
+    "vgg16": VGG16_LAYOUT,
     # The classic VGG11 layout (configuration "A" of Simonyan & Zisserman, 2015): five pools.
     "vgg11_standard": [64, "A", 128, "A", 256, 256, "A", 512, 512, "A", 512, 512, "A"],
 }
