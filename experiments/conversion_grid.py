@@ -142,6 +142,9 @@ def main() -> None:
     data = load_dataset(a.dataset or dataset_spec_of(meta))
     x, y = eval_subset(data, a.n)
     base = ConversionConfig()
+    paper_recipe = replace(
+        base, reset="hard", v_init=0.0, threshold="percentile", scale=0.3, bn="reestimate"
+    )
     calib = calibration_images(data, replace(base, calib_batches=16), a.seed)  # 1024 images
     steps_list = [int(t) for t in a.T.split(",")]
     ann_acc = accuracy(ann, x, y)
@@ -222,7 +225,7 @@ def main() -> None:
                         stage1.append(run(cfg, 1))
     # the shortcut equals convert() itself (on an mse variant: a percentile one costs minutes)
     check = replace(
-        base, T=steps_list[-1], reset="soft", v_init=0.5, threshold="mse", bn="keep",
+        base, T=steps_list[-1], reset="soft", v_init=0.5, threshold="mse", scale=1.0, bn="keep",
         correction_images=len(calib),
     )  # fmt: skip
     if not a.skip_check:
@@ -234,7 +237,7 @@ def main() -> None:
         rows = sorted(
             (r for r in stage1 if r["config"]["T"] == steps), key=lambda r: -r["accuracy"]
         )
-        paper_row = asdict(replace(base, T=steps, correction_images=len(calib)))
+        paper_row = asdict(replace(paper_recipe, T=steps, correction_images=len(calib)))
         picks = [r["config"] for r in rows[: a.top]] + [paper_row]
         for picked in picks:
             for calibration in ("bias", "potential"):
