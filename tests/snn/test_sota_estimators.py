@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -31,11 +32,13 @@ from robustsnn.snn.estimators import (
 from robustsnn.snn.run_state import RunState
 from robustsnn.snn.surrogates import Surrogate
 
-torch.set_default_dtype(torch.float64)
-
-
-def teardown_module() -> None:
-    torch.set_default_dtype(torch.float32)
+@pytest.fixture(autouse=True)
+def float64() -> Iterator[None]:
+    """Closed forms are compared in float64; the default dtype is restored after each test."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def _layer_grad(
