@@ -32,6 +32,7 @@ from robustsnn.snn.estimators import (
 from robustsnn.snn.run_state import RunState
 from robustsnn.snn.surrogates import Surrogate
 
+
 @pytest.fixture(autouse=True)
 def float64() -> Iterator[None]:
     """Closed forms are compared in float64; the default dtype is restored after each test."""
