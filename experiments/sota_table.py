@@ -30,23 +30,23 @@ from robustsnn.stages import dataset_spec_of, eval_subset
 
 SAPGD_ESTIMATORS = (
     "assg-atan-0.425-dr",
-    "assg-atan-0.4-dr",
-    "assg-atan-0.45-dr",
-    "assg-pcw-0.85-dr",
     "assg-atan-0.425",
     "rga",
     "pdsg",
     "hart-1",
     "bptt-rel-pcw-0.5",
-    "bptt-pcw-1",
-    "bptr",
-    "ann-proxy",
 )
 DEFAULT_COLUMNS = "reliable,sapgd-rows,pgd-ensemble,escalate,apgd-ensemble"
 
 
 def run_column(
-    column: str, model: Any, x: torch.Tensor, y: torch.Tensor, eps: str, out: Path
+    column: str,
+    model: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: str,
+    out: Path,
+    levels: int = 2,
 ) -> dict[str, Any]:
     folder = out / column
     common: dict[str, Any] = {"eps": eps, "quiet": True, "batch_size": 50, "diagnostics": "fast"}
@@ -58,7 +58,14 @@ def run_column(
         result = evaluate(model, x, y, attacks=attacks, state_dir=folder, **common)
     elif column == "escalate":  # resumes the reliable column's first level from its state
         result = evaluate_escalating(
-            model, x, y, ensemble="reliable", state_dir=out / "reliable", max_levels=2, **common
+            model,
+            x,
+            y,
+            ensemble="reliable",
+            state_dir=out / "reliable",
+            max_levels=levels,
+            step_batch_size=10,
+            **common,
         )
     else:
         result = evaluate(model, x, y, ensemble=column, state_dir=folder, **common)
@@ -107,6 +114,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--columns", default=DEFAULT_COLUMNS)
     p.add_argument("--dataset", default=None)
+    p.add_argument("--escalate-levels", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -120,7 +128,7 @@ def main() -> None:
         if column in table and done.exists():
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {column}", flush=True)
-        result = run_column(column, model, x, y, a.eps, out)
+        result = run_column(column, model, x, y, a.eps, out, a.escalate_levels)
         table[column] = summary(result)
         table["checkpoint"] = a.checkpoint
         atomic_write_json(table_path, table)

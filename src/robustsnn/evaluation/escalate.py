@@ -85,6 +85,7 @@ def evaluate_escalating(
     seed: int = 0,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
+    step_batch_size: int | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """:func:`~robustsnn.evaluation.evaluate.evaluate`, then escalate (see the module doc).
@@ -95,6 +96,8 @@ def evaluate_escalating(
         budget_seconds: no new step starts after this much time (None: no limit).
         ladder: presets in order of strength.
         state_dir: resume folder; each step resumes in ``escalation-<k>-<preset>`` inside it.
+        step_batch_size: batch size of the escalation steps (default: ``batch_size``); the
+            few standing samples of a strong preset are worth saving (resuming) more often.
         kwargs: passed to every ``evaluate`` call (batch_size, transfer_source, meta, ...).
 
     Returns:
@@ -150,6 +153,9 @@ def evaluate_escalating(
         sub: dict[str, Any] | None = None
         if standing:
             rows = torch.tensor(standing)
+            step_kwargs = dict(kwargs)
+            if step_batch_size is not None:
+                step_kwargs["batch_size"] = step_batch_size
             sub = evaluate(
                 model,
                 x[rows],
@@ -163,7 +169,7 @@ def evaluate_escalating(
                 diagnostics="none",
                 seed=seed,
                 quiet=quiet,
-                **kwargs,
+                **step_kwargs,
             )
             for i, record in zip(standing, sub["records"], strict=True):
                 if not record["robust"] and record["clean_correct"]:
