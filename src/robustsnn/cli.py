@@ -174,7 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--attack", default=None, help="single attack (all estimators); 'none' = clean only"
     )
-    g.add_argument("--ensemble", default=None, help="preset ensemble, e.g. pgd-ensemble")
+    g.add_argument(
+        "--ensemble",
+        default=None,
+        help="preset ensemble (default reliable), e.g. pgd-ensemble, pgd-fast",
+    )
     p.add_argument("--estimator", default=None, help="restrict --attack to one estimator")
     p.add_argument("--eps", type=_eps, default=8 / 255)
     p.add_argument(

@@ -28,7 +28,7 @@ from robustsnn.evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate, parse_ep
 from robustsnn.evaluation.sharding import current_shard
 from robustsnn.modelio import load_model
 
-DEFAULT_ENSEMBLE = "pgd-ensemble"
+DEFAULT_ENSEMBLE = "reliable"
 EVALUATION_FILE = "evaluation.json"
 RECORDS_FILE = "records.jsonl"
 SPLITS = ("test", "train")
@@ -115,7 +115,7 @@ def run_evaluation(
         checkpoint_path: an ANN or SNN ``.safetensors`` checkpoint.
         attack: one attack name (with every estimator, independently, for an SNN), or "none"
             for clean accuracy only. A preset name is accepted too.
-        ensemble: a preset name, an Ensemble or a spec list; default ``pgd-ensemble`` when
+        ensemble: a preset name, an Ensemble or a spec list; default ``reliable`` when
             neither ``attack`` nor ``ensemble`` is given.
         estimator: restrict the members to this gradient estimator.
         eps: radius (``"8/255"`` or a float). n: number of stratified samples (None: all).
