@@ -23,7 +23,7 @@ import torch
 from robustsnn.checkpoint import atomic_write_json
 from robustsnn.data import load_dataset
 from robustsnn.evaluation import evaluate
-from robustsnn.evaluation.escalate import evaluate_escalating
+from robustsnn.evaluation.escalate import evaluate_escalating, failing_checks
 from robustsnn.evaluation.intervals import wilson_interval
 from robustsnn.modelio import load_model
 from robustsnn.stages import dataset_spec_of, eval_subset
@@ -85,9 +85,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
             "seconds_per_sample": row.get("seconds", 0.0) / n,
         }
     clean = round(result["clean_accuracy"] * n)
-    failing = sorted(
-        k for k, v in result.get("diagnostics", {}).items() if not v.get("passed", True)
-    )
+    failing = failing_checks(result.get("diagnostics", {}))
     return {
         "n": n,
         "clean": result["clean_accuracy"],

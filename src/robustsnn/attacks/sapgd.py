@@ -54,7 +54,7 @@ from robustsnn.attacks.base import (
     random_sign,
     unit_linf_noise,
 )
-from robustsnn.attacks.losses import LOSSES, get_loss
+from robustsnn.attacks.losses import LOSSES, AttackLoss, get_loss
 from robustsnn.attacks.registry import ATTACKS
 
 _TINY = 1e-12
@@ -130,7 +130,7 @@ class SAPGD(Attack):
         y: Tensor,
         idx: Tensor,
         best: WorstCase,
-        loss_fn,  # type: ignore[no-untyped-def]
+        loss_fn: AttackLoss,
         generator: torch.Generator,
     ) -> None:
         """One SA-PGD run on the samples ``idx`` (global), results into ``best``."""
@@ -156,8 +156,7 @@ class SAPGD(Attack):
 
         success, grad = score(x_adv, True)
         assert grad is not None
-        eta, span, counter = eps, max(math.floor(0.22 * steps), 1), 0
-        shrink, floor_ = max(math.floor(0.03 * steps), 1), max(math.floor(0.06 * steps), 1)
+        eta, halve_after = eps, set(halving_iterations(steps))
         m = v = torch.zeros_like(x0)
         self.last_etas = []
         for k in range(steps):
@@ -180,6 +179,5 @@ class SAPGD(Attack):
             success, new_grad = score(x_adv, not last)
             if new_grad is not None:
                 grad = new_grad
-            counter += 1
-            if counter == span:
-                eta, counter, span = eta / 2, 0, max(span - shrink, floor_)
+            if k + 1 in halve_after:
+                eta /= 2

@@ -28,8 +28,8 @@ from torch import Tensor, nn
 
 from robustsnn.errors import UserError
 from robustsnn.evaluation.diagnostics import resolve_config, run_diagnostics
-from robustsnn.evaluation.ensembles import ENSEMBLES, ESCALATION_LADDER, Ensemble
-from robustsnn.evaluation.evaluate import EnsembleLike, evaluate
+from robustsnn.evaluation.ensembles import ENSEMBLES, ESCALATION_LADDER
+from robustsnn.evaluation.evaluate import EnsembleLike, _model_device, evaluate
 from robustsnn.evaluation.intervals import wilson_interval
 from robustsnn.evaluation.views import eval_mode
 
@@ -197,7 +197,7 @@ def evaluate_escalating(
                     members=members,
                     config=config,
                     seed=seed,
-                    device=_device(model, x),
+                    device=_model_device(model, x.device),
                 )
 
         diag = _on_main(kwargs, diagnose_step)
@@ -262,19 +262,3 @@ def _on_main(kwargs: dict[str, Any], fn: Callable[[], Any]) -> Any:
     """``fn()``; in a sharded evaluation (``shard`` in kwargs) once on rank 0, result to all."""
     shard = kwargs.get("shard")
     return fn() if shard is None else shard.on_main(fn)
-
-
-def _device(model: nn.Module, x: Tensor) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return x.device
-
-
-__all__ = [
-    "ESCALATION_LADDER",
-    "Ensemble",
-    "evaluate_escalating",
-    "failing_checks",
-    "late_breaks",
-    "next_preset",
-]

@@ -6,19 +6,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from robustsnn.evaluation.escalate import failing_checks
 from robustsnn.evaluation.intervals import format_accuracy
 
 
 def diagnostics_verdict(diagnostics: dict[str, Any] | None) -> str:
     """``"checks PASS"``, ``"checks FAIL: a, b"`` or ``"checks not run"``."""
-    ran = {
-        name: check
+    ran = [
+        name
         for name, check in (diagnostics or {}).items()
         if isinstance(check, dict) and not check.get("skipped")
-    }
+    ]
     if not ran:
         return "checks not run"
-    failed = sorted(name for name, check in ran.items() if not check.get("passed", True))
+    failed = failing_checks(diagnostics or {})
     return f"checks FAIL: {', '.join(failed)}" if failed else f"checks PASS ({len(ran)})"
 
 
