@@ -71,11 +71,16 @@ def test_json_contract_keys_and_types() -> None:
     assert result["eps"] == pytest.approx(8 / 255) and isinstance(result["eps"], float)
     assert result["T"] == 4
     assert 0.0 <= result["clean_accuracy"] <= 1.0
-    assert set(result["attacks"]) == {"pgd/bptt-pcw-1", "pgd/bptr", "pgd/ann-proxy"}
+    assert set(result["attacks"]) == {
+        "pgd/bptt-rel-pcw-1",
+        "pgd/bptt-pcw-1",
+        "pgd/bptr",
+        "pgd/ann-proxy",
+    }
     for row in result["attacks"].values():
         assert isinstance(row["robust_accuracy"], float) and isinstance(row["seconds"], float)
     entry = result["ensembles"]["pgd-fast"]
-    assert entry["members"] == 3 and isinstance(entry["robust_accuracy"], float)
+    assert entry["members"] == 4 and isinstance(entry["robust_accuracy"], float)
     assert isinstance(entry["seconds"], float)
     assert result["diagnostics"] == {}
     records = result["records"]

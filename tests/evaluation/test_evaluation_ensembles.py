@@ -56,10 +56,15 @@ def test_autoattack_and_pgd_fast() -> None:
         "square",
     ]
     fast = ENSEMBLES.get("pgd-fast").for_model(tiny_snn())
-    assert fast.names() == ["pgd/bptt-pcw-1", "pgd/bptr", "pgd/ann-proxy"]
+    assert fast.names() == [
+        "pgd/bptt-rel-pcw-1",
+        "pgd/bptt-pcw-1",
+        "pgd/bptr",
+        "pgd/ann-proxy",
+    ]
     assert ENSEMBLES.get("pgd-fast").for_model(tiny_mlp()).names() == ["pgd"]
     adaptive = ENSEMBLES.get("autoattack-adaptive").for_model(tiny_snn())
-    assert len(adaptive) == 10 and adaptive.names()[-1] == "square"
+    assert len(adaptive) == 13 and adaptive.names()[-1] == "square"
 
 
 def test_member_names_and_canonical_estimators() -> None:

@@ -63,6 +63,21 @@ def test_false_robustness_of_a_rescaled_layer_is_caught(pair) -> None:  # type: 
         assert _robust(copy_, x, y, ensemble) == _robust(snn, x, y, ensemble), ensemble
 
 
+def test_pgd_fast_is_not_fooled_by_a_rescaled_layer(pair) -> None:  # type: ignore[no-untyped-def]
+    """pgd-fast leads with the threshold-relative surrogate: on the x100 copy it is at least as
+    strong as that member on the original, and its diagnostics (which use the first member)
+    still see the trivial radius; the absolute-width member alone is fooled there."""
+    snn, copy_, x, y = pair
+    relative = [{"attack": "pgd", "estimator": "bptt-rel-pcw-1"}]
+    absolute = [{"attack": "pgd", "estimator": "bptt-pcw-1"}]
+    assert _robust(copy_, x, y, "pgd-fast") <= _robust(snn, x, y, relative)
+    assert _robust(copy_, x, y, absolute) > _robust(snn, x, y, absolute)
+    kwargs = {"eps": EPS, "quiet": True, "diagnostics": "fast", "diagnostics_n": 16}
+    checked = evaluate(copy_, x, y, ensemble="pgd-fast", **kwargs)
+    assert checked["diagnostics"]["trivial_radius"]["passed"]
+    assert checked["ensembles"]["pgd-fast"]["member_names"][0] == "pgd/bptt-rel-pcw-1"
+
+
 def test_reliable_is_never_weaker_than_its_members(pair) -> None:  # type: ignore[no-untyped-def]
     snn, _, x, y = pair
     result = evaluate(snn, x, y, eps=EPS, ensemble="reliable", quiet=True, diagnostics="none")

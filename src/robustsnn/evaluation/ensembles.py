@@ -30,8 +30,11 @@ from robustsnn.snn import DEFAULT_ESTIMATOR, paper_estimators, parse_estimator
 BLACK_BOX_ATTACKS = frozenset({"square", "none"})
 """Attacks that use forward passes only: they run on the real model, not on an estimator."""
 
-ADAPTIVE_ESTIMATORS = ("bptt-pcw-1", "bptr", "ann-proxy")
-"""A cheap but diverse estimator trio: default surrogate, rate-based and the ANN proxy."""
+ADAPTIVE_ESTIMATORS = ("bptt-rel-pcw-1", "bptt-pcw-1", "bptr", "ann-proxy")
+"""A cheap but diverse estimator set: the default surrogate in threshold units (first, so the
+diagnostics use it: its width follows each layer's threshold, which conversion rules such as MSE
+thresholds or QCFS clip levels put anywhere from 0.3 to 10), the paper's default surrogate in
+absolute units, the rate-based BPTR and the ANN proxy."""
 
 _SPEC_KEYS = ("attack", "estimator", "params", "name")
 
@@ -338,7 +341,8 @@ _add(
         *(Member(a, e) for a in ("apgd-ce", "apgd-t", "fab-t") for e in ADAPTIVE_ESTIMATORS),
         Member("square"),
     ],
-    "AutoAttack's white-box attacks with BPTT(PCW, 1), BPTR and the ANN proxy, then Square",
+    "AutoAttack's white-box attacks with BPTT(PCW, 1) in threshold and absolute units, BPTR and "
+    "the ANN proxy, then Square",
 )
 # --------------------------------------------------------------------------- state of the art
 
@@ -446,5 +450,6 @@ it started with (or from its start when that preset is not on it)."""
 _add(
     "pgd-fast",
     [Member("pgd", e) for e in ADAPTIVE_ESTIMATORS],
-    "PGD-20 with BPTT(PCW, 1), BPTR and the ANN proxy: a cheap adaptive check for CPU runs",
+    "PGD-20 with BPTT(PCW, 1) in threshold and in absolute units, BPTR and the ANN proxy: a cheap "
+    "adaptive check for CPU runs",
 )
