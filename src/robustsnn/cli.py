@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--add-biases", action="store_true",
         help="give bias-free layers zero-initialised biases to train (the paper's --use_bias)",
     )  # fmt: skip
+    p.add_argument(
+        "--estimator", default="bptt-pcw-1",
+        help="gradient estimator of the adversary and the loss (default the paper's bptt-pcw-1; "
+        "a wider surrogate such as bptt-pcw-4 suits thresholds far above 1)",
+    )  # fmt: skip
     p.add_argument("--data-dir", default=None)
     p.add_argument("--eval-n", type=int, default=1000)
     p.add_argument("--out", default=None)
@@ -336,7 +341,7 @@ def cmd_finetune(a: argparse.Namespace) -> None:
         a.checkpoint, out_dir=out, beta=a.beta, epochs=a.epochs, lr=a.lr, eps=a.eps,
         alpha=a.alpha, adversary_steps=a.adversary_steps, batch_size=a.batch_size,
         train_thresholds=not a.freeze_thresholds, train_weights=not a.freeze_weights,
-        add_biases=a.add_biases,
+        add_biases=a.add_biases, estimator=a.estimator,
         seed=a.seed, data_dir=a.data_dir, quiet=a.quiet, device=a.device, eval_n=a.eval_n,
     )  # fmt: skip
     meta = json.loads(path.with_suffix(".json").read_text())

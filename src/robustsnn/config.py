@@ -100,6 +100,9 @@ class FinetuneConfig:
     train_weights: bool = True
     add_biases: bool = False  # the paper's finetuning adds zero-initialised biases (--use_bias)
     cutout: int | None = None  # cutout hole side; None = the dataset's default, 0 = off
+    # gradient estimator of the adversary and the loss: the paper's PCW(1) in membrane units, or
+    # a wider surrogate (e.g. bptt-pcw-4) for SNNs whose thresholds are far above 1
+    estimator: str = "bptt-pcw-1"
 
 
 @dataclass

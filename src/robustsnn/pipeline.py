@@ -156,7 +156,7 @@ def run_pipeline(
             weight_decay=f.weight_decay, batch_size=f.batch_size, eps=f.eps, alpha=f.alpha,
             adversary_steps=f.adversary_steps,
             train_thresholds=f.train_thresholds, train_weights=f.train_weights, seed=cfg.seed,
-            add_biases=f.add_biases, cutout=f.cutout,
+            add_biases=f.add_biases, cutout=f.cutout, estimator=f.estimator,
             data_dir=cfg.data.data_dir, quiet=quiet, device=device, eval_n=cfg.eval.n, name="snn",
         )  # fmt: skip
 

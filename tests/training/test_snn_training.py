@@ -122,6 +122,24 @@ def test_finetune_trains_thresholds_and_weights(tmp_path, source, toy_data):
     assert [(r["phase"], r["epoch"]) for r in log] == [("finetune", 1)]
 
 
+def test_finetune_estimator_is_the_one_trained_through(tmp_path, source):
+    """The estimator reaches the adversary and the loss (a wider surrogate moves the weights
+    and thresholds differently) and is recorded; attack-only estimators, whose backward gives
+    the thresholds no gradient, are refused unless the thresholds are frozen."""
+    paper = finetune(source, tmp_path / "pcw1", eps=4 / 255)
+    wide = finetune(source, tmp_path / "pcw4", eps=4 / 255, estimator="bptt-pcw-4")
+    assert load_model(wide)[1]["finetune"]["estimator"] == "bptt-pcw-4"
+    (ta, wa), (tw, ww) = split_state(paper), split_state(wide)
+    assert changed(ta, tw) and changed(wa, ww)
+    with pytest.raises(UserError, match="gives the thresholds no gradient"):
+        finetune(source, tmp_path / "rel", estimator="bptt-rel-pcw-1")
+    th0, _ = split_state(source)
+    frozen = finetune(source, tmp_path / "relf", estimator="bptt-rel-pcw-1", train_thresholds=False)
+    assert not changed(th0, split_state(frozen)[0])
+    with pytest.raises(UserError, match="unknown gradient estimator"):
+        finetune(source, tmp_path / "bad", estimator="nonsense")
+
+
 def test_finetune_add_biases_trains_zero_started_biases_and_reloads(tmp_path, source):
     """The paper's finetuning (--use_bias): bias-free layers get biases that start at zero."""
     before, _ = load_model(source)

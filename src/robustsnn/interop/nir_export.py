@@ -231,12 +231,14 @@ class _Exporter:
         if module.reset != "hard":
             raise UserError(
                 f"spiking layer {module.name!r} uses the soft (subtractive) reset, which NIR "
-                "cannot express (its IF/LIF reset to v_reset); only hard-reset SNNs can be exported"
+                "cannot express (its IF/LIF reset to v_reset); only hard-reset SNNs can be exported: "
+                "convert the ANN again with `robustsnn convert ANN --reset hard --v-init 0`"
             )
         if getattr(module, "v_init", 0.0) or getattr(module, "init_membrane", None) is not None:
             raise UserError(
                 f"spiking layer {module.name!r} starts from a non-zero membrane, which NIR "
-                "cannot express (membranes start at 0)"
+                "cannot express (membranes start at 0): convert the ANN again with "
+                "`robustsnn convert ANN --reset hard --v-init 0`"
             )
         theta = float(module.threshold.detach().clamp(min=module.threshold_min))
         fire_at_equal = bool(getattr(module, "fire_at_equal", True))

@@ -29,7 +29,8 @@ from robustsnn.data import Dataset, DatasetInfo, load_dataset, stratified_indice
 from robustsnn.errors import UserError
 from robustsnn.modelio import load_model, save_snn
 from robustsnn.models import build_model
-from robustsnn.snn import DEFAULT_ESTIMATOR, SpikingNetwork, SpikingNeuron
+from robustsnn.snn import DEFAULT_ESTIMATOR, SpikingNetwork, SpikingNeuron, parse_estimator
+from robustsnn.snn.estimators import Estimator, uses_fused_kernels
 from robustsnn.snn.bntt import BNTT, bntt_transform
 from robustsnn.training.ann import provenance
 from robustsnn.training.inner import unwrap
@@ -174,9 +175,11 @@ def _fit_and_evaluate(
     setup: dict[str, Any],
     eps: float,
     eval_n: int,
+    estimator: Estimator = DEFAULT_ESTIMATOR,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Train ``snn`` with BPTT (the default estimator; cosine schedule, thresholds clamped after
-    every step), then evaluate it (:func:`evaluate_snn`); returns the history and evaluation."""
+    """Train ``snn`` through ``estimator`` (BPTT with PCW(1) by default; cosine schedule,
+    thresholds clamped after every step), then evaluate it (:func:`evaluate_snn`); returns the
+    history and evaluation."""
     trainer = Trainer(
         snn,
         loss,
@@ -198,7 +201,7 @@ def _fit_and_evaluate(
         quiet=quiet,
         fingerprint_extra=setup,
     )
-    with snn.use_estimator(DEFAULT_ESTIMATOR):
+    with snn.use_estimator(estimator):
         history = trainer.fit(data)
     snn.eval()
     evaluation = evaluate_snn(snn, data, eps=float(eps), eval_n=eval_n, seed=seed, quiet=quiet)
@@ -231,6 +234,7 @@ def finetune_snn(
     device: str = "cpu",
     eval_n: int = 1000,
     name: str = "snn",
+    estimator: str = DEFAULT_ESTIMATOR.name,
 ) -> Path:
     """Robust finetuning of an SNN checkpoint (the paper's step 3); returns the new checkpoint.
 
@@ -248,6 +252,12 @@ def finetune_snn(
     with the weights (the paper's finetuning, ``--use_bias``); the checkpoint's ``arch`` then
     records ``bias: true`` so it rebuilds with them. ``cutout`` overrides the dataset's cutout
     hole side during finetuning (0 = off, as the paper's finetuning runs; None = the dataset's).
+    ``estimator`` is the gradient estimator of both the adversary and the training loss: the
+    paper's ``bptt-pcw-1`` (surrogate width 1 in membrane units) by default; a wider one (e.g.
+    ``bptt-pcw-4``) suits SNNs whose thresholds are far above 1 (MSE or QCFS conversion: 2-8).
+    Trained thresholds need an estimator whose backward differentiates them (BPTT with a fixed
+    surrogate through the reset, or BPTR); the attack-only estimators (threshold-relative, ASSG,
+    PDSG, RGA, HART, detached reset) are refused unless the thresholds are frozen.
 
     The dataset is the one named in the checkpoint's metadata (``meta["dataset"]["spec"]``).
     Writes ``<out>/<name>.safetensors`` + ``.json`` (finetune settings, source, dataset, clean
@@ -263,6 +273,13 @@ def finetune_snn(
         )
     if not (train_thresholds or train_weights):
         raise UserError("finetune: nothing to train (train_thresholds and train_weights are off)")
+    train_estimator = parse_estimator(estimator)
+    if train_thresholds and not uses_fused_kernels(train_estimator):
+        raise UserError(
+            f"finetune estimator {train_estimator.name!r} gives the thresholds no gradient (its "
+            "backward is written for attacks); use bptt-<surrogate>-<width> (e.g. bptt-pcw-4 for "
+            "thresholds near 4) or bptr, or freeze the thresholds"
+        )
     model, meta = load_model(source, device)
     if not isinstance(model, SpikingNetwork):
         raise UserError(
@@ -318,7 +335,7 @@ def finetune_snn(
         "train_thresholds": train_thresholds,
         "train_weights": train_weights,
         "augment": augment,
-        "estimator": DEFAULT_ESTIMATOR.name,
+        "estimator": train_estimator.name,
     }
     if add_biases:  # only when on: older runs' resume fingerprints stay valid
         setup["add_biases"] = True
@@ -345,6 +362,7 @@ def finetune_snn(
         setup=setup,
         eps=eps,
         eval_n=eval_n,
+        estimator=train_estimator,
     )
 
     finetune = {
@@ -366,7 +384,7 @@ def finetune_snn(
         "train_thresholds": train_thresholds,
         "train_weights": train_weights,
         "augment": augment,
-        "estimator": DEFAULT_ESTIMATOR.name,
+        "estimator": train_estimator.name,
         "seed": seed,
     }
     source_meta = {
