@@ -30,8 +30,8 @@ from robustsnn.errors import UserError
 from robustsnn.modelio import load_model, save_snn
 from robustsnn.models import build_model
 from robustsnn.snn import DEFAULT_ESTIMATOR, SpikingNetwork, SpikingNeuron, parse_estimator
-from robustsnn.snn.estimators import Estimator, uses_fused_kernels
 from robustsnn.snn.bntt import BNTT, bntt_transform
+from robustsnn.snn.estimators import Estimator, uses_fused_kernels
 from robustsnn.training.ann import provenance
 from robustsnn.training.inner import unwrap
 from robustsnn.training.metrics import evaluate_accuracy
