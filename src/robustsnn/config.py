@@ -116,7 +116,7 @@ class EvalConfig:
     # escalate to stronger presets while a masking check fails or late members still break
     # samples (robustsnn.evaluation.escalate); False restores a single fixed ensemble
     escalate: bool = True
-    escalate_levels: int = 2
+    escalate_levels: int = 1  # CPU-friendly default; the CIFAR configs set 2
 
 
 @dataclass

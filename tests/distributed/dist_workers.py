@@ -245,14 +245,16 @@ def train_kill_body(out: str, epochs: int, die_rank: int, die_after_epoch: int) 
 
 
 def run_escalation(state_dir: Path | None, out: Path, shard: Any) -> dict:  # type: ignore[type-arg]
-    """``evaluate --escalate`` on the tiny SNN with a cheap two-rung ladder (pgd-fast, then the
-    FGSM ensemble); at eps 0.08 the first rung fails a check, so one escalation step runs."""
+    """``evaluate --escalate`` on the tiny SNN from PGD with BPTT-PCW(1) alone, off the cheap
+    two-rung ladder (pgd-fast, then the FGSM ensemble); at eps 0.08 it fails a check, so one
+    escalation step (to the FGSM ensemble) runs."""
     from robustsnn.evaluation.escalate import evaluate_escalating
 
     model, x, y = eval_inputs()
     extra = {"shard": shard} if shard is not None else {}
     result = evaluate_escalating(
-        model, x, y, eps=0.08, ensemble="pgd-fast", ladder=("pgd-fast", "fgsm-ensemble"),
+        model, x, y, eps=0.08, ensemble=[{"attack": "pgd", "estimator": "bptt-pcw-1"}],
+        ladder=("pgd-fast", "fgsm-ensemble"),
         max_levels=1, batch_size=EVAL_BATCH, seed=3, quiet=True, diagnostics=eval_diagnostics(),
         state_dir=state_dir, **extra,
     )  # fmt: skip
