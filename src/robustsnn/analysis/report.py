@@ -917,7 +917,9 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; mar
 h1 { border-bottom: 2px solid #333; padding-bottom: .2em; }
 h2 { border-bottom: 1px solid #aaa; margin-top: 2em; }
 table { border-collapse: collapse; margin: .6em 0 0 0; font-size: 0.9em; }
-th, td { border: 1px solid #bbb; padding: .25em .6em; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #bbb; padding: .25em .6em; text-align: left; vertical-align: top;
+         overflow-wrap: break-word; }
+div.table { max-width: 100%; overflow-x: auto; }
 th { background: #eef1f5; }
 tr:nth-child(even) td { background: #fafafa; }
 caption { caption-side: bottom; text-align: left; font-size: .8em; color: #666;
@@ -940,8 +942,18 @@ def _html_cell(cell: Cell | str, tag: str = "td") -> str:
         if cell.style == "acc":  # "91.25% [81.16, 96.85]" stays on one line, n may wrap
             head, sep, tail = text.partition(" n=")
             text = head.replace(" ", "&nbsp;") + sep + tail
+        else:
+            text = _breakable(text)
         return f"<{tag}{cls}>{text}</{tag}>"
-    return f"<{tag}>{html.escape(cell)}</{tag}>"
+    return f"<{tag}>{_breakable(html.escape(cell))}</{tag}>"
+
+
+def _breakable(text: str) -> str:
+    """Let long paths and file lists wrap after ``/``, ``_`` and ``;`` (the overview stays as
+    wide as the page)."""
+    for mark in ("/", "_", ";"):
+        text = text.replace(mark, mark + "<wbr>")
+    return text
 
 
 def render_html(blocks: Sequence[Block], title: str) -> str:
@@ -954,13 +966,13 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
             cls = f' class="{block.style}"' if block.style else ""
             body.append(f"<p{cls}>{html.escape(block.text)}</p>")
         elif isinstance(block, Table):
-            body.append("<table>")
+            body.append('<div class="table"><table>')
             body.append(f"<caption>source: {html.escape(block.source)}</caption>")
             body.append("<thead><tr>" + "".join(_html_cell(h, "th") for h in block.headers))
             body.append("</tr></thead><tbody>")
             for row in block.rows:
                 body.append("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>")
-            body.append("</tbody></table>")
+            body.append("</tbody></table></div>")
         elif isinstance(block, Code):
             body.append(f"<pre><code>{html.escape(block.text)}</code></pre>")
             body.append(f'<p class="source">source: {html.escape(block.source)}</p>')
