@@ -316,8 +316,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     first = next(iter(summary.values()), None)
     if first:
+        names = {row["ensemble"] for row in summary.values()}
+        which = (
+            first["ensemble"]
+            if len(names) == 1
+            else ", ".join(f"{model}: {row['ensemble']}" for model, row in summary.items())
+        )
         lines.append(
-            f"(robust: {first['ensemble']} at eps {first['eps'] * 255:g}/255; "
+            f"(robust: {which}; eps {first['eps'] * 255:g}/255; "
             "[low, high] = 95% Wilson interval over n images)"
         )
     return "\n".join(lines)
