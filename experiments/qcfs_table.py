@@ -23,9 +23,10 @@ import torch
 
 from robustsnn.attacks import build_attack
 from robustsnn.checkpoint import atomic_write_json
+from robustsnn.config import parse_eps
 from robustsnn.conversion import ConversionConfig, convert
 from robustsnn.data import load_dataset
-from robustsnn.evaluation.intervals import format_accuracy, wilson_interval
+from robustsnn.evaluation.intervals import accuracy_summary, format_accuracy
 from robustsnn.modelio import load_model
 from robustsnn.models.qcfs import QCFS
 from robustsnn.stages import calibration_images, dataset_spec_of, eval_subset
@@ -33,7 +34,7 @@ from robustsnn.training.metrics import evaluate_accuracy
 
 
 def _row(acc: float, n: int) -> dict[str, Any]:
-    return {"accuracy": acc, "n": n, "ci95": list(wilson_interval(round(acc * n), n))}
+    return accuracy_summary(round(acc * n), n)
 
 
 def measure(path: str, n: int, steps: list[int], eps_list: list[str], seed: int) -> dict[str, Any]:
@@ -49,9 +50,7 @@ def measure(path: str, n: int, steps: list[int], eps_list: list[str], seed: int)
         "clean": _row(evaluate_accuracy(ann, x, y, 200), len(y)),
     }
     for text in eps_list:
-        num, _, den = text.partition("/")
-        eps = float(num) / float(den or 1)
-        attack = build_attack("pgd", eps=eps, steps=20)
+        attack = build_attack("pgd", eps=parse_eps(text), steps=20)
         g = torch.Generator().manual_seed(seed)
         out[f"pgd20@{text}"] = _row(evaluate_accuracy(ann, x, y, 100, attack, generator=g), len(y))
     for T in steps:
