@@ -14,8 +14,12 @@ backward passes:
   the temporal path cut and the input gradient averaged over time (HART);
 * :class:`RateGradient`: RGA's one factor per neuron, no recursion over time.
 
-Neither computes a threshold gradient (it is returned as None = zero): these estimators are
-for attacks, which differentiate with respect to the input only; training uses BPTT/BPTR.
+:class:`ElementwiseBPTT` also differentiates the threshold and the initial membrane, so
+thresholds can train through a scale-invariant (threshold-relative) or adaptive surrogate (see
+:func:`gives_threshold_gradient`). As for every surrogate gradient, the spike's derivative is
+the multiplier and the multiplier itself is not differentiated (a threshold-relative width
+depends on theta, but it only shapes the estimate). HART (temporal cut) and RGA (a rate
+factor) give the threshold no gradient (None = zero): they are attack estimators only.
 """
 
 from __future__ import annotations
@@ -159,6 +163,18 @@ def pdsg_surrogate(x: Tensor, sigma: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- autograd
 
 
+def _sum_to_shape(grad: Tensor, shape: torch.Size) -> Tensor:
+    """``grad`` summed over the dimensions that were broadcast to it from ``shape``."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.dim() - len(shape)
+    summed = grad.sum(dim=tuple(range(lead))) if lead > 0 else grad
+    keep = [i for i, n in enumerate(shape) if n == 1 and summed.shape[i] != 1]
+    if keep:
+        summed = summed.sum(dim=keep, keepdim=True)
+    return summed.reshape(shape)
+
+
 class ElementwiseBPTT(torch.autograd.Function):
     """Exact spiking forward; BPTT backward with a per-element multiplier (see module doc)."""
 
@@ -172,18 +188,18 @@ class ElementwiseBPTT(torch.autograd.Function):
         soft_reset: bool,
         static: bool,
         spec: BackwardSpec,
-        run_options: dict[str, Any],
+        init: Tensor | None,
     ) -> Tensor:
         shape = inputs.shape if static else inputs.shape[1:]
         membranes = torch.empty((steps, *shape), dtype=inputs.dtype, device=inputs.device)
-        out = _run(
-            inputs, theta, steps, leak, soft_reset, static, membranes=membranes, **run_options
-        )
+        options = {} if init is None else {"init": init.detach()}
+        out = _run(inputs, theta, steps, leak, soft_reset, static, membranes=membranes, **options)
         with torch.no_grad():
             sg = spec.multiplier(membranes, theta.detach()).expand_as(membranes)
         keep_h = not (soft_reset or spec.detach_reset or spec.cut_temporal)
         ctx.save_for_backward(sg, theta, out, membranes if keep_h else theta)
         ctx.config = (steps, leak, soft_reset, static, spec)
+        ctx.init_shape = None if init is None else init.shape
         return out
 
     @staticmethod
@@ -198,21 +214,35 @@ class ElementwiseBPTT(torch.autograd.Function):
             else:
                 grad_in = local.mean(0, keepdim=True).expand_as(local).clone()
             return grad_in, None, None, None, None, None, None, None
+        need_theta = ctx.needs_input_grad[1]
         grad_steps = torch.empty_like(grad_out)
         gh_next: Tensor | None = None
+        # dL/dtheta = sum_t g[t].s[t] - dL/ds[t].sg[t] (- gu.s[t] for the soft reset): the
+        # output theta * s, the spike H(h - theta) and the soft reset's theta * s
+        grad_theta = torch.zeros((), dtype=grad_out.dtype, device=grad_out.device)
         for t in range(steps - 1, -1, -1):
-            ds = grad_out[t] * theta
+            g = grad_out[t]
+            ds = g * theta
             if gh_next is not None:
                 gu = gh_next * leak
                 if not spec.detach_reset:
                     ds = ds - gu * theta if soft_reset else ds - gu * h_all[t]
             dh = ds * sg[t]
+            if need_theta:
+                spikes = out[t] / theta  # exactly 0 / 1
+                direct = g - gu if soft_reset and gh_next is not None else g
+                grad_theta = grad_theta + (direct * spikes).sum() - dh.sum()
             if gh_next is not None:
                 dh = dh + (gu if soft_reset else gu * out[t].eq(0).to(gu.dtype))
             grad_steps[t] = dh
             gh_next = dh
         grad_in = grad_steps.sum(0) if static else grad_steps
-        return grad_in, None, None, None, None, None, None, None
+        grad_init = None
+        if ctx.init_shape is not None and gh_next is not None and ctx.needs_input_grad[7]:
+            # h[0] = leak * init + I[0]: the initial membrane's gradient, summed to its shape
+            grad_init = _sum_to_shape(gh_next * leak, ctx.init_shape)
+        grad_theta_out = grad_theta if need_theta else None
+        return grad_in, grad_theta_out, None, None, None, None, None, grad_init
 
 
 class RateGradient(torch.autograd.Function):
@@ -301,13 +331,17 @@ def spiking_layer(
     layer: str,
     channel_dim: int | None,
     state: RunState | None,
-    run_options: dict[str, Any] | None = None,
+    init: Tensor | None = None,
 ) -> Tensor:
-    """One spiking layer under a per-element estimator: ``theta * s`` as ``[T, B, ...]``."""
-    options = dict(run_options or {})
+    """One spiking layer under a per-element estimator: ``theta * s`` as ``[T, B, ...]``.
+
+    ``init``: the initial membrane (0-dim or ``[B, ...]``; None = zero); its gradient (and
+    through it the threshold's, ``init = v_init * theta``) flows under every BPTT-type estimator.
+    """
     if isinstance(estimator, RGA):
+        options = {} if init is None else {"init": init.detach()}
         return RateGradient.apply(
             inputs, theta, steps, leak, soft_reset, static, estimator, options
         )
     spec = backward_spec(estimator, layer, channel_dim, state)
-    return ElementwiseBPTT.apply(inputs, theta, steps, leak, soft_reset, static, spec, options)
+    return ElementwiseBPTT.apply(inputs, theta, steps, leak, soft_reset, static, spec, init)

@@ -221,6 +221,14 @@ def uses_fused_kernels(estimator: Estimator) -> bool:
     return isinstance(estimator, BPTR) or (type(estimator) is BPTT and not estimator.detach_reset)
 
 
+def gives_threshold_gradient(estimator: Estimator) -> bool:
+    """Whether ``estimator``'s backward differentiates the thresholds (so they can train
+    through it): BPTT with a fixed, threshold-relative or adaptive (ASSG, PDSG) surrogate,
+    with or without the reset path, and BPTR. HART (temporal cut), RGA (rate factor) and the
+    ANN proxy (ReLU, no threshold in the forward) do not."""
+    return uses_fused_kernels(estimator) or isinstance(estimator, (BPTT, RelativeBPTT, ASSG, PDSG))
+
+
 def paper_estimators() -> list[Estimator]:
     """The 19 estimators of the paper's ensembles: 17 BPTT surrogates, BPTR and the ANN proxy."""
     return [*(BPTT(s) for s in paper_surrogates()), BPTR(), ANNProxy()]

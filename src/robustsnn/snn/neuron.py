@@ -211,7 +211,7 @@ class SpikingNeuron(nn.Module):
                 layer=self.name,
                 channel_dim=_channel_dim(inputs.dim() - (1 if static else 2), channels_last),
                 state=ctx.extra.get(RUN_STATE_KEY),
-                run_options={"init": init.detach()} if init is not None else None,
+                init=init,
             )
         elif isinstance(ctx.estimator, BPTT):
             out = BPTTFunction.apply(
