@@ -144,8 +144,28 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--estimator", default="bptt-pcw-1",
-        help="gradient estimator of the adversary and the loss (default the paper's bptt-pcw-1; "
-        "a wider surrogate such as bptt-pcw-4 suits thresholds far above 1)",
+        help="gradient estimator of the training loss (and of the adversary without --adversary; "
+        "default the paper's bptt-pcw-1; bptt-rel-pcw-1 is scale-invariant)",
+    )  # fmt: skip
+    p.add_argument(
+        "--adversary", default=None,
+        help="finetuning adversary as attack[k=v]/estimator[+estimator...], drawn per batch, e.g. "
+        "pgd[steps=3]/bptt-rel-pcw-1+ann-proxy+bptr (attacks: kl, pgd, sapgd; default: the "
+        "paper's single-step KL through --estimator)",
+    )  # fmt: skip
+    p.add_argument(
+        "--objective", default="robust_finetune",
+        help="robust_finetune (the paper's TRADES-style KL), distill (KL to the source ANN), "
+        "adversarial_ce",
+    )  # fmt: skip
+    p.add_argument(
+        "--objective-option", action="append", default=[], metavar="KEY=VALUE",
+        help="a parameter of the objective, e.g. clean_weight=1 or teacher_input=adversarial",
+    )  # fmt: skip
+    p.add_argument(
+        "--teacher", default=None,
+        help="distill: the source ANN checkpoint (default: the one the SNN was converted from), "
+        "or 'proxy'",
     )  # fmt: skip
     p.add_argument("--data-dir", default=None)
     p.add_argument("--eval-n", type=int, default=1000)
@@ -333,6 +353,19 @@ def cmd_convert(a: argparse.Namespace) -> None:
     )
 
 
+def _key_values(items: list[str], option: str) -> dict[str, object]:
+    """``["k=v", ...]`` -> ``{k: yaml value}`` (one clear line for an item without ``=``)."""
+    import yaml
+
+    values: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"{option} expects KEY=VALUE (e.g. clean_weight=1), got {item!r}")
+        values[key.strip()] = yaml.safe_load(raw.strip())
+    return values
+
+
 def cmd_finetune(a: argparse.Namespace) -> None:
     from robustsnn.training.snn import finetune_snn
 
@@ -341,7 +374,9 @@ def cmd_finetune(a: argparse.Namespace) -> None:
         a.checkpoint, out_dir=out, beta=a.beta, epochs=a.epochs, lr=a.lr, eps=a.eps,
         alpha=a.alpha, adversary_steps=a.adversary_steps, batch_size=a.batch_size,
         train_thresholds=not a.freeze_thresholds, train_weights=not a.freeze_weights,
-        add_biases=a.add_biases, estimator=a.estimator,
+        add_biases=a.add_biases, estimator=a.estimator, adversary=a.adversary,
+        objective=a.objective, objective_options=_key_values(a.objective_option, "--objective-option"),
+        teacher=a.teacher,
         seed=a.seed, data_dir=a.data_dir, quiet=a.quiet, device=a.device, eval_n=a.eval_n,
     )  # fmt: skip
     meta = json.loads(path.with_suffix(".json").read_text())

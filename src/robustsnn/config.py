@@ -100,9 +100,16 @@ class FinetuneConfig:
     train_weights: bool = True
     add_biases: bool = False  # the paper's finetuning adds zero-initialised biases (--use_bias)
     cutout: int | None = None  # cutout hole side; None = the dataset's default, 0 = off
-    # gradient estimator of the adversary and the loss: the paper's PCW(1) in membrane units, or
-    # a wider surrogate (e.g. bptt-pcw-4) for SNNs whose thresholds are far above 1
+    # gradient estimator of the loss (and of the adversary when `adversary` is not set): the
+    # paper's PCW(1) in membrane units, or a threshold-relative one (bptt-rel-pcw-1)
     estimator: str = "bptt-pcw-1"
+    # the finetuning adversary as an attack spec (robustsnn.training.adversaries), e.g.
+    # "pgd[steps=3]/bptt-rel-pcw-1+ann-proxy+bptr" or {attack, estimator, params}; None = the
+    # paper's KL adversary (adversary_steps) through `estimator`
+    adversary: Any = None
+    objective: str = "robust_finetune"  # robust_finetune | distill | adversarial_ce
+    objective_options: dict[str, Any] = field(default_factory=dict)  # e.g. {clean_weight: 1}
+    teacher: str | None = None  # distill: None/"source" = the source ANN, "proxy", or a path
 
 
 @dataclass
@@ -265,6 +272,24 @@ def validate_config(config: RunConfig) -> None:
     for key, value in (("ann.cutout", a.cutout), ("finetune.cutout", f.cutout)):
         if value is not None and value < 0:
             raise UserError(f"{key} must be >= 0 (0 = off), got {value}")
+    from robustsnn.training.adversaries import parse_adversary
+    from robustsnn.training.objectives import FINETUNE_OBJECTIVES, objective_params
+
+    if f.adversary is not None:
+        parse_adversary(f.adversary)
+    if f.objective not in FINETUNE_OBJECTIVES:
+        raise UserError(
+            f"finetune.objective {f.objective!r} is not a finetuning objective; valid: "
+            f"{', '.join(FINETUNE_OBJECTIVES)}"
+        )
+    if not isinstance(f.objective_options, dict):
+        raise UserError("finetune.objective_options must be a mapping, e.g. {clean_weight: 1}")
+    unknown = sorted(set(f.objective_options) - set(objective_params(f.objective)))
+    if unknown:
+        raise UserError(
+            f"finetune.objective_options: {', '.join(unknown)} not a parameter of "
+            f"{f.objective!r}; valid: {', '.join(objective_params(f.objective))}"
+        )
 
 
 def dump_config(config: RunConfig) -> str:

@@ -157,6 +157,8 @@ def run_pipeline(
             adversary_steps=f.adversary_steps,
             train_thresholds=f.train_thresholds, train_weights=f.train_weights, seed=cfg.seed,
             add_biases=f.add_biases, cutout=f.cutout, estimator=f.estimator,
+            adversary=f.adversary, objective=f.objective, objective_options=f.objective_options,
+            teacher=f.teacher if f.teacher is not None else str(ann_path),
             data_dir=cfg.data.data_dir, quiet=quiet, device=device, eval_n=cfg.eval.n, name="snn",
         )  # fmt: skip
 
@@ -169,6 +171,8 @@ def run_pipeline(
         evaluate = functools.partial(_evaluate, cfg, run_dir, model, path, quiet, device)
         target = run_dir / f"evaluation-{model}.json"
         _stage(run_dir, f"evaluate_{model}", target, evaluate, quiet, every_rank=True)
+    if cfg.eval.escalate:
+        _match_protocols(cfg, run_dir, checkpoints, quiet, device)
     if distributed.is_main():
         shutil.copyfile(run_dir / "evaluation-snn_finetuned.json", run_dir / "evaluation.json")
     for model, path in checkpoints.items():
@@ -187,19 +191,59 @@ def run_pipeline(
 
 
 def _evaluate(
-    cfg: RunConfig, run_dir: Path, model: str, path: Path, quiet: bool, device: str
+    cfg: RunConfig,
+    run_dir: Path,
+    model: str,
+    path: Path,
+    quiet: bool,
+    device: str,
+    at_least: str | None = None,
 ) -> None:
     from robustsnn.evaluation import run_evaluation
+    from robustsnn.evaluation.escalate import EscalationPolicy
 
     out = run_dir / "eval" / model
+    escalate = cfg.eval.escalate and EscalationPolicy(cfg.eval.escalate_levels, None, at_least)
     run_evaluation(
         path, ensemble=cfg.eval.ensemble, eps=cfg.eval.eps, n=cfg.eval.n, out_dir=out,
         seed=cfg.seed, batch_size=cfg.eval.batch_size, quiet=quiet, device=device,
         data_dir=cfg.data.data_dir, diagnostics=cfg.eval.diagnostics, split=cfg.eval.split,
-        escalate=cfg.eval.escalate, escalate_levels=cfg.eval.escalate_levels,
+        escalate=escalate,
     )  # fmt: skip
     if distributed.is_main():
         shutil.copyfile(out / "evaluation.json", run_dir / f"evaluation-{model}.json")
+
+
+def _match_protocols(
+    cfg: RunConfig, run_dir: Path, checkpoints: dict[str, Path], quiet: bool, device: str
+) -> None:
+    """Apples to apples: every model's evaluation ends on the same ladder preset.
+
+    Escalation adapts to each model (an ANN whose checks pass stops at the cheap screen while
+    its SNNs go on to ``reliable``), which would compare numbers from different attacks. Models
+    that stopped below the strongest preset any model reached are escalated up to it (their
+    finished steps resume from the evaluation's state); repeated until all agree, since a
+    matched model's checks may escalate it further.
+    """
+    from robustsnn.evaluation.escalate import final_preset, ladder_level
+
+    def finals() -> dict[str, str | None]:
+        return {
+            model: final_preset(json.loads((run_dir / f"evaluation-{model}.json").read_text()))
+            for model in checkpoints
+        }
+
+    for _ in range(4):  # the ladder has four presets
+        presets = distributed.on_main(finals)
+        target = max(presets.values(), key=ladder_level)
+        behind = [m for m, p in presets.items() if ladder_level(p) < ladder_level(target)]
+        if not behind or ladder_level(target) < 0:
+            return
+        for model in behind:
+            if not quiet and distributed.is_main():
+                print(f"[evaluate_{model}] escalating to {target} to match the other rows")
+            _evaluate(cfg, run_dir, model, checkpoints[model], quiet, device, at_least=target)
+            distributed.barrier()
 
 
 def _statistics(cfg: RunConfig, run_dir: Path, model: str, path: Path, device: str) -> None:
@@ -292,27 +336,78 @@ def write_summary(run_dir: Path) -> dict[str, Any]:
             "n": ev["n"],
             "T": ev.get("T"),
             "ensemble": _headline(ev),
+            "escalation": [
+                step["preset"] for step in (ev.get("escalation") or {}).get("steps", [])
+            ],
             "source": ev_path.name,
         }
+    _add_ratios(run_dir, summary)
     atomic_write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _robust_flags(run_dir: Path, model: str) -> dict[int, bool] | None:
+    """Per-image robust outcome of ``model``'s evaluation (dataset index -> robust)."""
+    path = run_dir / "eval" / model / "records.jsonl"
+    if not path.is_file():
+        return None
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {int(r["index"]): bool(r["robust"]) for r in records}
+
+
+def _add_ratios(run_dir: Path, summary: dict[str, Any]) -> None:
+    """``robust_ratio_to_ann`` per SNN row: its robust accuracy over the ANN's on the same
+    images, with a paired bootstrap interval; only where both rows share images, eps and the
+    robust row's ensemble (anything else is not a like-for-like ratio and gets None + why)."""
+    from robustsnn.evaluation.intervals import paired_ratio_interval
+
+    ann = summary.get("ann")
+    if ann is None:
+        return
+    ann_flags = _robust_flags(run_dir, "ann")
+    for model, row in summary.items():
+        if model == "ann":
+            continue
+        why = None
+        if row["eps"] != ann["eps"] or row["n"] != ann["n"]:
+            why = "different eps or n"
+        elif row["ensemble"] != ann["ensemble"] or row["escalation"] != ann["escalation"]:
+            why = f"different attacks ({row['ensemble']} vs the ANN's {ann['ensemble']})"
+        flags = _robust_flags(run_dir, model)
+        if why is None and (flags is None or ann_flags is None or set(flags) != set(ann_flags)):
+            why = "per-image records missing or on different images"
+        ratio = None
+        if why is None:
+            assert flags is not None and ann_flags is not None
+            order = sorted(flags)
+            ratio = paired_ratio_interval([flags[i] for i in order], [ann_flags[i] for i in order])
+            if ratio is None:
+                why = "the ANN keeps no sample (ratio undefined)"
+        row["robust_ratio_to_ann"] = ratio
+        if why is not None:
+            row["robust_ratio_to_ann_missing"] = why
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A plain-text table of the summary: each accuracy with its 95% Wilson interval and n, and
     the masking checks' verdict per row (a number whose checks failed never stands alone)."""
-    from robustsnn.evaluation.intervals import format_accuracy
+    from robustsnn.evaluation.intervals import format_accuracy, format_ratio
 
     def acc(v: float | None, n: int) -> str:
         return "-" if v is None else format_accuracy(v, n)
 
-    lines = [f"{'model':<15} {'clean':<28} {'robust':<28} {'spikes/img':>10}  diagnostics"]
+    lines = [
+        f"{'model':<15} {'clean':<28} {'robust':<28} {'robust vs ANN':<20} {'spikes/img':>10}"
+        "  diagnostics"
+    ]
     for model, row in summary.items():
         spikes = "-" if row["spikes_per_image"] is None else f"{row['spikes_per_image']:.0f}"
         n = int(row.get("n") or 0)
+        ratio = "1 (reference)" if model == "ann" else format_ratio(row.get("robust_ratio_to_ann"))
         lines.append(
             f"{model:<15} {acc(row['clean_accuracy'], n):<28} "
-            f"{acc(row['robust_accuracy'], n):<28} {spikes:>10}  {row.get('diagnostics', '-')}"
+            f"{acc(row['robust_accuracy'], n):<28} {ratio:<20} {spikes:>10}  "
+            f"{row.get('diagnostics', '-')}"
         )
     first = next(iter(summary.values()), None)
     if first:
@@ -324,7 +419,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
         lines.append(
             f"(robust: {which}; eps {first['eps'] * 255:g}/255; "
-            "[low, high] = 95% Wilson interval over n images)"
+            "[low, high] = 95% Wilson interval over n images; robust vs ANN: paired bootstrap "
+            "95% interval on the same images)"
         )
     return "\n".join(lines)
 

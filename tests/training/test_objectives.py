@@ -14,11 +14,14 @@ from robustsnn.training.inner import finetune_kl_adversary, kl_batchmean
 FAST = {"pgd_at": {"steps": 3}, "trades": {"steps": 3}, "mart": {"steps": 3}}
 
 
-def make(name: str, eps: float):
+def make(name: str, eps: float, teacher=None):
     params = dict(FAST.get(name, {}))
     if "eps" in objective_params(name):
         params["eps"] = eps
-    return build_objective(name, **params)
+    objective = build_objective(name, **params)
+    if hasattr(objective, "teacher"):  # distillation: a fixed network to imitate
+        objective.teacher = teacher.eval()
+    return objective
 
 
 def batch(dataset, n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +38,7 @@ def test_objective_restores_modes_and_leaves_no_grad(name, toy_dataset, small_cn
     model.train()
     model.features[1].eval()  # a mixed state must come back exactly as it was
     modes = [m.training for m in model.modules()]
-    objective = make(name, 8 / 255)
+    objective = make(name, 8 / 255, small_cnn(seed=5))
     x, y = batch(toy_dataset)
     loss, logits = objective(model, x, y, gen())
     assert [m.training for m in model.modules()] == modes
@@ -52,7 +55,7 @@ def test_objective_restores_modes_and_leaves_no_grad(name, toy_dataset, small_cn
 @pytest.mark.parametrize("name", OBJECTIVES.names())
 def test_loss_decreases_on_a_separable_problem(name, toy_dataset, small_cnn):
     model = small_cnn(seed=1)
-    objective = make(name, 4 / 255)
+    objective = make(name, 4 / 255, small_cnn(seed=5))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     x, y = batch(toy_dataset, 32)
     losses = []

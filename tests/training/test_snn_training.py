@@ -132,10 +132,13 @@ def test_finetune_estimator_is_the_one_trained_through(tmp_path, source):
     (ta, wa), (tw, ww) = split_state(paper), split_state(wide)
     assert changed(ta, tw) and changed(wa, ww)
     with pytest.raises(UserError, match="gives the thresholds no gradient"):
-        finetune(source, tmp_path / "rel", estimator="bptt-rel-pcw-1")
+        finetune(source, tmp_path / "hart", estimator="hart-1")
     th0, _ = split_state(source)
-    frozen = finetune(source, tmp_path / "relf", estimator="bptt-rel-pcw-1", train_thresholds=False)
+    frozen = finetune(source, tmp_path / "hartf", estimator="hart-1", train_thresholds=False)
     assert not changed(th0, split_state(frozen)[0])
+    # thresholds train through the threshold-relative surrogate (scale-invariant)
+    relative = finetune(source, tmp_path / "rel", eps=4 / 255, estimator="bptt-rel-pcw-1")
+    assert changed(th0, split_state(relative)[0])
     with pytest.raises(UserError, match="unknown gradient estimator"):
         finetune(source, tmp_path / "bad", estimator="nonsense")
 
@@ -396,3 +399,78 @@ def test_stratified_indices_take_the_first_of_each_class():
     assert stratified_indices(labels, 100).tolist() == list(range(15))
     assert stratified_indices(labels, 0).tolist() == []
     assert stratified_indices(torch.tensor([1, 0, 1, 0]), 2).tolist() == [0, 1]
+
+
+# ------------------------------------------------------------- adversaries and objectives
+ADVERSARY = "pgd[steps=2]/bptt-rel-pcw-1+ann-proxy+assg-atan-0.425-dr"
+
+
+def test_finetune_adversary_and_objective_are_recorded_and_resume(tmp_path, source, monkeypatch):
+    """A drawn-estimator adversary with the distillation objective: recorded in the metadata
+    (adversary, objective with its options, teacher), and a killed run resumes to the same
+    weights (the per-batch draws repeat)."""
+    kw: dict[str, Any] = dict(
+        eps=4 / 255,
+        epochs=2,
+        adversary=ADVERSARY,
+        objective="distill",
+        objective_options={"clean_weight": 0.5, "teacher_input": "adversarial"},
+        teacher="proxy",
+        estimator="bptt-rel-pcw-1",
+    )
+    full = finetune(source, tmp_path / "full", **kw)
+    meta = load_model(full)[1]["finetune"]
+    assert meta["adversary"]["estimators"] == [
+        "bptt-rel-pcw-1",
+        "ann-proxy",
+        "assg-atan-0.425-dr",
+    ]
+    assert meta["adversary"]["attack"] == "pgd" and meta["adversary"]["params"]["steps"] == 2
+    assert meta["objective"]["name"] == "distill"
+    assert meta["objective"]["params"]["clean_weight"] == 0.5
+    assert meta["objective"]["params"]["teacher_input"] == "adversarial"
+    assert meta["objective"]["params"]["adversary"]["name"] == meta["adversary"]["name"]
+    assert meta["teacher"].startswith("proxy")
+
+    original = Trainer.save_state
+
+    def save_then_die(self: Trainer, fingerprint: Any) -> None:
+        original(self, fingerprint)
+        if self.epoch == 1:
+            raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "save_state", save_then_die)
+        with pytest.raises(Killed):
+            finetune(source, tmp_path / "resumed", **kw)
+    resumed = finetune(source, tmp_path / "resumed", **kw)
+    a, _ = load_tensors(full)
+    b, _ = load_tensors(resumed)
+    assert not changed(a, b)
+    # another adversary is another setup: no silent resume into it
+    with pytest.raises(UserError, match="another setup"):
+        finetune(source, tmp_path / "resumed", **{**kw, "adversary": "pgd[steps=2]/bptr"})
+
+
+def test_paper_adversary_unchanged_without_an_adversary_spec(tmp_path, source):
+    """The default (no adversary) is the paper's KL adversary through the loss estimator, bit
+    for bit the same as the explicit spec kl/<estimator>."""
+    default = finetune(source, tmp_path / "default", eps=4 / 255)
+    explicit = finetune(source, tmp_path / "explicit", eps=4 / 255, adversary="kl/bptt-pcw-1")
+    a, _ = load_tensors(default)
+    b, _ = load_tensors(explicit)
+    assert not changed(a, b)
+    assert load_model(default)[1]["finetune"]["adversary"]["name"] == "kl[steps=1]/bptt-pcw-1"
+
+
+def test_distill_finds_the_source_ann_or_says_how(tmp_path, source, small_cnn):
+    with pytest.raises(UserError, match="--teacher"):
+        finetune(source, tmp_path / "d", objective="distill")  # no source ANN recorded
+    with pytest.raises(UserError, match="not a finetuning objective|unknown finetuning objective"):
+        finetune(source, tmp_path / "x", objective="pgd_at")
+    with pytest.raises(UserError, match="unknown parameter"):
+        finetune(source, tmp_path / "y", objective="distill", objective_options={"gamma": 1})
+    ann_path = tmp_path / "ann.safetensors"
+    save_ann(ann_path, small_cnn(seed=1))
+    path = finetune(source, tmp_path / "ok", objective="distill", teacher=str(ann_path))
+    assert load_model(path)[1]["finetune"]["teacher"] == str(ann_path)

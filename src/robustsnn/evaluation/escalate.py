@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,33 @@ def next_preset(current: str, ladder: Sequence[str] = ESCALATION_LADDER) -> str 
     return ladder[1] if len(ladder) > 1 else None
 
 
+@dataclass(frozen=True)
+class EscalationPolicy:
+    """How far an evaluation escalates: at most ``levels`` steps, none started after ``seconds``,
+    and at least up to the preset ``at_least`` whatever the checks say (so that rows compared
+    with each other, e.g. an ANN and its SNNs, end on the same preset of the ladder; steps
+    taken for it do not count against ``levels``)."""
+
+    levels: int = 2
+    seconds: float | None = None
+    at_least: str | None = None
+
+
+def final_preset(evaluation: dict[str, Any]) -> str | None:
+    """The strongest preset an evaluation ran: its last escalation step's, else its start."""
+    escalation = evaluation.get("escalation") or {}
+    steps = escalation.get("steps") or []
+    if steps:
+        return str(steps[-1]["preset"])
+    start = escalation.get("start") or evaluation.get("ensemble")
+    return None if start is None else str(start)
+
+
+def ladder_level(preset: str | None, ladder: Sequence[str] = ESCALATION_LADDER) -> int:
+    """Position of ``preset`` on the ladder (-1 off the ladder or None)."""
+    return ladder.index(preset) if preset in ladder else -1
+
+
 def evaluate_escalating(
     model: nn.Module,
     x: Tensor,
@@ -86,6 +114,7 @@ def evaluate_escalating(
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
     step_batch_size: int | None = None,
+    at_least: str | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """:func:`~robustsnn.evaluation.evaluate.evaluate`, then escalate (see the module doc).
@@ -98,6 +127,8 @@ def evaluate_escalating(
         state_dir: resume folder; each step resumes in ``escalation-<k>-<preset>`` inside it.
         step_batch_size: batch size of the escalation steps (default: ``batch_size``); the
             few standing samples of a strong preset are worth saving (resuming) more often.
+        at_least: escalate at least up to this ladder preset, whether or not a check asks
+            for it (the reason recorded is the match); these steps ignore ``max_levels``.
         kwargs: passed to every ``evaluate`` call (batch_size, transfer_source, meta, ...).
 
     Returns:
@@ -109,6 +140,8 @@ def evaluate_escalating(
         raise UserError(f"max escalation levels must be an integer >= 0, got {max_levels!r}")
     for name in ladder:
         ENSEMBLES.get(name)
+    if at_least is not None and at_least not in ladder:
+        raise UserError(f"escalation target {at_least!r} is not on the ladder {', '.join(ladder)}")
     say = log or (lambda message: None)
     started = time.perf_counter()
     result = evaluate(
@@ -130,15 +163,23 @@ def evaluate_escalating(
     config = resolve_config(diagnostics, diagnostics_n)
     records = result["records"]
     steps: list[dict[str, Any]] = []
+    target = ladder_level(at_least, ladder)
+
+    def matching() -> list[str]:
+        if ladder_level(current, ladder) < target:
+            return [f"matching the protocol of the compared rows (at least {at_least})"]
+        return []
+
     reasons = _reasons(result["diagnostics"], late_breaks(result))
+    forced = matching()
     stopped = "checks passed" if not reasons else ""
     n = len(records)
-    while reasons:
+    while reasons or forced:
         preset = next_preset(current, ladder)
         if preset is None:
             stopped = "ladder exhausted"
             break
-        if len(steps) >= max_levels:
+        if not forced and len(steps) >= max_levels:
             stopped = f"level limit ({max_levels}) reached"
             break
         if budget_seconds is not None and _on_main(
@@ -147,7 +188,8 @@ def evaluate_escalating(
             stopped = f"time budget ({budget_seconds:g} s) spent"
             break
         standing = [i for i, r in enumerate(records) if r["robust"]]
-        say(f"escalating to {preset} on {len(standing)} standing samples: {', '.join(reasons)}")
+        why = ", ".join(reasons + forced)
+        say(f"escalating to {preset} on {len(standing)} standing samples: {why}")
         step_started = time.perf_counter()
         broken = 0
         sub: dict[str, Any] | None = None
@@ -207,7 +249,7 @@ def evaluate_escalating(
             {
                 "level": len(steps) + 1,
                 "preset": preset,
-                "reasons": reasons,
+                "reasons": reasons + forced,
                 "samples_attacked": len(standing),
                 "broken": broken,
                 "robust_accuracy": robust_now / n,
@@ -220,6 +262,7 @@ def evaluate_escalating(
         result["diagnostics"] = diag
         current = preset
         reasons = _reasons(diag, late)
+        forced = matching()
         if not reasons:
             stopped = "checks passed"
     robust_count = sum(bool(r["robust"]) for r in records)
@@ -245,6 +288,7 @@ def evaluate_escalating(
         "stopped": stopped or "checks passed",
         "still_failing": failing_checks(result["diagnostics"]),
         "max_levels": max_levels,
+        "at_least": at_least,
         "budget_seconds": budget_seconds,
         "seconds": time.perf_counter() - started,
     }

@@ -23,7 +23,7 @@ from robustsnn.data.subsets import stratified_indices as data_stratified_indices
 from robustsnn.errors import UserError
 from robustsnn.evaluation.diagnostics import DiagnosticsConfig
 from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member, resolve_ensemble
-from robustsnn.evaluation.escalate import evaluate_escalating
+from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating
 from robustsnn.evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate, parse_eps
 from robustsnn.evaluation.sharding import current_shard
 from robustsnn.modelio import load_model
@@ -105,7 +105,7 @@ def run_evaluation(
     split: str = "test",
     dataset: str | None = None,
     diagnostics_n: int | None = None,
-    escalate: bool = False,
+    escalate: bool | EscalationPolicy = False,
     escalate_levels: int = 2,
     escalate_seconds: float | None = None,
 ) -> dict[str, Any]:
@@ -124,7 +124,8 @@ def run_evaluation(
         dataset: dataset spec overriding the one in the checkpoint metadata.
         escalate: escalate to stronger presets while checks fail or late members still break
             samples (:mod:`robustsnn.evaluation.escalate`), at most ``escalate_levels`` steps,
-            none started after ``escalate_seconds``.
+            none started after ``escalate_seconds``; an :class:`EscalationPolicy` instead of
+            True carries those settings and ``at_least`` (a preset to reach in any case).
 
     Under torchrun every rank attacks its share of the batches
     (:mod:`robustsnn.evaluation.sharding`) and returns the same dict; only rank 0 writes.
@@ -157,10 +158,16 @@ def run_evaluation(
     runner: Any = evaluate
     extra: dict[str, Any] = {"attacks": attacks}
     if escalate:
+        policy = (
+            escalate
+            if isinstance(escalate, EscalationPolicy)
+            else EscalationPolicy(escalate_levels, escalate_seconds)
+        )
         runner = evaluate_escalating
         extra = {
-            "max_levels": escalate_levels,
-            "budget_seconds": escalate_seconds,
+            "max_levels": policy.levels,
+            "budget_seconds": policy.seconds,
+            "at_least": policy.at_least,
             "log": None if quiet else (lambda message: print(message, file=sys.stderr)),
         }
     result = runner(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -52,7 +52,11 @@ class Objective:
     def params(self) -> dict[str, Any]:
         """The objective's hyperparameters (JSON-serializable), for checkpoint metadata."""
         if dataclasses.is_dataclass(self):
-            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+            return {
+                f.name: getattr(self, f.name)
+                for f in dataclasses.fields(self)
+                if not f.metadata.get(RUNTIME)
+            }
         return {}
 
     def describe(self) -> dict[str, Any]:
@@ -61,6 +65,14 @@ class Objective:
 
 
 OBJECTIVES: Registry[type[Objective]] = Registry("objective")
+
+RUNTIME = "runtime"
+"""Field metadata key: a field set at run time (an adversary, a teacher), not a hyperparameter:
+left out of ``params`` and of :func:`objective_params`."""
+
+
+def _runtime_field() -> Any:
+    return field(default=None, repr=False, compare=False, metadata={RUNTIME: True})
 
 
 def _check_eps(name: str, eps: float, steps: int | None = None) -> None:
@@ -234,30 +246,63 @@ class MART(Objective):
         return loss_adv + self.beta * loss_robust, logits_adv
 
 
+class AdversarialFinetune(Objective):
+    """Base of the SNN finetuning objectives: ``x_adv`` comes from ``adversary`` (a
+    :class:`~robustsnn.training.adversaries.FinetuneAdversary`, set at run time and recorded in
+    ``params``), or, when none is set, from the paper's single-step KL adversary through the
+    training estimator."""
+
+    adversary: Any
+    eps: float
+    alpha: float
+    steps: int
+
+    @property
+    def params(self) -> dict[str, Any]:
+        params = super().params
+        if self.adversary is not None:
+            params["adversary"] = self.adversary.describe()
+        return params
+
+    def adversarial(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        if self.adversary is not None:
+            return self.adversary(model, x, y, generator)
+        with attack_mode(model) as net:
+            return finetune_kl_adversary(
+                net, x, eps=self.eps, alpha=self.alpha, steps=self.steps, generator=generator
+            )
+
+
+def _check_finetune(name: str, eps: float, steps: int, beta: float, alpha: float) -> None:
+    _check_eps(name, eps, steps)
+    if beta < 0:
+        raise UserError(f"objective {name!r}: beta must be >= 0, got {beta}")
+    if not 0 <= alpha <= eps and beta > 0:
+        raise UserError(
+            f"objective {name!r}: alpha must lie in [0, eps], got alpha={alpha} eps={eps}"
+        )
+
+
 @OBJECTIVES.register("robust_finetune")
 @dataclass
-class RobustFinetune(Objective):
+class RobustFinetune(AdversarialFinetune):
     """The paper's SNN finetuning loss: ``CE(f(x), y) + beta * KL(f(x_adv) || f(x))`` with the
     single-step KL adversary (random sign start of size ``alpha``, one step of ``eps - alpha``).
     ``beta = 0`` is plain cross-entropy finetuning and skips the attack. ``steps > 1`` (beyond
     the paper) runs a multi-step KL adversary from the same start, ``2.5 * eps / steps`` per
-    step."""
+    step. A finetuning ``adversary`` replaces that attack."""
 
     name: ClassVar[str] = "robust_finetune"
     eps: float = 2 / 255
     beta: float = 2.0
     alpha: float = 1 / 255
     steps: int = 1
+    adversary: Any = _runtime_field()
 
     def __post_init__(self) -> None:
-        _check_eps(self.name, self.eps, self.steps)
-        if self.beta < 0:
-            raise UserError(f"objective 'robust_finetune': beta must be >= 0, got {self.beta}")
-        if not 0 <= self.alpha <= self.eps and self.beta > 0:
-            raise UserError(
-                f"objective 'robust_finetune': alpha must lie in [0, eps], got "
-                f"alpha={self.alpha} eps={self.eps}"
-            )
+        _check_finetune(self.name, self.eps, self.steps, self.beta, self.alpha)
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
@@ -265,14 +310,106 @@ class RobustFinetune(Objective):
         if self.beta == 0:
             logits = model(x)
             return F.cross_entropy(logits, y), logits
-        with attack_mode(model) as net:
-            x_adv = finetune_kl_adversary(
-                net, x, eps=self.eps, alpha=self.alpha, steps=self.steps, generator=generator
-            )
+        x_adv = self.adversarial(model, x, y, generator)
         logits = model(x)
         logits_adv = model(x_adv)
         loss = F.cross_entropy(logits, y) + self.beta * kl_batchmean(logits_adv, logits)
         return loss, logits
+
+
+TEACHER_INPUTS = ("clean", "adversarial")
+
+
+@OBJECTIVES.register("distill")
+@dataclass
+class Distill(AdversarialFinetune):
+    """Robust distillation from the source ANN (the teacher ``T``, at hand after conversion)::
+
+        ce_weight * CE(S(x), y) + clean_weight * KL(T(x) || S(x)) + beta * KL(T(x_t) || S(x_adv))
+
+    ``x_t`` is ``x`` (``teacher_input="clean"``: the robust teacher's clean soft labels as the
+    target on the student's adversarial examples, as RSLAD does) or ``x_adv`` (the teacher's
+    view of the same perturbed image). KL terms in the TRADES convention (summed, divided by
+    the batch). The teacher runs in eval mode without gradient; ``x_adv`` from ``adversary``
+    (default: the paper's single-step KL adversary through the training estimator).
+    """
+
+    name: ClassVar[str] = "distill"
+    eps: float = 8 / 255
+    beta: float = 6.0
+    alpha: float = 1 / 255
+    steps: int = 1
+    clean_weight: float = 1.0
+    ce_weight: float = 0.0
+    teacher_input: str = "clean"
+    adversary: Any = _runtime_field()
+    teacher: Any = _runtime_field()
+
+    def __post_init__(self) -> None:
+        _check_finetune(self.name, self.eps, self.steps, self.beta, self.alpha)
+        if self.teacher_input not in TEACHER_INPUTS:
+            raise UserError(
+                f"objective 'distill': teacher_input must be one of {', '.join(TEACHER_INPUTS)}, "
+                f"got {self.teacher_input!r}"
+            )
+        if self.clean_weight < 0 or self.ce_weight < 0:
+            raise UserError("objective 'distill': clean_weight and ce_weight must be >= 0")
+
+    def teacher_logits(self, x: Tensor) -> Tensor:
+        if self.teacher is None:
+            raise UserError(
+                "objective 'distill' needs a teacher: finetune with the source ANN "
+                "(--teacher PATH, or --teacher proxy for the converted SNN's own ANN proxy)"
+            )
+        with torch.no_grad():
+            return self.teacher(x).detach()
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        target_clean = self.teacher_logits(x)
+        logits = model(x)
+        loss = self.clean_weight * kl_batchmean(logits, target_clean)
+        if self.ce_weight:
+            loss = loss + self.ce_weight * F.cross_entropy(logits, y)
+        if self.beta > 0:
+            x_adv = self.adversarial(model, x, y, generator)
+            target = target_clean if self.teacher_input == "clean" else self.teacher_logits(x_adv)
+            loss = loss + self.beta * kl_batchmean(model(x_adv), target)
+        return loss, logits
+
+
+@OBJECTIVES.register("adversarial_ce")
+@dataclass
+class AdversarialCE(AdversarialFinetune):
+    """Plain adversarial cross-entropy for finetuning: ``CE(S(x_adv), y) + clean_weight *
+    CE(S(x), y)`` (``clean_weight`` 0: PGD-AT's loss on the finetuning adversary's examples)."""
+
+    name: ClassVar[str] = "adversarial_ce"
+    eps: float = 8 / 255
+    alpha: float = 1 / 255
+    steps: int = 1
+    clean_weight: float = 0.0
+    adversary: Any = _runtime_field()
+
+    def __post_init__(self) -> None:
+        _check_finetune(self.name, self.eps, self.steps, 1.0, self.alpha)
+        if self.clean_weight < 0:
+            raise UserError("objective 'adversarial_ce': clean_weight must be >= 0")
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        x_adv = self.adversarial(model, x, y, generator)
+        logits_adv = model(x_adv)
+        loss = F.cross_entropy(logits_adv, y)
+        if self.clean_weight:
+            loss = loss + self.clean_weight * F.cross_entropy(model(x), y)
+        return loss, logits_adv
+
+
+FINETUNE_OBJECTIVES = ("robust_finetune", "distill", "adversarial_ce")
+"""The objectives ``robustsnn finetune`` accepts (``--objective``, ``finetune.objective``)."""
 
 
 class Regularized(Objective):
@@ -303,7 +440,9 @@ class Regularized(Objective):
 def objective_params(name: str) -> list[str]:
     """Names of the hyperparameters objective ``name`` accepts."""
     cls = OBJECTIVES.get(name)
-    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+    if not dataclasses.is_dataclass(cls):
+        return []
+    return [f.name for f in dataclasses.fields(cls) if not f.metadata.get(RUNTIME)]
 
 
 def build_objective(

@@ -31,11 +31,17 @@ from robustsnn.modelio import load_model, save_snn
 from robustsnn.models import build_model
 from robustsnn.snn import DEFAULT_ESTIMATOR, SpikingNetwork, SpikingNeuron, parse_estimator
 from robustsnn.snn.bntt import BNTT, bntt_transform
-from robustsnn.snn.estimators import Estimator, uses_fused_kernels
+from robustsnn.snn.estimators import ANNProxy, Estimator, gives_threshold_gradient
+from robustsnn.training.adversaries import FinetuneAdversary, parse_adversary
 from robustsnn.training.ann import provenance
 from robustsnn.training.inner import unwrap
 from robustsnn.training.metrics import evaluate_accuracy
-from robustsnn.training.objectives import Objective, build_objective, objective_params
+from robustsnn.training.objectives import (
+    FINETUNE_OBJECTIVES,
+    Objective,
+    build_objective,
+    objective_params,
+)
 from robustsnn.training.regularizers import OrthogonalityRegularizer
 from robustsnn.training.trainer import Trainer
 
@@ -209,6 +215,56 @@ def _fit_and_evaluate(
 
 
 # ------------------------------------------------------------------------------ finetune
+TEACHER_PROXY = "proxy"
+
+
+def _frozen(model: nn.Module) -> nn.Module:
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def load_teacher(
+    teacher: str | None, snn: SpikingNetwork, meta: dict[str, Any], source: Path, device: str
+) -> tuple[nn.Module, str]:
+    """The distillation teacher and what it is: the source ANN that ``snn`` was converted from
+    (``teacher`` None or ``"source"``: the path in the checkpoint's ``source`` metadata, as
+    written or beside the checkpoint), ``"proxy"`` (a frozen copy of ``snn`` seen as its ANN
+    proxy: the ANN itself for a conversion that kept the ANN's weights), or an ANN checkpoint
+    path. Frozen and in eval mode."""
+    import copy
+
+    if teacher == TEACHER_PROXY:
+        proxy = copy.deepcopy(snn).with_estimator(ANNProxy())
+        return _frozen(proxy), "proxy (ANN proxy of the converted SNN)"
+    if teacher in (None, "source"):
+        recorded = (meta.get("source") or {}).get("path")
+        if not recorded:
+            raise UserError(
+                f"{source} names no source ANN (metadata source.path); pass --teacher PATH "
+                "or --teacher proxy"
+            )
+        candidates = [Path(recorded), source.parent / recorded, source.parent / Path(recorded).name]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise UserError(
+                f"the source ANN {recorded!r} of {source} is not found (looked as written and "
+                "beside the checkpoint); pass --teacher PATH or --teacher proxy"
+            )
+        path = found
+    else:
+        path = Path(teacher)
+        if not path.is_file():
+            raise UserError(f"teacher checkpoint {teacher!r} not found; give an ANN checkpoint")
+    model, teacher_meta = load_model(path, device)
+    if isinstance(model, SpikingNetwork):
+        raise UserError(
+            f"teacher {path} is an SNN; distillation needs the robust ANN it was converted from"
+        )
+    return _frozen(model), str(path)
+
+
 def finetune_snn(
     snn_checkpoint: str | Path,
     *,
@@ -235,8 +291,20 @@ def finetune_snn(
     eval_n: int = 1000,
     name: str = "snn",
     estimator: str = DEFAULT_ESTIMATOR.name,
+    adversary: str | Mapping[str, Any] | None = None,
+    objective: str = "robust_finetune",
+    objective_options: Mapping[str, Any] | None = None,
+    teacher: str | None = None,
 ) -> Path:
     """Robust finetuning of an SNN checkpoint (the paper's step 3); returns the new checkpoint.
+
+    ``adversary`` (a :mod:`~robustsnn.training.adversaries` spec, e.g.
+    ``"pgd[steps=3]/bptt-rel-pcw-1+ann-proxy"``; None = the paper's KL adversary with
+    ``adversary_steps`` through ``estimator``) generates ``x_adv`` at ``eps`` independently of
+    the loss's ``estimator``. ``objective``: ``robust_finetune`` (the paper's, below),
+    ``distill`` (KL to the source ANN ``teacher``) or ``adversarial_ce``;
+    ``objective_options`` are that objective's own parameters (e.g. ``clean_weight``,
+    ``teacher_input``). All of it is recorded in the checkpoint's ``finetune`` metadata.
 
     Loss ``CE(f(x), y) + beta * KL(f(x_adv) || f(x))`` (objective ``robust_finetune``): ``x_adv``
     is the single-step KL adversary (random sign step ``alpha``, one step ``eps - alpha``) run
@@ -273,13 +341,21 @@ def finetune_snn(
         )
     if not (train_thresholds or train_weights):
         raise UserError("finetune: nothing to train (train_thresholds and train_weights are off)")
-    train_estimator = parse_estimator(estimator)
-    if train_thresholds and not uses_fused_kernels(train_estimator):
+    try:
+        train_estimator = parse_estimator(estimator)
+    except ValueError as exc:
+        raise UserError(f"finetune estimator: {exc}") from None
+    if train_thresholds and not gives_threshold_gradient(train_estimator):
         raise UserError(
             f"finetune estimator {train_estimator.name!r} gives the thresholds no gradient (its "
-            "backward is written for attacks); use bptt-<surrogate>-<width> (e.g. bptt-pcw-4 for "
-            "thresholds near 4) or bptr, or freeze the thresholds"
+            "backward is written for attacks); use a BPTT-type estimator (e.g. bptt-rel-pcw-1, "
+            "bptt-pcw-4, assg-atan-0.425-dr) or bptr, or freeze the thresholds"
         )
+    if objective not in FINETUNE_OBJECTIVES:
+        raise UserError(
+            f"unknown finetuning objective {objective!r}; valid: {', '.join(FINETUNE_OBJECTIVES)}"
+        )
+    adversary_spec = None if adversary is None else parse_adversary(adversary)
     model, meta = load_model(source, device)
     if not isinstance(model, SpikingNetwork):
         raise UserError(
@@ -314,13 +390,21 @@ def finetune_snn(
             raise UserError(f"cutout must be >= 0 (0 = off), got {cutout}")
         data = dataclasses.replace(data, info=dataclasses.replace(data.info, cutout=int(cutout)))
 
+    shared: dict[str, Any] = {"eps": float(eps), "beta": float(beta), "alpha": float(alpha)}
+    shared["steps"] = int(adversary_steps)
+    accepted = objective_params(objective)
     loss: Objective = build_objective(
-        "robust_finetune",
-        eps=float(eps),
-        beta=float(beta),
-        alpha=float(alpha),
-        steps=int(adversary_steps),
+        objective,
+        **{k: v for k, v in shared.items() if k in accepted},
+        **dict(objective_options or {}),
     )
+    teacher_name = None
+    if adversary_spec is not None:
+        loss.adversary = FinetuneAdversary(  # type: ignore[attr-defined]
+            adversary_spec, eps=float(eps), alpha=float(alpha)
+        )
+    if objective == "distill":
+        loss.teacher, teacher_name = load_teacher(teacher, snn, meta, source, device)  # type: ignore[attr-defined]
     threshold_names, weight_names = _parameter_names(snn)
     freeze: list[str] = []
     if not train_thresholds:
@@ -339,6 +423,12 @@ def finetune_snn(
     }
     if add_biases:  # only when on: older runs' resume fingerprints stay valid
         setup["add_biases"] = True
+    if objective != "robust_finetune" or objective_options:
+        setup["objective"] = loss.describe()
+    if adversary_spec is not None:
+        setup["adversary"] = adversary_spec.describe()
+    if teacher_name is not None:
+        setup["teacher"] = teacher_name
     if cutout is not None:
         setup["cutout"] = int(cutout)
     history, evaluation = _fit_and_evaluate(
@@ -385,6 +475,15 @@ def finetune_snn(
         "train_weights": train_weights,
         "augment": augment,
         "estimator": train_estimator.name,
+        "adversary": (
+            loss.adversary.describe()  # type: ignore[attr-defined]
+            if adversary_spec is not None
+            else parse_adversary(
+                {"attack": "kl", "params": {"steps": int(adversary_steps)}},
+                default_estimator=train_estimator.name,
+            ).describe()
+        ),
+        "teacher": teacher_name,
         "seed": seed,
     }
     source_meta = {
