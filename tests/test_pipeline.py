@@ -143,3 +143,44 @@ def test_bad_config_key_is_one_line_error(capsys: pytest.CaptureFixture[str]) ->
     assert main(["run", "--set", "finetune.betta=2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "finetune.betta" in err[0]
+
+
+def test_ann_and_snn_rows_share_ensemble_escalation_images_and_eps(
+    tmp_path: Path, tiny: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SNNs escalate (forced here: late members 'broke' samples of every SNN evaluation)
+    while the ANN's checks pass; `run` then escalates the ANN up to the same preset, so every
+    row is measured with the same attacks on the same images, and the summary carries each
+    SNN's paired ratio to the ANN."""
+    import robustsnn.evaluation.escalate as escalate_module
+    from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member
+
+    def late_for_snns(result: dict) -> int:
+        return 1 if result.get("T") and result.get("ensemble") == "pgd-fast" else 0
+
+    monkeypatch.setattr(escalate_module, "late_breaks", late_for_snns)
+    cheap = Ensemble("reliable", (Member("pgd", "bptt-rel-pcw-1", {"steps": 3}),), "test")
+    monkeypatch.setitem(ENSEMBLES._items, "reliable", cheap)
+    run = tmp_path / "run"
+    sets = [*tiny, "eval.escalate=true", "eval.escalate_levels=1"]
+    assert main(["run", "--quiet", "--out", str(run), *sum((["--set", o] for o in sets), [])]) == 0
+    summary = _read(run, "summary.json")
+    assert {row["ensemble"] for row in summary.values()} == {"pgd-fast + escalation"}
+    assert {tuple(row["escalation"]) for row in summary.values()} == {("reliable",)}
+    assert {row["eps"] for row in summary.values()} == {0.05}
+    ann_steps = _read(run, "evaluation-ann.json")["escalation"]["steps"]
+    assert "matching the protocol" in ann_steps[0]["reasons"][-1]
+    indices = {
+        model: [
+            json.loads(line)["index"] for line in (run / "eval" / model / "records.jsonl").open()
+        ]
+        for model in summary
+    }
+    assert indices["ann"] == indices["snn_converted"] == indices["snn_finetuned"]
+    for model in ("snn_converted", "snn_finetuned"):
+        row = summary[model]
+        assert "robust_ratio_to_ann" in row
+        if row["robust_ratio_to_ann"] is not None:
+            assert row["robust_ratio_to_ann"]["n"] == 16
+    report = (run / "report.md").read_text()
+    assert "> Verdict. Measured on n = 16" in report

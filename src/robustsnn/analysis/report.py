@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from robustsnn.analysis import figures as fig
+from robustsnn.analysis.verdict import run_verdict
 from robustsnn.errors import UserError
-from robustsnn.evaluation.intervals import format_accuracy, wilson_interval
+from robustsnn.evaluation.intervals import format_accuracy, format_ratio, wilson_interval
 from robustsnn.evaluation.table import diagnostics_verdict
 
 ENERGY_NOTE = (
@@ -560,6 +561,9 @@ def _summary_blocks(run: RunFiles) -> list[Block]:
             columns += [k for k, v in rec.items() if _is_number(v) and k not in columns]
     evaluation_n = {model: sample_count(ev) for _, model, ev in run.evaluations}
     rows: list[list[Cell | str]] = []
+    ratios = any(
+        isinstance(r, Mapping) and "robust_ratio_to_ann" in r for r in run.summary.values()
+    )
     for model, rec in run.summary.items():
         if not isinstance(rec, Mapping):
             continue
@@ -568,8 +572,13 @@ def _summary_blocks(run: RunFiles) -> list[Block]:
         for c in columns:
             value = rec.get(c)
             row.append(_acc_cell(rec, c, n) if c.endswith("accuracy") else _num(value))
+        if ratios:
+            ratio = rec.get("robust_ratio_to_ann")
+            missing = rec.get("robust_ratio_to_ann_missing")
+            row.append("1 (reference)" if model == "ann" else missing or format_ratio(ratio))
         rows.append(row)
-    return [Heading(3, "Summary"), Table(["model", *columns], rows, "summary.json")]
+    headers = ["model", *columns] + (["robust vs ANN (paired 95% CI)"] if ratios else [])
+    return [Heading(3, "Summary"), Table(headers, rows, "summary.json")]
 
 
 def _evaluation_blocks(file: str, model: str, ev: Mapping[str, Any]) -> list[Block]:
@@ -896,7 +905,7 @@ def render_markdown(blocks: Sequence[Block], out_dir: Path) -> str:
             lines += ["#" * block.level + " " + block.text, ""]
         elif isinstance(block, Paragraph):
             text = f"**{block.text}**" if block.style == "fail" else block.text
-            lines += [text, ""]
+            lines += [f"> {text}" if block.style == "verdict" else text, ""]
         elif isinstance(block, Table):
             lines.append("| " + " | ".join(_md_cell(h) for h in block.headers) + " |")
             lines.append("|" + "|".join("---" for _ in block.headers) + "|")
@@ -932,6 +941,7 @@ pre { background: #f5f5f5; border: 1px solid #ddd; padding: .6em; overflow-x: au
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption, p.source { font-size: .8em; color: #666; font-style: italic; }
 p.note { font-size: .9em; color: #444; }
+p.verdict { background: #f3f6fb; border-left: 4px solid #3b6fb6; padding: .6em .9em; }
 """
 
 
@@ -1041,6 +1051,11 @@ def write_report(
         ),
     ]
     several = len(runs) > 1
+    for run in runs:
+        verdict = run_verdict(run.summary)
+        if verdict:
+            prefix = f"Run {run.name}: " if several else ""
+            blocks.append(Paragraph(prefix + verdict, "verdict"))
     blocks += _overview(runs, several)
     for run in runs:
         blocks += _run_blocks(run, out)
