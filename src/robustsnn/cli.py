@@ -267,6 +267,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
     _common(p)
 
+    p = sub.add_parser(
+        "latency", help="robust accuracy of an SNN at several time steps T (robustness vs latency)"
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("--steps", default="4,8,16,32", help="comma-separated T values")
+    p.add_argument("--ensemble", default="reliable")
+    p.add_argument("--eps", type=_eps, default=8 / 255)
+    p.add_argument("--num-samples", "--n", dest="n", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--diagnostics", choices=["none", "fast", "full"], default="fast")
+    p.add_argument("--escalate", action="store_true", help="escalate at each T (see evaluate)")
+    p.add_argument("--escalate-levels", type=int, default=1)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=None, help="folder for latency.json (default: beside CKPT)")
+    _common(p)
+
     p = sub.add_parser("report", help="write report.md and report.html for run folders")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", default=None)
@@ -459,6 +475,34 @@ def cmd_run(a: argparse.Namespace) -> None:
     run_pipeline(a.config, overrides=a.set, out=a.out, seed=a.seed, quiet=a.quiet, device=a.device)
 
 
+def cmd_latency(a: argparse.Namespace) -> None:
+    from robustsnn.evaluation.escalate import EscalationPolicy
+    from robustsnn.evaluation.intervals import format_accuracy
+    from robustsnn.evaluation.latency import latency_curve
+
+    try:
+        steps = [int(t) for t in str(a.steps).split(",") if t.strip()]
+    except ValueError:
+        raise UserError(
+            f"--steps takes comma-separated integers, e.g. 4,8,16, got {a.steps!r}"
+        ) from None
+    out = Path(a.out) if a.out else Path(a.checkpoint).parent / f"latency-{Path(a.checkpoint).stem}"
+    data = latency_curve(
+        a.checkpoint, steps, out_dir=out, ensemble=a.ensemble, eps=a.eps, n=a.n, seed=a.seed,
+        batch_size=a.batch_size, device=a.device, data_dir=a.data_dir, diagnostics=a.diagnostics,
+        escalation=EscalationPolicy(a.escalate_levels) if a.escalate else None, quiet=a.quiet,
+    )  # fmt: skip
+    for row in data["rows"]:
+        robust = row["robust_accuracy"]
+        print(
+            f"T={row['T']:<3} clean {format_accuracy(row['clean_accuracy'], data['n'])}  "
+            f"robust ({row['ensemble']}) "
+            f"{'n/a' if robust is None else format_accuracy(robust, data['n'])}  "
+            f"{row['diagnostics']}"
+        )
+    print(f"wrote {out / 'latency.json'}")
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     from robustsnn.analysis import write_report
 
@@ -489,6 +533,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "run": cmd_run,
     "report": cmd_report,
+    "latency": cmd_latency,
     "sweep": cmd_sweep,
     "export": cmd_export,
     "import": cmd_import,

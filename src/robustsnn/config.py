@@ -124,6 +124,9 @@ class EvalConfig:
     # samples (robustsnn.evaluation.escalate); False restores a single fixed ensemble
     escalate: bool = True
     escalate_levels: int = 1  # CPU-friendly default; the CIFAR configs set 2
+    # robustness vs latency: evaluate both SNNs again at these T (same ensemble, escalation
+    # target, images and eps; latency/<model>/latency.json and a figure); [] = off
+    latency_T: list[int] = field(default_factory=list)
 
 
 @dataclass

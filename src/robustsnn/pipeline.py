@@ -173,6 +173,12 @@ def run_pipeline(
         _stage(run_dir, f"evaluate_{model}", target, evaluate, quiet, every_rank=True)
     if cfg.eval.escalate:
         _match_protocols(cfg, run_dir, checkpoints, quiet, device)
+    if cfg.eval.latency_T:
+        for model, path in checkpoints.items():
+            if model != "ann":
+                curve = functools.partial(_latency, cfg, run_dir, model, path, quiet, device)
+                target = run_dir / "latency" / model / "latency.json"
+                _stage(run_dir, f"latency_{model}", target, curve, quiet)
     if distributed.is_main():
         shutil.copyfile(run_dir / "evaluation-snn_finetuned.json", run_dir / "evaluation.json")
     for model, path in checkpoints.items():
@@ -244,6 +250,27 @@ def _match_protocols(
                 print(f"[evaluate_{model}] escalating to {target} to match the other rows")
             _evaluate(cfg, run_dir, model, checkpoints[model], quiet, device, at_least=target)
             distributed.barrier()
+
+
+def _latency(
+    cfg: RunConfig, run_dir: Path, model: str, path: Path, quiet: bool, device: str
+) -> None:
+    """Robustness vs latency of one SNN: the run's ensemble, eps and images at each
+    ``eval.latency_T``, escalated (when the run escalates) at least to the preset the run's
+    rows were matched on."""
+    from robustsnn.evaluation.escalate import EscalationPolicy, final_preset
+    from robustsnn.evaluation.latency import latency_curve
+
+    evaluation = json.loads((run_dir / f"evaluation-{model}.json").read_text())
+    policy = None
+    if cfg.eval.escalate:
+        policy = EscalationPolicy(cfg.eval.escalate_levels, None, final_preset(evaluation))
+    latency_curve(
+        path, cfg.eval.latency_T, out_dir=run_dir / "latency" / model, ensemble=cfg.eval.ensemble,
+        eps=cfg.eval.eps, n=cfg.eval.n, label=model, seed=cfg.seed,
+        batch_size=cfg.eval.batch_size, device=device, data_dir=cfg.data.data_dir,
+        diagnostics=cfg.eval.diagnostics, escalation=policy, quiet=quiet,
+    )  # fmt: skip
 
 
 def _statistics(cfg: RunConfig, run_dir: Path, model: str, path: Path, device: str) -> None:

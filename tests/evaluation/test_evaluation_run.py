@@ -196,3 +196,48 @@ def test_run_evaluation_errors(checkpoints: dict[str, Path]) -> None:
         run_evaluation(checkpoints["snn"], attack="pgx", eps=0.1, n=3, out_dir=root / "x")
     with pytest.raises(UserError, match="8/255"):
         run_evaluation(checkpoints["snn"], attack="none", eps="8", n=3, out_dir=root / "x")
+
+
+# ------------------------------------------------------------------ robustness vs latency
+def test_latency_curve_evaluates_each_T_on_the_same_images_and_resumes(
+    checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import robustsnn.evaluation.latency as latency_module
+    from robustsnn.analysis.report import make_run_figures
+    from robustsnn.evaluation.latency import latency_curve
+    from robustsnn.modelio import load_model
+
+    out = tmp_path / "run" / "latency" / "snn_converted"
+    data = latency_curve(
+        checkpoints["snn"], [1, 4], out_dir=out, ensemble="pgd-fast", eps=0.05, n=9,
+        diagnostics="none", label="snn_converted",
+    )  # fmt: skip
+    assert data["T"] == [1, 4] and data["n"] == 9
+    assert [r["T"] for r in data["rows"]] == [1, 4]
+    assert set(data["curves"]) == {"snn_converted clean", "snn_converted robust"}
+    # each row is what the evaluation at that T gives, on the stratified images
+    for row in data["rows"]:
+        direct = run_evaluation(
+            checkpoints["snn"], ensemble="pgd-fast", eps=0.05, n=9, diagnostics="none",
+            out_dir=tmp_path / f"direct{row['T']}", quiet=True,
+        ) if row["T"] == 4 else None  # fmt: skip
+        if direct is not None:  # the checkpoint's own T
+            assert row["clean_accuracy"] == direct["clean_accuracy"]
+            assert row["robust_accuracy"] == direct["robust_accuracy"]
+        low, high = row["robust_accuracy_ci95"]
+        assert low <= row["robust_accuracy"] <= high
+    assert load_model(checkpoints["snn"])[0].T == 4  # the checkpoint is untouched
+
+    def no_more(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished T must not be evaluated again")
+
+    monkeypatch.setattr(latency_module, "evaluate", no_more)
+    again = latency_curve(
+        checkpoints["snn"], [1, 4], out_dir=out, ensemble="pgd-fast", eps=0.05, n=9,
+        diagnostics="none", label="snn_converted",
+    )  # fmt: skip
+    assert again["rows"] == data["rows"]
+    made = make_run_figures(tmp_path / "run")
+    assert (tmp_path / "run" / "figures" / "robust_accuracy_vs_T.png") in made
+    with pytest.raises(UserError, match="SNN checkpoint"):
+        latency_curve(checkpoints["ann"], [1], out_dir=tmp_path / "x", eps=0.05, n=3)

@@ -540,6 +540,8 @@ def plot_accuracy_vs_T(
     out_path: str | Path,
     *,
     title: str = "Accuracy vs time steps after conversion",
+    ylabel: str = "clean accuracy (%)",
+    reference_label: str = "ANN",
 ) -> Path:
     """Clean accuracy of converted SNNs against the number of time steps T.
 
@@ -561,13 +563,13 @@ def plot_accuracy_vs_T(
     bands = {k: wilson_band(v, n) for k, v in series.items()} if n > 0 else None
     _line_plot(ax, series, bands=bands)
     if data.get("ann") is not None:
-        ax.axhline(100.0 * float(data["ann"]), color="gray", linestyle="--", label="ANN")
+        ax.axhline(100.0 * float(data["ann"]), color="gray", linestyle="--", label=reference_label)
         ax.legend(fontsize="small")
     if steps and min(steps) > 0 and max(steps) / min(steps) >= 8:
         ax.set_xscale("log", base=2)
     ax.set_xticks(steps, [f"{int(t)}" for t in steps])
     ax.set_xlabel("time steps T")
-    _accuracy_axis(ax, "clean accuracy (%)")
+    _accuracy_axis(ax, ylabel)
     images = "" if f"n={n}" in title else f"n={n} images; "
     ax.set_title(title + (f"\n({images}{INTERVAL_NOTE})" if bands else ""), fontsize="medium")
     return _save(fig, out_path)

@@ -47,6 +47,7 @@ class RunFiles:
     evaluations: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     stats: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     conversion_curve: dict[str, Any] | None = None
+    latency: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> latency.json
     figures: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -119,6 +120,10 @@ def read_run(run_dir: str | Path) -> RunFiles:
             run.stats.append((file.name, _model_of(file, "stats", data), data))
     if (path / "conversion_curve.json").is_file():
         run.conversion_curve = _read_json(path / "conversion_curve.json", run.problems)
+    for file in sorted(path.glob("latency/*/latency.json")):
+        data = _read_json(file, run.problems)
+        if data is not None:
+            run.latency[file.parent.name] = data
     run.figures = sorted((path / "figures").glob("*.png")) + sorted(path.glob("*.png"))
     return run
 
@@ -377,7 +382,47 @@ def make_run_figures(run_dir: str | Path) -> list[Path]:
 
     if run.conversion_curve and run.conversion_curve.get("curves"):
         made.append(fig.plot_accuracy_vs_T(run.conversion_curve, out / "accuracy_vs_T.png"))
+    latency = _latency_curve(run)
+    if latency is not None:
+        made.append(
+            fig.plot_accuracy_vs_T(
+                latency,
+                out / "robust_accuracy_vs_T.png",
+                title=f"Robustness vs latency ({latency['ensemble']}, eps "
+                f"{_eps_label(latency['eps'])}, n={latency['n']})",
+                ylabel="accuracy (%)",
+                reference_label="ANN robust",
+            )
+        )
     return made
+
+
+def _latency_curve(run: RunFiles) -> dict[str, Any] | None:
+    """The run's latency.json files merged into one plot_accuracy_vs_T input: clean and
+    robust accuracy per SNN over the T values they share, the ANN's robust accuracy as the
+    reference line (from summary.json, measured on the same images)."""
+    if not run.latency:
+        return None
+    shared = sorted(set.intersection(*(set(d.get("T", [])) for d in run.latency.values())))
+    if not shared:
+        return None
+    curves: dict[str, list[float]] = {}
+    first = next(iter(run.latency.values()))
+    for data in run.latency.values():
+        at = dict(zip(data["T"], range(len(data["T"])), strict=True))
+        for label, values in (data.get("curves") or {}).items():
+            curves[label] = [float(values[at[t]]) for t in shared]
+    result: dict[str, Any] = {
+        "T": shared,
+        "curves": curves,
+        "n": first.get("n"),
+        "eps": first.get("eps"),
+        "ensemble": first.get("ensemble"),
+    }
+    ann = (run.summary or {}).get("ann") if isinstance(run.summary, Mapping) else None
+    if isinstance(ann, Mapping) and _is_number(ann.get("robust_accuracy")):
+        result["ann"] = float(ann["robust_accuracy"])
+    return result
 
 
 # --------------------------------------------------------------------------- document model
@@ -848,6 +893,11 @@ _FIGURES_ABOUT = (
     ("spikes_per_layer", "Spikes per image and layer, from stats-*.json"),
     ("spike_raster-", "Spike raster of one image, clean vs adversarial, from stats-{}.json"),
     ("accuracy_vs_T", "Clean accuracy vs time steps, from conversion_curve.json"),
+    (
+        "robust_accuracy_vs_T",
+        "Clean and robust accuracy of each SNN vs time steps T with 95% Wilson bands (the ANN's "
+        "robust accuracy on the same images dashed), from latency/*/latency.json",
+    ),
 )
 
 
