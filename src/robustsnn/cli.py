@@ -222,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--escalate-seconds", type=float, default=None, help="no escalation step starts after this"
     )
+    p.add_argument(
+        "--escalate-to", default=None, metavar="PRESET",
+        help="escalate at least up to this preset whatever the checks say (e.g. reliable-plus: "
+        "confirm a robust result on its survivors); implies --escalate",
+    )  # fmt: skip
     p.add_argument("--transfer-from", default=None, help="source checkpoint for a transfer attack")
     p.add_argument(
         "--dataset", default=None, help="dataset spec (default: the one the checkpoint names)"
@@ -422,12 +427,16 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     check_verified(a.checkpoint)  # an imported model that failed verification is not evaluated
 
     out = Path(a.out) if a.out else Path(a.checkpoint).parent / "eval"
+    from robustsnn.evaluation.escalate import EscalationPolicy
+
+    escalate: bool | EscalationPolicy = False
+    if a.escalate or a.escalate_to:
+        escalate = EscalationPolicy(a.escalate_levels, a.escalate_seconds, a.escalate_to)
     result = run_evaluation(
         a.checkpoint, attack=a.attack, ensemble=a.ensemble, estimator=a.estimator, eps=a.eps,
         n=a.n, out_dir=out, seed=a.seed, batch_size=a.batch_size, quiet=a.quiet, device=a.device,
         data_dir=a.data_dir, transfer_from=a.transfer_from, diagnostics=a.diagnostics,
-        escalate=a.escalate, escalate_levels=a.escalate_levels,
-        escalate_seconds=a.escalate_seconds, dataset=a.dataset, split=a.split,
+        escalate=escalate, dataset=a.dataset, split=a.split,
     )  # fmt: skip
     from robustsnn.evaluation.table import evaluation_lines
 
