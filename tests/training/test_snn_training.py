@@ -195,9 +195,8 @@ class Killed(Exception):
     pass
 
 
-def test_resume_after_kill_is_bit_identical(tmp_path, source, monkeypatch):
-    full = finetune(source, tmp_path / "full", epochs=2)
-
+def killed_after_first_epoch(monkeypatch: pytest.MonkeyPatch, run: Any) -> None:
+    """``run()`` with the process 'killed' right after the first epoch's state is saved."""
     original = Trainer.save_state
 
     def save_then_die(self: Trainer, fingerprint: Any) -> None:
@@ -208,7 +207,13 @@ def test_resume_after_kill_is_bit_identical(tmp_path, source, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(Trainer, "save_state", save_then_die)
         with pytest.raises(Killed):
-            finetune(source, tmp_path / "resumed", epochs=2)
+            run()
+
+
+def test_resume_after_kill_is_bit_identical(tmp_path, source, monkeypatch):
+    full = finetune(source, tmp_path / "full", epochs=2)
+
+    killed_after_first_epoch(monkeypatch, lambda: finetune(source, tmp_path / "resumed", epochs=2))
     assert not (tmp_path / "resumed" / "snn.safetensors").exists()
     _, state_meta = load_tensors(tmp_path / "resumed" / "snn.state.safetensors")
     assert state_meta["epoch"] == 1
@@ -432,17 +437,7 @@ def test_finetune_adversary_and_objective_are_recorded_and_resume(tmp_path, sour
     assert meta["objective"]["params"]["adversary"]["name"] == meta["adversary"]["name"]
     assert meta["teacher"].startswith("proxy")
 
-    original = Trainer.save_state
-
-    def save_then_die(self: Trainer, fingerprint: Any) -> None:
-        original(self, fingerprint)
-        if self.epoch == 1:
-            raise Killed
-
-    with monkeypatch.context() as m:
-        m.setattr(Trainer, "save_state", save_then_die)
-        with pytest.raises(Killed):
-            finetune(source, tmp_path / "resumed", **kw)
+    killed_after_first_epoch(monkeypatch, lambda: finetune(source, tmp_path / "resumed", **kw))
     resumed = finetune(source, tmp_path / "resumed", **kw)
     a, _ = load_tensors(full)
     b, _ = load_tensors(resumed)
