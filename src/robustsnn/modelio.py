@@ -15,15 +15,16 @@ from torch import nn
 from robustsnn.checkpoint import load_state_into, load_tensors, save_tensors
 from robustsnn.conversion import ConversionConfig, spiking_body
 from robustsnn.errors import UserError
+from robustsnn.model_formats import ARCH_BUILDERS, BODY_TRANSFORMS
 from robustsnn.models import rebuild_model
 from robustsnn.snn.network import SpikingNetwork
 
-# Structural transforms applied to a rebuilt SNN body before its weights are loaded
-# (e.g. BNTT's per-step BatchNorm); registered by the modules that define them.
-BODY_TRANSFORMS: dict[str, Any] = {}
-# Architectures that are not zoo models (graphs imported from NIR or another framework), by
-# ``arch["name"]``: ``arch -> ANN``; registered by the modules that define them.
-ARCH_BUILDERS: dict[str, Any] = {}
+# BODY_TRANSFORMS (structural transforms applied to a rebuilt SNN body before its weights are
+# loaded, e.g. BNTT) and ARCH_BUILDERS (architectures that are not zoo models, e.g. imported
+# graphs) live in robustsnn.model_formats: the modules that define them register there, and
+# this module reads them without importing those modules (``import robustsnn`` does).
+__all__ = ["ARCH_BUILDERS", "BODY_TRANSFORMS", "build_snn_from_metadata", "load_model",
+           "save_ann", "save_snn", "snn_metadata"]  # fmt: skip
 
 
 def snn_metadata(snn: SpikingNetwork, **extra: Any) -> dict[str, Any]:
@@ -59,9 +60,6 @@ def save_ann(path: str | Path, ann: nn.Module, **metadata: Any) -> Path:
 
 def build_snn_from_metadata(meta: dict[str, Any]) -> SpikingNetwork:
     """Rebuild an (untrained) SpikingNetwork with the structure the metadata describes."""
-    import robustsnn.interop.graph  # noqa: F401  (registers the imported-graph architecture)
-    import robustsnn.snn.bntt  # noqa: F401  (registers the "bntt" body transform)
-
     ann = ARCH_BUILDERS.get(meta["arch"]["name"], rebuild_model)(meta["arch"])
     known = set(ConversionConfig.__dataclass_fields__)
     conv = {k: v for k, v in (meta.get("conversion") or {}).items() if k in known}
