@@ -105,3 +105,44 @@ def load_model(
     model.to(device)
     model.eval()
     return model, meta
+
+
+def expected_input(meta: dict[str, Any]) -> tuple[int, ...] | None:
+    """The input shape ``[C, H, W]`` a checkpoint's model reads, when its metadata says."""
+    arch = meta.get("arch") if isinstance(meta.get("arch"), dict) else {}
+    assert isinstance(arch, dict)
+    if "in_channels" in arch and "image_size" in arch:
+        size = int(arch["image_size"])
+        return (int(arch["in_channels"]), size, size)
+    shape = meta.get("input_shape") or arch.get("image_shape")
+    if isinstance(shape, (list, tuple)) and shape:
+        return tuple(int(s) for s in shape)
+    return None
+
+
+def _describe_shape(shape: tuple[int, ...]) -> str:
+    if len(shape) == 3:
+        return f"{shape[0]}-channel {shape[1]}x{shape[2]} images"
+    return f"inputs of shape {list(shape)}"
+
+
+def check_input(model: nn.Module, meta: dict[str, Any], x: torch.Tensor, dataset: str) -> None:
+    """Refuse, in one line, a dataset whose images the model cannot read, before any attack:
+    the shape the metadata names, else one forward pass on one sample."""
+    got = tuple(int(s) for s in x.shape[1:])
+    expected = expected_input(meta)
+    if expected is not None and expected != got:
+        raise UserError(
+            f"the model reads {_describe_shape(expected)}; dataset {dataset} has "
+            f"{_describe_shape(got)}: evaluate it on a dataset of that shape (--dataset)"
+        )
+    if expected is not None or x.shape[0] == 0:
+        return
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise UserError(
+            f"the model does not run on dataset {dataset} ({_describe_shape(got)}): {detail}"
+        ) from None
