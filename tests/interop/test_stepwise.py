@@ -334,3 +334,34 @@ def test_model_without_neurons_is_refused() -> None:
 def test_from_spikingjelly_accepts_a_class_model() -> None:
     net = from_spikingjelly(SJSingleStep("lif-hard"), T, example=batch())
     assert net.adapter.verification.passed and "own forward" in net.adapter.time_convention
+
+
+@needs_snntorch
+def test_a_forward_that_edits_the_membrane_is_refused_with_the_mismatch() -> None:
+    """The step neuron keeps its own membrane; a loop that changes the one it passes back
+    computes something else, and the check refuses it with the numbers."""
+
+    class Leaking(SnnTorchExplicit):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+            spk_rec = []
+            for _ in range(T):
+                spk1, mem1 = self.lif1(self.fc1(x.flatten(1) * 3), mem1 * 0.5)
+                spk2, mem2 = self.lif2(self.fc2(spk1) * 3, mem2)
+                spk_rec.append(spk2)
+            return torch.stack(spk_rec), mem2
+
+    torch.manual_seed(0)
+    with pytest.raises(UserError, match=r"does not reproduce its source \(max \|logit diff\|"):
+        wrap(Leaking("zero", 0.9), T, example=batch(), readout="sum")
+
+
+@needs_sj
+def test_a_forward_reading_neuron_internals_is_refused() -> None:
+    class ReadsV(SJSingleStep):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = super().forward(x)
+            return out + 0 * torch.as_tensor(self.sn1.v).sum()
+
+    with pytest.raises(UserError, match="does not run .*AttributeError"):
+        wrap(ReadsV("if-hard"), T, example=batch())

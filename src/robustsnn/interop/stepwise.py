@@ -639,9 +639,14 @@ def _check(
         model.train(was_training)
     try:
         result = verify(net, x, reference, counter.total)
-    except RuntimeError as exc:
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's forward on swapped neurons
         detail = " ".join(str(exc).split())[:200]
-        raise UserError(f"the wrapped {type(model).__name__} does not run ({detail})") from None
+        raise UserError(
+            f"the wrapped {type(model).__name__} does not run ({type(exc).__name__}: {detail}); "
+            "its forward may read a neuron's internals (e.g. .v), which the step neuron lacks"
+        ) from None
     for neuron in net.step_neurons():
         expected = T
         if neuron.steps_run != expected:
