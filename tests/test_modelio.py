@@ -219,3 +219,50 @@ def test_weights_from_another_model_rejected(tmp_path: Path) -> None:
     big = save_ann(tmp_path / "big.safetensors", _ann(width=8))
     small.with_suffix(".json").write_text(big.with_suffix(".json").read_text())
     _one_line_user_error(small)
+
+
+# --------------------------------------------------------------------------- layering (issue 24)
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "robustsnn"
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a source file imports, at top level or inside functions."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_modelio_names_no_interop_module() -> None:
+    text = (SRC / "modelio.py").read_text()
+    assert "robustsnn.interop" not in text
+    assert not any(m.startswith("robustsnn.interop") for m in _imported_modules(SRC / "modelio.py"))
+
+
+def test_nothing_under_snn_imports_modelio() -> None:
+    for path in sorted((SRC / "snn").rglob("*.py")):
+        imported = _imported_modules(path)
+        assert not any(m == "robustsnn.modelio" for m in imported), path
+        assert "robustsnn.modelio" not in path.read_text(), path
+
+
+def test_registrations_present_after_importing_modelio_alone() -> None:
+    """A fresh interpreter that imports only modelio still rebuilds BNTT and imported graphs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import robustsnn.modelio as m; "
+        "assert {'bntt', 'interop-graph'} <= set(m.BODY_TRANSFORMS), m.BODY_TRANSFORMS; "
+        "assert 'interop_graph' in m.ARCH_BUILDERS"
+    )
+    env = {"PYTHONPATH": str(SRC.parent), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

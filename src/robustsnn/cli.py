@@ -234,6 +234,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["test", "train"], default="test")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None)
+    f = p.add_argument_group(
+        "a SpikingJelly/snnTorch model given as module:factory instead of a checkpoint"
+    )
+    f.add_argument("--weights", default=None, help="its state dict (.safetensors, .pt, .pth)")
+    f.add_argument("--T", type=int, default=None, help="time steps its forward runs")
+    f.add_argument("--time", choices=["loop", "repeat", "calls"], default="loop",
+                   help="loop: its forward runs T steps (default); repeat: it reads x repeated "
+                   "to [T, B, ...]; calls: one step per call, called T times")  # fmt: skip
+    f.add_argument(
+        "--readout",
+        choices=["mean", "sum"],
+        default="mean",
+        help="reduce a [T, B, classes] output over time (a [B, classes] one is kept)",
+    )
+    f.add_argument(
+        "--input-shape",
+        type=int,
+        nargs="+",
+        default=None,
+        help="the input shape it reads, e.g. 1 28 28 (checked against the dataset)",
+    )
     _common(p)
 
     p = sub.add_parser("export", help="write an SNN checkpoint as a NIR file")
@@ -420,13 +441,40 @@ def cmd_train_snn(a: argparse.Namespace) -> None:
     print(f"wrote {path}: {_metrics(meta)}")
 
 
+def _foreign_model(a: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """``evaluate module:factory``: the wrapped model, checked on the dataset's first images."""
+    from robustsnn.data import load_dataset, to_float
+    from robustsnn.interop.foreign import load_foreign
+
+    if a.dataset is None:
+        raise UserError(f"{a.checkpoint} is a model factory: pass --dataset (e.g. mnist5k)")
+    data = load_dataset(a.dataset, a.data_dir)
+    xs = data.x_test if a.split == "test" else data.x_train
+    return load_foreign(a.checkpoint, weights=a.weights, T=a.T, example=to_float(xs[:32]),
+                        input_shape=a.input_shape, time=a.time, readout=a.readout,
+                        device=a.device)  # fmt: skip
+
+
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from robustsnn.evaluation import run_evaluation
+    from robustsnn.interop.foreign import is_factory_spec
     from robustsnn.interop.verify import check_verified
 
-    check_verified(a.checkpoint)  # an imported model that failed verification is not evaluated
-
-    out = Path(a.out) if a.out else Path(a.checkpoint).parent / "eval"
+    if a.out is not None and Path(a.out).exists() and not Path(a.out).is_dir():
+        raise UserError(f"--out {a.out} is an existing file; --out names a folder for the results")
+    loaded = None
+    if is_factory_spec(a.checkpoint):
+        loaded = _foreign_model(a)
+        default_out = Path("runs") / f"eval-{a.checkpoint.replace(':', '-')}"
+    else:
+        if a.weights is not None or a.T is not None:
+            raise UserError(
+                "--weights and --T are for a model given as module:factory; a checkpoint "
+                "carries its own weights and T"
+            )
+        check_verified(a.checkpoint)  # an imported model that failed verification is refused
+        default_out = Path(a.checkpoint).parent / "eval"
+    out = Path(a.out) if a.out else default_out
     from robustsnn.evaluation.escalate import EscalationPolicy
 
     escalate: bool | EscalationPolicy = False
@@ -436,7 +484,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         a.checkpoint, attack=a.attack, ensemble=a.ensemble, estimator=a.estimator, eps=a.eps,
         n=a.n, out_dir=out, seed=a.seed, batch_size=a.batch_size, quiet=a.quiet, device=a.device,
         data_dir=a.data_dir, transfer_from=a.transfer_from, diagnostics=a.diagnostics,
-        escalate=escalate, dataset=a.dataset, split=a.split,
+        escalate=escalate, dataset=a.dataset, split=a.split, loaded=loaded,
     )  # fmt: skip
     from robustsnn.evaluation.table import evaluation_lines
 

@@ -15,15 +15,16 @@ from torch import nn
 from robustsnn.checkpoint import load_state_into, load_tensors, save_tensors
 from robustsnn.conversion import ConversionConfig, spiking_body
 from robustsnn.errors import UserError
+from robustsnn.model_formats import ARCH_BUILDERS, BODY_TRANSFORMS
 from robustsnn.models import rebuild_model
 from robustsnn.snn.network import SpikingNetwork
 
-# Structural transforms applied to a rebuilt SNN body before its weights are loaded
-# (e.g. BNTT's per-step BatchNorm); registered by the modules that define them.
-BODY_TRANSFORMS: dict[str, Any] = {}
-# Architectures that are not zoo models (graphs imported from NIR or another framework), by
-# ``arch["name"]``: ``arch -> ANN``; registered by the modules that define them.
-ARCH_BUILDERS: dict[str, Any] = {}
+# BODY_TRANSFORMS (structural transforms applied to a rebuilt SNN body before its weights are
+# loaded, e.g. BNTT) and ARCH_BUILDERS (architectures that are not zoo models, e.g. imported
+# graphs) live in robustsnn.model_formats: the modules that define them register there, and
+# this module reads them without importing those modules (``import robustsnn`` does).
+__all__ = ["ARCH_BUILDERS", "BODY_TRANSFORMS", "build_snn_from_metadata", "load_model",
+           "save_ann", "save_snn", "snn_metadata"]  # fmt: skip
 
 
 def snn_metadata(snn: SpikingNetwork, **extra: Any) -> dict[str, Any]:
@@ -59,9 +60,6 @@ def save_ann(path: str | Path, ann: nn.Module, **metadata: Any) -> Path:
 
 def build_snn_from_metadata(meta: dict[str, Any]) -> SpikingNetwork:
     """Rebuild an (untrained) SpikingNetwork with the structure the metadata describes."""
-    import robustsnn.interop.graph  # noqa: F401  (registers the imported-graph architecture)
-    import robustsnn.snn.bntt  # noqa: F401  (registers the "bntt" body transform)
-
     ann = ARCH_BUILDERS.get(meta["arch"]["name"], rebuild_model)(meta["arch"])
     known = set(ConversionConfig.__dataclass_fields__)
     conv = {k: v for k, v in (meta.get("conversion") or {}).items() if k in known}
@@ -107,3 +105,44 @@ def load_model(
     model.to(device)
     model.eval()
     return model, meta
+
+
+def expected_input(meta: dict[str, Any]) -> tuple[int, ...] | None:
+    """The input shape ``[C, H, W]`` a checkpoint's model reads, when its metadata says."""
+    arch = meta.get("arch") if isinstance(meta.get("arch"), dict) else {}
+    assert isinstance(arch, dict)
+    if "in_channels" in arch and "image_size" in arch:
+        size = int(arch["image_size"])
+        return (int(arch["in_channels"]), size, size)
+    shape = meta.get("input_shape") or arch.get("image_shape")
+    if isinstance(shape, (list, tuple)) and shape:
+        return tuple(int(s) for s in shape)
+    return None
+
+
+def _describe_shape(shape: tuple[int, ...]) -> str:
+    if len(shape) == 3:
+        return f"{shape[0]}-channel {shape[1]}x{shape[2]} images"
+    return f"inputs of shape {list(shape)}"
+
+
+def check_input(model: nn.Module, meta: dict[str, Any], x: torch.Tensor, dataset: str) -> None:
+    """Refuse, in one line, a dataset whose images the model cannot read, before any attack:
+    the shape the metadata names, else one forward pass on one sample."""
+    got = tuple(int(s) for s in x.shape[1:])
+    expected = expected_input(meta)
+    if expected is not None and expected != got:
+        raise UserError(
+            f"the model reads {_describe_shape(expected)}; dataset {dataset} has "
+            f"{_describe_shape(got)}: evaluate it on a dataset of that shape (--dataset)"
+        )
+    if expected is not None or x.shape[0] == 0:
+        return
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise UserError(
+            f"the model does not run on dataset {dataset} ({_describe_shape(got)}): {detail}"
+        ) from None

@@ -280,7 +280,7 @@ class TestSnnTorch:
         with pytest.raises(UserError, match=message):
             from_snntorch(net, T=2, example=torch.rand(2, 1, 8, 8))
 
-    def test_own_time_loop_is_refused(self) -> None:
+    def test_own_time_loop_runs_through_its_forward(self) -> None:
         import snntorch as snn
 
         class Net(nn.Module):  # snnTorch tutorial style: the time loop inside forward()
@@ -297,8 +297,11 @@ class TestSnnTorch:
                     spk_rec.append(spk)
                 return torch.stack(spk_rec)
 
-        with pytest.raises(UserError, match="own forward"):
-            from_snntorch(Net(), T=4, example=torch.rand(2, 1, 8, 8))
+        # issue 24: no longer refused; run through its own forward with the neurons swapped
+        net, x = Net().eval(), torch.rand(2, 1, 8, 8)
+        snn_net = from_snntorch(net, T=4, example=x, readout="sum")
+        with torch.no_grad():
+            assert torch.equal(snn_net(x), net(x).sum(0))
 
     def test_init_hidden_false_inside_is_refused(self) -> None:
         import snntorch as snn

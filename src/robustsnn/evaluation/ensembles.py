@@ -132,6 +132,7 @@ class Ensemble:
     name: str
     members: tuple[Member, ...]
     description: str = ""
+    left_out: tuple[tuple[str, str], ...] = ()  # (member, reason): estimators the model lacks
 
     def __len__(self) -> int:
         return len(self.members)
@@ -149,6 +150,9 @@ class Ensemble:
         snn = is_snn(model)
         resolved: list[Member] = []
         seen: set[str] = set()
+        left_out = list(self.left_out)
+        # a model that cannot run some estimators (a wrapped foreign model: HART) says why
+        unsupported = getattr(model, "unsupported_estimator", None)
         for member in self.members:
             member = member.validate()
             if member.black_box or not snn:
@@ -158,8 +162,13 @@ class Ensemble:
             if member.name in seen:
                 continue
             seen.add(member.name)
+            if unsupported is not None and member.estimator is not None:
+                reason = unsupported(parse_estimator(member.estimator))
+                if reason:
+                    left_out.append((member.name, str(reason)))
+                    continue
             resolved.append(member)
-        return replace(self, members=tuple(resolved))
+        return replace(self, members=tuple(resolved), left_out=tuple(left_out))
 
     def restrict(self, estimator: str) -> Ensemble:
         """Only the members using ``estimator`` (black-box members are kept)."""

@@ -219,6 +219,8 @@ def evaluate_escalating(
                     records[i]["broken_by"] = f"{preset}:{record['broken_by']}"
                     records[i]["prediction"] = record["prediction"]
                     broken += 1
+            # members the model cannot run (a wrapped model's HART), with their reasons
+            result.setdefault("left_out", {}).update(sub.get("left_out", {}))
         members = ENSEMBLES.get(preset).for_model(model).members
         robust_mask = torch.tensor([r["robust"] for r in records], dtype=torch.bool)
         clean_mask = torch.tensor([r["clean_correct"] for r in records], dtype=torch.bool)
@@ -274,7 +276,7 @@ def evaluate_escalating(
         result["ensembles"][f"{start_name} + escalation"] = {
             "robust_accuracy": final,
             "robust_accuracy_ci95": list(wilson_interval(robust_count, n)),
-            "members": sum(len(ENSEMBLES.get(s["preset"])) for s in steps)
+            "members": sum(len(ENSEMBLES.get(s["preset"]).for_model(model)) for s in steps)
             + int(result["ensembles"].get(start_name, {}).get("members", 0)),
             "seconds": sum(s["seconds"] for s in steps),
             "mode": "escalated",

@@ -165,7 +165,7 @@ def _resolve_members(
             name = "attacks (worst case)"
         else:
             name = table.members[0].name
-        return Ensemble(name, table.members, "attacks run independently"), True
+        return Ensemble(name, table.members, "attacks run independently", table.left_out), True
     if ensemble is None:
         return None, False
     resolved = resolve_ensemble(ensemble).for_model(model)
@@ -649,6 +649,7 @@ def _summarize(
         "kind": "snn" if is_snn(model) else "ann",
         "ensemble": chosen.name if chosen is not None else None,
         "members": [m.describe() for m in members],
+        "left_out": dict(chosen.left_out) if chosen is not None else {},
         "settings": {
             "seed": seed,
             "batch_size": batch_size,

@@ -26,7 +26,7 @@ from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member, resolve_
 from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating
 from robustsnn.evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate, parse_eps
 from robustsnn.evaluation.sharding import current_shard
-from robustsnn.modelio import load_model
+from robustsnn.modelio import check_input, load_model
 
 DEFAULT_ENSEMBLE = "reliable"
 EVALUATION_FILE = "evaluation.json"
@@ -108,6 +108,7 @@ def run_evaluation(
     escalate: bool | EscalationPolicy = False,
     escalate_levels: int = 2,
     escalate_seconds: float | None = None,
+    loaded: tuple[torch.nn.Module, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint and write ``<out_dir>/evaluation.json`` and ``records.jsonl``.
 
@@ -122,6 +123,8 @@ def run_evaluation(
         out_dir: output folder (default: ``<checkpoint folder>/eval-<checkpoint name>``); it
             also holds the resume state, so re-running the same command resumes.
         dataset: dataset spec overriding the one in the checkpoint metadata.
+        loaded: an already built ``(model, metadata)`` (a wrapped foreign model) instead of
+            loading ``checkpoint_path``, which then only names the run.
         escalate: escalate to stronger presets while checks fail or late members still break
             samples (:mod:`robustsnn.evaluation.escalate`), at most ``escalate_levels`` steps,
             none started after ``escalate_seconds``; an :class:`EscalationPolicy` instead of
@@ -137,7 +140,12 @@ def run_evaluation(
     if split not in SPLITS:
         raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     path = Path(checkpoint_path)
-    model, meta = load_model(path, device)
+    model, meta = loaded if loaded is not None else load_model(path, device)
+    if estimator is not None and meta.get("kind") == "ann":
+        raise UserError(
+            f"--estimator {estimator}: gradient estimators are for SNNs; {path} is an ANN, whose "
+            "attacks use its one true gradient: drop --estimator"
+        )
     spec = dataset or dataset_spec_from_meta(meta)
     if spec is None:
         raise UserError(
@@ -148,6 +156,7 @@ def run_evaluation(
     xs, ys = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
     index = stratified_indices(ys, n, data.info.num_classes)
     x, y = to_float(xs[index]), ys[index]
+    check_input(model, meta, x.to(device), spec)  # a dataset the model cannot read: one line
     chosen, attacks = _choose(attack, ensemble, estimator)
     source = load_model(Path(transfer_from), device)[0] if transfer_from is not None else None
     out = Path(out_dir) if out_dir is not None else path.parent / f"eval-{path.stem}"

@@ -384,7 +384,7 @@ def _translate(
 ) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]], list[str], list[nn.Module],
            list[_Neuron]]:  # fmt: skip
     """GraphNet spec, tensors, notes, the source's neuron modules and their translations."""
-    if not isinstance(module, nn.Sequential):
+    if not isinstance(module, nn.Sequential):  # from_* route class models to stepwise.wrap
         raise UserError(
             f"the {framework} adapter reads an nn.Sequential that runs one time step; "
             f"{type(module).__name__} has its own forward() (and possibly its own time loop), "
@@ -632,6 +632,20 @@ def _adapt(
     return snn
 
 
+def _wrap_class_model(
+    module: nn.Module,
+    T: int,
+    example: torch.Tensor | None,
+    input_shape: Sequence[int] | None,
+    readout: str,
+    options: dict[str, Any],
+) -> SpikingNetwork:
+    """A class-style model: its own forward, neurons swapped (see :mod:`.stepwise`)."""
+    from robustsnn.interop.stepwise import wrap
+
+    return wrap(module, T, example=example, input_shape=input_shape, readout=readout, **options)
+
+
 def from_spikingjelly(
     module: nn.Module,
     T: int,
@@ -642,6 +656,7 @@ def from_spikingjelly(
     readout: str = "mean",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    **wrap_options: Any,
 ) -> SpikingNetwork:
     """A SpikingJelly ``nn.Sequential`` as a robustsnn SpikingNetwork, verified on a batch.
 
@@ -658,6 +673,10 @@ def from_spikingjelly(
         mean, std: per-channel input normalisation the source expects (the adapted network
             reads pixels and normalises them first).
 
+    Any other module (a class with its own ``forward`` and time loop) is run through that
+    forward with its neurons swapped: :func:`robustsnn.interop.stepwise.wrap` (``wrap_options``:
+    ``time``, ``output_index``; ``mean``/``std``/``image_shape`` do not apply there).
+
     The adapted network keeps no state between calls (every call starts at ``v = 0``); see the
     module docstring for the neuron, reset and gradient conventions. ``snn.adapter`` holds what
     was read and the verification.
@@ -667,6 +686,8 @@ def from_spikingjelly(
         from spikingjelly.activation_based import functional
     except ImportError:
         raise UserError("from_spikingjelly needs spikingjelly (pip install spikingjelly)") from None
+    if not isinstance(module, nn.Sequential):
+        return _wrap_class_model(module, T, example, input_shape, readout, wrap_options)
     multi_step = any(getattr(m, "step_mode", "s") == "m" for m in module.modules())
     convention = (
         f"multi-step: x repeated to [{T}, B, ...], one call" if multi_step
@@ -691,6 +712,7 @@ def from_snntorch(
     readout: str = "mean",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    **wrap_options: Any,
 ) -> SpikingNetwork:
     """An snnTorch ``nn.Sequential`` (``Leaky(init_hidden=True)`` neurons, the last one may be
     ``output=True``) as a robustsnn SpikingNetwork, verified on a batch.
@@ -707,6 +729,8 @@ def from_snntorch(
         import snntorch
     except ImportError:
         raise UserError("from_snntorch needs snntorch (pip install snntorch)") from None
+    if not isinstance(module, nn.Sequential):
+        return _wrap_class_model(module, T, example, input_shape, readout, wrap_options)
 
     def reset() -> None:
         for m in module.modules():

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from robustsnn.errors import UserError
+from robustsnn.model_formats import register_arch_builder, register_body_transform
 from robustsnn.models.layers import Normalize
 from robustsnn.snn.neuron import SpikingNeuron
 
@@ -207,11 +208,5 @@ def configure_neurons(body: nn.Module, meta: Mapping[str, Any]) -> nn.Module:
     return body
 
 
-def _register() -> None:
-    from robustsnn.modelio import ARCH_BUILDERS, BODY_TRANSFORMS
-
-    ARCH_BUILDERS.setdefault(GRAPH_ARCH, build_graph_ann)
-    BODY_TRANSFORMS.setdefault(GRAPH_TRANSFORM, configure_neurons)
-
-
-_register()
+register_arch_builder(GRAPH_ARCH, build_graph_ann)
+register_body_transform(GRAPH_TRANSFORM, configure_neurons)
