@@ -43,7 +43,7 @@ from robustsnn.errors import UserError
 from robustsnn.registry import Registry
 from robustsnn.snn import SpikingNetwork, parse_estimator
 from robustsnn.snn.estimators import Estimator
-from robustsnn.training.inner import attack_mode, finetune_kl_adversary, pgd_ce
+from robustsnn.training.inner import Classifier, attack_mode, finetune_kl_adversary, pgd_ce
 
 AttackFunction = Callable[..., Tensor]
 """``(view, x, y, *, eps, alpha, generator, **params) -> x_adv`` (the view is in eval mode)."""
@@ -61,14 +61,35 @@ class AdversaryAttack:
 ADVERSARY_ATTACKS: Registry[AdversaryAttack] = Registry("finetuning adversary attack")
 
 
-def _kl(view, x, y, *, eps, alpha, generator, steps=1, step_size=None):  # type: ignore[no-untyped-def]
+def _kl(
+    view: Classifier,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    alpha: float,
+    generator: torch.Generator | None,
+    steps: int = 1,
+    step_size: float | None = None,
+) -> Tensor:
     del y
     return finetune_kl_adversary(
         view, x, eps=eps, alpha=alpha, steps=int(steps), step_size=step_size, generator=generator
     )
 
 
-def _pgd(view, x, y, *, eps, alpha, generator, steps=3, step_size=None, random_start=True):  # type: ignore[no-untyped-def]
+def _pgd(
+    view: Classifier,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    alpha: float,
+    generator: torch.Generator | None,
+    steps: int = 3,
+    step_size: float | None = None,
+    random_start: bool = True,
+) -> Tensor:
     del alpha
     size = 2.5 * eps / int(steps) if step_size is None else float(step_size)
     return pgd_ce(
@@ -83,7 +104,16 @@ def _pgd(view, x, y, *, eps, alpha, generator, steps=3, step_size=None, random_s
     )
 
 
-def _sapgd(view, x, y, *, eps, alpha, generator, steps=5):  # type: ignore[no-untyped-def]
+def _sapgd(
+    view: Classifier,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    alpha: float,
+    generator: torch.Generator | None,
+    steps: int = 5,
+) -> Tensor:
     del alpha
     attack = build_attack("sapgd", eps=eps, steps=int(steps))
     return attack(view, x, y, generator=generator)
