@@ -202,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--escalate-seconds", type=float, default=None, help="no escalation step starts after this"
     )
+    p.add_argument(
+        "--save-adversarial", action="store_true",
+        help="keep every break's adversarial example, member and logits in "
+        "adversarial.safetensors beside evaluation.json (for robustsnn recheck)",
+    )  # fmt: skip
     p.add_argument("--transfer-from", default=None, help="source checkpoint for a transfer attack")
     p.add_argument(
         "--dataset", default=None, help="dataset spec (default: the one the checkpoint names)"
@@ -377,6 +382,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         data_dir=a.data_dir, transfer_from=a.transfer_from, diagnostics=a.diagnostics,
         escalate=a.escalate, escalate_levels=a.escalate_levels,
         escalate_seconds=a.escalate_seconds, dataset=a.dataset, split=a.split,
+        save_adversarial=a.save_adversarial,
     )  # fmt: skip
     from robustsnn.evaluation.table import evaluation_lines
 

@@ -117,6 +117,9 @@ class EvalConfig:
     # samples (robustsnn.evaluation.escalate); False restores a single fixed ensemble
     escalate: bool = True
     escalate_levels: int = 1  # CPU-friendly default; the CIFAR configs set 2
+    # keep every break's adversarial example, member and logits in
+    # eval/<model>/adversarial.safetensors (robustsnn.evaluation.adversarial; `robustsnn recheck`)
+    save_adversarial: bool = True
 
 
 @dataclass

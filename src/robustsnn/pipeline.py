@@ -197,6 +197,7 @@ def _evaluate(
         seed=cfg.seed, batch_size=cfg.eval.batch_size, quiet=quiet, device=device,
         data_dir=cfg.data.data_dir, diagnostics=cfg.eval.diagnostics, split=cfg.eval.split,
         escalate=cfg.eval.escalate, escalate_levels=cfg.eval.escalate_levels,
+        save_adversarial=cfg.eval.save_adversarial,
     )  # fmt: skip
     if distributed.is_main():
         shutil.copyfile(out / "evaluation.json", run_dir / f"evaluation-{model}.json")
