@@ -252,6 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
     _common(p)
 
+    p = sub.add_parser(
+        "recheck", help="re-verify every saved adversarial example of a run or evaluation"
+    )
+    p.add_argument("path", help="a run folder or an evaluation folder (adversarial.safetensors)")
+    p.add_argument(
+        "--no-reference", action="store_true", help="skip the independent reference simulator"
+    )
+    _common(p)
+
+    p = sub.add_parser(
+        "transfer", help="run saved adversarial examples of some models on others (a matrix)"
+    )
+    p.add_argument("sources", nargs="+", help="run or evaluation folders with saved examples")
+    p.add_argument(
+        "--on", nargs="+", default=[], metavar="TARGET",
+        help="more models to run them on (checkpoints or evaluation folders)",
+    )  # fmt: skip
+    _common(p)
+
     p = sub.add_parser("report", help="write report.md and report.html for run folders")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", default=None)
@@ -430,6 +449,25 @@ def cmd_run(a: argparse.Namespace) -> None:
     run_pipeline(a.config, overrides=a.set, out=a.out, seed=a.seed, quiet=a.quiet, device=a.device)
 
 
+def cmd_recheck(a: argparse.Namespace) -> None:
+    from robustsnn.evaluation.recheck import recheck, recheck_lines
+
+    results = recheck(a.path, reference=not a.no_reference)
+    for line in recheck_lines(results):
+        print(line)
+    if not all(r.passed for r in results):
+        failed = sum(len(r.failures) for r in results)
+        print(f"recheck: {failed} check(s) failed", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def cmd_transfer(a: argparse.Namespace) -> None:
+    from robustsnn.evaluation.recheck import transfer_lines, transfer_matrix
+
+    for line in transfer_lines(*transfer_matrix(a.sources, a.on)):
+        print(line)
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     from robustsnn.analysis import write_report
 
@@ -460,6 +498,8 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "run": cmd_run,
     "report": cmd_report,
+    "recheck": cmd_recheck,
+    "transfer": cmd_transfer,
     "sweep": cmd_sweep,
     "export": cmd_export,
     "import": cmd_import,

@@ -200,7 +200,6 @@ def encode(examples: AdversarialSet, metadata: Mapping[str, Any]) -> dict[str, T
     """The file's tensors for ``examples``; checks that decoding gives every image back exactly.
 
     Raises RuntimeError if a reconstruction is not bit-exact (a bug, never expected)."""
-    k = len(examples)
     clean = examples.clean.float().contiguous()
     adversarial = examples.adversarial.float().contiguous()
     tensors: dict[str, Tensor] = {
@@ -221,9 +220,9 @@ def encode(examples: AdversarialSet, metadata: Mapping[str, Any]) -> dict[str, T
         base = clean
     delta = adversarial - base
     half = delta.to(torch.float16)
-    flat_adv = adversarial.reshape(k, -1)
-    exact16 = ((base + half.float()).reshape(k, -1) == flat_adv).all(1)
-    exact32 = ((base + delta).reshape(k, -1) == flat_adv).all(1)
+    flat_adv = adversarial.flatten(1)
+    exact16 = ((base + half.float()).flatten(1) == flat_adv).all(1)
+    exact32 = ((base + delta).flatten(1) == flat_adv).all(1)
     encoding = torch.where(exact16, 0, torch.where(exact32, 1, 2)).to(torch.uint8)
     tensors["encoding"] = encoding
     sample_shape = tuple(adversarial.shape[1:])
@@ -269,11 +268,8 @@ def to_bytes(examples: AdversarialSet, metadata: Mapping[str, Any]) -> bytes:
     meta = dict(metadata)
     meta.setdefault("members", sorted(set(examples.member)))
     tensors = encode(examples, meta)
-    header = {
-        "format": FORMAT,
-        "version": str(FORMAT_VERSION),
-        "metadata": json.dumps(meta, sort_keys=True),
-    }
+    # one header key: safetensors writes several keys in a varying order (not byte-stable)
+    header = {FORMAT: json.dumps({"version": FORMAT_VERSION, **meta}, sort_keys=True)}
     return bytes(save_bytes(tensors, metadata=header))
 
 
@@ -282,9 +278,10 @@ def from_bytes(data: bytes, source: str = "") -> tuple[AdversarialSet, dict[str,
     try:
         tensors = load_bytes(data)
         header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
-        meta = json.loads(header["__metadata__"]["metadata"])
-        if header["__metadata__"].get("format") != FORMAT:
+        if FORMAT not in header.get("__metadata__", {}):
             raise ValueError("not a robustsnn adversarial file")
+        meta = json.loads(header["__metadata__"][FORMAT])
+        meta.pop("version", None)
     except Exception as exc:  # any malformed file is one user-facing line
         raise UserError(
             f"{source or 'file'} is not a readable adversarial-examples file ({exc}); "
