@@ -316,3 +316,29 @@ def test_recheck_and_transfer_commands(
     assert f"sample {int(examples.index[0])} " in capsys.readouterr().out
     assert main(["recheck", str(tmp_path / "nothing")]) == 2  # one line, exit 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_section_and_figure_from_saved_examples(evaluated: dict[str, Path]) -> None:
+    from robustsnn.analysis import write_report
+    from robustsnn.analysis.breaks import break_panels, storage_summary
+    from robustsnn.evaluation.recheck import recheck
+
+    folder = evaluated["root"] / "eval-snn"
+    recheck(folder)
+    panels = break_panels(folder, max_samples=2)
+    assert len(panels) == 2 and all("raster" in p for p in panels)
+    examples, _ = adv.read(folder / adv.ADVERSARIAL_FILE)
+    first = int(examples.index.tolist().index(panels[0]["index"]))
+    assert panels[0]["adversarial_prediction"] != panels[0]["label"]
+    assert panels[0]["adversarial_confidence"] == pytest.approx(
+        float(torch.softmax(examples.adversarial_logits[first].double(), 0).max())
+    )
+    summary = storage_summary(folder)
+    assert summary["breaks"] == len(examples) and summary["bytes_per_break"] > 0
+    md, html = write_report(folder)
+    text = md.read_text()
+    assert "Saved adversarial examples" in text and "PASS: " in text
+    assert (folder / "figures" / "saved_breaks-evaluation.png").is_file()
+    images = [line for line in text.splitlines() if line.startswith("![")]
+    assert sum("saved_breaks-evaluation.png" in line for line in images) == 1  # shown once
+    assert "data:image/png;base64" in html.read_text()

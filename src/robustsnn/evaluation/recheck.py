@@ -30,9 +30,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robustsnn.checkpoint import atomic_write_json
 from robustsnn.errors import UserError
 from robustsnn.evaluation.adversarial import ADVERSARIAL_FILE, AdversarialSet, read
 from robustsnn.evaluation.intervals import wilson_interval
+
+RECHECK_FILE = "recheck.json"
 
 
 @dataclass
@@ -206,9 +209,25 @@ def recheck_folder(folder: Path, reference: bool = True) -> RecheckResult:
     return result
 
 
-def recheck(path: str | Path, reference: bool = True) -> list[RecheckResult]:
-    """Recheck every evaluation folder at or below ``path``."""
-    return [recheck_folder(folder, reference) for folder in evaluation_folders(path)]
+def recheck(path: str | Path, reference: bool = True, write: bool = True) -> list[RecheckResult]:
+    """Recheck every evaluation folder at or below ``path``; with ``write``, each folder gets
+    ``recheck.json`` (the outcome, for the report)."""
+    results = [recheck_folder(folder, reference) for folder in evaluation_folders(path)]
+    if write:
+        for result in results:
+            lines = recheck_lines([result])
+            atomic_write_json(
+                result.folder / RECHECK_FILE,
+                {
+                    "passed": result.passed,
+                    "summary": lines[0].split(": ", 1)[-1],
+                    "counts": result.counts,
+                    "failures": result.failures,
+                    "notes": result.notes,
+                    "reference_simulator": reference,
+                },
+            )
+    return results
 
 
 def recheck_lines(results: Sequence[RecheckResult]) -> list[str]:
