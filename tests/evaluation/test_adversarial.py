@@ -45,19 +45,21 @@ def test_encoding_is_exact_and_picks_the_smallest_exact_form() -> None:
     clean = torch.randint(0, 256, (3, 1, 4, 4), generator=g, dtype=torch.uint8)
     clean = to_float(clean)
     eps = 8 / 255
-    half_step = (torch.randint(-3, 4, clean.shape, generator=g) / 128.0) * eps  # dyadic * eps
     adversarial = torch.stack(
         [
             clean[0],  # delta 0: float16-exact
             (clean[1] + torch.rand(clean[1].shape, generator=g) * eps).clamp(0, 1),  # float32
-            (clean[2] + half_step[2]).clamp(0, 1),
+            clean[2],
         ]
     )
-    adversarial[0, 0, 0, 0] = clean[0, 0, 0, 0] + 2.0**-10  # float16 delta, exactly
+    clean[0] = 0.0
+    adversarial[0] = 2.0**-10  # a float16 perturbation, exactly: 2 bytes per pixel
+    adversarial[2] = clean[2]
+    adversarial[2, 0, 0, 0] = 1.0  # one changed pixel: pixel codes, 1 byte per pixel
     examples = _set(clean, adversarial)
     tensors = adv.encode(examples, {"members": ["a", "b"]})
     assert "clean_uint8" in tensors and tensors["clean_uint8"].dtype == torch.uint8
-    assert tensors["encoding"].tolist()[:2] == [0, 1]
+    assert tensors["encoding"].tolist() == [0, 1, 3]  # the smallest exact encoding per row
     data = adv.to_bytes(examples, {"members": ["a", "b"]})
     back, meta = adv.from_bytes(data)
     assert torch.equal(back.adversarial, adversarial) and torch.equal(back.clean, clean)
@@ -67,6 +69,24 @@ def test_encoding_is_exact_and_picks_the_smallest_exact_form() -> None:
     odd = clean + 1e-3
     back2, _ = adv.from_bytes(adv.to_bytes(_set(odd, odd.clone()), {"members": ["a", "b"]}))
     assert torch.equal(back2.clean, odd) and torch.equal(back2.adversarial, odd)
+
+
+def test_pixel_codes_store_boundary_pixels_in_one_byte() -> None:
+    g = torch.Generator().manual_seed(1)
+    clean = to_float(torch.randint(0, 256, (2, 3, 8, 8), generator=g, dtype=torch.uint8))
+    eps = torch.tensor(8 / 255, dtype=torch.float32)
+    sign = torch.randint(0, 2, clean.shape, generator=g) * 2 - 1
+    adversarial = torch.clamp(clean + sign * eps, 0.0, 1.0)  # PGD's end point: on the boundary
+    adversarial[0, 0, 0, :3] = clean[0, 0, 0, :3] + 0.001  # a few pixels inside the ball
+    examples = _set(clean, adversarial)
+    meta = {"members": ["a", "b"], "eps": 8 / 255}
+    tensors = adv.encode(examples, meta)
+    assert tensors["encoding"].tolist() == [3, 3]
+    assert tensors["pixel_other_float32"].numel() == 3
+    back, _ = adv.from_bytes(adv.to_bytes(examples, meta))
+    assert torch.equal(back.adversarial, adversarial)
+    size = len(adv.to_bytes(examples, meta))
+    assert size < 2 * (clean[0].numel() * (1 + 1)) + 2048  # uint8 clean + one code per pixel
 
 
 def test_an_empty_set_round_trips() -> None:

@@ -15,14 +15,20 @@ order of the records)::
     clean_uint8    uint8  [k, C, H, W] the clean image x 255, when every clean image is
                                        uint8-exact (``to_float(u) == x`` bit for bit);
     clean_float32  float32[k, C, H, W] otherwise
+    eps            float32[1]          the radius (pixel codes refer to it)
     encoding       uint8  [k]          0: float16 perturbation, 1: float32 perturbation,
-                                       2: the adversarial image itself as float32
-    perturbation_float16 / perturbation_float32 / adversarial_float32: the rows of each encoding
+                                       2: the adversarial image itself as float32,
+                                       3: pixel codes (uint8 per pixel: clean, clean + eps,
+                                       clean - eps (clamped to [0, 1]), 0, 1, or "other")
+    perturbation_float16 / perturbation_float32 / adversarial_float32 / pixel_codes: the rows
+                   of each encoding; pixel_other_float32: the "other" pixels' values, in order
     clean_logits, adversarial_logits float32 [k, classes]
 
-The adversarial image is ``clean + perturbation.float()`` in float32; a row is stored as float16
-only when that reconstructs the attack's float32 image bit for bit, else as float32 when that
-does, else the image itself. Every write checks the reconstruction (:func:`encode`).
+The adversarial image is ``clean + perturbation.float()`` in float32; each row takes the smallest
+encoding that reconstructs the attack's float32 image bit for bit: a float16 perturbation (2
+bytes per pixel), pixel codes (1 byte per pixel plus 4 per pixel not on the eps-ball's or
+[0, 1]'s boundary nor unchanged), a float32 perturbation (4 bytes), or the image itself. Every
+write checks the reconstruction (:func:`encode`).
 
 Resume: with a state folder, each finished batch's examples are written (atomically, before the
 batch counts as finished) to ``adversarial-parts/<fingerprint>-batch<b>.safetensors``; a resumed
@@ -54,7 +60,38 @@ FORMAT_VERSION = 1
 EPS_TOLERANCE = 1e-5
 """Slack on the eps-ball (pixels): float32 rounding of ``x +- eps`` is about 6e-8."""
 
-ENCODINGS = ("perturbation_float16", "perturbation_float32", "adversarial_float32")
+ENCODINGS = ("perturbation_float16", "perturbation_float32", "adversarial_float32", "pixel_codes")
+# pixel codes: where the attacked pixel sits (most of an L-inf attack's pixels end on the
+# boundary of the eps-ball or of [0, 1]); CODE_OTHER pixels are stored as float32 values
+CODE_CLEAN, CODE_UP, CODE_DOWN, CODE_ZERO, CODE_ONE, CODE_OTHER = range(6)
+
+
+def _candidates(clean: Tensor, eps: Tensor) -> list[Tensor]:
+    """The pixel value each code stands for (float32 arithmetic, as attacks compute bounds)."""
+    return [
+        clean,
+        torch.clamp(clean + eps, 0.0, 1.0),
+        torch.clamp(clean - eps, 0.0, 1.0),
+        torch.zeros_like(clean),
+        torch.ones_like(clean),
+    ]
+
+
+def _pixel_codes(clean: Tensor, adversarial: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+    """Per pixel, the first code whose value equals the adversarial pixel bit for bit."""
+    codes = torch.full(adversarial.shape, CODE_OTHER, dtype=torch.uint8)
+    for code, value in reversed(list(enumerate(_candidates(clean, eps)))):
+        codes[adversarial == value] = code
+    return codes, adversarial
+
+
+def _from_codes(clean: Tensor, codes: Tensor, other: Tensor, eps: Tensor) -> Tensor:
+    out = torch.empty_like(clean)
+    for code, value in enumerate(_candidates(clean, eps)):
+        mask = codes == code
+        out[mask] = value[mask]
+    out[codes == CODE_OTHER] = other.float()  # row-major order, rows in file order
+    return out
 
 
 @dataclass
@@ -218,18 +255,39 @@ def encode(examples: AdversarialSet, metadata: Mapping[str, Any]) -> dict[str, T
     else:
         tensors["clean_float32"] = clean
         base = clean
+    eps = torch.tensor(float(metadata.get("eps", 0.0)), dtype=torch.float32)
+    tensors["eps"] = eps.reshape(1)
     delta = adversarial - base
     half = delta.to(torch.float16)
     flat_adv = adversarial.flatten(1)
+    numel = flat_adv.shape[1]
+    codes, other = _pixel_codes(base, adversarial, eps)
+    others = (codes == CODE_OTHER).flatten(1).sum(1)
     exact16 = ((base + half.float()).flatten(1) == flat_adv).all(1)
     exact32 = ((base + delta).flatten(1) == flat_adv).all(1)
-    encoding = torch.where(exact16, 0, torch.where(exact32, 1, 2)).to(torch.uint8)
+    # bytes per row of each encoding (a large number where it is not exact): the smallest wins
+    sizes = torch.stack(
+        [
+            torch.where(exact16, 2 * numel, 1 << 40),
+            torch.where(exact32, 4 * numel, 1 << 40),
+            torch.full_like(others, 4 * numel),
+            numel + 4 * others,
+        ],
+        1,
+    )
+    encoding = sizes.argmin(1).to(torch.uint8)
     tensors["encoding"] = encoding
     sample_shape = tuple(adversarial.shape[1:])
     for code, name in enumerate(ENCODINGS):
         rows = encoding == code
-        source = (half, delta, adversarial)[code]
+        source = (half, delta, adversarial, codes)[code]
         tensors[name] = source[rows].contiguous().reshape(-1, *sample_shape)
+    coded = (encoding == ENCODINGS.index("pixel_codes")).nonzero().squeeze(1)
+    tensors["pixel_other_float32"] = (
+        torch.cat([other[i][codes[i] == CODE_OTHER] for i in coded.tolist()])
+        if coded.numel()
+        else torch.zeros(0, dtype=torch.float32)
+    )
     back = decode_tensors(tensors)
     if not torch.equal(back.adversarial, adversarial) or not torch.equal(back.clean, clean):
         raise RuntimeError("adversarial examples do not reconstruct exactly; storage bug")
@@ -249,7 +307,15 @@ def decode_tensors(tensors: Mapping[str, Tensor], members: Sequence[str] = ()) -
         if rows.numel() == 0:
             continue
         stored = tensors[name]
-        adversarial[rows] = stored.float() if code == 2 else clean[rows] + stored.float()
+        if name == "adversarial_float32":
+            adversarial[rows] = stored.float()
+        elif name == "pixel_codes":
+            eps = tensors["eps"].float().reshape(())
+            adversarial[rows] = _from_codes(
+                clean[rows], stored, tensors["pixel_other_float32"], eps
+            )
+        else:
+            adversarial[rows] = clean[rows] + stored.float()
     member_ids = tensors["member"].tolist()
     names = [members[i] if members else str(i) for i in member_ids]
     return AdversarialSet(
@@ -318,6 +384,7 @@ class PartStore:
         self.folder = Path(state_dir) / PARTS_DIR if state_dir is not None else None
         text = json.dumps(fingerprint, sort_keys=True, default=str)
         self.fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.eps = float(fingerprint.get("eps", 0.0))
         self.parts: dict[int, AdversarialSet] = {}
 
     def _path(self, batch: int) -> Path:
@@ -338,7 +405,8 @@ class PartStore:
         """Keep batch ``batch``'s part (and write it, before the batch counts as finished)."""
         self.parts[batch] = examples
         if self.folder is not None:
-            write(self._path(batch), examples, {"members": sorted(set(examples.member))})
+            meta = {"members": sorted(set(examples.member)), "eps": self.eps}
+            write(self._path(batch), examples, meta)
 
 
 __all__ = [
