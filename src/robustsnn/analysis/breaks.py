@@ -36,6 +36,22 @@ def _label(classes: Sequence[str] | None, k: int) -> str:
     return str(classes[k]) if classes and 0 <= k < len(classes) else f"class {k}"
 
 
+def _active_raster(raster: dict[str, Any], n_neurons: int = 120, seed: int = 0) -> dict[str, Any]:
+    """The raster cut to ``n_neurons`` random neurons among those that fire for either input
+    (most neurons of a large layer are silent for both: a random subset would show little)."""
+    clean = np.asarray(raster["clean_spikes"], dtype=bool)
+    adv = np.asarray(raster["adversarial_spikes"], dtype=bool)
+    active = np.flatnonzero(clean.any(0) | adv.any(0))
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(active, min(n_neurons, active.size), replace=False))
+    return {
+        **raster,
+        "clean_spikes": clean[:, keep].astype(int).tolist(),
+        "adversarial_spikes": adv[:, keep].astype(int).tolist(),
+        "active_neurons": int(active.size),
+    }
+
+
 def break_panels(folder: Path, max_samples: int = 3) -> list[dict[str, Any]]:
     """The data of the figure for up to ``max_samples`` saved breaks of one evaluation: the
     first break of each member that broke something, then the next ones in record order."""
@@ -74,10 +90,10 @@ def break_panels(folder: Path, max_samples: int = 3) -> list[dict[str, Any]]:
             "true_confidence_after": float(adv_p[label]),
         }
         if isinstance(model, SpikingNetwork):
-            raster = raster_data(
-                model, examples.clean[row], examples.adversarial[row], n_neurons=120
+            full = raster_data(
+                model, examples.clean[row], examples.adversarial[row], n_neurons=1 << 30
             )
-            panel["raster"] = raster
+            panel["raster"] = _active_raster(full, seed=row)
         panels.append(panel)
     return panels
 
@@ -134,7 +150,11 @@ def plot_saved_breaks(
                 )
                 ax.set_xticks(range(1, steps + 1))
                 ax.set_xlabel("time step", fontsize="small")
-                ax.set_ylabel(f"{count} of {raster['neurons_in_layer']} neurons", fontsize="small")
+                ax.set_ylabel(
+                    f"{count} random of {raster['active_neurons']} active\n"
+                    f"(of {raster['neurons_in_layer']} neurons)",
+                    fontsize="small",
+                )
                 ax.set_title(f"layer {raster['layer']}, {text}", fontsize="small")
     figure.suptitle(title)
     return fig._save(figure, out_path)
@@ -189,9 +209,10 @@ def saved_breaks_blocks(run_dir: Path) -> list[Any]:
         Heading(3, "Saved adversarial examples (every break, rechecked independently)"),
         Paragraph(
             "Every sample an attack broke is kept in adversarial.safetensors beside its "
-            "evaluation.json: the clean image (uint8), the perturbation (float16 or float32, "
-            "whichever reconstructs the attacked image exactly), the member that broke it, and "
-            "the clean and adversarial logits. `robustsnn recheck FOLDER` re-verifies each one "
+            "evaluation.json: the clean image (uint8), the perturbation in the smallest form "
+            "that reconstructs the attacked image bit for bit (float16, one byte per pixel on "
+            "the eps-ball's boundary plus float32 for the rest, or float32), the member that "
+            "broke it, and the clean and adversarial logits. `robustsnn recheck FOLDER` re-verifies each one "
             "(eps-ball, [0, 1], misclassified by the model's float64 forward and by an "
             "independent numpy reference simulator); `robustsnn transfer A B` runs one model's "
             "examples on another."
@@ -211,7 +232,7 @@ def saved_breaks_blocks(run_dir: Path) -> list[Any]:
             )
         rows.append(
             [
-                str(folder.relative_to(run_dir)) if folder != run_dir else ".",
+                str(folder.relative_to(run_dir)) if folder != run_dir else folder.name,
                 f"{s['breaks']} of n = {s['n']}",
                 f"{s['bytes']:,}",
                 per,
@@ -233,7 +254,8 @@ def saved_breaks_blocks(run_dir: Path) -> list[Any]:
                 "Saved breaks, drawn from adversarial.safetensors: clean image with the model's "
                 "prediction and confidence, the perturbation (scaled to the gray range), the "
                 "adversarial image with the new prediction, and the first spiking layer's "
-                f"spike raster clean vs adversarial (red: spikes added, blue: removed): "
+                "spike raster clean vs adversarial, over random neurons that fire for either "
+                "input (red: spikes added, blue: removed): "
                 f"{png.relative_to(run_dir)}",
             )
         )

@@ -205,7 +205,11 @@ def recheck_folder(folder: Path, reference: bool = True) -> RecheckResult:
         "misclassified_reference": int(wrong_ref.sum()) if reference else -1,
         "logits_reproduced": int(reproduced.sum()),
     }
-    result.notes.append(f"max |x_adv - x| = {float(distance.max()):.6g} (eps {eps:.6g})")
+    largest = float(distance.max())
+    result.notes.append(
+        f"max |x_adv - x| = {largest:.9g}, eps = {eps:.9g} (float32 rounding above eps: "
+        f"{max(largest - eps, 0.0):.2g}; tolerance {tolerance:g})"
+    )
     return result
 
 
