@@ -256,7 +256,13 @@ def trace_network(network: nn.Module) -> list[_Node]:
     from robustsnn.models.resnet import add_skip
 
     body = network_body(network)
-    graph = _Tracer().trace(body)
+    try:
+        graph = _Tracer().trace(body)
+    except Exception as exc:  # data-dependent control flow and the like: say what and where
+        raise UserError(
+            f"reference simulator: cannot read the structure of {type(body).__name__} "
+            f"with torch.fx ({type(exc).__name__}: {exc})"
+        ) from None
     modules = dict(body.named_modules())
     nodes: list[_Node] = []
     adds = {operator.add, torch.add, add_skip, _sum}
