@@ -227,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="escalate at least up to this preset whatever the checks say (e.g. reliable-plus: "
         "confirm a robust result on its survivors); implies --escalate",
     )  # fmt: skip
+    p.add_argument(
+        "--save-adversarial", action="store_true",
+        help="keep every break's adversarial example, member and logits in "
+        "adversarial.safetensors beside evaluation.json (for robustsnn recheck)",
+    )  # fmt: skip
     p.add_argument("--transfer-from", default=None, help="source checkpoint for a transfer attack")
     p.add_argument(
         "--dataset", default=None, help="dataset spec (default: the one the checkpoint names)"
@@ -307,6 +312,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--escalate-levels", type=int, default=1)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, help="folder for latency.json (default: beside CKPT)")
+    _common(p)
+
+    p = sub.add_parser(
+        "recheck", help="re-verify every saved adversarial example of a run or evaluation"
+    )
+    p.add_argument("path", help="a run folder or an evaluation folder (adversarial.safetensors)")
+    p.add_argument(
+        "--no-reference", action="store_true", help="skip the independent reference simulator"
+    )
+    _common(p)
+
+    p = sub.add_parser(
+        "transfer", help="run saved adversarial examples of some models on others (a matrix)"
+    )
+    p.add_argument("sources", nargs="+", help="run or evaluation folders with saved examples")
+    p.add_argument(
+        "--on", nargs="+", default=[], metavar="TARGET",
+        help="more models to run them on (checkpoints or evaluation folders)",
+    )  # fmt: skip
     _common(p)
 
     p = sub.add_parser("report", help="write report.md and report.html for run folders")
@@ -485,6 +509,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         n=a.n, out_dir=out, seed=a.seed, batch_size=a.batch_size, quiet=a.quiet, device=a.device,
         data_dir=a.data_dir, transfer_from=a.transfer_from, diagnostics=a.diagnostics,
         escalate=escalate, dataset=a.dataset, split=a.split, loaded=loaded,
+        save_adversarial=a.save_adversarial,
     )  # fmt: skip
     from robustsnn.evaluation.table import evaluation_lines
 
@@ -560,6 +585,25 @@ def cmd_latency(a: argparse.Namespace) -> None:
     print(f"wrote {out / 'latency.json'}")
 
 
+def cmd_recheck(a: argparse.Namespace) -> None:
+    from robustsnn.evaluation.recheck import recheck, recheck_lines
+
+    results = recheck(a.path, reference=not a.no_reference)
+    for line in recheck_lines(results):
+        print(line)
+    if not all(r.passed for r in results):
+        failed = sum(len(r.failures) for r in results)
+        print(f"recheck: {failed} check(s) failed", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def cmd_transfer(a: argparse.Namespace) -> None:
+    from robustsnn.evaluation.recheck import transfer_lines, transfer_matrix
+
+    for line in transfer_lines(*transfer_matrix(a.sources, a.on)):
+        print(line)
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     from robustsnn.analysis import write_report
 
@@ -591,6 +635,8 @@ COMMANDS = {
     "run": cmd_run,
     "report": cmd_report,
     "latency": cmd_latency,
+    "recheck": cmd_recheck,
+    "transfer": cmd_transfer,
     "sweep": cmd_sweep,
     "export": cmd_export,
     "import": cmd_import,

@@ -127,6 +127,9 @@ class EvalConfig:
     # robustness vs latency: evaluate both SNNs again at these T (same ensemble, escalation
     # target, images and eps; latency/<model>/latency.json and a figure); [] = off
     latency_T: list[int] = field(default_factory=list)
+    # keep every break's adversarial example, member and logits in
+    # eval/<model>/adversarial.safetensors (robustsnn.evaluation.adversarial; `robustsnn recheck`)
+    save_adversarial: bool = True
 
 
 @dataclass

@@ -9,6 +9,7 @@ machine has two cores.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -114,7 +115,7 @@ def eval_diagnostics() -> Any:
 def run_eval(state_dir: Path | None, out: Path, shard: Any, die_after: int | None = None) -> dict:  # type: ignore[type-arg]
     """One evaluation of the tiny SNN (sharded when ``shard`` is given); the batches this
     process attacked go to ``out``/ran.rank<r>.json, rank 0's result to ``out``/result.json."""
-    from robustsnn.evaluation import evaluate
+    from robustsnn.evaluation import adversarial, evaluate
 
     rank = shard.rank if shard is not None else 0
     ran: list[int] = []
@@ -140,7 +141,13 @@ def run_eval(state_dir: Path | None, out: Path, shard: Any, die_after: int | Non
         diagnostics=eval_diagnostics(),
         callback=callback,
         shard=shard,
+        save_adversarial=True,
     )
+    # the saved examples' file bytes, digested: equal digests = the same file, bit for bit
+    examples = result.pop("adversarial")
+    data = adversarial.to_bytes(examples, {"members": sorted(set(examples.member))})
+    result["adversarial_sha256"] = hashlib.sha256(data).hexdigest()
+    result["adversarial_count"] = len(examples)
     if rank == 0:
         (out / "result.json").write_text(json.dumps(result))
     return result
@@ -248,6 +255,7 @@ def run_escalation(state_dir: Path | None, out: Path, shard: Any) -> dict:  # ty
     """``evaluate --escalate`` on the tiny SNN from PGD with BPTT-PCW(1) alone, off the cheap
     two-rung ladder (pgd-fast, then the FGSM ensemble); at eps 0.08 it fails a check, so one
     escalation step (to the FGSM ensemble) runs."""
+    from robustsnn.evaluation import adversarial
     from robustsnn.evaluation.escalate import evaluate_escalating
 
     model, x, y = eval_inputs()
@@ -256,8 +264,11 @@ def run_escalation(state_dir: Path | None, out: Path, shard: Any) -> dict:  # ty
         model, x, y, eps=0.08, ensemble=[{"attack": "pgd", "estimator": "bptt-pcw-1"}],
         ladder=("pgd-fast", "fgsm-ensemble"),
         max_levels=1, batch_size=EVAL_BATCH, seed=3, quiet=True, diagnostics=eval_diagnostics(),
-        state_dir=state_dir, **extra,
+        state_dir=state_dir, save_adversarial=True, **extra,
     )  # fmt: skip
+    examples = result.pop("adversarial")
+    data = adversarial.to_bytes(examples, {"members": sorted(set(examples.member))})
+    result["adversarial_sha256"] = hashlib.sha256(data).hexdigest()
     if shard is None or shard.rank == 0:
         (out / "escalated.json").write_text(json.dumps(result))
     return result  # type: ignore[no-any-return]

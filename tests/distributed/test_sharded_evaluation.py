@@ -85,6 +85,10 @@ def test_two_ranks_give_the_single_process_result_exactly(
     assert sharded["records"] == reference["records"]  # per-sample, bit for bit
     assert strip_seconds(sharded) == strip_seconds(reference)  # the whole evaluation.json
     assert sharded["diagnostics"] and 0 < sharded["robust_accuracy"] < sharded["clean_accuracy"]
+    # the saved adversarial examples: the single process's file, bit for bit (digest compared
+    # above with the rest of the result), and not an empty one
+    assert sharded["adversarial_count"] > 0
+    assert sharded["adversarial_sha256"] == reference["adversarial_sha256"]
 
 
 def test_a_killed_rank_resumes_its_shard(

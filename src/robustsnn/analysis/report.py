@@ -927,13 +927,26 @@ def _run_blocks(run: RunFiles, out_dir: Path) -> list[Block]:
         blocks.append(Paragraph("No spike statistics (stats-*.json) in this run."))
     for file, model, stats in run.stats:
         blocks += _stats_blocks(file, model, stats)
-    if run.figures:
+    blocks += _saved_breaks(run)
+    figures = [png for png in run.figures if not png.stem.startswith("saved_breaks-")]
+    if figures:
         blocks.append(Heading(3, "Figures"))
-        for png in run.figures:
+        for png in figures:
             caption = f"{png.relative_to(run.path)} (run {run.name})"
             about = _figure_about(png.stem)
             blocks.append(Image(png, f"{about}: {caption}" if about else caption))
     return blocks
+
+
+def _saved_breaks(run: RunFiles) -> list[Block]:
+    """The saved-adversarial-examples section (:mod:`robustsnn.analysis.breaks`), or one line
+    saying why it could not be drawn."""
+    from robustsnn.analysis.breaks import saved_breaks_blocks
+
+    try:
+        return saved_breaks_blocks(run.path)  # type: ignore[no-any-return]
+    except UserError as exc:
+        return [Paragraph(f"Saved adversarial examples not shown: {exc}", "fail")]
 
 
 # --------------------------------------------------------------------------- rendering

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from robustsnn.errors import UserError
+from robustsnn.evaluation.adversarial import AdversarialSet, concat, ordered_like
 from robustsnn.evaluation.diagnostics import resolve_config, run_diagnostics
 from robustsnn.evaluation.ensembles import ENSEMBLES, ESCALATION_LADDER
 from robustsnn.evaluation.evaluate import EnsembleLike, _model_device, evaluate
@@ -221,6 +222,10 @@ def evaluate_escalating(
                     broken += 1
             # members the model cannot run (a wrapped model's HART), with their reasons
             result.setdefault("left_out", {}).update(sub.get("left_out", {}))
+            if "adversarial" in result and "adversarial" in sub:
+                result["adversarial"] = _merge_examples(
+                    result["adversarial"], sub["adversarial"], preset, records
+                )
         members = ENSEMBLES.get(preset).for_model(model).members
         robust_mask = torch.tensor([r["robust"] for r in records], dtype=torch.bool)
         clean_mask = torch.tensor([r["clean_correct"] for r in records], dtype=torch.bool)
@@ -308,3 +313,20 @@ def _on_main(kwargs: dict[str, Any], fn: Callable[[], Any]) -> Any:
     """``fn()``; in a sharded evaluation (``shard`` in kwargs) once on rank 0, result to all."""
     shard = kwargs.get("shard")
     return fn() if shard is None else shard.on_main(fn)
+
+
+def _merge_examples(
+    kept: AdversarialSet, found: AdversarialSet, preset: str, records: list[dict[str, Any]]
+) -> AdversarialSet:
+    """The saved examples plus an escalation step's (members named ``preset:member``), in
+    record order."""
+    found = AdversarialSet(
+        found.index,
+        found.label,
+        [f"{preset}:{m}" for m in found.member],
+        found.clean,
+        found.adversarial,
+        found.clean_logits,
+        found.adversarial_logits,
+    )
+    return ordered_like(concat([kept, found]), [int(r["index"]) for r in records])

@@ -26,6 +26,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +38,7 @@ from tqdm import tqdm
 from robustsnn.attacks import Attack
 from robustsnn.checkpoint import atomic_write_json
 from robustsnn.errors import UserError
+from robustsnn.evaluation import adversarial as adv_store
 from robustsnn.evaluation.diagnostics import DiagnosticsConfig, resolve_config, run_diagnostics
 from robustsnn.evaluation.ensembles import (
     Ensemble,
@@ -294,8 +296,13 @@ def _run_batch(
     seed: int,
     batch_index: int,
     on_member: Callable[[str], None],
+    keep: dict[int, tuple[Tensor, str]] | None = None,
 ) -> dict[str, Any]:
-    """Attack one batch with every member; return its per-sample records and timings."""
+    """Attack one batch with every member; return its per-sample records and timings.
+
+    An example that is not finite, leaves [0, 1] or the eps-ball is refused: it does not count
+    as a break, the record's ``refused_by`` names the member, and a warning says so. ``keep``
+    (if given) receives, per broken position, the example that broke it and the member."""
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     clean_pred = real_predict(model, xb)
@@ -305,6 +312,7 @@ def _run_batch(
     prediction = clean_pred.clone()
     broken_by: list[str | None] = [None] * xb.shape[0]
     broken_all: list[list[str]] = [[] for _ in range(xb.shape[0])]
+    refused: list[list[str]] = [[] for _ in range(xb.shape[0])]
 
     for member, attack, view in zip(members, attacks, views, strict=True):
         on_member(member.name)
@@ -316,14 +324,22 @@ def _run_batch(
         start = time.perf_counter()
         generator = seeded_generator(seed, xb.device, "batch", batch_index, "member", member.name)
         x_adv = attack(view, xb[idx], yb[idx], generator=generator)
-        if x_adv.shape != xb[idx].shape or not float((x_adv - xb[idx]).abs().max()) <= eps + 1e-5:
-            raise RuntimeError(
-                f"member {member.name!r} returned examples outside the eps-ball or not finite; "
-                "attack bug"
+        if x_adv.shape != xb[idx].shape:
+            raise RuntimeError(f"member {member.name!r} returned examples of another shape")
+        valid = adv_store.valid_examples(x_adv, xb[idx], eps)
+        if not bool(valid.all()):
+            for position in idx[~valid].tolist():
+                refused[position].append(member.name)
+            warnings.warn(
+                f"member {member.name!r} returned {int((~valid).sum())} example(s) outside "
+                f"[0, 1] or the eps-ball (eps {eps:.6g}) or not finite; refused: they do not "
+                "count as breaks (attack bug)",
+                RuntimeWarning,
+                stacklevel=2,
             )
         pred = real_predict(model, x_adv)
         seconds[member.name] = time.perf_counter() - start
-        fooled = pred != yb[idx]
+        fooled = (pred != yb[idx]) & valid
         for position in idx[fooled].tolist():
             broken_all[position].append(member.name)
         first = idx[fooled & standing[idx]]
@@ -332,6 +348,11 @@ def _run_batch(
         ):
             broken_by[position] = member.name
             prediction[position] = label
+        if keep is not None:
+            for row, position in zip(
+                (fooled & standing[idx]).nonzero().squeeze(1).tolist(), first.tolist(), strict=True
+            ):
+                keep[position] = (x_adv[row], member.name)
         standing[first] = False
 
     records = []
@@ -347,6 +368,8 @@ def _run_batch(
         }
         if independent:
             record["broken_by_all"] = broken_all[i]
+        if refused[i]:
+            record["refused_by"] = refused[i]
         records.append(record)
     return {"records": records, "seconds": seconds}
 
@@ -375,6 +398,7 @@ def evaluate(
     view_factory: ViewFactory = attack_view,
     callback: Callable[[int], None] | None = None,
     shard: BatchShard | None = None,
+    save_adversarial: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``(x, y)`` against an ensemble; return the evaluation.json dict.
 
@@ -405,6 +429,9 @@ def evaluate(
         callback: called with the batch index after each batch is finished and saved.
         shard: this process's share of a sharded evaluation (None: every batch); the per-rank
             resume file is ``shard.state_name`` in ``state_dir``.
+        save_adversarial: keep every break's adversarial example and logits
+            (:mod:`robustsnn.evaluation.adversarial`; resumable with ``state_dir``), returned
+            as ``adversarial`` (an :class:`~robustsnn.evaluation.adversarial.AdversarialSet`).
 
     Returns:
         The evaluation.json dict (DESIGN.md section 5) plus ``robust_accuracy`` (headline),
@@ -448,6 +475,7 @@ def evaluate(
     state = _ResumeState(
         state_dir, fingerprint, log, shard.state_name if shard is not None else STATE_FILE
     )
+    store = adv_store.PartStore(state_dir, fingerprint) if save_adversarial else None
     built = [m.build(eps) for m in members]
     views = [view_factory(model, m.estimator) for m in members]
 
@@ -473,11 +501,12 @@ def evaluate(
         try:
             for b in mine:
                 saved = state.batch(b)
-                if saved is not None:
+                if saved is not None and (store is None or store.load(b)):
                     done[b] = saved
                     bar.update(max(1, len(members)))
                     continue
                 lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+                keep: dict[int, tuple[Tensor, str]] | None = {} if store is not None else None
                 result = _run_batch(
                     model,
                     x[lo:hi].to(device),
@@ -491,9 +520,13 @@ def evaluate(
                     seed=seed,
                     batch_index=b,
                     on_member=on_member,
+                    keep=keep,
                 )
                 if not members:
                     bar.update(1)
+                if store is not None and keep is not None:
+                    rows = sorted(keep)
+                    store.save(b, _kept(model, x, y, index_list, lo, rows, keep, device))
                 state.save_batch(b, result)
                 done[b] = _normalized(result)
                 if callback is not None:
@@ -502,6 +535,9 @@ def evaluate(
             bar.close()
         if shard is not None:
             done = shard.gather(done)
+        parts: dict[int, Any] = {}
+        if store is not None:
+            parts = store.parts if shard is None else shard.gather(dict(store.parts))  # type: ignore[arg-type]
         batches = [done[b] for b in range(n_batches) if b in done]
         records = [r for batch in batches for r in batch["records"]]
         if [r["index"] for r in records] != index_list:
@@ -543,7 +579,7 @@ def evaluate(
         diag_results = diagnose() if shard is None else shard.on_main(diagnose)
         diag_seconds = time.perf_counter() - diag_started
 
-    return _summarize(
+    summary = _summarize(
         model,
         meta,
         records,
@@ -557,6 +593,33 @@ def evaluate(
         config=config,
         diagnostics=diag_results,
         seconds={"attacks": attack_seconds, "diagnostics": diag_seconds},
+    )
+    if store is not None:
+        summary["adversarial"] = adv_store.concat([parts[b] for b in range(n_batches)])
+    return summary
+
+
+def _kept(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    index_list: Sequence[int],
+    lo: int,
+    rows: list[int],
+    keep: dict[int, tuple[Tensor, str]],
+    device: torch.device,
+) -> adv_store.AdversarialSet:
+    """The broken samples of the batch starting at ``lo``, with their logits."""
+    if not rows:
+        return adv_store.AdversarialSet.empty(tuple(x.shape[1:]))
+    at = torch.tensor([lo + r for r in rows])
+    return adv_store.collect(
+        model,
+        x[at].to(device),
+        torch.stack([keep[r][0] for r in rows]),
+        [index_list[lo + r] for r in rows],
+        y[at],
+        [keep[r][1] for r in rows],
     )
 
 

@@ -21,6 +21,7 @@ from robustsnn.checkpoint import atomic_write_json, atomic_write_text
 from robustsnn.data import load_dataset, to_float
 from robustsnn.data.subsets import stratified_indices as data_stratified_indices
 from robustsnn.errors import UserError
+from robustsnn.evaluation import adversarial
 from robustsnn.evaluation.diagnostics import DiagnosticsConfig
 from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member, resolve_ensemble
 from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating
@@ -109,6 +110,7 @@ def run_evaluation(
     escalate_levels: int = 2,
     escalate_seconds: float | None = None,
     loaded: tuple[torch.nn.Module, dict[str, Any]] | None = None,
+    save_adversarial: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint and write ``<out_dir>/evaluation.json`` and ``records.jsonl``.
 
@@ -129,6 +131,8 @@ def run_evaluation(
             samples (:mod:`robustsnn.evaluation.escalate`), at most ``escalate_levels`` steps,
             none started after ``escalate_seconds``; an :class:`EscalationPolicy` instead of
             True carries those settings and ``at_least`` (a preset to reach in any case).
+        save_adversarial: write every break's adversarial example, member and logits to
+            ``<out_dir>/adversarial.safetensors`` (:mod:`robustsnn.evaluation.adversarial`).
 
     Under torchrun every rank attacks its share of the batches
     (:mod:`robustsnn.evaluation.sharding`) and returns the same dict; only rank 0 writes.
@@ -203,11 +207,45 @@ def run_evaluation(
         },
         indices=index,
         **({"shard": shard} if shard is not None else {}),
+        **({"save_adversarial": True} if save_adversarial else {}),
     )
     records = result.pop("records")
     result["records_file"] = RECORDS_FILE
+    result["refused_examples"] = sum(len(r.get("refused_by", [])) for r in records)
+    examples = result.pop("adversarial", None)
+    if examples is not None and distributed.is_main():
+        size = adversarial.write(
+            out / adversarial.ADVERSARIAL_FILE,
+            examples,
+            adversarial_metadata(result, model, records),
+        )
+        result["adversarial_file"] = adversarial.ADVERSARIAL_FILE
+        result["adversarial_examples"] = len(examples)
+        result["adversarial_bytes"] = size
     if distributed.is_main():
         atomic_write_text(out / RECORDS_FILE, "".join(json.dumps(r) + "\n" for r in records))
         atomic_write_json(out / EVALUATION_FILE, result)
     distributed.barrier()  # the files exist on return, on every rank
     return result
+
+
+def adversarial_metadata(
+    result: Mapping[str, Any], model: torch.nn.Module, records: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What a saved-examples file says about the evaluation that made it."""
+    from robustsnn.evaluation.views import model_digest
+
+    members = sorted({str(r["broken_by"]) for r in records if r.get("broken_by")})
+    return {
+        "model": result.get("model"),
+        "model_digest": model_digest(model),
+        "kind": result.get("kind"),
+        "T": result.get("T"),
+        "dataset": result.get("dataset"),
+        "split": result.get("split"),
+        "eps": float(result["eps"]),
+        "eps_tolerance": adversarial.EPS_TOLERANCE,
+        "n": int(result["n"]),
+        "ensemble": result.get("ensemble"),
+        "members": members,
+    }

@@ -1,0 +1,426 @@
+"""Saved adversarial examples: every break an evaluation counts, stored exactly and compactly.
+
+A robust accuracy is a claim about specific images, so ``evaluate --save-adversarial`` keeps,
+for every sample an attack breaks, the adversarial example that broke it, the member that found
+it, and the clean and adversarial logits of the model's real forward pass (default estimator,
+float32, one sample at a time so the numbers do not depend on batch composition). Anyone can
+then re-check each break (``robustsnn recheck``), look at it, or run it on another model.
+
+File ``adversarial.safetensors`` beside ``evaluation.json`` (``k`` broken samples, rows in the
+order of the records)::
+
+    index          int64  [k]          dataset index of the sample
+    label          int64  [k]          its true label
+    member         int64  [k]          position in the metadata's ``members`` list
+    clean_uint8    uint8  [k, C, H, W] the clean image x 255, when every clean image is
+                                       uint8-exact (``to_float(u) == x`` bit for bit);
+    clean_float32  float32[k, C, H, W] otherwise
+    eps            float32[1]          the radius (pixel codes refer to it)
+    encoding       uint8  [k]          0: float16 perturbation, 1: float32 perturbation,
+                                       2: the adversarial image itself as float32,
+                                       3: pixel codes (uint8 per pixel: clean, clean + eps,
+                                       clean - eps (clamped to [0, 1]), 0, 1, or "other")
+    perturbation_float16 / perturbation_float32 / adversarial_float32 / pixel_codes: the rows
+                   of each encoding; pixel_other_float32: the "other" pixels' values, in order
+    clean_logits, adversarial_logits float32 [k, classes]
+
+The adversarial image is ``clean + perturbation.float()`` in float32; each row takes the smallest
+encoding that reconstructs the attack's float32 image bit for bit: a float16 perturbation (2
+bytes per pixel), pixel codes (1 byte per pixel plus 4 per pixel not on the eps-ball's or
+[0, 1]'s boundary nor unchanged), a float32 perturbation (4 bytes), or the image itself. Every
+write checks the reconstruction (:func:`encode`).
+
+Resume: with a state folder, each finished batch's examples are written (atomically, before the
+batch counts as finished) to ``adversarial-parts/<fingerprint>-batch<b>.safetensors``; a resumed
+run reloads them, so an interrupted and resumed run writes the same file. Under torchrun each rank
+keeps its own batches' parts and the parts are gathered like the records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+from torch import Tensor, nn
+
+from robustsnn.checkpoint import atomic_write_bytes
+from robustsnn.errors import UserError
+
+ADVERSARIAL_FILE = "adversarial.safetensors"
+PARTS_DIR = "adversarial-parts"
+FORMAT = "robustsnn-adversarial"
+FORMAT_VERSION = 1
+EPS_TOLERANCE = 1e-5
+"""Slack on the eps-ball (pixels): float32 rounding of ``x +- eps`` is about 6e-8."""
+
+ENCODINGS = ("perturbation_float16", "perturbation_float32", "adversarial_float32", "pixel_codes")
+# pixel codes: where the attacked pixel sits (most of an L-inf attack's pixels end on the
+# boundary of the eps-ball or of [0, 1]); CODE_OTHER pixels are stored as float32 values
+CODE_CLEAN, CODE_UP, CODE_DOWN, CODE_ZERO, CODE_ONE, CODE_OTHER = range(6)
+
+
+def _candidates(clean: Tensor, eps: Tensor) -> list[Tensor]:
+    """The pixel value each code stands for (float32 arithmetic, as attacks compute bounds)."""
+    return [
+        clean,
+        torch.clamp(clean + eps, 0.0, 1.0),
+        torch.clamp(clean - eps, 0.0, 1.0),
+        torch.zeros_like(clean),
+        torch.ones_like(clean),
+    ]
+
+
+def _pixel_codes(clean: Tensor, adversarial: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+    """Per pixel, the first code whose value equals the adversarial pixel bit for bit."""
+    codes = torch.full(adversarial.shape, CODE_OTHER, dtype=torch.uint8)
+    for code, value in reversed(list(enumerate(_candidates(clean, eps)))):
+        codes[adversarial == value] = code
+    return codes, adversarial
+
+
+def _from_codes(clean: Tensor, codes: Tensor, other: Tensor, eps: Tensor) -> Tensor:
+    out = torch.empty_like(clean)
+    for code, value in enumerate(_candidates(clean, eps)):
+        mask = codes == code
+        out[mask] = value[mask]
+    out[codes == CODE_OTHER] = other.float()  # row-major order, rows in file order
+    return out
+
+
+@dataclass
+class AdversarialSet:
+    """Broken samples of one evaluation, in record order (float32 images, CPU tensors)."""
+
+    index: Tensor  # int64 [k]
+    label: Tensor  # int64 [k]
+    member: list[str]
+    clean: Tensor  # float32 [k, ...]
+    adversarial: Tensor  # float32 [k, ...]
+    clean_logits: Tensor  # float32 [k, classes]
+    adversarial_logits: Tensor  # float32 [k, classes]
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    @staticmethod
+    def empty(sample_shape: Sequence[int] = (), classes: int = 0) -> AdversarialSet:
+        images = torch.zeros((0, *sample_shape), dtype=torch.float32)
+        logits = torch.zeros((0, classes), dtype=torch.float32)
+        return AdversarialSet(
+            torch.zeros(0, dtype=torch.long),
+            torch.zeros(0, dtype=torch.long),
+            [],
+            images,
+            images.clone(),
+            logits,
+            logits.clone(),
+        )
+
+    def select(self, rows: Sequence[int]) -> AdversarialSet:
+        at = torch.tensor(list(rows), dtype=torch.long)
+        return AdversarialSet(
+            self.index[at],
+            self.label[at],
+            [self.member[i] for i in rows],
+            self.clean[at],
+            self.adversarial[at],
+            self.clean_logits[at],
+            self.adversarial_logits[at],
+        )
+
+
+def concat(parts: Sequence[AdversarialSet]) -> AdversarialSet:
+    """The parts one after the other (empty parts of any shape are skipped)."""
+    full = [p for p in parts if len(p)]
+    if not full:
+        return parts[0] if parts else AdversarialSet.empty()
+    return AdversarialSet(
+        torch.cat([p.index for p in full]),
+        torch.cat([p.label for p in full]),
+        [m for p in full for m in p.member],
+        torch.cat([p.clean for p in full]),
+        torch.cat([p.adversarial for p in full]),
+        torch.cat([p.clean_logits for p in full]),
+        torch.cat([p.adversarial_logits for p in full]),
+    )
+
+
+def ordered_like(examples: AdversarialSet, order: Sequence[int]) -> AdversarialSet:
+    """The examples sorted by the position of their dataset index in ``order``."""
+    position = {int(i): p for p, i in enumerate(order)}
+    rows = sorted(range(len(examples)), key=lambda r: position[int(examples.index[r])])
+    return examples.select(rows)
+
+
+# --------------------------------------------------------------------------- validity
+
+
+def valid_examples(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
+    """Per sample: finite, every pixel in [0, 1], and within ``eps`` (+ EPS_TOLERANCE) of x.
+
+    The evaluation counts an example that fails this as not broken (an attack bug must not
+    lower a robust accuracy)."""
+    flat_adv = x_adv.detach().reshape(x_adv.shape[0], -1)
+    flat = x.detach().reshape(x.shape[0], -1).to(flat_adv.dtype)
+    finite = torch.isfinite(flat_adv).all(1)
+    in_range = ((flat_adv >= 0) & (flat_adv <= 1)).all(1)
+    distance = (flat_adv - flat).abs().amax(1) if flat.shape[1] else finite.new_zeros(0)
+    in_ball = distance <= eps + EPS_TOLERANCE
+    return finite & in_range & in_ball
+
+
+# --------------------------------------------------------------------------- logits
+
+
+def single_logits(model: nn.Module, x: Tensor) -> Tensor:
+    """Float32 logits of the model's real forward pass, one sample at a time (CPU ``[k, K]``).
+
+    One sample per call makes a logit independent of which other samples were broken in the
+    same batch, so reloading an example reproduces its recorded logits bit for bit."""
+    from robustsnn.evaluation.views import is_snn
+    from robustsnn.snn.estimators import DEFAULT_ESTIMATOR
+
+    rows = []
+    with torch.no_grad():
+        for i in range(x.shape[0]):
+            sample = x[i : i + 1]
+            if is_snn(model):
+                with model.use_estimator(DEFAULT_ESTIMATOR):  # type: ignore[operator]
+                    rows.append(model(sample).float().cpu())
+            else:
+                rows.append(model(sample).float().cpu())
+    if not rows:
+        return torch.zeros((0, 0), dtype=torch.float32)
+    return torch.cat(rows)
+
+
+def collect(
+    model: nn.Module,
+    clean: Tensor,
+    adversarial: Tensor,
+    index: Sequence[int],
+    label: Tensor,
+    member: Sequence[str],
+) -> AdversarialSet:
+    """The broken samples of one batch with their logits (rows in record order)."""
+    clean = clean.detach().float()
+    adversarial = adversarial.detach().float()
+    return AdversarialSet(
+        torch.tensor([int(i) for i in index], dtype=torch.long),
+        label.detach().cpu().long().reshape(-1),
+        [str(m) for m in member],
+        clean.cpu().contiguous(),
+        adversarial.cpu().contiguous(),
+        single_logits(model, clean),
+        single_logits(model, adversarial),
+    )
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _uint8_exact(clean: Tensor) -> Tensor | None:
+    """``clean`` as uint8 pixels when ``to_float`` of them gives it back bit for bit."""
+    pixels = (clean * 255.0).round().clamp(0, 255).to(torch.uint8)
+    back = pixels.to(torch.float32).div_(255.0)
+    return pixels if torch.equal(back, clean) else None
+
+
+def encode(examples: AdversarialSet, metadata: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The file's tensors for ``examples``; checks that decoding gives every image back exactly.
+
+    Raises RuntimeError if a reconstruction is not bit-exact (a bug, never expected)."""
+    clean = examples.clean.float().contiguous()
+    adversarial = examples.adversarial.float().contiguous()
+    tensors: dict[str, Tensor] = {
+        "index": examples.index.long().contiguous(),
+        "label": examples.label.long().contiguous(),
+        "member": torch.tensor(
+            [list(metadata["members"]).index(m) for m in examples.member], dtype=torch.long
+        ),
+        "clean_logits": examples.clean_logits.float().contiguous(),
+        "adversarial_logits": examples.adversarial_logits.float().contiguous(),
+    }
+    pixels = _uint8_exact(clean)
+    if pixels is not None:
+        tensors["clean_uint8"] = pixels.contiguous()
+        base = pixels.to(torch.float32).div_(255.0)
+    else:
+        tensors["clean_float32"] = clean
+        base = clean
+    eps = torch.tensor(float(metadata.get("eps", 0.0)), dtype=torch.float32)
+    tensors["eps"] = eps.reshape(1)
+    delta = adversarial - base
+    half = delta.to(torch.float16)
+    flat_adv = adversarial.flatten(1)
+    numel = flat_adv.shape[1]
+    codes, other = _pixel_codes(base, adversarial, eps)
+    others = (codes == CODE_OTHER).flatten(1).sum(1)
+    exact16 = ((base + half.float()).flatten(1) == flat_adv).all(1)
+    exact32 = ((base + delta).flatten(1) == flat_adv).all(1)
+    # bytes per row of each encoding (a large number where it is not exact): the smallest wins
+    sizes = torch.stack(
+        [
+            torch.where(exact16, 2 * numel, 1 << 40),
+            torch.where(exact32, 4 * numel, 1 << 40),
+            torch.full_like(others, 4 * numel),
+            numel + 4 * others,
+        ],
+        1,
+    )
+    encoding = sizes.argmin(1).to(torch.uint8)
+    tensors["encoding"] = encoding
+    sample_shape = tuple(adversarial.shape[1:])
+    for code, name in enumerate(ENCODINGS):
+        rows = encoding == code
+        source = (half, delta, adversarial, codes)[code]
+        tensors[name] = source[rows].contiguous().reshape(-1, *sample_shape)
+    coded = (encoding == ENCODINGS.index("pixel_codes")).nonzero().squeeze(1)
+    tensors["pixel_other_float32"] = (
+        torch.cat([other[i][codes[i] == CODE_OTHER] for i in coded.tolist()])
+        if coded.numel()
+        else torch.zeros(0, dtype=torch.float32)
+    )
+    back = decode_tensors(tensors)
+    if not torch.equal(back.adversarial, adversarial) or not torch.equal(back.clean, clean):
+        raise RuntimeError("adversarial examples do not reconstruct exactly; storage bug")
+    return tensors
+
+
+def decode_tensors(tensors: Mapping[str, Tensor], members: Sequence[str] = ()) -> AdversarialSet:
+    """The examples the file's tensors describe (float32 images)."""
+    if "clean_uint8" in tensors:
+        clean = tensors["clean_uint8"].to(torch.float32).div_(255.0)
+    else:
+        clean = tensors["clean_float32"].float()
+    encoding = tensors["encoding"].long()
+    adversarial = clean.clone()
+    for code, name in enumerate(ENCODINGS):
+        rows = (encoding == code).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue
+        stored = tensors[name]
+        if name == "adversarial_float32":
+            adversarial[rows] = stored.float()
+        elif name == "pixel_codes":
+            eps = tensors["eps"].float().reshape(())
+            adversarial[rows] = _from_codes(
+                clean[rows], stored, tensors["pixel_other_float32"], eps
+            )
+        else:
+            adversarial[rows] = clean[rows] + stored.float()
+    member_ids = tensors["member"].tolist()
+    names = [members[i] if members else str(i) for i in member_ids]
+    return AdversarialSet(
+        tensors["index"].long(),
+        tensors["label"].long(),
+        names,
+        clean,
+        adversarial,
+        tensors["clean_logits"].float(),
+        tensors["adversarial_logits"].float(),
+    )
+
+
+def to_bytes(examples: AdversarialSet, metadata: Mapping[str, Any]) -> bytes:
+    """The safetensors bytes of ``examples`` (deterministic: the same examples, same bytes)."""
+    meta = dict(metadata)
+    meta.setdefault("members", sorted(set(examples.member)))
+    tensors = encode(examples, meta)
+    # one header key: safetensors writes several keys in a varying order (not byte-stable)
+    header = {FORMAT: json.dumps({"version": FORMAT_VERSION, **meta}, sort_keys=True)}
+    return bytes(save_bytes(tensors, metadata=header))
+
+
+def from_bytes(data: bytes, source: str = "") -> tuple[AdversarialSet, dict[str, Any]]:
+    """Examples and metadata from :func:`to_bytes`' output."""
+    try:
+        tensors = load_bytes(data)
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+        if FORMAT not in header.get("__metadata__", {}):
+            raise ValueError("not a robustsnn adversarial file")
+        meta = json.loads(header["__metadata__"][FORMAT])
+        meta.pop("version", None)
+    except Exception as exc:  # any malformed file is one user-facing line
+        raise UserError(
+            f"{source or 'file'} is not a readable adversarial-examples file ({exc}); "
+            "re-run the evaluation with --save-adversarial"
+        ) from None
+    return decode_tensors(tensors, meta.get("members", [])), meta
+
+
+def write(path: str | Path, examples: AdversarialSet, metadata: Mapping[str, Any]) -> int:
+    """Write ``examples`` to ``path`` atomically; return the file size in bytes."""
+    data = to_bytes(examples, metadata)
+    atomic_write_bytes(path, data)
+    return len(data)
+
+
+def read(path: str | Path) -> tuple[AdversarialSet, dict[str, Any]]:
+    """The examples and metadata saved at ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"no saved adversarial examples at {path}; re-run the evaluation with "
+            "--save-adversarial (robustsnn run saves them by default)"
+        )
+    return from_bytes(path.read_bytes(), str(path))
+
+
+# --------------------------------------------------------------------------- resume parts
+
+
+class PartStore:
+    """Per-batch example files of one evaluation (resume), or in memory without a folder."""
+
+    def __init__(self, state_dir: str | Path | None, fingerprint: Mapping[str, Any]) -> None:
+        self.folder = Path(state_dir) / PARTS_DIR if state_dir is not None else None
+        text = json.dumps(fingerprint, sort_keys=True, default=str)
+        self.fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.eps = float(fingerprint.get("eps", 0.0))
+        self.parts: dict[int, AdversarialSet] = {}
+
+    def _path(self, batch: int) -> Path:
+        assert self.folder is not None
+        return self.folder / f"{self.fingerprint}-batch{batch:06d}.safetensors"
+
+    def load(self, batch: int) -> bool:
+        """Reload batch ``batch``'s part from disk; False if there is none (re-run the batch)."""
+        if self.folder is None or not self._path(batch).is_file():
+            return False
+        try:
+            self.parts[batch] = from_bytes(self._path(batch).read_bytes())[0]
+        except UserError:
+            return False
+        return True
+
+    def save(self, batch: int, examples: AdversarialSet) -> None:
+        """Keep batch ``batch``'s part (and write it, before the batch counts as finished)."""
+        self.parts[batch] = examples
+        if self.folder is not None:
+            meta = {"members": sorted(set(examples.member)), "eps": self.eps}
+            write(self._path(batch), examples, meta)
+
+
+__all__ = [
+    "ADVERSARIAL_FILE",
+    "EPS_TOLERANCE",
+    "AdversarialSet",
+    "PartStore",
+    "collect",
+    "concat",
+    "decode_tensors",
+    "encode",
+    "ordered_like",
+    "read",
+    "single_logits",
+    "valid_examples",
+    "write",
+]

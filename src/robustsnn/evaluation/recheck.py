@@ -1,0 +1,362 @@
+"""``robustsnn recheck``: re-verify every saved break, and run one model's breaks on others.
+
+A break counts only if it holds for anyone who checks it. For each saved example
+(:mod:`robustsnn.evaluation.adversarial`) the recheck verifies, independently of the attack
+that found it:
+
+- the image lies in [0, 1] and within eps (+ the file's tolerance) of the clean image, and the
+  clean image is the dataset's (when the dataset can be loaded);
+- the model's own forward pass in float64 misclassifies it (the true class's logit strictly
+  below another class's: a tie does not count);
+- the independent reference simulator (:mod:`robustsnn.reference_sim`, numpy, float64, no code
+  shared with the SNN's fast path) misclassifies it too;
+- the float32 forward reproduces the recorded logits (reported; bit for bit on the machine that
+  wrote them, not required elsewhere);
+- the file holds exactly the evaluation's breaks (its count equals the records').
+
+Transfer (:func:`transfer_matrix`): the examples saved for model A, run on model B: the share of
+them B misclassifies, among those whose clean image B classifies correctly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robustsnn.checkpoint import atomic_write_json
+from robustsnn.errors import UserError
+from robustsnn.evaluation.adversarial import ADVERSARIAL_FILE, AdversarialSet, read
+from robustsnn.evaluation.intervals import wilson_interval
+
+RECHECK_FILE = "recheck.json"
+
+
+@dataclass
+class RecheckResult:
+    """The outcome for one evaluation folder."""
+
+    folder: Path
+    examples: int
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def evaluation_folders(path: str | Path) -> list[Path]:
+    """Folders holding saved examples: ``path`` itself, or every one below a run folder."""
+    root = Path(path)
+    if not root.exists():
+        raise UserError(f"{root} does not exist; give a run folder or an evaluation folder")
+    if (root / ADVERSARIAL_FILE).is_file():
+        return [root]
+    found = sorted(p.parent for p in root.rglob(ADVERSARIAL_FILE) if "escalation-" not in str(p))
+    if not found:
+        raise UserError(
+            f"no {ADVERSARIAL_FILE} in {root} or below; evaluate with --save-adversarial "
+            "(robustsnn run saves them by default)"
+        )
+    return found
+
+
+def _model_path(folder: Path, recorded: str) -> Path:
+    """The checkpoint an evaluation names (as recorded, or found beside the run folder)."""
+    candidates = [Path(recorded), folder / recorded]
+    candidates += [parent / Path(recorded).name for parent in folder.parents][:4]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"the checkpoint {recorded!r} that {folder} evaluated is not found; run recheck from "
+        "the folder the evaluation ran in"
+    )
+
+
+def load_evaluated_model(folder: Path, meta: dict[str, Any]) -> tuple[nn.Module, Path]:
+    """The model of a saved-examples file, checked to be the one evaluated."""
+    from robustsnn.evaluation.views import model_digest
+    from robustsnn.modelio import load_model
+
+    path = _model_path(folder, str(meta.get("model")))
+    model, _ = load_model(path, "cpu")
+    model.eval()
+    if meta.get("model_digest") and model_digest(model) != meta["model_digest"]:
+        raise UserError(
+            f"{path} is not the model {folder} evaluated (its weights changed since); re-run "
+            "the evaluation"
+        )
+    return model, path
+
+
+def _logits64(model: nn.Module, x: Tensor) -> Tensor:
+    """Float64 logits of a copy of the model's real forward pass."""
+    from robustsnn.evaluation.views import is_snn
+    from robustsnn.snn.estimators import DEFAULT_ESTIMATOR
+
+    double = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        if is_snn(double):
+            with double.use_estimator(DEFAULT_ESTIMATOR):  # type: ignore[operator]
+                return torch.cat([double(x[i : i + 1].double()) for i in range(x.shape[0])])
+        return torch.cat([double(x[i : i + 1].double()) for i in range(x.shape[0])])
+
+
+def misclassified(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per row: another class's logit is strictly above the true class's (ties do not count)."""
+    true = logits.gather(1, labels.view(-1, 1)).squeeze(1)
+    others = logits.clone()
+    others.scatter_(1, labels.view(-1, 1), float("-inf"))
+    return others.amax(1) > true
+
+
+def _dataset_images(meta: dict[str, Any], index: Tensor) -> Tensor | None:
+    """The clean images from the dataset, or None when it cannot be loaded here."""
+    from robustsnn.data import load_dataset, to_float
+
+    try:
+        data = load_dataset(str(meta["dataset"]))
+    except Exception:  # unavailable here: said in a note
+        return None
+    xs = data.x_test if meta.get("split", "test") == "test" else data.x_train
+    return to_float(xs[index])
+
+
+def recheck_folder(folder: Path, reference: bool = True) -> RecheckResult:
+    """Re-verify every saved break of one evaluation folder."""
+    from robustsnn.reference_sim import simulate_network
+
+    examples, meta = read(folder / ADVERSARIAL_FILE)
+    result = RecheckResult(folder, len(examples))
+    eps = float(meta["eps"])
+    tolerance = float(meta.get("eps_tolerance", 0.0))
+    evaluation = folder / "evaluation.json"
+    records_file = folder / "records.jsonl"
+    if records_file.is_file():
+        records = [json.loads(line) for line in records_file.read_text().splitlines() if line]
+        broken = {int(r["index"]) for r in records if r["clean_correct"] and not r["robust"]}
+        saved = {int(i) for i in examples.index.tolist()}
+        if broken != saved:
+            result.failures.append(
+                f"{folder}: the file holds {len(saved)} examples but the records count "
+                f"{len(broken)} breaks ({len(broken - saved)} unsaved, {len(saved - broken)} "
+                "not breaks)"
+            )
+    elif not evaluation.is_file():
+        result.notes.append("no records.jsonl beside the file: the break count is not compared")
+    if not len(examples):
+        result.notes.append("no breaks saved: nothing to recheck")
+        return result
+    model, _ = load_evaluated_model(folder, meta)
+
+    def fail(row: int, why: str) -> None:
+        result.failures.append(
+            f"{folder}: sample {int(examples.index[row])} (label {int(examples.label[row])}, "
+            f"broken by {examples.member[row]}): {why}"
+        )
+
+    adv, clean, labels = examples.adversarial, examples.clean, examples.label
+    flat_adv = adv.reshape(len(examples), -1).double()
+    flat_clean = clean.reshape(len(examples), -1).double()
+    distance = (flat_adv - flat_clean).abs().amax(1)
+    low, high = flat_adv.amin(1), flat_adv.amax(1)
+    dataset = _dataset_images(meta, examples.index)
+    if dataset is None:
+        result.notes.append(f"dataset {meta.get('dataset')!r} not loadable here: clean images "
+                            "are not compared with it")  # fmt: skip
+    logits64 = _logits64(model, adv)
+    wrong64 = misclassified(logits64, labels)
+    wrong_ref = torch.ones_like(wrong64)
+    if reference:
+        try:
+            sim = simulate_network(model, adv.double())
+        except UserError as exc:  # a layer it does not know: said, and not counted as checked
+            result.notes.append(f"reference simulator skipped: {exc}")
+            reference = False
+        else:
+            wrong_ref = misclassified(torch.from_numpy(sim.logits), labels)
+    from robustsnn.evaluation.adversarial import single_logits
+
+    reproduced = (single_logits(model, adv) == examples.adversarial_logits).all(1)
+    for row in range(len(examples)):
+        if not (0.0 <= float(low[row]) and float(high[row]) <= 1.0):
+            fail(row, f"pixels outside [0, 1] (min {float(low[row]):.6g}, "
+                      f"max {float(high[row]):.6g})")  # fmt: skip
+        if float(distance[row]) > eps + tolerance:
+            fail(row, f"outside the eps-ball: max |x_adv - x| = {float(distance[row]):.6g} > "
+                      f"eps {eps:.6g}")  # fmt: skip
+        if dataset is not None and not torch.equal(dataset[row], clean[row]):
+            fail(row, "the stored clean image is not the dataset's image at this index")
+        if not bool(wrong64[row]):
+            fail(row, f"correctly classified by the float64 forward (predicts "
+                      f"{int(logits64[row].argmax())}, true class {int(labels[row])})")  # fmt: skip
+        if reference and not bool(wrong_ref[row]):
+            fail(row, "correctly classified by the reference simulator (float64)")
+    result.counts = {
+        "saved": len(examples),
+        "in_range": int(((low >= 0) & (high <= 1)).sum()),
+        "in_eps_ball": int((distance <= eps + tolerance).sum()),
+        "misclassified_float64": int(wrong64.sum()),
+        "misclassified_reference": int(wrong_ref.sum()) if reference else -1,
+        "logits_reproduced": int(reproduced.sum()),
+    }
+    largest = float(distance.max())
+    result.notes.append(
+        f"max |x_adv - x| = {largest:.9g}, eps = {eps:.9g} (float32 rounding above eps: "
+        f"{max(largest - eps, 0.0):.2g}; tolerance {tolerance:g})"
+    )
+    return result
+
+
+def recheck(path: str | Path, reference: bool = True, write: bool = True) -> list[RecheckResult]:
+    """Recheck every evaluation folder at or below ``path``; with ``write``, each folder gets
+    ``recheck.json`` (the outcome, for the report)."""
+    results = [recheck_folder(folder, reference) for folder in evaluation_folders(path)]
+    if write:
+        for result in results:
+            lines = recheck_lines([result])
+            atomic_write_json(
+                result.folder / RECHECK_FILE,
+                {
+                    "passed": result.passed,
+                    "summary": lines[0].split(": ", 1)[-1],
+                    "counts": result.counts,
+                    "failures": result.failures,
+                    "notes": result.notes,
+                    "reference_simulator": reference,
+                },
+            )
+    return results
+
+
+def recheck_lines(results: Sequence[RecheckResult]) -> list[str]:
+    """The report: one summary line per folder, then one line per failure."""
+    lines = []
+    for r in results:
+        c = r.counts
+        if c:
+            ref = (
+                f"reference simulator {c['misclassified_reference']}/{c['saved']}"
+                if c["misclassified_reference"] >= 0
+                else "reference simulator skipped"
+            )
+            lines.append(
+                f"{'PASS' if r.passed else 'FAIL'} {r.folder}: {c['saved']} saved breaks; in "
+                f"[0, 1] {c['in_range']}/{c['saved']}, in the eps-ball "
+                f"{c['in_eps_ball']}/{c['saved']}, misclassified by float64 forward "
+                f"{c['misclassified_float64']}/{c['saved']}, by {ref}; float32 logits "
+                f"reproduced bit for bit {c['logits_reproduced']}/{c['saved']}"
+            )
+        else:
+            lines.append(f"{'PASS' if r.passed else 'FAIL'} {r.folder}: {r.examples} saved breaks")
+        lines += [f"  note: {note}" for note in r.notes]
+        lines += [f"  FAIL {failure}" for failure in r.failures]
+    return lines
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+@dataclass
+class TransferCell:
+    source: str
+    target: str
+    fooled: int
+    attacked: int  # source examples whose clean image the target classifies correctly
+
+    @property
+    def rate(self) -> float:
+        return self.fooled / self.attacked if self.attacked else float("nan")
+
+
+def _predictions(model: nn.Module, x: Tensor) -> Tensor:
+    from robustsnn.evaluation.views import real_predict
+
+    with torch.no_grad():
+        return real_predict(model, x, batch_size=64)
+
+
+def transfer_matrix(
+    sources: Sequence[str | Path], targets: Sequence[str | Path] = ()
+) -> tuple[list[str], list[str], list[TransferCell]]:
+    """Every source folder's saved examples run on every model: the sources' own models, then
+    ``targets`` (checkpoints or evaluation folders)."""
+    from robustsnn.modelio import load_model
+
+    loaded: list[tuple[str, AdversarialSet]] = []
+    models: dict[str, nn.Module] = {}
+    for source in sources:
+        for folder in evaluation_folders(source):
+            examples, meta = read(folder / ADVERSARIAL_FILE)
+            model, path = load_evaluated_model(folder, meta)
+            name = str(path)
+            loaded.append((name, examples))
+            models.setdefault(name, model)
+    for target in targets:
+        path = Path(target)
+        if path.is_dir():
+            for folder in evaluation_folders(path):
+                meta = read(folder / ADVERSARIAL_FILE)[1]
+                model, found = load_evaluated_model(folder, meta)
+                models.setdefault(str(found), model)
+        elif path.is_file():
+            models.setdefault(str(path), load_model(path, "cpu")[0].eval())
+        else:
+            raise UserError(f"target {path} is neither a checkpoint nor an evaluation folder")
+    cells = []
+    for name, examples in loaded:
+        for target_name, model in models.items():
+            if len(examples) == 0:
+                cells.append(TransferCell(name, target_name, 0, 0))
+                continue
+            clean_ok = _predictions(model, examples.clean) == examples.label
+            fooled = _predictions(model, examples.adversarial) != examples.label
+            cells.append(
+                TransferCell(name, target_name, int((fooled & clean_ok).sum()), int(clean_ok.sum()))
+            )
+    return [n for n, _ in loaded], list(models), cells
+
+
+def transfer_lines(sources: list[str], targets: list[str], cells: list[TransferCell]) -> list[str]:
+    """A text matrix: rows = whose examples, columns = the model they run on."""
+    short = {name: f"M{i + 1}" for i, name in enumerate(dict.fromkeys(sources + targets))}
+    lines = [f"{label} = {name}" for name, label in short.items()]
+    lines.append(
+        "rows: the model whose saved examples are run; columns: the model they run on; cell: "
+        "fooled / examples whose clean image that model classifies correctly, rate [Wilson 95%]"
+    )
+    lines.append("from \\ on  " + "".join(f"{short[t]:>28}" for t in targets))
+    for s in sources:
+        row = f"{short[s]:<11}"
+        for t in targets:
+            cell = next(c for c in cells if c.source == s and c.target == t)
+            if cell.attacked:
+                lo, hi = wilson_interval(cell.fooled, cell.attacked)
+                text = f"{cell.fooled}/{cell.attacked} {cell.rate:.0%} [{lo:.0%}, {hi:.0%}]"
+            else:
+                text = "n/a"
+            row += f"{text:>28}"
+        lines.append(row)
+    return lines
+
+
+__all__ = [
+    "RecheckResult",
+    "TransferCell",
+    "evaluation_folders",
+    "misclassified",
+    "recheck",
+    "recheck_folder",
+    "recheck_lines",
+    "transfer_lines",
+    "transfer_matrix",
+]
