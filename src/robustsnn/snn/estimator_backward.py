@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from robustsnn.snn import triton_kernels
 from robustsnn.snn.dynamics import _run
 from robustsnn.snn.estimators import ASSG, BPTT, HART, PDSG, RGA, Estimator, RelativeBPTT
 from robustsnn.snn.run_state import RunState
@@ -191,6 +192,21 @@ class ElementwiseBPTT(torch.autograd.Function):
         sg, theta, out, h_all = ctx.saved_tensors
         steps, leak, soft_reset, static, spec = ctx.config
         theta = theta.detach()
+        if triton_kernels.use_kernels(grad_out):  # the recursion in one launch (CUDA)
+            keep_h = not (soft_reset or spec.detach_reset or spec.cut_temporal)
+            grad_in, _, _ = triton_kernels.backward(
+                grad_out,
+                theta,
+                leak,
+                soft_reset,
+                static,
+                membranes=h_all if keep_h else None,
+                out=out,
+                multiplier=sg,
+                detach_reset=spec.detach_reset,
+                cut_temporal=spec.cut_temporal,
+            )
+            return grad_in, None, None, None, None, None, None, None
         if spec.cut_temporal:
             local = grad_out * theta * sg  # dL/ds[t] * sg[t], no carry-over
             if static:

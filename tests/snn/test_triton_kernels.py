@@ -1,0 +1,285 @@
+"""The fused Triton kernels against the reference dynamics, run on CPU through Triton's
+interpreter (``ROBUSTSNN_KERNELS=triton``): forward spikes and membranes bit-identical,
+gradients (input, threshold, initial membrane, upstream weights) equal within float32/float64
+rounding, for every surrogate, reset, leak and initial membrane, odd shapes, T = 1 and T = 32,
+and every estimator that reaches the kernels through the spiking layer."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from robustsnn.errors import UserError
+from robustsnn.snn import SpikingNeuron, parse_estimator, triton_kernels
+from robustsnn.snn.dynamics import BPTRFunction, BPTTFunction, _run, reference_if
+from robustsnn.snn.neuron import RUN_STATE_KEY
+from robustsnn.snn.run_state import RunState
+from robustsnn.snn.surrogates import Surrogate
+
+pytestmark = pytest.mark.skipif(
+    not triton_kernels.available(),
+    reason="triton is not installed (pip install --no-deps triton): the kernel tests need it",
+)
+
+KINDS = ("pcw", "exp", "expd", "rect", "ste")
+GAMMA = {"pcw": 0.5, "exp": 2.0, "expd": 1.0, "rect": 0.5, "ste": 1.0}
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+class Calls:
+    """Counts the kernel launches, so a test fails if the dispatch silently took the
+    reference path (which would compare the reference with itself)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.forward = 0
+        self.backward = 0
+        for name in ("forward", "backward"):
+            original = getattr(triton_kernels, name)
+            monkeypatch.setattr(triton_kernels, name, self._counted(name, original))
+
+    def _counted(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            setattr(self, name, getattr(self, name) + 1)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Calls]:
+    yield Calls(monkeypatch)
+
+
+def _mode(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    monkeypatch.setenv(triton_kernels.KERNELS_ENV, mode)
+
+
+def _close(actual: torch.Tensor | None, expected: torch.Tensor | None, what: str) -> None:
+    assert actual is not None and expected is not None, what
+    tol = TOL[expected.dtype]
+    scale = max(1.0, float(expected.abs().max()))
+    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * scale, msg=what)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def test_kernel_dispatch_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.zeros(3)
+    _mode(monkeypatch, "auto")
+    assert not triton_kernels.use_kernels(x)  # CPU keeps today's path
+    _mode(monkeypatch, "triton")
+    assert triton_kernels.use_kernels(x)  # the interpreter
+    assert triton_kernels.use_kernels(x.double())
+    assert not triton_kernels.use_kernels(x.half())  # half precision: reference path
+    _mode(monkeypatch, "reference")
+    assert not triton_kernels.use_kernels(x)
+    _mode(monkeypatch, "fast")
+    with pytest.raises(UserError, match="ROBUSTSNN_KERNELS"):
+        triton_kernels.use_kernels(x)
+
+
+# --------------------------------------------------------------------------- forward
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("steps", [1, 32])
+def test_triton_forward_is_bit_identical(
+    monkeypatch: pytest.MonkeyPatch, calls: Calls, steps: int, dtype: torch.dtype
+) -> None:
+    """Spikes, membranes and the fired mask equal the reference bit for bit (every reset,
+    leak, initial membrane and input coding; an odd neuron count)."""
+    gen = torch.Generator().manual_seed(steps)
+    theta = torch.tensor(0.37, dtype=dtype)
+    launches = 0
+    for static, soft, leak, init_kind in itertools.product(
+        (False, True), (False, True), (1.0, 0.9), ("none", "scalar", "per-neuron")
+    ):
+        shape = (3, 5, 7) if static else (steps, 3, 5, 7)
+        inputs = (torch.rand(shape, generator=gen, dtype=dtype) * 1.4 - 0.3) * theta
+        init = {
+            "none": None,
+            "scalar": theta * 0.5,
+            "per-neuron": torch.rand((3, 5, 7), generator=gen, dtype=dtype) * theta,
+        }[init_kind]
+        results = []
+        for mode in ("reference", "triton"):
+            _mode(monkeypatch, mode)
+            membranes = torch.empty((steps, 3, 5, 7), dtype=dtype)
+            fired = torch.empty((3, 5, 7), dtype=dtype)
+            out = _run(inputs, theta, steps, leak, soft, static, membranes, fired, init)
+            results.append((out, membranes, fired))
+        launches += 1
+        case = f"static={static} soft={soft} leak={leak} init={init_kind}"
+        for name, ref, got in zip(("out", "membranes", "fired"), *results, strict=True):
+            assert torch.equal(ref, got), f"{name} differs: {case}"
+        assert results[0][0].ne(0).any(), "no spikes: the case tests nothing"
+    assert calls.forward == launches
+
+
+# --------------------------------------------------------------------------- BPTT
+
+
+def _bptt_case(
+    kind: str,
+    *,
+    steps: int,
+    static: bool,
+    soft: bool,
+    leak: float,
+    init_kind: str,
+    dtype: torch.dtype,
+    seed: int,
+    reference: bool = False,
+) -> dict[str, torch.Tensor | None]:
+    """Output and gradients of a Linear -> spiking layer (odd sizes) under BPTT(kind)."""
+    gen = torch.Generator().manual_seed(seed)
+    batch, features, hidden = 3, 11, 35
+    z = torch.rand((batch if static else steps * batch, features), generator=gen, dtype=dtype)
+    weight = (torch.randn((hidden, features), generator=gen, dtype=dtype) * 0.3).requires_grad_()
+    theta = torch.tensor(0.6, dtype=dtype, requires_grad=True)
+    upstream = torch.randn((steps, batch, hidden), generator=gen, dtype=dtype)
+    offset = torch.rand((batch, hidden), generator=gen, dtype=dtype) * 0.5
+    z.requires_grad_()
+    init: torch.Tensor | None = None
+    if init_kind == "scalar":
+        init = theta * 0.5
+    elif init_kind == "per-neuron":
+        init = (theta.detach() * 0.5 + offset).requires_grad_()
+    currents = z @ weight.T + 0.1
+    inputs = currents if static else currents.view(steps, batch, hidden)
+    surrogate = Surrogate(kind, GAMMA[kind])
+    if reference:
+        out = reference_if(inputs, theta, steps, leak, soft, surrogate, static, init)
+    else:
+        out = BPTTFunction.apply(inputs, theta, steps, leak, soft, static, surrogate, init)
+    leaves = {"z": z, "weight": weight, "theta": theta}
+    if init_kind == "per-neuron":
+        assert init is not None
+        leaves["init"] = init
+    grads = torch.autograd.grad(out, list(leaves.values()), upstream, allow_unused=True)
+    return {"out": out.detach(), **dict(zip(leaves, grads, strict=True))}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_triton_bptt_kernel_matches_reference(
+    monkeypatch: pytest.MonkeyPatch, calls: Calls, kind: str
+) -> None:
+    """Every surrogate x reset x leak x initial membrane x input coding, T = 1 and 32, float32
+    and float64: identical spikes, equal gradients of the input, the upstream weights, the
+    threshold and the initial membrane (the CPU fused path and, in float64, per-step autograd)."""
+    cases = list(
+        itertools.product(
+            (1, 32), (False, True), (False, True), (1.0, 0.8), ("none", "scalar", "per-neuron")
+        )
+    )
+    for index, (steps, static, soft, leak, init_kind) in enumerate(cases):
+        dtype = torch.float64 if index % 2 else torch.float32
+        if steps == 1 and static:
+            continue  # a static input at T = 1 is an ordinary time-merged one
+        config = dict(
+            steps=steps, static=static, soft=soft, leak=leak, init_kind=init_kind, dtype=dtype
+        )
+        _mode(monkeypatch, "reference")
+        expected = _bptt_case(kind, seed=index, **config)  # type: ignore[arg-type]
+        _mode(monkeypatch, "triton")
+        before = calls.backward
+        got = _bptt_case(kind, seed=index, **config)  # type: ignore[arg-type]
+        assert calls.backward == before + 1
+        case = f"{kind} {config}"
+        assert torch.equal(got["out"], expected["out"]), f"spikes differ: {case}"
+        for name in expected:
+            if name != "out":
+                _close(got[name], expected[name], f"d{name}: {case}")
+        if dtype == torch.float64:
+            truth = _bptt_case(kind, seed=index, reference=True, **config)  # type: ignore[arg-type]
+            for name in truth:
+                _close(got[name], truth[name], f"d{name} vs per-step autograd: {case}")
+
+
+def test_kernel_bptr_matches_reference(monkeypatch: pytest.MonkeyPatch, calls: Calls) -> None:
+    gen = torch.Generator().manual_seed(3)
+    for static, soft in itertools.product((False, True), (False, True)):
+        inputs = torch.rand((5, 7) if static else (8, 5, 7), generator=gen)
+        upstream = torch.randn((8, 5, 7), generator=gen)
+        results = []
+        for mode in ("reference", "triton"):
+            _mode(monkeypatch, mode)
+            x = inputs.clone().requires_grad_()
+            theta = torch.tensor(0.4, requires_grad=True)
+            out = BPTRFunction.apply(x, theta, 8, 0.9, soft, static)
+            results.append((out.detach(), *torch.autograd.grad(out, (x, theta), upstream)))
+        assert torch.equal(results[0][0], results[1][0])
+        for ref, got in zip(results[0][1:], results[1][1:], strict=True):
+            _close(got, ref, f"bptr static={static} soft={soft}")
+    assert calls.forward == 4
+
+
+# --------------------------------------------------------------------------- estimators
+
+ESTIMATORS = (
+    "bptt-pcw-1",
+    "bptt-rect-0.5-dr",
+    "bptt-rel-pcw-0.5",
+    "bptt-rel-exp-1-dr",
+    "hart-1",
+    "assg-atan-0.425-dr",
+    "assg-pcw-0.85",
+    "pdsg",
+    "rga",
+    "bptr",
+)
+
+
+def _layer_run(
+    name: str, *, steps: int, static: bool, soft: bool, leak: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, ...]:
+    """Two attack iterations of one conv-shaped spiking layer (channels-first, odd sizes)
+    under estimator ``name``; returns the outputs and input gradients of both."""
+    gen = torch.Generator().manual_seed(11)
+    batch = 3
+    neuron = SpikingNeuron(threshold=0.45, leak=leak, reset="soft" if soft else "hard", v_init=0.5)
+    neuron.to(dtype)
+    neuron.name = "layer"
+    neuron.context.steps, neuron.context.batch = steps, batch
+    neuron.context.estimator = parse_estimator(name)
+    neuron.context.extra = {RUN_STATE_KEY: RunState()}
+    shape = (batch if static else steps * batch, 4, 3, 5)
+    x = (torch.rand(shape, generator=gen, dtype=dtype) * 0.8).requires_grad_()
+    upstream = torch.randn((steps * batch, 4, 3, 5), generator=gen, dtype=dtype)
+    results: list[torch.Tensor] = []
+    for step in range(2):  # the second pass sees ASSG's updated moments
+        out = neuron(x + 0.05 * step)
+        (grad,) = torch.autograd.grad(out, x, upstream)
+        results += [out.detach(), grad]
+    return tuple(results)
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_estimators_through_the_triton_kernels(
+    monkeypatch: pytest.MonkeyPatch, calls: Calls, name: str
+) -> None:
+    """The spiking layer under each estimator: outputs identical and input gradients equal with
+    the kernels (forward always; backward where the estimator has a recursion)."""
+    configs = [
+        dict(steps=6, static=False, soft=False, leak=1.0, dtype=torch.float32),
+        dict(steps=5, static=True, soft=True, leak=0.9, dtype=torch.float64),
+    ]
+    for config in configs:
+        _mode(monkeypatch, "reference")
+        expected = _layer_run(name, **config)  # type: ignore[arg-type]
+        _mode(monkeypatch, "triton")
+        got = _layer_run(name, **config)  # type: ignore[arg-type]
+        for index, (ref, value) in enumerate(zip(expected, got, strict=True)):
+            if index % 2 == 0:
+                assert torch.equal(ref, value), f"{name} {config}: outputs differ"
+            else:
+                assert value.abs().sum() > 0, f"{name} {config}: zero gradient"
+                _close(value, ref, f"{name} {config}: input gradient")
+    assert calls.forward >= 4
+    recursive = name not in ("rga", "bptr")
+    assert (calls.backward >= 4) == recursive
