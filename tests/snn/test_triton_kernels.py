@@ -283,3 +283,16 @@ def test_estimators_through_the_triton_kernels(
     assert calls.forward >= 4
     recursive = name not in ("rga", "bptr")
     assert (calls.backward >= 4) == recursive
+
+
+def test_kernel_override_takes_precedence_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.zeros(3)
+    _mode(monkeypatch, "reference")
+    with triton_kernels.kernel_override("triton"):
+        assert triton_kernels.use_kernels(x)
+        with triton_kernels.kernel_override(None):
+            assert triton_kernels.use_kernels(x)
+    assert not triton_kernels.use_kernels(x)
+    with pytest.raises(ValueError, match="kernel mode"):
+        with triton_kernels.kernel_override("fast"):
+            pass

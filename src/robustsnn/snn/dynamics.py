@@ -34,7 +34,9 @@ run in blocks of ``BLOCK`` elements, all T steps of a block before the next, so 
 stay in cache; surrogates of the paper's families (pcw, exp, expd, rect, ste) run as in-place
 formulas with their constant factor folded into another product; the hard-reset factor
 ``(1 - s)`` in the backward is one ``threshold_backward`` kernel (keep the gradient where
-``theta - h > 0``). The same code runs on CUDA (plain tensor ops, no CPU-only calls).
+``theta - h > 0``). The same code runs on CUDA (plain tensor ops, no CPU-only calls); there,
+when triton is importable, the forward loop and the BPTT backward run instead as one fused Triton
+kernel launch each (``snn/triton_kernels.py``; ``ROBUSTSNN_KERNELS=reference`` switches it off).
 """
 
 from __future__ import annotations

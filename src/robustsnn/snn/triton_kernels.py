@@ -31,7 +31,8 @@ graph and the kernels only replace the time loops. What stays on the reference p
   reference backward;
 * dtypes other than float32/float64 (half precision) run the reference path.
 
-Dispatch (:func:`use_kernels`): environment variable ``ROBUSTSNN_KERNELS``:
+Dispatch (:func:`use_kernels`): environment variable ``ROBUSTSNN_KERNELS`` (or, in code, the
+context manager :func:`kernel_override`):
 ``auto`` (default: the kernels on CUDA float32 tensors when triton is importable, today's path
 elsewhere), ``reference`` (never the kernels), ``triton`` (the kernels on every float32/float64
 tensor, CPU tensors through Triton's interpreter: how the tests verify them without a GPU).
@@ -44,8 +45,9 @@ spikes are bit-identical. The backward reorders a few products (ulp-level differ
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -58,6 +60,7 @@ from robustsnn.errors import UserError
 triton: Any = None
 tl: Any = None
 _IMPORTED: bool | None = None
+_OVERRIDE: str | None = None  # set by kernel_override(); takes precedence over the environment
 
 KERNELS_ENV = "ROBUSTSNN_KERNELS"
 KERNEL_MODES = ("auto", "reference", "triton")
@@ -85,13 +88,28 @@ def available() -> bool:
 
 
 def kernel_mode() -> str:
-    """The dispatch mode from ``ROBUSTSNN_KERNELS`` (``auto`` when unset)."""
-    mode = os.environ.get(KERNELS_ENV, "auto").strip().lower() or "auto"
+    """The dispatch mode: :func:`kernel_override`'s, else ``ROBUSTSNN_KERNELS`` (``auto``)."""
+    mode = _OVERRIDE or os.environ.get(KERNELS_ENV, "auto").strip().lower() or "auto"
     if mode not in KERNEL_MODES:
         raise UserError(
             f"{KERNELS_ENV}={mode!r} is not a kernel mode; use one of {', '.join(KERNEL_MODES)}"
         )
     return mode
+
+
+@contextlib.contextmanager
+def kernel_override(mode: str | None) -> Iterator[None]:
+    """Run the block (forward and backward) in dispatch ``mode`` (None: leave it as it is);
+    benchmarks compare the kernels and the reference path in one process this way."""
+    global _OVERRIDE
+    if mode is not None and mode not in KERNEL_MODES:
+        raise ValueError(f"kernel mode must be one of {KERNEL_MODES}, not {mode!r}")
+    previous = _OVERRIDE
+    _OVERRIDE = mode if mode is not None else previous
+    try:
+        yield
+    finally:
+        _OVERRIDE = previous
 
 
 def use_kernels(tensor: Tensor) -> bool:
