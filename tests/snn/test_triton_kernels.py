@@ -296,3 +296,56 @@ def test_kernel_override_takes_precedence_and_restores(monkeypatch: pytest.Monke
     with pytest.raises(ValueError, match="kernel mode"):
         with triton_kernels.kernel_override("fast"):
             pass
+
+
+# --------------------------------------------------------------------------- GPU code
+
+
+def _compile_for_sm90(
+    fn: Callable[..., None], pointers: int, ints: dict[str, str], **constexprs: Any
+) -> Any:
+    """Compile ``fn`` ahead of time for an H100/H200 (sm_90): no GPU needed."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    jitted = triton.jit(fn)
+    names = jitted.arg_names
+    signature = {name: "*fp32" for name in names[:pointers]}
+    signature.update(ints)
+    signature.update({name: "constexpr" for name in constexprs})
+    source = ASTSource(jitted, signature, constexprs)
+    target = GPUTarget("cuda", 90, 32)
+    return triton.compile(source, target=target, options=dict(triton_kernels.COMPILE_OPTIONS))
+
+
+def test_kernels_compile_for_the_gpu_without_fma() -> None:
+    """The compiled (not interpreted) kernels build for sm_90, and the forward's PTX has no
+    fused multiply-add: ``u * leak + I`` rounds twice, as on CPU, so spikes stay identical."""
+    from triton.backends import backends
+
+    if "nvidia" not in backends:
+        pytest.skip("this triton build has no NVIDIA compiler backend")
+    forward = _compile_for_sm90(
+        triton_kernels._forward_kernel,
+        7,
+        {"n": "i32", "steps": "i32"},
+        STATIC=False, SOFT=True, LEAKY=True, INIT=2, KEEP_H=True, FIRED=False, BLOCK=1024,
+    )  # fmt: skip
+    ptx = forward.asm["ptx"]
+    assert "mul.rn.f32" in ptx and "fma.rn.f32" not in ptx
+    for config in (
+        dict(SOFT=False, DETACH=False, CUT=False, SURROGATE=1, HAS_H=True, NEED_THETA=True,
+             NEED_H0=True),
+        dict(SOFT=True, DETACH=True, CUT=False, SURROGATE=0, HAS_H=False, NEED_THETA=False,
+             NEED_H0=False),
+        dict(SOFT=False, DETACH=False, CUT=True, SURROGATE=0, HAS_H=False, NEED_THETA=False,
+             NEED_H0=False),
+    ):  # fmt: skip
+        backward = _compile_for_sm90(
+            triton_kernels._backward_kernel,
+            9,
+            {"n": "i32", "steps": "i32", "last": "i64"},
+            STATIC=True, BLOCK=1024, **config,
+        )  # fmt: skip
+        assert backward.asm["cubin"]

@@ -33,14 +33,16 @@ graph and the kernels only replace the time loops. What stays on the reference p
 
 Dispatch (:func:`use_kernels`): environment variable ``ROBUSTSNN_KERNELS`` (or, in code, the
 context manager :func:`kernel_override`):
-``auto`` (default: the kernels on CUDA float32 tensors when triton is importable, today's path
-elsewhere), ``reference`` (never the kernels), ``triton`` (the kernels on every float32/float64
+``auto`` (default: the kernels on CUDA float32/float64 tensors when triton is importable,
+today's path elsewhere), ``reference`` (never the kernels), ``triton`` (the kernels on every float32/float64
 tensor, CPU tensors through Triton's interpreter: how the tests verify them without a GPU).
 
 Exactness: the forward does the same floating-point operations in the same order as the
 reference (``h = u * leak + I``, the reset as a select), and the launches pass
 ``enable_fp_fusion=False`` so the GPU compiler cannot contract ``u * leak + I`` into an FMA:
-spikes are bit-identical. The backward reorders a few products (ulp-level differences).
+spikes are bit-identical (``tests/snn/test_triton_kernels.py`` compiles the kernels for sm_90
+ahead of time, no GPU needed, and checks the PTX has no FMA). The backward reorders a few
+products (ulp-level differences).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ _OVERRIDE: str | None = None  # set by kernel_override(); takes precedence over 
 KERNELS_ENV = "ROBUSTSNN_KERNELS"
 KERNEL_MODES = ("auto", "reference", "triton")
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
+# no FMA contraction: the forward must round ``u * leak`` and ``+ I`` separately, as on CPU
+COMPILE_OPTIONS = {"enable_fp_fusion": False}
 BLOCK = 1024  # neurons per program (GPU); the interpreter uses one program per INTERPRET_BLOCK
 INTERPRET_BLOCK = 1 << 14
 
@@ -123,7 +127,7 @@ def use_kernels(tensor: Tensor) -> bool:
         return False
     if mode == "triton":
         return tensor.device.type in ("cuda", "cpu")
-    return tensor.device.type == "cuda" and tensor.dtype == torch.float32
+    return tensor.device.type == "cuda"
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -392,7 +396,7 @@ def forward(
         KEEP_H=membranes is not None,
         FIRED=fired is not None,
         BLOCK=block,
-        enable_fp_fusion=False,
+        **COMPILE_OPTIONS,
     )
     return out
 
@@ -479,7 +483,7 @@ def backward(
             NEED_THETA=need_theta,
             NEED_H0=need_h0,
             BLOCK=block,
-            enable_fp_fusion=False,
+            **COMPILE_OPTIONS,
         )
     grad_theta = partial.sum() if partial is not None else None
     return grad_in, grad_theta, grad_h0
