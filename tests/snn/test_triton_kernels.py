@@ -371,3 +371,15 @@ def test_kernels_compile_for_the_gpu_without_fma() -> None:
             STATIC=True, BLOCK=1024, **config,
         )  # fmt: skip
         assert backward.asm["cubin"]
+
+
+def test_forcing_the_kernels_without_triton_is_a_user_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(triton_kernels, "_IMPORTED", False)  # as if triton were not installed
+    x = torch.zeros(3, device="cpu")
+    _mode(monkeypatch, "auto")
+    assert not triton_kernels.use_kernels(x)
+    _mode(monkeypatch, "triton")
+    with pytest.raises(UserError, match="pip install --no-deps triton"):
+        triton_kernels.use_kernels(x)

@@ -124,6 +124,11 @@ def use_kernels(tensor: Tensor) -> bool:
     if mode == "auto" and tensor.device.type != "cuda":
         return False  # without importing triton
     if not available():
+        if mode == "triton":
+            raise UserError(
+                f"{KERNELS_ENV}=triton forces the Triton kernels, but triton is not importable; "
+                f"install it (pip install --no-deps triton) or unset {KERNELS_ENV}"
+            )
         return False
     if mode == "triton":
         return tensor.device.type in ("cuda", "cpu")
