@@ -339,11 +339,23 @@ def _grid_block(tensor: Tensor, numel: int) -> tuple[tuple[int], int, bool]:
     return ((numel + block - 1) // block,), block, interpret
 
 
+_PARAMS: dict[tuple[Any, ...], Tensor] = {}
+
+
 def _params(
     dtype: torch.dtype, device: torch.device, leak: float, gamma: float = 1.0, steps: int = 1
 ) -> Tensor:
-    # in the tensor's dtype, as the reference's Python scalars are rounded to it
-    return torch.tensor([leak, gamma, 0.3, float(steps)], dtype=dtype, device=device)
+    """``[leak, gamma, 0.3, T]`` on the device, in the tensor's dtype (as the reference rounds
+    its Python scalars to it; Triton would pass a Python float as float32). Cached: a fresh
+    host-to-device copy per launch would synchronise the CUDA stream every time."""
+    key = (dtype, device, leak, gamma, steps)
+    params = _PARAMS.get(key)
+    if params is None:
+        if len(_PARAMS) > 4096:
+            _PARAMS.clear()
+        params = torch.tensor([leak, gamma, 0.3, float(steps)], dtype=dtype, device=device)
+        _PARAMS[key] = params
+    return params
 
 
 def forward(
