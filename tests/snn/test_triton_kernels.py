@@ -383,3 +383,33 @@ def test_forcing_the_kernels_without_triton_is_a_user_error(
     _mode(monkeypatch, "triton")
     with pytest.raises(UserError, match="pip install --no-deps triton"):
         triton_kernels.use_kernels(x)
+
+
+def test_unknown_surrogate_kind_keeps_the_reference_backward(
+    monkeypatch: pytest.MonkeyPatch, calls: Calls
+) -> None:
+    """A surrogate kind the kernel does not know: forward fused, backward on the reference
+    path with ``surrogate.grad``, equal to per-step autograd."""
+
+    class Sigmoidish(Surrogate):
+        def grad(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            s = torch.sigmoid(4.0 * x)
+            return 4.0 * s * (1 - s)
+
+    _mode(monkeypatch, "triton")
+    gen = torch.Generator().manual_seed(2)
+    inputs = torch.rand((6, 3, 5), generator=gen, dtype=torch.float64)
+    upstream = torch.randn((6, 3, 5), generator=gen, dtype=torch.float64)
+    surrogate = Sigmoidish("custom")
+    grads = []
+    for fused in (True, False):
+        x = inputs.clone().requires_grad_()
+        theta = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+        if fused:
+            out = BPTTFunction.apply(x, theta, 6, 0.9, False, False, surrogate)
+        else:
+            out = reference_if(x, theta, 6, 0.9, False, surrogate)
+        grads.append(torch.autograd.grad(out, (x, theta), upstream))
+    assert (calls.forward, calls.backward) == (1, 0)
+    for got, expected in zip(*grads, strict=True):
+        _close(got, expected, "custom surrogate")

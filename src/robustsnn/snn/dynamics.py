@@ -318,7 +318,8 @@ def _bptt_backward(
     ``[B, ...]``, from which each block's membranes are recomputed into a block-sized buffer.
     """
     fast = _fast_surrogate(surrogate)
-    if fast is not None and triton_kernels.use_kernels(grad_out):
+    kernel_surrogate = fast is not None and triton_kernels.supports_surrogate(surrogate.kind)
+    if kernel_surrogate and triton_kernels.use_kernels(grad_out):
         return _kernel_backward(
             grad_out, out, saved, recompute, theta, leak, soft_reset, static, surrogate,
             need_theta, init, grad_init,

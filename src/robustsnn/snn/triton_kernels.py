@@ -84,7 +84,7 @@ def available() -> bool:
         try:
             import triton as triton_module
             import triton.language as language
-        except ImportError:
+        except Exception:  # noqa: BLE001 - missing or broken: the reference path runs
             _IMPORTED = False
         else:
             triton, tl, _IMPORTED = triton_module, language, True
@@ -332,6 +332,11 @@ def _launcher(fn: Callable[..., None], interpret: bool) -> Any:
     return launcher
 
 
+def _on_device(device: torch.device) -> Any:
+    """Launch on the tensors' GPU (Triton launches on the current CUDA device)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _grid_block(tensor: Tensor, numel: int) -> tuple[tuple[int], int, bool]:
     interpret = tensor.device.type == "cpu"
     block = INTERPRET_BLOCK if interpret else BLOCK
@@ -396,25 +401,26 @@ def forward(
     grid, block, interpret = _grid_block(currents, numel)
     if numel == 0:
         return out
-    _launcher(_forward_kernel, interpret)[grid](
-        currents,
-        theta,
-        _params(dtype, device, leak),
-        init_arg,
-        out,
-        membranes if membranes is not None else out,
-        fired if fired is not None else out,
-        numel,
-        steps,
-        STATIC=static,
-        SOFT=soft_reset,
-        LEAKY=leak != 1.0,
-        INIT=init_mode,
-        KEEP_H=membranes is not None,
-        FIRED=fired is not None,
-        BLOCK=block,
-        **COMPILE_OPTIONS,
-    )
+    with _on_device(device):
+        _launcher(_forward_kernel, interpret)[grid](
+            currents,
+            theta,
+            _params(dtype, device, leak),
+            init_arg,
+            out,
+            membranes if membranes is not None else out,
+            fired if fired is not None else out,
+            numel,
+            steps,
+            STATIC=static,
+            SOFT=soft_reset,
+            LEAKY=leak != 1.0,
+            INIT=init_mode,
+            KEEP_H=membranes is not None,
+            FIRED=fired is not None,
+            BLOCK=block,
+            **COMPILE_OPTIONS,
+        )
     return out
 
 
@@ -478,30 +484,31 @@ def backward(
         else grads
     )
     if numel:
-        _launcher(_backward_kernel, interpret)[grid](
-            grads,
-            h,
-            spikes,
-            sg,
-            theta.detach().to(dtype).reshape(1),
-            _params(dtype, device, leak, gamma, steps),
-            grad_in,
-            grad_h0 if grad_h0 is not None else grad_in,
-            partial if partial is not None else grad_in,
-            numel,
-            steps,
-            (steps - 1) * numel,  # offset of the last step (an int64 argument when large)
-            STATIC=static,
-            SOFT=soft_reset,
-            DETACH=detach_reset,
-            CUT=cut_temporal,
-            SURROGATE=code,
-            HAS_H=membranes is not None,
-            NEED_THETA=need_theta,
-            NEED_H0=need_h0,
-            BLOCK=block,
-            **COMPILE_OPTIONS,
-        )
+        with _on_device(device):
+            _launcher(_backward_kernel, interpret)[grid](
+                grads,
+                h,
+                spikes,
+                sg,
+                theta.detach().to(dtype).reshape(1),
+                _params(dtype, device, leak, gamma, steps),
+                grad_in,
+                grad_h0 if grad_h0 is not None else grad_in,
+                partial if partial is not None else grad_in,
+                numel,
+                steps,
+                (steps - 1) * numel,  # offset of the last step (an int64 argument when large)
+                STATIC=static,
+                SOFT=soft_reset,
+                DETACH=detach_reset,
+                CUT=cut_temporal,
+                SURROGATE=code,
+                HAS_H=membranes is not None,
+                NEED_THETA=need_theta,
+                NEED_H0=need_h0,
+                BLOCK=block,
+                **COMPILE_OPTIONS,
+            )
     grad_theta = partial.sum() if partial is not None else None
     return grad_in, grad_theta, grad_h0
 
