@@ -413,3 +413,60 @@ def test_unknown_surrogate_kind_keeps_the_reference_backward(
     assert (calls.forward, calls.backward) == (1, 0)
     for got, expected in zip(*grads, strict=True):
         _close(got, expected, "custom surrogate")
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+def test_kernel_threshold_and_init_gradients_with_detached_reset(soft: bool) -> None:
+    """With the reset detached (``u = h - stopgrad(s) theta`` / ``h (1 - stopgrad(s))``) and a
+    precomputed multiplier, the kernel's threshold and initial-membrane gradients equal
+    per-step autograd (float64, CPU interpreter)."""
+    steps, leak = 7, 0.9
+    surrogate = Surrogate("pcw", 0.7)
+    gen = torch.Generator().manual_seed(4)
+    inputs = torch.rand((steps, 3, 5), generator=gen, dtype=torch.float64)
+    upstream = torch.randn((steps, 3, 5), generator=gen, dtype=torch.float64)
+    init0 = torch.rand((3, 5), generator=gen, dtype=torch.float64) * 0.3
+
+    class Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):  # type: ignore[override]
+            ctx.save_for_backward(x)
+            return (x >= 0).to(x.dtype)
+
+        @staticmethod
+        def backward(ctx, g):  # type: ignore[override]
+            (x,) = ctx.saved_tensors
+            return g * surrogate.grad(x)
+
+    x = inputs.clone().requires_grad_()
+    theta = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    init = init0.clone().requires_grad_()
+    u, outs = init, []
+    for t in range(steps):
+        h = leak * u + x[t]
+        s = Spike.apply(h - theta)
+        u = h - s.detach() * theta if soft else h * (1 - s.detach())
+        outs.append(s * theta)
+    expected = torch.autograd.grad(torch.stack(outs), (x, theta, init), upstream)
+
+    membranes = torch.empty((steps, 3, 5), dtype=torch.float64)
+    out = triton_kernels.forward(
+        inputs, theta.detach(), steps, leak, soft, False, membranes, init=init0
+    )
+    grad_in, grad_theta, grad_h0 = triton_kernels.backward(
+        upstream,
+        theta.detach(),
+        leak,
+        soft,
+        False,
+        membranes=membranes,
+        out=out,
+        multiplier=surrogate.grad(membranes - theta.detach()),
+        detach_reset=True,
+        need_theta=True,
+        need_h0=True,
+    )
+    assert grad_h0 is not None
+    got = (grad_in, grad_theta, grad_h0.view(3, 5) * leak)
+    for name, a, b in zip(("input", "theta", "init"), got, expected, strict=True):
+        _close(a, b, f"{name} (soft={soft})")

@@ -447,8 +447,10 @@ def backward(
     no membranes are given); exactly one of ``surrogate`` (``(kind, gamma)``, a kind of
     :data:`SURROGATE_CODES`) or ``multiplier`` (``dS/dh`` [T, B, ...]). Static input: the input
     gradient is summed over time (``[B, ...]``). ``cut_temporal`` (HART): no carry-over, the
-    local gradient averaged over time. The threshold gradient is that of the exact graph with
-    the surrogate in place of ``dH/dx`` (not with ``detach_reset`` or ``cut_temporal``).
+    local gradient averaged over time. The threshold gradient is that of the graph (the output
+    ``theta * s``, the spike ``H(h - theta)`` with the multiplier as its derivative, and the soft
+    reset's ``theta * s``, also with ``detach_reset``, which detaches only ``s``), the
+    multiplier itself not differentiated; none with ``cut_temporal``.
     ``dL/dh[0]`` is a flat ``[B*...]`` tensor (the initial membrane's gradient is ``leak``
     times it).
     """
@@ -460,8 +462,8 @@ def backward(
         raise ValueError("this backward needs the membranes")
     if membranes is None and out is None:
         raise ValueError("give the membranes or the output")
-    if need_theta and (detach_reset or cut_temporal):
-        raise ValueError("the kernel gives the threshold gradient of the exact graph only")
+    if (need_theta or need_h0) and cut_temporal:
+        raise ValueError("the temporal cut (HART) gives no threshold or initial-membrane gradient")
     steps = grad_out.shape[0]
     shape = grad_out.shape[1:]
     grads = grad_out.detach().contiguous()
