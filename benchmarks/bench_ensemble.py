@@ -13,6 +13,16 @@ seed; every variant once per round, the order rotating every round, all in one p
     fused-independent   fused dynamics, ``independent=True``: every member attacks every
                         clean-correct sample (the early exit switched off; the same verdicts)
     base-independent    both switched off
+    reference           the package with ``ROBUSTSNN_KERNELS=reference`` (today's dynamics on
+                        every device)
+    triton              the package with the fused Triton kernels forced (issue 23; on CPU they
+                        run through Triton's interpreter: correct, very slow)
+
+On a GPU (``--device cuda``; ``fused`` is then the kernels too, as dispatch is automatic there),
+``reliable`` per sample before/after the kernels:
+
+    python benchmarks/bench_ensemble.py --device cuda --ensemble reliable --n 8 --rounds 2 \
+        --variants triton reference --checkpoint CKPT --data npz:PATH
 
 Reported: samples per second (n / wall seconds of the ``evaluate`` call), wall and CPU medians
 with min-max, per-round ratios to ``fused``, and each variant's clean and robust accuracy (they
@@ -46,7 +56,9 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 VARIANTS = (
     "fused", "base", "fused-independent", "base-independent", "fused-nchw", "base-nchw",
+    "reference", "triton",
 )  # fmt: skip
+KERNEL_VARIANTS = {"reference": "reference", "triton": "triton"}
 DEFAULT_VARIANTS = ("fused", "base", "fused-independent")
 
 
@@ -125,8 +137,8 @@ def build_model(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torc
 
 
 def make_variants(model: nn.Module, names: list[str], baseline: str | None) -> dict[str, Any]:
-    """name -> (model, independent flag, channels-last flag); base variants get the other
-    dynamics.py; ``-nchw`` variants run with ``network.CHANNELS_LAST_ON_CPU`` off."""
+    """name -> (model, independent flag, channels-last flag, kernel mode); base variants get the
+    other dynamics.py; ``-nchw`` variants run with ``network.CHANNELS_LAST_ON_CPU`` off."""
     variants: dict[str, Any] = {}
     base_model = None
     for name in names:
@@ -143,13 +155,17 @@ def make_variants(model: nn.Module, names: list[str], baseline: str | None) -> d
                 base_model = copy.deepcopy(model)
                 if use_dynamics(base_model, load_dynamics(baseline)) == 0:
                     raise SystemExit("the model has no SpikingNeuron to switch")
-            variants[name] = (base_model, independent, channels_last)
+            variants[name] = (base_model, independent, channels_last, None)
         else:
-            variants[name] = (model, independent, channels_last)
+            variants[name] = (model, independent, channels_last, KERNEL_VARIANTS.get(name))
     return variants
 
 
 # ----------------------------------------------------------------------------- one pass
+
+
+def sync() -> None:
+    """Waits for queued device work (replaced by ``torch.cuda.synchronize`` on CUDA)."""
 
 
 def run_once(
@@ -160,24 +176,28 @@ def run_once(
     y: torch.Tensor,
     args: argparse.Namespace,
     ensemble: Any,
+    kernel_mode: str | None = None,
 ) -> dict[str, Any]:
     from robustsnn.evaluation import evaluate
-    from robustsnn.snn import network
+    from robustsnn.snn import network, triton_kernels
 
     network.CHANNELS_LAST_ON_CPU = channels_last
+    sync()
     wall, cpu = time.perf_counter(), time.process_time()
-    res = evaluate(
-        model,
-        x,
-        y,
-        eps=args.eps,
-        ensemble=ensemble,
-        independent=independent,
-        batch_size=len(y),
-        seed=args.seed,
-        quiet=True,
-        diagnostics="none",
-    )
+    with triton_kernels.kernel_override(kernel_mode):
+        res = evaluate(
+            model,
+            x,
+            y,
+            eps=args.eps,
+            ensemble=ensemble,
+            independent=independent,
+            batch_size=len(y),
+            seed=args.seed,
+            quiet=True,
+            diagnostics="none",
+        )
+        sync()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     name = res["ensemble"]
     return {
@@ -203,15 +223,16 @@ def warm_up(variants: dict[str, Any], x: torch.Tensor, y: torch.Tensor, args: ar
             {"attack": "pgd", "estimator": "bptr", "params": {"steps": 2}},
         ]
     )
-    for model, independent, channels_last in variants.values():
-        run_once(model, independent, channels_last, x, y, args, tiny)
+    for model, independent, channels_last, kernel_mode in variants.values():
+        run_once(model, independent, channels_last, x, y, args, tiny, kernel_mode)
 
 
 # ----------------------------------------------------------------------------- report
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]], n: int) -> dict[str, Any]:
-    ref = runs.get("fused")
+    """Per variant: samples/s and per-round time ratios to ``fused`` (else the first variant)."""
+    ref = runs.get("fused") or next(iter(runs.values()), None)
     out: dict[str, Any] = {}
     for name, items in runs.items():
         wall = [r["wall_s"] for r in items]
@@ -249,13 +270,14 @@ def summarize(runs: dict[str, list[dict[str, Any]]], n: int) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     cfg = result["config"]
+    ref = cfg.get("ratio_reference", "fused")
     print(
         f"\n== {cfg['ensemble']} eps {cfg['eps']:.4f}, n = {cfg['n']}, T = {cfg['T']}, "
         f"{cfg['threads']} thread(s), {cfg['rounds']} rounds; {result['model']}"
     )
     print(
-        f"{'variant':<19}{'samples/s':>10}{'median s':>10}{'min-max s':>14}{'x fused':>8}"
-        f"{'(min-max)':>12}{'cpu x fused':>12}{'clean':>7}{'robust':>8}{'same':>6}"
+        f"{'variant':<19}{'samples/s':>10}{'median s':>10}{'min-max s':>14}"
+        f"{'x ' + ref[:6]:>9}{'(min-max)':>12}{'cpu x':>7}{'clean':>7}{'robust':>8}{'same':>6}"
     )
     nan = float("nan")
     for name, e in result["summary"].items():
@@ -266,8 +288,8 @@ def print_table(result: dict[str, Any]) -> None:
         same = "yes" if not e.get("verdicts_differing_from_fused") else "NO"
         print(
             f"{name:<19}{e['samples_per_s']:>10.3f}{e['median_s']:>10.1f}{rng:>14}"
-            f"{e.get('time_ratio_to_fused', nan):>8.2f}{rr:>12}"
-            f"{e.get('cpu_ratio_to_fused', nan):>12.2f}{clean:>7}{robust:>8}{same:>6}"
+            f"{e.get('time_ratio_to_fused', nan):>9.2f}{rr:>12}"
+            f"{e.get('cpu_ratio_to_fused', nan):>7.2f}{clean:>7}{robust:>8}{same:>6}"
         )
 
 
@@ -288,8 +310,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/<time>.json)")
     p.add_argument("--label", default="", help="free text stored in the JSON")
+    p.add_argument("--device", default="cpu", help="torch device of the model and images")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    global sync
+    if args.device.startswith("cuda"):
+        sync = torch.cuda.synchronize
     from bench_layers import machine, write_result
 
     from robustsnn.evaluation import parse_eps
@@ -301,7 +327,7 @@ def main() -> None:
             k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ
         },
         "label": args.label,
-        "machine": machine(),
+        "machine": machine(args.device),
         "config": {
             "ensemble": args.ensemble,
             "eps": args.eps,
@@ -314,9 +340,12 @@ def main() -> None:
             "baseline_dynamics": args.baseline_dynamics,
             "checkpoint": args.checkpoint,
             "data": args.data,
+            "device": args.device,
+            "ratio_reference": "fused" if "fused" in args.variants else args.variants[0],
         },
     }
     model, x, y, source = build_model(args)
+    model, x, y = model.to(args.device), x.to(args.device), y.to(args.device)
     result["model"] = source
     variants = make_variants(model, args.variants, args.baseline_dynamics)
     warm_up(variants, x[:4], y[:4], args)
@@ -325,9 +354,11 @@ def main() -> None:
     for r in range(args.rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            model_v, independent, channels_last = variants[name]
+            model_v, independent, channels_last, kernel_mode = variants[name]
             runs[name].append(
-                run_once(model_v, independent, channels_last, x, y, args, args.ensemble)
+                run_once(
+                    model_v, independent, channels_last, x, y, args, args.ensemble, kernel_mode
+                )
             )
             last = runs[name][-1]
             print(

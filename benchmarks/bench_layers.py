@@ -20,7 +20,17 @@ increase over the RSS just before the pass).
     python benchmarks/bench_layers.py --variants ann robustsnn --modes fwdbwd
 
 Peers are optional (``pip install --no-deps spikingjelly snntorch`` plus ``loguru`` for
-SpikingJelly 2.x); a missing one is skipped with a note.
+SpikingJelly 2.x); a missing one is skipped with a note. SpikingJelly 2.x picks its fastest
+multi-step IF implementation on CUDA itself (native CUDA or Triton, ``SJ_IF_CUDA_IMPLEMENTATION``
+= auto) for the built-in ``PiecewiseQuadratic`` surrogate used here.
+
+Kernels (issue 23): ``robustsnn`` runs the reference dynamics (``ROBUSTSNN_KERNELS=reference``
+for its passes, today's path on every device), ``robustsnn-triton`` the fused Triton kernels
+(``snn/triton_kernels.py``; on CPU through Triton's interpreter: correct, not fast). On CUDA
+the default variants include ``robustsnn-triton``:
+
+    python benchmarks/bench_layers.py --device cuda --threads 1 --rounds 7
+    python benchmarks/bench_layers.py --device cuda --model vgg11 --batch 128 --threads 1
 """
 
 from __future__ import annotations
@@ -307,17 +317,36 @@ class SnnTorchNet(nn.Module):
         return total / self.steps
 
 
+KERNEL_MODE_ATTR = "kernel_mode"
+"""Attribute of a variant's module naming the robustsnn kernel mode its passes run in."""
+
+
+def with_kernel_mode(model: nn.Module, mode: str) -> nn.Module:
+    """Tag ``model`` so that :func:`make_step` and :func:`consistency` run it in ``mode``."""
+    setattr(model, KERNEL_MODE_ATTR, mode)
+    return model
+
+
+def kernel_mode_of(model: nn.Module) -> Any:
+    """A context manager running the forward and backward of ``model`` in its kernel mode."""
+    from robustsnn.snn import triton_kernels
+
+    return triton_kernels.kernel_override(getattr(model, KERNEL_MODE_ATTR, None))
+
+
 def build_variant(name: str, ann: nn.Module, thetas: list[float], steps: int) -> nn.Module:
     """One benchmark variant as a module x [B, 3, 32, 32] -> logits."""
     ann = copy.deepcopy(ann)
+    if name == "robustsnn":  # today's path on every device (the reference of the kernels)
+        return with_kernel_mode(build_robustsnn(ann, thetas, steps, naive=False), "reference")
+    if name == "robustsnn-triton":
+        return with_kernel_mode(build_robustsnn(ann, thetas, steps, naive=False), "triton")
     if name == "ann":
         return TimesANN(ann, steps)
     if name == "ann-cl":
         return TimesANN(ChannelsLastInput(ann), steps)
     if name == "ann-merged":
         return MergedANN(ann, steps)
-    if name == "robustsnn":
-        return build_robustsnn(ann, thetas, steps, naive=False)
     if name == "robustsnn-nchw":
         return NCHWNetwork(build_robustsnn(ann, thetas, steps, naive=False))
     if name.startswith("robustsnn-chunk"):
@@ -348,6 +377,10 @@ PEER_MODULES = {"spikingjelly": "spikingjelly", "snntorch": "snntorch"}
 
 def available(name: str) -> str | None:
     """None if the variant can run, else why not."""
+    if name == "robustsnn-triton":
+        from robustsnn.snn import triton_kernels
+
+        return None if triton_kernels.available() else "triton not importable"
     module = PEER_MODULES.get(name)
     if module is None:
         return None
@@ -368,7 +401,7 @@ def make_step(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None
     if mode == "fwd":
 
         def fwd() -> None:
-            with torch.no_grad():
+            with torch.no_grad(), kernel_mode_of(model):
                 model(x)
 
         return fwd
@@ -381,7 +414,8 @@ def make_step(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None
             for _ in range(model.steps):
                 model.ann(xx).sum().backward()
         else:
-            model(xx).sum().backward()
+            with kernel_mode_of(model):
+                model(xx).sum().backward()
 
     return fwdbwd
 
@@ -475,11 +509,13 @@ def consistency(models: dict[str, nn.Module], x: torch.Tensor) -> dict[str, Any]
     if "robustsnn" not in models:
         return out
     with torch.no_grad():
-        ref = models["robustsnn"](x)
+        with kernel_mode_of(models["robustsnn"]):
+            ref = models["robustsnn"](x)
         for name, model in models.items():
             if name in ("robustsnn", "ann", "ann-merged"):
                 continue
-            logits = model(x)
+            with kernel_mode_of(model):
+                logits = model(x)
             out[name] = {
                 "max_abs_logit_diff": float((logits - ref).abs().max()),
                 "same_argmax": float((logits.argmax(1) == ref.argmax(1)).float().mean()),
@@ -582,6 +618,12 @@ def summarize(
                 entry["cpu_ratio_to_ann"] = statistics.median(cpu_ratios)
                 entry["cpu_ratio_min"] = min(cpu_ratios)
                 entry["cpu_ratio_max"] = max(cpu_ratios)
+            peer = by_variant.get("spikingjelly")
+            if peer and name != "spikingjelly":  # per-round speed-up over SpikingJelly
+                speedups = [p / v for p, v in zip(peer, values, strict=True)]
+                entry["speedup_vs_spikingjelly"] = statistics.median(speedups)
+                entry["speedup_vs_spikingjelly_min"] = min(speedups)
+                entry["speedup_vs_spikingjelly_max"] = max(speedups)
             summary[mode][name] = entry
     return summary
 
@@ -592,7 +634,7 @@ def print_table(result: dict[str, Any]) -> None:
             f"\n== {threads} thread(s), batch {result['config']['batch']}, T={result['config']['T']}"
         )
         print(
-            f"{'variant':<16}{'mode':<8}{'median ms':>10}{'min-max ms':>14}{'x ANN':>7}"
+            f"{'variant':<18}{'mode':<8}{'median ms':>10}{'min-max ms':>14}{'x ANN':>7}"
             f"{'(min-max)':>12}{'cpu ms':>8}{'cpu x ANN':>10}{'(min-max)':>12}"
         )
         nan = float("nan")
@@ -602,12 +644,20 @@ def print_table(result: dict[str, Any]) -> None:
                 rr = f"{e.get('ratio_min', nan):.2f}-{e.get('ratio_max', nan):.2f}"
                 crr = f"{e.get('cpu_ratio_min', nan):.2f}-{e.get('cpu_ratio_max', nan):.2f}"
                 print(
-                    f"{name:<16}{mode:<8}{1e3 * e['median_s']:>10.0f}{rng:>14}"
+                    f"{name:<18}{mode:<8}{1e3 * e['median_s']:>10.0f}{rng:>14}"
                     f"{e.get('ratio_to_ann', nan):>7.2f}{rr:>12}{1e3 * e['cpu_median_s']:>8.0f}"
                     f"{e.get('cpu_ratio_to_ann', nan):>10.2f}{crr:>12}"
                 )
+        for mode, by_variant in block["summary"].items():
+            for name, e in by_variant.items():
+                if "speedup_vs_spikingjelly" in e:
+                    print(
+                        f"{name:<18}{mode:<8}{e['speedup_vs_spikingjelly']:.2f}x faster than "
+                        f"spikingjelly per round ({e['speedup_vs_spikingjelly_min']:.2f}-"
+                        f"{e['speedup_vs_spikingjelly_max']:.2f})"
+                    )
         for name, why in block["skipped"].items():
-            print(f"{name:<16}skipped: {why}")
+            print(f"{name:<18}skipped: {why}")
         for name, c in block["check"].items():
             print(
                 f"check {name}: max |logit - robustsnn| = {c['max_abs_logit_diff']:.2e}, "
@@ -623,11 +673,11 @@ def print_table(result: dict[str, Any]) -> None:
         sj = result["memory"].get("spikingjelly", {}).get(peak_key)
         for name, m in result["memory"].items():
             if "error" in m:
-                print(f"{name:<16}{m['error']}")
+                print(f"{name:<18}{m['error']}")
                 continue
             rel = f"  {m[peak_key] / sj:.2f} x spikingjelly" if sj else ""
             print(
-                f"{name:<16}peak {m[peak_key]:7.0f} MiB, +{m['increase_mib']:6.0f} MiB over "
+                f"{name:<18}peak {m[peak_key]:7.0f} MiB, +{m['increase_mib']:6.0f} MiB over "
                 f"{m[before_key]:.0f} MiB before the pass{rel}"
             )
 
@@ -675,7 +725,12 @@ def write_result(result: dict[str, Any], prefix: str, out: Path | None) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        help=f"default: {' '.join(DEFAULT_VARIANTS)} (on CUDA also robustsnn-triton)",
+    )
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--rounds", type=int, default=5)
@@ -705,6 +760,10 @@ def main() -> None:
     )
     p.add_argument("--worker", choices=("timing", "memory"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.variants is None:
+        args.variants = list(DEFAULT_VARIANTS)
+        if args.device.startswith("cuda"):
+            args.variants.insert(args.variants.index("robustsnn") + 1, "robustsnn-triton")
     if "ann" not in args.variants and not args.worker:
         args.variants.insert(0, "ann")
     if args.baseline_dynamics:

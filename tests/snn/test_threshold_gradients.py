@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustsnn.snn import parse_estimator
+from robustsnn.snn import parse_estimator, triton_kernels
 from robustsnn.snn.estimator_backward import backward_spec, spiking_layer
 from robustsnn.snn.estimators import gives_threshold_gradient
 from robustsnn.snn.run_state import RunState
@@ -56,6 +56,19 @@ def _linearised_loss(inputs, theta, weights, hs, ss, sg, theta0, leak, soft, det
 @pytest.mark.parametrize("soft", [True, False])
 @pytest.mark.parametrize("leak,v_init", [(1.0, 0.5), (0.9, 0.0)])
 def test_threshold_gradient_matches_finite_differences(name, soft, leak, v_init):
+    _check_against_finite_differences(name, soft, leak, v_init)
+
+
+@pytest.mark.skipif(not triton_kernels.available(), reason="triton is not installed")
+@pytest.mark.parametrize("name", ["bptt-rel-pcw-1", "bptt-rel-pcw-1-dr"])
+@pytest.mark.parametrize("soft", [True, False])
+def test_threshold_gradient_through_the_triton_kernel_matches_finite_differences(name, soft):
+    """The same check with the backward recursion in the Triton kernel (CPU interpreter)."""
+    with triton_kernels.kernel_override("triton"):
+        _check_against_finite_differences(name, soft, 1.0, 0.5)
+
+
+def _check_against_finite_differences(name, soft, leak, v_init):
     gen = torch.Generator().manual_seed(3)
     theta0 = 0.7
     inputs0 = torch.rand(STEPS, 3, 6, generator=gen, dtype=torch.float64) * 1.2 - 0.1

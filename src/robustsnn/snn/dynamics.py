@@ -34,7 +34,9 @@ run in blocks of ``BLOCK`` elements, all T steps of a block before the next, so 
 stay in cache; surrogates of the paper's families (pcw, exp, expd, rect, ste) run as in-place
 formulas with their constant factor folded into another product; the hard-reset factor
 ``(1 - s)`` in the backward is one ``threshold_backward`` kernel (keep the gradient where
-``theta - h > 0``). The same code runs on CUDA (plain tensor ops, no CPU-only calls).
+``theta - h > 0``). The same code runs on CUDA (plain tensor ops, no CPU-only calls); there,
+when triton is importable, the forward loop and the BPTT backward run instead as one fused Triton
+kernel launch each (``snn/triton_kernels.py``; ``ROBUSTSNN_KERNELS=reference`` switches it off).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from collections.abc import Callable
 import torch
 
 from robustsnn.snn import surrogates as _surrogates
+from robustsnn.snn import triton_kernels
 from robustsnn.snn.surrogates import Surrogate
 
 # Recompute the membranes of a static-input layer in the backward instead of storing T copies.
@@ -157,6 +160,10 @@ def _run(
     the next, so the membrane and spike scratch stay in cache; spikes are float 0/1 (comparisons
     and products on bool tensors are several times slower on CPU).
     """
+    if triton_kernels.use_kernels(inputs):  # one fused launch (CUDA; see triton_kernels)
+        return triton_kernels.forward(
+            inputs, theta, steps, leak, soft_reset, static, membranes, fired, init
+        )
     currents = _flat_currents(inputs, steps, static)
     first = currents[0]
     numel = first.numel()
@@ -310,9 +317,15 @@ def _bptt_backward(
     ``saved``: the membranes ``[T, B, ...]``, or with ``recompute`` the static input current
     ``[B, ...]``, from which each block's membranes are recomputed into a block-sized buffer.
     """
+    fast = _fast_surrogate(surrogate)
+    kernel_surrogate = fast is not None and triton_kernels.supports_surrogate(surrogate.kind)
+    if kernel_surrogate and triton_kernels.use_kernels(grad_out):
+        return _kernel_backward(
+            grad_out, out, saved, recompute, theta, leak, soft_reset, static, surrogate,
+            need_theta, init, grad_init,
+        )  # fmt: skip
     steps = grad_out.shape[0]
     shape = grad_out.shape[1:]
-    fast = _fast_surrogate(surrogate)
     grads = grad_out.reshape(steps, -1)
     numel = grads.shape[1]
     hs = None if recompute else saved.reshape(steps, numel)
@@ -413,6 +426,45 @@ def _bptt_backward(
     result = acc if acc is not None else grad_in
     assert result is not None
     return result.view(shape if static else grad_out.shape), grad_theta
+
+
+def _kernel_backward(
+    grad_out: torch.Tensor,
+    out: torch.Tensor,
+    saved: torch.Tensor,
+    recompute: bool,
+    theta: torch.Tensor,
+    leak: float,
+    soft_reset: bool,
+    static: bool,
+    surrogate: Surrogate,
+    need_theta: bool,
+    init: torch.Tensor | None,
+    grad_init: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_bptt_backward` through the Triton kernels (a static layer's membranes are
+    recomputed by one forward launch first)."""
+    membranes = saved
+    if recompute:
+        steps = grad_out.shape[0]
+        membranes = torch.empty_like(grad_out)
+        triton_kernels.forward(
+            saved, theta, steps, leak, soft_reset, static, membranes=membranes, init=init
+        )
+    grad_in, grad_theta, grad_h0 = triton_kernels.backward(
+        grad_out,
+        theta,
+        leak,
+        soft_reset,
+        static,
+        membranes=membranes,
+        surrogate=(surrogate.kind, surrogate.gamma),
+        need_theta=need_theta,
+        need_h0=grad_init is not None,
+    )
+    if grad_init is not None and grad_h0 is not None:
+        grad_init.copy_(grad_h0)
+    return grad_in, grad_theta
 
 
 class BPTTFunction(torch.autograd.Function):

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from robustsnn.snn import triton_kernels
 from robustsnn.snn.dynamics import _run
 from robustsnn.snn.estimators import ASSG, BPTT, HART, PDSG, RGA, Estimator, RelativeBPTT
 from robustsnn.snn.run_state import RunState
@@ -207,6 +208,31 @@ class ElementwiseBPTT(torch.autograd.Function):
         sg, theta, out, h_all = ctx.saved_tensors
         steps, leak, soft_reset, static, spec = ctx.config
         theta = theta.detach()
+        if triton_kernels.use_kernels(grad_out):  # the recursion in one launch (CUDA)
+            keep_h = not (soft_reset or spec.detach_reset or spec.cut_temporal)
+            fused_theta = ctx.needs_input_grad[1] and not spec.cut_temporal
+            fused_h0 = (
+                ctx.init_shape is not None and ctx.needs_input_grad[7] and not spec.cut_temporal
+            )
+            grad_in, grad_theta_k, grad_h0 = triton_kernels.backward(
+                grad_out,
+                theta,
+                leak,
+                soft_reset,
+                static,
+                membranes=h_all if keep_h else None,
+                out=out,
+                multiplier=sg,
+                detach_reset=spec.detach_reset,
+                cut_temporal=spec.cut_temporal,
+                need_theta=fused_theta,
+                need_h0=fused_h0,
+            )
+            init_grad = None
+            if fused_h0 and grad_h0 is not None:
+                first = grad_h0.view(grad_out.shape[1:]) * leak
+                init_grad = _sum_to_shape(first, ctx.init_shape)
+            return grad_in, grad_theta_k, None, None, None, None, None, init_grad
         if spec.cut_temporal:
             local = grad_out * theta * sg  # dL/ds[t] * sg[t], no carry-over
             if static:
