@@ -12,7 +12,7 @@ from robustsnn.errors import UserError
 
 def test_defaults_are_the_quickstart() -> None:
     cfg = load_config()
-    assert cfg.data.dataset == "mnist5k" and cfg.snn.T == 8 and cfg.finetune.beta == 2.0
+    assert cfg.data.dataset == "mnist5k" and cfg.snn.T == 8 and cfg.finetune.beta == 6.0
 
 
 def test_shipped_configs_load() -> None:
