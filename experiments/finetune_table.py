@@ -40,21 +40,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("reference", help="evaluation folder of the ANN")
     parser.add_argument("rows", nargs="+", help="LABEL=EVAL_DIR[:FINETUNE_DIR]")
+    parser.add_argument(
+        "--common", action="store_true", help="every row (the ANN too) on the images all rows share"
+    )
     args = parser.parse_args()
     reference = Path(args.reference)
     ann = _records(reference)
     rows = [("ANN", reference, None)]
     for item in args.rows:
-        label, _, paths = item.partition("=")
+        label, _, paths = item.rpartition("=")
         eval_dir, _, ft_dir = paths.partition(":")
         rows.append((label, Path(eval_dir), Path(ft_dir) if ft_dir else None))
     print(
         "| model | n | clean | robust | robust vs ANN (paired) | ensemble | checks | finetuning |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    common = set(ann)
+    if args.common:
+        for _, folder, _ in rows:
+            common &= set(_records(folder))
     for label, folder, ft in rows:
         records = _records(folder)
-        shared = sorted(set(records) & set(ann))
+        shared = sorted(set(records) & common)
         n = len(shared)
         clean = sum(bool(records[i]["clean_correct"]) for i in shared) / n
         robust_flags = [bool(records[i]["robust"]) for i in shared]

@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--escalate", action="store_true", help="escalate at each T (see evaluate)")
     p.add_argument("--escalate-levels", type=int, default=1)
     p.add_argument("--data-dir", default=None)
+    p.add_argument(
+        "--label", default=None, help="curve name in latency.json (default: CKPT's name)"
+    )
     p.add_argument("--out", default=None, help="folder for latency.json (default: beside CKPT)")
     _common(p)
 
@@ -571,6 +574,7 @@ def cmd_latency(a: argparse.Namespace) -> None:
     out = Path(a.out) if a.out else Path(a.checkpoint).parent / f"latency-{Path(a.checkpoint).stem}"
     data = latency_curve(
         a.checkpoint, steps, out_dir=out, ensemble=a.ensemble, eps=a.eps, n=a.n, seed=a.seed,
+        label=a.label,
         batch_size=a.batch_size, device=a.device, data_dir=a.data_dir, diagnostics=a.diagnostics,
         escalation=EscalationPolicy(a.escalate_levels) if a.escalate else None, quiet=a.quiet,
     )  # fmt: skip
