@@ -60,6 +60,7 @@ def test_compact_mapping_and_yaml_forms_parse_to_the_same_spec():
         ("pgd/nonsense", "unknown gradient estimator"),
         ("pgd[steps]/bptr", "needs k=v"),
         ({"attack": "pgd", "estimators": ["bptr"]}, "unknown key"),
+        ("{attack: pgd, params: {steps: 3", "not valid YAML"),
     ],
 )
 def test_bad_adversary_specs_are_one_line_errors(spec, message):

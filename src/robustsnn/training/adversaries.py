@@ -195,7 +195,13 @@ def parse_adversary(
         data = {"attack": "kl"}
     elif isinstance(spec, str):
         text = spec.strip()
-        data = yaml.safe_load(text) if text.startswith("{") else _parse_compact(text)
+        try:
+            data = yaml.safe_load(text) if text.startswith("{") else _parse_compact(text)
+        except yaml.YAMLError:
+            raise UserError(
+                f"finetuning adversary {text!r} is not valid YAML; write e.g. "
+                "{attack: pgd, params: {steps: 3}, estimator: [bptr, ann-proxy]}"
+            ) from None
     else:
         data = dict(spec)
     if not isinstance(data, Mapping):
