@@ -262,7 +262,22 @@ def load_teacher(
         raise UserError(
             f"teacher {path} is an SNN; distillation needs the robust ANN it was converted from"
         )
+    _check_teacher_matches(path, teacher_meta.get("arch") or {}, meta.get("arch") or {})
     return _frozen(model), str(path)
+
+
+def _check_teacher_matches(
+    path: Path, teacher_arch: dict[str, Any], snn_arch: dict[str, Any]
+) -> None:
+    """Refuse a teacher that sees other inputs or predicts other classes than the SNN (e.g. an
+    MNIST ANN given to a CIFAR SNN), in one line before any batch runs."""
+    for key in ("num_classes", "in_channels", "image_size"):
+        want, got = snn_arch.get(key), teacher_arch.get(key)
+        if want is not None and got is not None and want != got:
+            raise UserError(
+                f"teacher {path} has {key} {got}, the SNN {want}: distill from the ANN of the "
+                "same task (--teacher PATH of that ANN, or --teacher proxy)"
+            )
 
 
 def finetune_snn(
