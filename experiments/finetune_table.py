@@ -29,11 +29,16 @@ def _records(folder: Path) -> dict[int, dict[str, Any]]:
 
 
 def _finetune_seconds(folder: Path | None) -> str:
+    """Wall time of the finetuning epochs, and their CPU time where the log records it."""
     if folder is None or not (folder / "log.jsonl").is_file():
         return "-"
     rows = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line]
-    seconds = sum(float(r.get("seconds", 0.0)) for r in rows if r.get("phase") == "finetune")
-    return f"{seconds / 60:.0f} min"
+    rows = [r for r in rows if r.get("phase") == "finetune"]
+    wall = sum(float(r.get("seconds", 0.0)) for r in rows)
+    text = f"{wall / 60:.0f} min wall"
+    if rows and all("cpu_seconds" in r for r in rows):
+        text += f", {sum(float(r['cpu_seconds']) for r in rows) / 60:.0f} CPU-min"
+    return text
 
 
 def main() -> None:

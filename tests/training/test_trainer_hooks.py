@@ -82,7 +82,16 @@ def test_cosine_schedule_per_step_and_log_fields(tmp_path, toy_dataset, small_cn
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
     for r in log:
-        assert {"phase", "epoch", "loss", "train_accuracy", "lr", "seconds"} <= r.keys()
+        assert {
+            "phase",
+            "epoch",
+            "loss",
+            "train_accuracy",
+            "lr",
+            "seconds",
+            "cpu_seconds",
+        } <= r.keys()
+        assert r["cpu_seconds"] > 0
         assert r["clean_accuracy"] == 0.5 and 0 <= r["train_accuracy"] <= 1
     assert log[0]["lr"] == pytest.approx(0.1)
     assert log[1]["lr"] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 3 / 6)))

@@ -456,7 +456,7 @@ class Trainer:
     ) -> dict[str, Any]:
         total_steps = steps_per_epoch * self.epochs
         self.train_model.train()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss*n, correct, n
         first_lr = None
         batches = iterate_batches(
@@ -517,6 +517,8 @@ class Trainer:
             "train_accuracy": correct / max(count, 1.0),
             "lr": first_lr if first_lr is not None else self.lr,
             "seconds": round(time.perf_counter() - start, 3),
+            # CPU time of the whole process (all threads): the cost on a shared machine
+            "cpu_seconds": round(time.process_time() - cpu_start, 3),
         }
 
     def fit(self, dataset: Dataset) -> list[dict[str, Any]]:
