@@ -24,6 +24,11 @@ from robustsnn.evaluation.table import diagnostics_verdict
 
 
 def _records(folder: Path) -> dict[int, dict[str, Any]]:
+    if not (folder / "records.jsonl").is_file() or not (folder / "evaluation.json").is_file():
+        raise SystemExit(
+            f"{folder}: no finished evaluation (records.jsonl and evaluation.json); run "
+            "`robustsnn evaluate ... --out` into it first or wait until it ends"
+        )
     lines = (folder / "records.jsonl").read_text().splitlines()
     return {int(r["index"]): r for r in (json.loads(line) for line in lines if line.strip())}
 
