@@ -39,11 +39,11 @@ def make_toy_dataset(n_train: int = 48, n_test: int = 32, seed: int = 0) -> Data
     return Dataset(TOY_INFO, x_train, y_train, x_test, y_test)
 
 
-def make_small_cnn(seed: int = 0) -> nn.Module:
+def make_small_cnn(seed: int = 0, num_classes: int = 2) -> nn.Module:
     torch.manual_seed(seed)
     return build_model(
         "cnn_small",
-        num_classes=2,
+        num_classes=num_classes,
         in_channels=1,
         image_size=8,
         mean=TOY_INFO.mean,

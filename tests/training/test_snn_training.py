@@ -18,7 +18,6 @@ from robustsnn.checkpoint import load_tensors
 from robustsnn.conversion import convert
 from robustsnn.errors import UserError
 from robustsnn.modelio import load_model, save_ann, save_snn
-from robustsnn.models import build_model
 from robustsnn.snn import THRESHOLD_MIN, SpikingNetwork
 from robustsnn.training import (
     OrthogonalityRegularizer,
@@ -472,20 +471,10 @@ def test_distill_finds_the_source_ann_or_says_how(tmp_path, source, small_cnn):
     assert load_model(path)[1]["finetune"]["teacher"] == str(ann_path)
 
 
-def test_distill_refuses_a_teacher_of_another_task(tmp_path, source):
+def test_distill_refuses_a_teacher_of_another_task(tmp_path, source, small_cnn):
     """A teacher with other classes or input shape (e.g. an MNIST ANN for a CIFAR SNN) is one
     clear line before any batch runs, not a shape error inside the loss."""
-    torch.manual_seed(0)
-    other = build_model(
-        "cnn_small",
-        num_classes=3,
-        in_channels=1,
-        image_size=8,
-        mean=(0.5,),
-        std=(0.25,),
-        width=4,
-        fc=16,
-    )
+    other = small_cnn(num_classes=3)
     other_path = tmp_path / "other.safetensors"
     save_ann(other_path, other)
     with pytest.raises(UserError, match="num_classes 3, the SNN 2"):
