@@ -179,9 +179,11 @@ class _ModeSpy(nn.Module):
         self.body = tiny_linear()
         self.dropout = nn.Dropout(0.5)
         self.modes: set[bool] = set()
+        self.trainable: set[bool] = set()
 
     def forward(self, x: Tensor) -> Tensor:
         self.modes.add(self.training)
+        self.trainable.add(any(p.requires_grad for p in self.parameters()))
         return self.dropout(self.body(x))
 
 
@@ -189,6 +191,8 @@ def test_runs_in_eval_mode_and_restores_every_flag() -> None:
     model = _ModeSpy()
     model.train()
     model.body.eval()  # mixed flags must come back as they were
+    frozen = next(model.parameters())
+    frozen.requires_grad_(False)  # and a frozen parameter stays frozen
     x = images(6)
     evaluate(
         model,
@@ -201,6 +205,11 @@ def test_runs_in_eval_mode_and_restores_every_flag() -> None:
     )
     assert model.modes == {False}
     assert model.training and model.dropout.training and not model.body.training
+    # attacks differentiate the input only: no parameter requires a gradient meanwhile
+    assert model.trainable == {False}
+    assert [p.requires_grad for p in model.parameters()] == [
+        p is not frozen for p in model.parameters()
+    ]
 
 
 def test_clean_only_and_input_errors() -> None:

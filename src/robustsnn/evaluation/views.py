@@ -57,21 +57,28 @@ def real_predict(model: nn.Module, x: Tensor, batch_size: int | None = None) -> 
 
 @contextmanager
 def eval_mode(*models: nn.Module | None) -> Iterator[None]:
-    """Put ``models`` in eval mode inside the block; restore every submodule's flag after."""
-    saved = [
-        (module, module.training)
-        for model in models
-        if isinstance(model, nn.Module)
-        for module in model.modules()
-    ]
-    for model in models:
-        if isinstance(model, nn.Module):
-            model.eval()
+    """Put ``models`` in eval mode, with no parameter requiring a gradient, inside the block;
+    restore every submodule's mode and every parameter's ``requires_grad`` after.
+
+    Attacks differentiate the input only. A spiking layer's backward computes its threshold's
+    gradient whenever the threshold requires one (an autograd Function cannot know that the
+    caller asked for the input's gradient alone), so leaving the parameters trainable costs
+    every attack step that work for nothing; the input gradient is the same either way.
+    """
+    modules = [m for m in models if isinstance(m, nn.Module)]
+    saved = [(module, module.training) for model in modules for module in model.modules()]
+    trainable = [p for model in modules for p in model.parameters() if p.requires_grad]
+    for model in modules:
+        model.eval()
+    for parameter in trainable:
+        parameter.requires_grad_(False)
     try:
         yield
     finally:
         for module, flag in saved:
             module.training = flag
+        for parameter in trainable:
+            parameter.requires_grad_(True)
 
 
 def derive_seed(seed: int, *parts: object) -> int:

@@ -33,9 +33,9 @@ import torch
 from torch import Tensor
 
 from robustsnn.snn import triton_kernels
-from robustsnn.snn.dynamics import _run
+from robustsnn.snn.dynamics import _block_size, _blocks, _run
 from robustsnn.snn.estimators import ASSG, BPTT, HART, PDSG, RGA, Estimator, RelativeBPTT
-from robustsnn.snn.run_state import RunState
+from robustsnn.snn.run_state import Moments, RunState
 
 Multiplier = Callable[[Tensor, Tensor], Tensor]
 """``(membranes h [T, B, ...], theta) -> dS/dh [T, B, ...]`` evaluated at ``x = h - theta``."""
@@ -48,6 +48,9 @@ class BackwardSpec:
     multiplier: Multiplier
     detach_reset: bool = False
     cut_temporal: bool = False  # HART: no gradient through the carry-over; time-averaged input
+    # a pure function of (h, theta) element by element: evaluated in the backward, one
+    # cache-sized row at a time, from the saved membranes (no [T, B, ...] multiplier tensor)
+    elementwise: bool = False
 
 
 # ----------------------------------------------------------------------------- multipliers
@@ -72,21 +75,31 @@ def atan_sharpness(a: float) -> float:
     return 2.0 * math.tan(math.pi * a) / math.pi
 
 
-def assg_surrogate(x: Tensor, d: Tensor, family: str, a: float) -> Tensor:
+def assg_surrogate(
+    x: Tensor, d: Tensor, family: str, a: float, out: Tensor | None = None
+) -> Tensor:
     """The ASSG multiplier at ``x = h - theta`` for per-element spreads ``d`` (see :class:`ASSG`).
 
-    ``d`` is consumed (overwritten) to save memory and time.
+    ``d`` and ``x`` are consumed (overwritten) to save memory and time; ``out`` (optional)
+    receives the result.
     """
     if family == "atan":
         # (alpha / 2) / (1 + (pi alpha x / 2)^2) with alpha = c / d
         c = atan_sharpness(a)
-        ratio = torch.div(x, d).mul_(math.pi * c / 2).square_().add_(1.0)
-        return d.mul_(ratio).reciprocal_().mul_(c / 2)
+        ratio = x.div_(d).mul_(math.pi * c / 2).square_().add_(1.0)
+        result = d.mul_(ratio) if out is None else torch.mul(d, ratio, out=out)
+        return result.reciprocal_().mul_(c / 2)
     if family == "pcw":
-        return triangle(x, d.mul_(1.0 / (1.0 - math.sqrt(1.0 - a))))
+        width = d.mul_(1.0 / (1.0 - math.sqrt(1.0 - a)))
+        # triangle(x, width), in place: max(0, width - |x|) / width^2
+        magnitude = x.abs_()
+        result = width - magnitude if out is None else torch.sub(width, magnitude, out=out)
+        return result.clamp_(min=0.0).div_(torch.mul(width, width, out=x))
     if family == "rect":
         width = d.mul_(2.0 / a)
-        return (x.abs() < width / 2).to(x.dtype).div_(width)
+        inside = torch.lt(x.abs_(), width / 2)
+        result = inside.to(x.dtype) if out is None else out.copy_(inside)
+        return result.div_(width)
     raise ValueError(f"unknown ASSG family {family!r}")
 
 
@@ -100,10 +113,7 @@ def assg_spread(h: Tensor, theta: Tensor, estimator: ASSG, state: RunState, laye
     rows = state.rows_for(batch, h.device)
     moments = state.moments(layer, h)
     b1, b2 = estimator.beta1, estimator.beta2
-    everything = batch == moments.seen.shape[0] and bool(
-        torch.equal(rows, torch.arange(batch, device=rows.device))
-    )
-    if everything and bool(moments.seen.all()):  # the common case: update in place
+    if _updates_every_row(moments, rows, batch):  # the common case: update in place
         mean = moments.mean.mul_(b1).add_(ax, alpha=1 - b1)
         dispersion = moments.dispersion.mul_(b2).add_((ax - mean).abs_(), alpha=1 - b2)
         return ax.copy_(dispersion).mul_(estimator.relax).add_(mean).add_(1e-4)
@@ -118,6 +128,55 @@ def assg_spread(h: Tensor, theta: Tensor, estimator: ASSG, state: RunState, laye
     moments.dispersion[:, rows] = dispersion
     moments.seen[rows] = True
     return dispersion.mul_(estimator.relax).add_(mean).add_(1e-4)
+
+
+def _updates_every_row(moments: Moments, rows: Tensor, batch: int) -> bool:
+    """Whether a pass covers every row of the run, in order, each seen before (in-place EMA)."""
+    return (
+        batch == moments.seen.shape[0]
+        and bool(torch.equal(rows, torch.arange(batch, device=rows.device)))
+        and bool(moments.seen.all())
+    )
+
+
+def assg_multiplier(
+    h: Tensor, theta: Tensor, estimator: ASSG, state: RunState, layer: str
+) -> Tensor:
+    """ASSG's multiplier ``[T, B, ...]`` for this pass, updating ``layer``'s moments.
+
+    In the common case (every row of the run, each seen before) the moments are updated and the
+    multiplier written one cache-sized row at a time, with the operations of
+    :func:`assg_spread` and :func:`assg_surrogate` in the same order (bit for bit the same
+    values); otherwise through those two on whole tensors.
+    """
+    batch = h.shape[1]
+    rows = state.rows_for(batch, h.device)
+    moments = state.moments(layer, h)
+    if h.device.type != "cpu" or not _updates_every_row(moments, rows, batch):
+        return assg_surrogate(
+            h - theta, assg_spread(h, theta, estimator, state, layer), estimator.family, estimator.a
+        )
+    steps = h.shape[0]
+    flat_h = h.reshape(steps, -1)
+    mean, dispersion = moments.mean.view(steps, -1), moments.dispersion.view(steps, -1)
+    sg = torch.empty_like(flat_h)
+    numel = flat_h.shape[1]
+    block_size = _block_size(h.device)
+    width = min(block_size, numel)
+    spread_buf = torch.empty(width, dtype=h.dtype, device=h.device)
+    x_buf = torch.empty_like(spread_buf)
+    b1, b2 = estimator.beta1, estimator.beta2
+    for block in _blocks(numel, block_size):
+        n = block.stop - block.start
+        for t in range(steps):
+            h_row, m_row, d_row = flat_h[t, block], mean[t, block], dispersion[t, block]
+            ax = torch.sub(h_row, theta, out=spread_buf[:n]).abs_()
+            m_row.mul_(b1).add_(ax, alpha=1 - b1)
+            d_row.mul_(b2).add_(torch.sub(ax, m_row, out=x_buf[:n]).abs_(), alpha=1 - b2)
+            spread = ax.copy_(d_row).mul_(estimator.relax).add_(m_row).add_(1e-4)
+            x = torch.sub(h_row, theta, out=x_buf[:n])
+            assg_surrogate(x, spread, estimator.family, estimator.a, out=sg[t, block])
+    return sg.view(h.shape)
 
 
 def pdsg_sigma(h: Tensor, channel_dim: int | None, pooled: bool) -> Tensor:
@@ -177,7 +236,15 @@ def _sum_to_shape(grad: Tensor, shape: torch.Size) -> Tensor:
 
 
 class ElementwiseBPTT(torch.autograd.Function):
-    """Exact spiking forward; BPTT backward with a per-element multiplier (see module doc)."""
+    """Exact spiking forward; BPTT backward with a per-element multiplier (see module doc).
+
+    On CPU the multiplier of an elementwise spec is evaluated in the backward, one row of
+    ``BLOCK`` neurons and one step at a time, from the saved membranes, and the BPTT recursion
+    runs block by block into preallocated rows (:func:`_blocked_backward`): the same arithmetic,
+    operation for operation, as the whole-tensor form it replaced (results are bit for bit the
+    same), without a full-size temporary per operation. ASSG's moments are updated in the
+    forward the same way (:func:`assg_multiplier_rows`).
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -195,18 +262,22 @@ class ElementwiseBPTT(torch.autograd.Function):
         membranes = torch.empty((steps, *shape), dtype=inputs.dtype, device=inputs.device)
         options = {} if init is None else {"init": init.detach()}
         out = _run(inputs, theta, steps, leak, soft_reset, static, membranes=membranes, **options)
-        with torch.no_grad():
-            sg = spec.multiplier(membranes, theta.detach()).expand_as(membranes)
-        keep_h = not (soft_reset or spec.detach_reset or spec.cut_temporal)
+        lazy = spec.elementwise and not triton_kernels.use_kernels(inputs)
+        if lazy:
+            sg = membranes  # placeholder: the backward evaluates the multiplier from h
+        else:
+            with torch.no_grad():
+                sg = spec.multiplier(membranes, theta.detach()).expand_as(membranes)
+        keep_h = lazy or not (soft_reset or spec.detach_reset or spec.cut_temporal)
         ctx.save_for_backward(sg, theta, out, membranes if keep_h else theta)
-        ctx.config = (steps, leak, soft_reset, static, spec)
+        ctx.config = (steps, leak, soft_reset, static, spec, lazy)
         ctx.init_shape = None if init is None else init.shape
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         sg, theta, out, h_all = ctx.saved_tensors
-        steps, leak, soft_reset, static, spec = ctx.config
+        steps, leak, soft_reset, static, spec, lazy = ctx.config
         theta = theta.detach()
         if triton_kernels.use_kernels(grad_out):  # the recursion in one launch (CUDA)
             keep_h = not (soft_reset or spec.detach_reset or spec.cut_temporal)
@@ -233,42 +304,156 @@ class ElementwiseBPTT(torch.autograd.Function):
                 first = grad_h0.view(grad_out.shape[1:]) * leak
                 init_grad = _sum_to_shape(first, ctx.init_shape)
             return grad_in, grad_theta_k, None, None, None, None, None, init_grad
+        grad_out = grad_out.contiguous()
+        multiplier_rows = _multiplier_rows(spec, theta, h_all if lazy else None, sg)
         if spec.cut_temporal:
-            local = grad_out * theta * sg  # dL/ds[t] * sg[t], no carry-over
+            # dL/ds[t] * sg[t], no carry-over
+            local = _blocked_products(grad_out, theta, multiplier_rows)
             if static:
                 grad_in = local.sum(0)
             else:
                 grad_in = local.mean(0, keepdim=True).expand_as(local).clone()
             return grad_in, None, None, None, None, None, None, None
-        need_theta = ctx.needs_input_grad[1]
-        grad_steps = torch.empty_like(grad_out)
-        gh_next: Tensor | None = None
-        # dL/dtheta = sum_t g[t].s[t] - dL/ds[t].sg[t] (- gu.s[t] for the soft reset): the
-        # output theta * s, the spike H(h - theta) and the soft reset's theta * s
-        grad_theta = torch.zeros((), dtype=grad_out.dtype, device=grad_out.device)
-        for t in range(steps - 1, -1, -1):
-            g = grad_out[t]
-            ds = g * theta
-            if gh_next is not None:
-                gu = gh_next * leak
-                if not spec.detach_reset:
-                    ds = ds - gu * theta if soft_reset else ds - gu * h_all[t]
-            dh = ds * sg[t]
-            if need_theta:
-                spikes = out[t] / theta  # exactly 0 / 1
-                direct = g - gu if soft_reset and gh_next is not None else g
-                grad_theta = grad_theta + (direct * spikes).sum() - dh.sum()
-            if gh_next is not None:
-                dh = dh + (gu if soft_reset else gu * out[t].eq(0).to(gu.dtype))
-            grad_steps[t] = dh
-            gh_next = dh
+        # dL/ds[t] * sg[t] for every step, kept only for the threshold's gradient
+        products = torch.empty_like(grad_out) if ctx.needs_input_grad[1] else None
+        grad_steps = _blocked_backward(
+            grad_out,
+            theta,
+            out,
+            h_all,
+            leak,
+            soft_reset,
+            spec.detach_reset,
+            multiplier_rows,
+            products,
+        )
+        grad_theta_out = None
+        if products is not None:
+            grad_theta_out = _threshold_gradient(
+                grad_out, grad_steps, products, out, theta, leak, soft_reset
+            )
         grad_in = grad_steps.sum(0) if static else grad_steps
         grad_init = None
-        if ctx.init_shape is not None and gh_next is not None and ctx.needs_input_grad[7]:
+        if ctx.init_shape is not None and ctx.needs_input_grad[7]:
             # h[0] = leak * init + I[0]: the initial membrane's gradient, summed to its shape
-            grad_init = _sum_to_shape(gh_next * leak, ctx.init_shape)
-        grad_theta_out = grad_theta if need_theta else None
+            grad_init = _sum_to_shape(grad_steps[0] * leak, ctx.init_shape)
         return grad_in, grad_theta_out, None, None, None, None, None, grad_init
+
+
+RowMultiplier = Callable[[int, slice], Tensor]
+"""``(t, block) -> sg[t]`` on the flat neurons ``block`` (a view or a block-sized tensor)."""
+
+
+def _multiplier_rows(
+    spec: BackwardSpec, theta: Tensor, membranes: Tensor | None, sg: Tensor
+) -> RowMultiplier:
+    """Rows of the multiplier: evaluated from the membranes (lazy) or read from ``sg``."""
+    steps = sg.shape[0]
+    if membranes is not None:
+        flat_h = membranes.reshape(steps, -1)
+
+        def evaluate(t: int, block: slice) -> Tensor:
+            row = flat_h[t, block]
+            return spec.multiplier(row, theta).expand_as(row)
+
+        return evaluate
+    flat_sg = sg.reshape(steps, -1)
+    return lambda t, block: flat_sg[t, block]
+
+
+def _blocked_products(grad_out: Tensor, theta: Tensor, multiplier_rows: RowMultiplier) -> Tensor:
+    """``grad_out * theta * sg`` as ``[T, ...]``, row by row (HART's temporal cut)."""
+    steps = grad_out.shape[0]
+    grads = grad_out.reshape(steps, -1)
+    local = torch.empty_like(grads)
+    for block in _blocks(grads.shape[1], _block_size(grads.device)):
+        for t in range(steps):
+            torch.mul(grads[t, block], theta, out=local[t, block]).mul_(multiplier_rows(t, block))
+    return local.view(grad_out.shape)
+
+
+def _blocked_backward(
+    grad_out: Tensor,
+    theta: Tensor,
+    out: Tensor,
+    membranes: Tensor,
+    leak: float,
+    soft_reset: bool,
+    detach_reset: bool,
+    multiplier_rows: RowMultiplier,
+    products: Tensor | None = None,
+) -> Tensor:
+    """``dL/dh[t]`` for every step as ``[T, ...]``: BPTT through the reset, block by block.
+
+    ``products``: optional ``[T, ...]`` tensor that receives ``dL/ds[t] * sg[t]``.
+
+    Per step, with ``gu = leak * dL/dh[t+1]`` (the order of operations is that of the
+    whole-tensor loop this replaced, so every value is bit for bit the same)::
+
+        dL/ds[t] = g[t] * theta - gu * theta   (soft)   g[t] * theta - gu * h[t]   (hard)
+                                               (reset detached: g[t] * theta)
+        dL/dh[t] = dL/ds[t] * sg[t] + gu       (soft)   ... + gu * [s[t] == 0]     (hard)
+    """
+    steps = grad_out.shape[0]
+    grads = grad_out.reshape(steps, -1)
+    numel = grads.shape[1]
+    outs = out.reshape(steps, numel)
+    hs = membranes.reshape(steps, numel) if not (soft_reset or detach_reset) else None
+    grad_steps = torch.empty_like(grads)
+    kept = products.view(steps, numel) if products is not None else None
+    block_size = _block_size(grads.device)
+    width = min(block_size, numel)
+    ds_buf = torch.empty(width, dtype=grads.dtype, device=grads.device)
+    tmp_buf = torch.empty_like(ds_buf)
+    gu_buf = torch.empty_like(ds_buf) if leak != 1.0 else None
+    for block in _blocks(numel, block_size):
+        n = block.stop - block.start
+        ds, tmp = ds_buf[:n], tmp_buf[:n]
+        gh_next: Tensor | None = None
+        for t in range(steps - 1, -1, -1):
+            torch.mul(grads[t, block], theta, out=ds)
+            gu: Tensor | None = None
+            if gh_next is not None:
+                # gh_next * 1.0 is gh_next exactly
+                gu = gh_next if gu_buf is None else torch.mul(gh_next, leak, out=gu_buf[:n])
+                if not detach_reset:
+                    other = theta if hs is None else hs[t, block]
+                    ds.sub_(torch.mul(gu, other, out=tmp))
+            dh = torch.mul(ds, multiplier_rows(t, block), out=grad_steps[t, block])
+            if kept is not None:
+                kept[t, block].copy_(dh)
+            if gu is not None:
+                if soft_reset:
+                    dh.add_(gu)
+                else:
+                    torch.eq(outs[t, block], 0, out=tmp)  # 1.0 where no spike
+                    dh.add_(tmp.mul_(gu))
+            gh_next = dh
+    return grad_steps.view(grad_out.shape)
+
+
+def _threshold_gradient(
+    grad_out: Tensor,
+    grad_steps: Tensor,
+    products: Tensor,
+    out: Tensor,
+    theta: Tensor,
+    leak: float,
+    soft: bool,
+) -> Tensor:
+    """``dL/dtheta = sum_t g[t].s[t] - dL/ds[t].sg[t]`` (``- gu.s[t]`` for the soft reset).
+
+    The output ``theta * s``, the spike ``H(h - theta)`` and the soft reset's ``theta * s``.
+    ``products[t]`` holds ``dL/ds[t].sg[t]``; sums run over whole steps, last step first.
+    """
+    steps = grad_out.shape[0]
+    grad_theta = torch.zeros((), dtype=grad_out.dtype, device=grad_out.device)
+    for t in range(steps - 1, -1, -1):
+        g = grad_out[t]
+        spikes = out[t] / theta  # exactly 0 / 1
+        direct = g - grad_steps[t + 1] * leak if soft and t < steps - 1 else g
+        grad_theta = grad_theta + (direct * spikes).sum() - products[t].sum()
+    return grad_theta
 
 
 class RateGradient(torch.autograd.Function):
@@ -319,13 +504,21 @@ def backward_spec(
 ) -> BackwardSpec:
     """The multiplier and graph of a per-element estimator for one layer."""
     if isinstance(estimator, RelativeBPTT):
-        return BackwardSpec(relative_multiplier(estimator.surrogate), estimator.detach_reset)
+        return BackwardSpec(
+            relative_multiplier(estimator.surrogate), estimator.detach_reset, elementwise=True
+        )
     if isinstance(estimator, BPTT):
         surrogate = estimator.surrogate
-        return BackwardSpec(lambda h, theta: surrogate.grad(h - theta), estimator.detach_reset)
+        return BackwardSpec(
+            lambda h, theta: surrogate.grad(h - theta), estimator.detach_reset, elementwise=True
+        )
     if isinstance(estimator, HART):
         gamma = estimator.gamma
-        return BackwardSpec(lambda h, theta: triangle(h - theta, gamma * theta), cut_temporal=True)
+        return BackwardSpec(
+            lambda h, theta: triangle(h - theta, gamma * theta),
+            cut_temporal=True,
+            elementwise=True,
+        )
     if isinstance(estimator, PDSG):
         pooled = estimator.pooled
 
@@ -338,8 +531,7 @@ def backward_spec(
         assg = estimator
 
         def adaptive(h: Tensor, theta: Tensor) -> Tensor:
-            spread = assg_spread(h, theta, assg, run, layer)
-            return assg_surrogate(h - theta, spread, assg.family, assg.a)
+            return assg_multiplier(h, theta, assg, run, layer)
 
         return BackwardSpec(adaptive, estimator.detach_reset)
     raise TypeError(f"estimator {estimator!r} has no per-element backward")
