@@ -234,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--transfer-from", default=None, help="source checkpoint for a transfer attack")
     p.add_argument(
+        "--workers", type=int, default=0,
+        help="processes on a CPU, one thread each, sharing the batches with the result of one "
+        "process (0 = one per core, the default; 1 = this process only)",
+    )  # fmt: skip
+    p.add_argument(
         "--dataset", default=None, help="dataset spec (default: the one the checkpoint names)"
     )
     p.add_argument("--split", choices=["test", "train"], default="test")
@@ -512,7 +517,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         n=a.n, out_dir=out, seed=a.seed, batch_size=a.batch_size, quiet=a.quiet, device=a.device,
         data_dir=a.data_dir, transfer_from=a.transfer_from, diagnostics=a.diagnostics,
         escalate=escalate, dataset=a.dataset, split=a.split, loaded=loaded,
-        save_adversarial=a.save_adversarial,
+        save_adversarial=a.save_adversarial, workers=a.workers,
     )  # fmt: skip
     from robustsnn.evaluation.table import evaluation_lines
 

@@ -142,6 +142,9 @@ class EvalConfig:
     # keep every break's adversarial example, member and logits in
     # eval/<model>/adversarial.safetensors (robustsnn.evaluation.adversarial; `robustsnn recheck`)
     save_adversarial: bool = True
+    # processes on a CPU, one thread each, sharing the evaluation's batches with the result of
+    # one process (robustsnn.evaluation.workers); 0 = one per core, 1 = the run's own process
+    workers: int = 0
 
 
 @dataclass

@@ -214,7 +214,7 @@ def _evaluate(
         path, ensemble=cfg.eval.ensemble, eps=cfg.eval.eps, n=cfg.eval.n, out_dir=out,
         seed=cfg.seed, batch_size=cfg.eval.batch_size, quiet=quiet, device=device,
         data_dir=cfg.data.data_dir, diagnostics=cfg.eval.diagnostics, split=cfg.eval.split,
-        escalate=escalate, save_adversarial=cfg.eval.save_adversarial,
+        escalate=escalate, save_adversarial=cfg.eval.save_adversarial, workers=cfg.eval.workers,
     )  # fmt: skip
     if distributed.is_main():
         shutil.copyfile(out / "evaluation.json", run_dir / f"evaluation-{model}.json")

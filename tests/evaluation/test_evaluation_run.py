@@ -241,3 +241,30 @@ def test_latency_curve_evaluates_each_T_on_the_same_images_and_resumes(
     assert (tmp_path / "run" / "figures" / "robust_accuracy_vs_T.png") in made
     with pytest.raises(UserError, match="SNN checkpoint"):
         latency_curve(checkpoints["ann"], [1], out_dir=tmp_path / "x", eps=0.05, n=3)
+
+
+@pytest.mark.parametrize("escalate", [False, True])
+def test_workers_give_the_single_process_result(
+    checkpoints: dict[str, Path], escalate: bool
+) -> None:
+    """Forked workers share the batches as torchrun ranks do: the same evaluation.json (but
+    for timings) and records, per-rank resume files, and a rerun with another number of
+    workers resumes them to the same result."""
+    root = checkpoints["root"]
+    common = {
+        "ensemble": "pgd-fast", "eps": "16/255", "n": 9, "quiet": True, "batch_size": 2,
+        "diagnostics": "fast", "escalate": escalate, "escalate_levels": 1,
+    }  # fmt: skip
+    one = run_evaluation(checkpoints["snn"], out_dir=root / f"w1-{escalate}", workers=1, **common)
+    three = run_evaluation(checkpoints["snn"], out_dir=root / f"w3-{escalate}", workers=3, **common)
+    assert strip_seconds(three) == strip_seconds(one)
+    assert (root / f"w3-{escalate}" / RECORDS_FILE).read_text() == (
+        root / f"w1-{escalate}" / RECORDS_FILE
+    ).read_text()
+    assert sorted(p.name for p in (root / f"w3-{escalate}").glob("evaluation-state.rank*.json")) == [
+        "evaluation-state.rank0.json", "evaluation-state.rank1.json", "evaluation-state.rank2.json",
+    ]  # fmt: skip
+    if escalate:
+        assert one["escalation"]["steps"], "the test should exercise an escalation step"
+    again = run_evaluation(checkpoints["snn"], out_dir=root / f"w3-{escalate}", workers=2, **common)
+    assert strip_seconds(again) == strip_seconds(one)

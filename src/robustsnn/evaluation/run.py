@@ -26,7 +26,8 @@ from robustsnn.evaluation.diagnostics import DiagnosticsConfig
 from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member, resolve_ensemble
 from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating
 from robustsnn.evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate, parse_eps
-from robustsnn.evaluation.sharding import current_shard
+from robustsnn.evaluation.sharding import BatchShard, current_shard
+from robustsnn.evaluation.workers import resolve_workers, run_in_workers
 from robustsnn.modelio import check_input, load_model
 
 DEFAULT_ENSEMBLE = "reliable"
@@ -111,6 +112,7 @@ def run_evaluation(
     escalate_seconds: float | None = None,
     loaded: tuple[torch.nn.Module, dict[str, Any]] | None = None,
     save_adversarial: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint and write ``<out_dir>/evaluation.json`` and ``records.jsonl``.
 
@@ -133,6 +135,8 @@ def run_evaluation(
             True carries those settings and ``at_least`` (a preset to reach in any case).
         save_adversarial: write every break's adversarial example, member and logits to
             ``<out_dir>/adversarial.safetensors`` (:mod:`robustsnn.evaluation.adversarial`).
+        workers: processes on a CPU (:mod:`robustsnn.evaluation.workers`): the batches are
+            shared out as under torchrun, with the same result; 0 = one per core.
 
     Under torchrun every rank attacks its share of the batches
     (:mod:`robustsnn.evaluation.sharding`) and returns the same dict; only rank 0 writes.
@@ -168,47 +172,54 @@ def run_evaluation(
         raise UserError("--escalate works with an ensemble, not with --attack")
     shard = current_shard()
     quiet = quiet or not distributed.is_main()
-    runner: Any = evaluate
-    extra: dict[str, Any] = {"attacks": attacks}
-    if escalate:
-        policy = (
-            escalate
-            if isinstance(escalate, EscalationPolicy)
-            else EscalationPolicy(escalate_levels, escalate_seconds)
+    processes = 1 if shard is not None else resolve_workers(workers, device)
+
+    def job(local_shard: BatchShard | None, is_main: bool) -> dict[str, Any]:
+        runner: Any = evaluate
+        silent = quiet or not is_main
+        extra: dict[str, Any] = {"attacks": attacks}
+        if escalate:
+            policy = (
+                escalate
+                if isinstance(escalate, EscalationPolicy)
+                else EscalationPolicy(escalate_levels, escalate_seconds)
+            )
+            runner = evaluate_escalating
+            extra = {
+                "max_levels": policy.levels,
+                "budget_seconds": policy.seconds,
+                "at_least": policy.at_least,
+                "log": None if silent else (lambda message: print(message, file=sys.stderr)),
+            }
+        used = shard if shard is not None else local_shard
+        return runner(  # type: ignore[no-any-return]
+            model,
+            x,
+            y,
+            eps=eps_value,
+            ensemble=chosen,
+            **extra,
+            batch_size=batch_size,
+            seed=seed,
+            state_dir=out,
+            quiet=silent,
+            diagnostics=diagnostics,
+            diagnostics_n=diagnostics_n,
+            transfer_source=source,
+            meta={
+                "model": str(checkpoint_path),
+                "dataset": spec,
+                "split": split,
+                "checkpoint_kind": meta.get("kind"),
+                "selection": "stratified",
+                "transfer_from": str(transfer_from) if transfer_from is not None else None,
+            },
+            indices=index,
+            **({"shard": used} if used is not None else {}),
+            **({"save_adversarial": True} if save_adversarial else {}),
         )
-        runner = evaluate_escalating
-        extra = {
-            "max_levels": policy.levels,
-            "budget_seconds": policy.seconds,
-            "at_least": policy.at_least,
-            "log": None if quiet else (lambda message: print(message, file=sys.stderr)),
-        }
-    result = runner(
-        model,
-        x,
-        y,
-        eps=eps_value,
-        ensemble=chosen,
-        **extra,
-        batch_size=batch_size,
-        seed=seed,
-        state_dir=out,
-        quiet=quiet,
-        diagnostics=diagnostics,
-        diagnostics_n=diagnostics_n,
-        transfer_source=source,
-        meta={
-            "model": str(checkpoint_path),
-            "dataset": spec,
-            "split": split,
-            "checkpoint_kind": meta.get("kind"),
-            "selection": "stratified",
-            "transfer_from": str(transfer_from) if transfer_from is not None else None,
-        },
-        indices=index,
-        **({"shard": shard} if shard is not None else {}),
-        **({"save_adversarial": True} if save_adversarial else {}),
-    )
+
+    result = run_in_workers(processes, job)
     records = result.pop("records")
     result["records_file"] = RECORDS_FILE
     result["refused_examples"] = sum(len(r.get("refused_by", [])) for r in records)

@@ -112,6 +112,7 @@ def assg_spread(h: Tensor, theta: Tensor, estimator: ASSG, state: RunState, laye
     batch = h.shape[1]
     rows = state.rows_for(batch, h.device)
     moments = state.moments(layer, h)
+    moments.sync()
     b1, b2 = estimator.beta1, estimator.beta2
     if _updates_every_row(moments, rows, batch):  # the common case: update in place
         mean = moments.mean.mul_(b1).add_(ax, alpha=1 - b1)
@@ -144,37 +145,53 @@ def assg_multiplier(
 ) -> Tensor:
     """ASSG's multiplier ``[T, B, ...]`` for this pass, updating ``layer``'s moments.
 
-    In the common case (every row of the run, each seen before) the moments are updated and the
+    On CPU, when every row of the pass was seen before, the moments are updated and the
     multiplier written one cache-sized row at a time, with the operations of
     :func:`assg_spread` and :func:`assg_surrogate` in the same order (bit for bit the same
-    values); otherwise through those two on whole tensors.
+    values): in place when the pass covers the whole run in order, else on the compact moments
+    of its rows (:meth:`~robustsnn.snn.run_state.Moments.compact`). Otherwise (a row's first
+    pass, another device) through those two functions on whole tensors.
     """
     batch = h.shape[1]
     rows = state.rows_for(batch, h.device)
     moments = state.moments(layer, h)
-    if h.device.type != "cpu" or not _updates_every_row(moments, rows, batch):
+    every_row = _updates_every_row(moments, rows, batch)
+    if h.device.type != "cpu" or not (every_row or bool(moments.seen[rows].all())):
         return assg_surrogate(
             h - theta, assg_spread(h, theta, estimator, state, layer), estimator.family, estimator.a
         )
     steps = h.shape[0]
+    if every_row:
+        moments.sync()
+        mean, dispersion = moments.mean, moments.dispersion
+    else:
+        mean, dispersion = moments.compact(rows)
     flat_h = h.reshape(steps, -1)
-    mean, dispersion = moments.mean.view(steps, -1), moments.dispersion.view(steps, -1)
+    flat_mean, flat_dispersion = mean.view(steps, -1), dispersion.view(steps, -1)
     sg = torch.empty_like(flat_h)
     numel = flat_h.shape[1]
     block_size = _block_size(h.device)
     width = min(block_size, numel)
-    spread_buf = torch.empty(width, dtype=h.dtype, device=h.device)
-    x_buf = torch.empty_like(spread_buf)
+    buffers = [torch.empty(width, dtype=h.dtype, device=h.device) for _ in range(4)]
     b1, b2 = estimator.beta1, estimator.beta2
     for block in _blocks(numel, block_size):
         n = block.stop - block.start
+        ax_buf, x_buf, new_mean, new_dispersion = (b[:n] for b in buffers)
         for t in range(steps):
-            h_row, m_row, d_row = flat_h[t, block], mean[t, block], dispersion[t, block]
-            ax = torch.sub(h_row, theta, out=spread_buf[:n]).abs_()
-            m_row.mul_(b1).add_(ax, alpha=1 - b1)
-            d_row.mul_(b2).add_(torch.sub(ax, m_row, out=x_buf[:n]).abs_(), alpha=1 - b2)
-            spread = ax.copy_(d_row).mul_(estimator.relax).add_(m_row).add_(1e-4)
-            x = torch.sub(h_row, theta, out=x_buf[:n])
+            h_row, m_row, d_row = flat_h[t, block], flat_mean[t, block], flat_dispersion[t, block]
+            ax = torch.sub(h_row, theta, out=ax_buf).abs_()
+            if every_row:  # assg_spread's in-place update
+                m_row.mul_(b1).add_(ax, alpha=1 - b1)
+                d_row.mul_(b2).add_(torch.sub(ax, m_row, out=x_buf).abs_(), alpha=1 - b2)
+                spread = ax.copy_(d_row).mul_(estimator.relax).add_(m_row).add_(1e-4)
+            else:  # assg_spread's update of selected rows, every one seen before
+                torch.mul(m_row, b1, out=new_mean).add_(torch.mul(ax, 1 - b1, out=x_buf))
+                torch.sub(ax, new_mean, out=x_buf).abs_().mul_(1 - b2)
+                torch.mul(d_row, b2, out=new_dispersion).add_(x_buf)
+                m_row.copy_(new_mean)
+                d_row.copy_(new_dispersion)
+                spread = new_dispersion.mul_(estimator.relax).add_(new_mean).add_(1e-4)
+            x = torch.sub(h_row, theta, out=x_buf)
             assg_surrogate(x, spread, estimator.family, estimator.a, out=sg[t, block])
     return sg.view(h.shape)
 
@@ -188,15 +205,17 @@ def pdsg_sigma(h: Tensor, channel_dim: int | None, pooled: bool) -> Tensor:
     value) gives 1. Computed in float64.
     """
     steps, batch = h.shape[:2]
-    values = h.detach().double()
-    if channel_dim is not None:
-        values = values.movedim(2 + channel_dim, -1)
-        channels = values.shape[-1]
-        values = values.reshape(steps, batch, -1, channels)
-    else:
-        values = values.reshape(steps, batch, -1, 1)
-    count = values.shape[2]
-    s1, s2 = values.sum(2), values.square().sum(2)  # [T, B, C]
+    channels = h.shape[2 + channel_dim] if channel_dim is not None else 1
+    s1 = torch.empty((steps, batch, channels), dtype=torch.float64, device=h.device)
+    s2 = torch.empty_like(s1)
+    count = h[0, 0].numel() // channels
+    for t in range(steps):  # one step in float64 at a time: [B, ...] not [T, B, ...] copies
+        values = h[t].detach().to(torch.float64, copy=True)  # squared in place below
+        if channel_dim is not None:
+            values = values.movedim(1 + channel_dim, -1)
+        values = values.reshape(batch, count, channels)
+        torch.sum(values, 1, out=s1[t])
+        torch.sum(values.square_(), 1, out=s2[t])  # [B, C]
     if pooled:
         s1, s2, count = s1.sum(1, keepdim=True), s2.sum(1, keepdim=True), count * batch
     s1, s2 = s1.cumsum(0), s2.cumsum(0)
@@ -218,6 +237,25 @@ def pdsg_surrogate(x: Tensor, sigma: Tensor) -> Tensor:
     return torch.exp(-((x - sigma / 2) ** 2) / (2 * sigma * sigma)) / (
         math.sqrt(2 * math.pi) * sigma
     )
+
+
+def pdsg_multiplier(h: Tensor, theta: Tensor, channel_dim: int | None, pooled: bool) -> Tensor:
+    """:func:`pdsg_surrogate` at ``h - theta`` with the running std of ``h``, step by step.
+
+    The same operations as the whole-tensor formula, applied to one step ``[B, ...]`` at a
+    time in one scratch buffer (the ``[T, B, ...]`` temporaries of the formula cost more than
+    the arithmetic on large layers); the per-step factors of sigma are computed once.
+    """
+    sigma = pdsg_sigma(h, channel_dim, pooled)
+    if h.device.type != "cpu":
+        return pdsg_surrogate(h - theta, sigma)
+    shift, spread, scale = sigma / 2, 2 * sigma * sigma, math.sqrt(2 * math.pi) * sigma
+    sg = torch.empty_like(h)
+    scratch = torch.empty_like(h[0])
+    for t in range(h.shape[0]):
+        x = torch.sub(h[t], theta, out=scratch).sub_(shift[t]).square_().neg_()
+        torch.div(x.div_(spread[t]).exp_(), scale[t], out=sg[t])
+    return sg
 
 
 # ----------------------------------------------------------------------------- autograd
@@ -523,7 +561,7 @@ def backward_spec(
         pooled = estimator.pooled
 
         def pdsg(h: Tensor, theta: Tensor) -> Tensor:
-            return pdsg_surrogate(h - theta, pdsg_sigma(h, channel_dim, pooled))
+            return pdsg_multiplier(h, theta, channel_dim, pooled)
 
         return BackwardSpec(pdsg, estimator.detach_reset)
     if isinstance(estimator, ASSG):

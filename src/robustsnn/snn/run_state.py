@@ -25,11 +25,40 @@ from torch import Tensor
 
 @dataclass
 class Moments:
-    """ASSG moments of one layer: ``M``, ``D`` shaped ``[T, n, ...]`` and which rows are set."""
+    """ASSG moments of one layer: ``M``, ``D`` shaped ``[T, n, ...]`` and which rows are set.
+
+    An attack that stops querying fooled samples makes its later passes on a shrinking subset
+    of the run's rows, the same subset many passes in a row. :meth:`compact` keeps those rows'
+    moments as compact tensors that such passes update in place (instead of gathering and
+    scattering the rows at every pass); :meth:`sync` writes them back. Code that reads or
+    writes ``mean`` / ``dispersion`` directly calls :meth:`sync` first.
+    """
 
     mean: Tensor
     dispersion: Tensor
     seen: Tensor  # [n] bool: rows whose first pass has happened
+    work_rows: Tensor | None = None
+    work_mean: Tensor | None = None
+    work_dispersion: Tensor | None = None
+
+    def sync(self) -> None:
+        """Write the compact rows back into ``mean`` / ``dispersion`` and drop them."""
+        if self.work_rows is not None:
+            assert self.work_mean is not None and self.work_dispersion is not None
+            self.mean[:, self.work_rows] = self.work_mean
+            self.dispersion[:, self.work_rows] = self.work_dispersion
+        self.work_rows = self.work_mean = self.work_dispersion = None
+
+    def compact(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """``(M, D)`` of ``rows`` (in that order) as contiguous ``[T, len(rows), ...]`` tensors
+        that stand for those rows until the next :meth:`sync`; update them in place."""
+        if self.work_rows is None or not torch.equal(self.work_rows, rows):
+            self.sync()
+            self.work_rows = rows.clone()
+            self.work_mean = self.mean[:, rows].contiguous()
+            self.work_dispersion = self.dispersion[:, rows].contiguous()
+        assert self.work_mean is not None and self.work_dispersion is not None
+        return self.work_mean, self.work_dispersion
 
 
 @dataclass
@@ -65,6 +94,7 @@ class RunState:
 
     def _grow(self, n: int) -> None:
         for moments in self.layers.values():
+            moments.sync()
             extra = n - moments.seen.shape[0]
             if extra > 0:
                 pad = (moments.mean.shape[0], extra, *moments.mean.shape[2:])

@@ -1,0 +1,203 @@
+"""One evaluation in several local processes on a multi-core CPU, without torchrun.
+
+On a CPU the attacks' tensors are small (a batch of images at T steps) and the work of one
+process does not divide well over intra-op threads: on this project's 2-core machine the
+escalation of the quickstart's SNN to ``reliable`` ran at 1.36x the speed of one thread with two
+threads, where two single-threaded processes give close to 2x (docs/RESULTS_performance.md).
+So ``run_evaluation(..., workers=N)`` forks ``N - 1`` worker processes and runs the evaluation
+in all ``N`` as a sharded evaluation (:mod:`robustsnn.evaluation.sharding`): the batches, their
+seeds, the merge and the diagnostics on rank 0 are those of a torchrun evaluation, so the
+result is the single-process one (bit for bit when that process also runs one thread), and each
+process keeps its own resume file (a rerun with any number of workers resumes every finished
+batch). The two collectives a sharded evaluation makes (``all_gather_object`` of finished
+batches, ``on_main`` for the diagnostics and the escalation's clock) go over pipes instead of a
+process group. Each process runs one intra-op thread; the parent's thread count is restored
+afterwards.
+
+Forking is used (Linux only): the workers inherit the loaded model and data without pickling
+or reloading, and exit with ``os._exit`` after their part, never returning into the caller.
+A worker that fails sends its error to the parent, which raises it (a UserError stays one); a
+worker that dies (killed, out of memory) makes the parent raise instead of waiting forever;
+when the parent fails, the workers are terminated.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection, Pipe
+from typing import Any, TypeVar
+
+import torch
+
+from robustsnn import distributed
+from robustsnn.errors import UserError
+from robustsnn.evaluation.sharding import BatchShard
+
+T = TypeVar("T")
+
+MAX_AUTO_WORKERS = 8
+"""``workers=0`` (auto) uses one process per available core, at most this many."""
+
+_ERROR = "__robustsnn_worker_error__"
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(workers: int, device: str | torch.device) -> int:
+    """The number of processes an evaluation runs in.
+
+    ``workers`` >= 1 is taken as given on a CPU; 0 means one per available core (at most
+    :data:`MAX_AUTO_WORKERS`). Always 1 on an accelerator, under torchrun (the ranks already
+    share the work) and where ``os.fork`` is not safe to use (not Linux).
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise UserError(f"workers must be an integer >= 0 (0 = one per CPU core), got {workers!r}")
+    if torch.device(device).type != "cpu" or distributed.launched_world_size() > 1:
+        return 1
+    if not sys.platform.startswith("linux"):
+        return 1
+    if workers == 0:
+        return max(1, min(available_cores(), MAX_AUTO_WORKERS))
+    return workers
+
+
+class _PipeCollectives:
+    """``all_gather_object`` and ``on_main`` between a parent (rank 0) and its workers."""
+
+    def __init__(self, rank: int, links: list[Connection]) -> None:
+        self.rank = rank
+        self.links = links  # rank 0: one per worker, in rank order; a worker: [to the parent]
+
+    def _receive(self, link: Connection) -> Any:
+        try:
+            message = link.recv()
+        except (EOFError, OSError):
+            who = "the parent process" if self.rank else "an evaluation worker"
+            raise RuntimeError(f"{who} exited during the evaluation") from None
+        if isinstance(message, tuple) and len(message) == 3 and message[0] == _ERROR:
+            _, user_error, text = message
+            if user_error:
+                raise UserError(text)
+            raise RuntimeError(f"an evaluation worker failed: {text}")
+        return message
+
+    def _send(self, link: Connection, obj: Any) -> None:
+        try:
+            link.send(obj)
+        except (BrokenPipeError, EOFError, OSError):
+            who = "the parent process" if self.rank else "an evaluation worker"
+            raise RuntimeError(f"{who} exited during the evaluation") from None
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        if self.rank:
+            self._send(self.links[0], obj)
+            return list(self._receive(self.links[0]))
+        parts = [obj, *(self._receive(link) for link in self.links)]
+        for link in self.links:
+            self._send(link, parts)
+        return parts
+
+    def on_main(self, fn: Callable[[], T]) -> T:
+        if self.rank:
+            return self._receive(self.links[0])  # type: ignore[no-any-return]
+        try:
+            value = fn()
+        except BaseException as exc:
+            for link in self.links:
+                _send_error(link, exc)
+            raise
+        for link in self.links:
+            self._send(link, value)
+        return value
+
+
+def _send_error(link: Connection, exc: BaseException) -> None:
+    text = str(exc) if isinstance(exc, UserError) else "".join(traceback.format_exception(exc))
+    try:
+        link.send((_ERROR, isinstance(exc, UserError), text))
+    except (OSError, ValueError):
+        pass
+
+
+def run_in_workers(workers: int, job: Callable[[BatchShard | None, bool], T]) -> T:
+    """Run ``job(shard, is_main)`` in ``workers`` processes; return the parent's (rank 0's) result.
+
+    ``job`` must make the same collective calls on its shard in every process (a sharded
+    ``evaluate`` or ``evaluate_escalating`` does). With ``workers == 1`` it runs here, unsharded
+    (``shard`` is None).
+    """
+    if workers <= 1:
+        return job(None, True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    threads = torch.get_num_threads()
+    children: list[int] = []
+    links: list[Connection] = []
+    try:
+        for rank in range(1, workers):
+            parent_end, child_end = Pipe()
+            pid = os.fork()
+            if pid == 0:  # a worker: its part, then exit without returning to the caller
+                parent_end.close()
+                for link in links:
+                    link.close()
+                _work(rank, workers, child_end, job)
+            child_end.close()
+            children.append(pid)
+            links.append(parent_end)
+        torch.set_num_threads(1)
+        collectives = _PipeCollectives(0, links)
+        shard = BatchShard(
+            0, workers, gather_fn=collectives.all_gather, on_main_fn=collectives.on_main
+        )
+        result = job(shard, True)
+        for pid in children:
+            os.waitpid(pid, 0)
+        children.clear()
+        return result
+    finally:
+        torch.set_num_threads(threads)
+        for pid in children:  # the parent failed: stop the workers
+            try:
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        for link in links:
+            link.close()
+
+
+def _work(
+    rank: int, workers: int, link: Connection, job: Callable[[BatchShard | None, bool], Any]
+) -> None:
+    """A forked worker's life: one thread, its shard of the job, ``os._exit``."""
+    status = 0
+    try:
+        torch.set_num_threads(1)
+        collectives = _PipeCollectives(rank, [link])
+        shard = BatchShard(
+            rank, workers, gather_fn=collectives.all_gather, on_main_fn=collectives.on_main
+        )
+        job(shard, False)
+    except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
+        status = 1
+        _send_error(link, exc)
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(status)
+
+
+__all__ = ["MAX_AUTO_WORKERS", "available_cores", "resolve_workers", "run_in_workers"]

@@ -1,0 +1,72 @@
+"""Forked evaluation workers: how many, and what happens when one fails."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from robustsnn.errors import UserError
+from robustsnn.evaluation.sharding import BatchShard
+from robustsnn.evaluation.workers import (
+    MAX_AUTO_WORKERS,
+    available_cores,
+    resolve_workers,
+    run_in_workers,
+)
+
+
+def test_resolve_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_workers(3, "cpu") == 3
+    assert resolve_workers(0, "cpu") == max(1, min(available_cores(), MAX_AUTO_WORKERS))
+    assert resolve_workers(4, "cuda") == 1  # one process per accelerator: use torchrun
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert resolve_workers(4, "cpu") == 1  # torchrun ranks already share the batches
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(UserError, match="workers must be an integer"):
+            resolve_workers(bad, "cpu")  # type: ignore[arg-type]
+
+
+def _gathering_job(fail_rank: int | None, how: str):  # type: ignore[no-untyped-def]
+    def job(shard: BatchShard | None, is_main: bool) -> list[int]:
+        assert shard is not None
+        if shard.rank == fail_rank:
+            if how == "user":
+                raise UserError("rank says no")
+            if how == "crash":
+                raise ValueError("boom")
+            os._exit(3)  # killed
+        done = {b: {"rank": shard.rank} for b in shard.batches(5)}
+        merged = shard.gather(done)
+        total = shard.on_main(lambda: sum(len(v) for v in merged.values()))
+        return [merged[b]["rank"] for b in range(5)] + [total]
+
+    return job
+
+
+def test_run_in_workers_merges_every_rank_and_returns_the_parents_result() -> None:
+    assert run_in_workers(3, _gathering_job(None, "")) == [0, 1, 2, 0, 1, 5]
+
+
+@pytest.mark.parametrize(
+    "how,error,match",
+    [
+        ("user", UserError, "rank says no"),
+        ("crash", RuntimeError, "ValueError: boom"),
+        ("exit", RuntimeError, "exited during the evaluation"),
+    ],
+)
+def test_a_failing_worker_fails_the_evaluation_instead_of_hanging(
+    how: str, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        run_in_workers(2, _gathering_job(1, how))
+
+
+def test_a_failing_parent_stops_its_workers() -> None:
+    with pytest.raises(UserError, match="rank says no"):
+        run_in_workers(2, _gathering_job(0, "user"))
+
+
+def test_one_worker_runs_here_unsharded() -> None:
+    assert run_in_workers(1, lambda shard, is_main: (shard, is_main)) == (None, True)
