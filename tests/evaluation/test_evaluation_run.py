@@ -243,13 +243,12 @@ def test_latency_curve_evaluates_each_T_on_the_same_images_and_resumes(
         latency_curve(checkpoints["ann"], [1], out_dir=tmp_path / "x", eps=0.05, n=3)
 
 
-@pytest.mark.parametrize("escalate", [False, True])
-def test_workers_give_the_single_process_result(
-    checkpoints: dict[str, Path], escalate: bool
-) -> None:
+def test_workers_give_the_single_process_result(checkpoints: dict[str, Path]) -> None:
     """Forked workers share the batches as torchrun ranks do: the same evaluation.json (but
     for timings) and records, per-rank resume files, and a rerun with another number of
-    workers resumes them to the same result."""
+    workers resumes them to the same result (escalation and adversarial examples coming back
+    from workers: tests/evaluation/test_workers.py)."""
+    escalate = False
     root = checkpoints["root"]
     common = {
         "ensemble": "pgd-fast", "eps": "16/255", "n": 9, "quiet": True, "batch_size": 2,
@@ -264,7 +263,5 @@ def test_workers_give_the_single_process_result(
     assert sorted(p.name for p in (root / f"w3-{escalate}").glob("evaluation-state.rank*.json")) == [
         "evaluation-state.rank0.json", "evaluation-state.rank1.json", "evaluation-state.rank2.json",
     ]  # fmt: skip
-    if escalate:
-        assert one["escalation"]["steps"], "the test should exercise an escalation step"
     again = run_evaluation(checkpoints["snn"], out_dir=root / f"w3-{escalate}", workers=2, **common)
     assert strip_seconds(again) == strip_seconds(one)

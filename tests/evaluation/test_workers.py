@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
+from evaluation_test_utils import images, labels_of, strip_seconds, tiny_mlp, tiny_snn
 
 from robustsnn.errors import UserError
+from robustsnn.evaluation.escalate import evaluate_escalating
 from robustsnn.evaluation.sharding import BatchShard
 from robustsnn.evaluation.workers import (
     MAX_AUTO_WORKERS,
@@ -70,3 +73,27 @@ def test_a_failing_parent_stops_its_workers() -> None:
 
 def test_one_worker_runs_here_unsharded() -> None:
     assert run_in_workers(1, lambda shard, is_main: (shard, is_main)) == (None, True)
+
+
+def test_workers_bring_back_records_and_adversarial_examples_bit_for_bit() -> None:
+    """A breakable tiny SNN, escalated, with its adversarial examples kept: tensors travel
+    back from the workers and the result equals one process's."""
+    x = images(10)
+    snn, y = tiny_snn(), labels_of(tiny_mlp(), images(10))
+
+    def job(shard: BatchShard | None, is_main: bool) -> dict:  # type: ignore[type-arg]
+        return evaluate_escalating(
+            snn, x, y, eps=0.15, ensemble="pgd-fast", max_levels=1, at_least="reliable",
+            batch_size=3,
+            quiet=True, save_adversarial=True, **({"shard": shard} if shard else {}),
+        )  # fmt: skip
+
+    one = run_in_workers(1, job)
+    three = run_in_workers(3, job)
+    examples_one, examples_three = one.pop("adversarial"), three.pop("adversarial")
+    assert len(examples_one) > 0
+    assert strip_seconds(three) == strip_seconds(one)
+    assert one["escalation"]["steps"], "the test should exercise an escalation step"
+    assert torch.equal(examples_three.index, examples_one.index)
+    assert examples_three.member == examples_one.member
+    assert torch.equal(examples_three.adversarial, examples_one.adversarial)

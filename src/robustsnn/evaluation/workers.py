@@ -16,6 +16,8 @@ afterwards.
 
 Forking is used (Linux only): the workers inherit the loaded model and data without pickling
 or reloading, and exit with ``os._exit`` after their part, never returning into the caller.
+What they send back (records, adversarial examples) is pickled by value between a process and
+its own forked children, never read from a file.
 A worker that fails sends its error to the parent, which raises it (a UserError stays one); a
 worker that dies (killed, out of memory) makes the parent raise instead of waiting forever;
 when the parent fails, the workers are terminated.
@@ -24,6 +26,7 @@ when the parent fails, the workers are terminated.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import sys
 import traceback
@@ -80,7 +83,7 @@ class _PipeCollectives:
 
     def _receive(self, link: Connection) -> Any:
         try:
-            message = link.recv()
+            message = pickle.loads(link.recv_bytes())
         except (EOFError, OSError):
             who = "the parent process" if self.rank else "an evaluation worker"
             raise RuntimeError(f"{who} exited during the evaluation") from None
@@ -93,7 +96,7 @@ class _PipeCollectives:
 
     def _send(self, link: Connection, obj: Any) -> None:
         try:
-            link.send(obj)
+            _send_bytes(link, obj)
         except (BrokenPipeError, EOFError, OSError):
             who = "the parent process" if self.rank else "an evaluation worker"
             raise RuntimeError(f"{who} exited during the evaluation") from None
@@ -121,10 +124,17 @@ class _PipeCollectives:
         return value
 
 
+def _send_bytes(link: Connection, obj: Any) -> None:
+    """Send ``obj`` pickled by value. ``Connection.send`` would hand tensors over as shared
+    memory through a helper thread of the sender (torch's multiprocessing reductions), which
+    dies with a worker that exits right after sending; plain pickle copies the data."""
+    link.send_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
 def _send_error(link: Connection, exc: BaseException) -> None:
     text = str(exc) if isinstance(exc, UserError) else "".join(traceback.format_exception(exc))
     try:
-        link.send((_ERROR, isinstance(exc, UserError), text))
+        _send_bytes(link, (_ERROR, isinstance(exc, UserError), text))
     except (OSError, ValueError):
         pass
 
