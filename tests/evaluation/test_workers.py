@@ -39,16 +39,24 @@ def _gathering_job(fail_rank: int | None, how: str):  # type: ignore[no-untyped-
             if how == "crash":
                 raise ValueError("boom")
             os._exit(3)  # killed
-        done = {b: {"rank": shard.rank} for b in shard.batches(5)}
-        merged = shard.gather(done)
-        total = shard.on_main(lambda: sum(len(v) for v in merged.values()))
-        return [merged[b]["rank"] for b in range(5)] + [total]
+        result = []
+        for call in range(2):  # two evaluate calls in a row (a screen, an escalation step)
+            done = {b: {"rank": shard.rank, "call": call} for b in shard.batches(7)}
+            merged = shard.gather(done)
+            total = shard.on_main(lambda merged=merged: len(merged))
+            result.append(([merged[b]["rank"] for b in range(7)], total))
+        return result
 
     return job
 
 
-def test_run_in_workers_merges_every_rank_and_returns_the_parents_result() -> None:
-    assert run_in_workers(3, _gathering_job(None, "")) == [0, 1, 2, 0, 1, 5]
+def test_workers_take_every_batch_once_and_return_the_parents_result() -> None:
+    """Each process takes the next batch when it is free: every batch is attacked exactly
+    once per call (the merge would raise otherwise), by some process."""
+    result = run_in_workers(3, _gathering_job(None, ""))
+    assert len(result) == 2
+    for ranks, total in result:
+        assert total == 7 and set(ranks) <= {0, 1, 2}
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,8 +72,8 @@ class BatchShard(Protocol):
 
     state_name: str
 
-    def batches(self, n_batches: int) -> list[int]:
-        """The batch indices this process attacks."""
+    def batches(self, n_batches: int) -> Collection[int]:
+        """The batch indices this process attacks (iterated once, in order)."""
         ...
 
     def gather(self, done: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:

@@ -25,12 +25,13 @@ when the parent fails, the workers are terminated.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, Pipe
 from typing import Any, TypeVar
 
@@ -38,7 +39,7 @@ import torch
 
 from robustsnn import distributed
 from robustsnn.errors import UserError
-from robustsnn.evaluation.sharding import BatchShard
+from robustsnn.evaluation.sharding import BatchShard, merge_shards
 
 T = TypeVar("T")
 
@@ -77,9 +78,10 @@ def resolve_workers(workers: int, device: str | torch.device) -> int:
 class _PipeCollectives:
     """``all_gather_object`` and ``on_main`` between a parent (rank 0) and its workers."""
 
-    def __init__(self, rank: int, links: list[Connection]) -> None:
+    def __init__(self, rank: int, links: list[Connection], threads: int = 1) -> None:
         self.rank = rank
         self.links = links  # rank 0: one per worker, in rank order; a worker: [to the parent]
+        self.threads = threads  # rank 0 runs on_main's work with these (the workers wait)
 
     def _receive(self, link: Connection) -> Any:
         try:
@@ -113,12 +115,16 @@ class _PipeCollectives:
     def on_main(self, fn: Callable[[], T]) -> T:
         if self.rank:
             return self._receive(self.links[0])  # type: ignore[no-any-return]
+        own = torch.get_num_threads()
+        torch.set_num_threads(self.threads)  # the workers idle meanwhile: use every core
         try:
             value = fn()
         except BaseException as exc:
             for link in self.links:
                 _send_error(link, exc)
             raise
+        finally:
+            torch.set_num_threads(own)
         for link in self.links:
             self._send(link, value)
         return value
@@ -139,6 +145,84 @@ def _send_error(link: Connection, exc: BaseException) -> None:
         pass
 
 
+class _SharedCounter:
+    """The next batch index of the current ``evaluate`` call, in memory shared by the forked
+    processes, behind a lock."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("fork")
+        self.value = context.RawValue("q", 0)
+        self.lock = context.Lock()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.value.value = 0
+
+    def take(self, limit: int) -> int | None:
+        with self.lock:
+            b = int(self.value.value)
+            if b >= limit:
+                return None
+            self.value.value = b + 1
+            return b
+
+
+class _PulledBatches:
+    """Batch indices taken one at a time from the shared counter (the Collection a sharded
+    ``evaluate`` iterates); remembers which this process took."""
+
+    def __init__(self, counter: _SharedCounter, n_batches: int, world: int) -> None:
+        self.counter = counter
+        self.n_batches = n_batches
+        self.world = world
+        self.taken: set[int] = set()
+
+    def __len__(self) -> int:  # this process's expected share, for the progress bar
+        return -(-self.n_batches // self.world)
+
+    def __contains__(self, b: object) -> bool:
+        return b in self.taken
+
+    def __iter__(self) -> Iterator[int]:
+        while (b := self.counter.take(self.n_batches)) is not None:
+            self.taken.add(b)
+            yield b
+
+
+class _PullingShard(BatchShard):
+    """A :class:`BatchShard` whose processes take the next unattacked batch when they finish
+    one, instead of every ``world``-th batch: the work per batch varies (a batch of robust
+    samples costs the whole ensemble), so a fixed deal leaves processes idle. The batches,
+    their seeds and the merge are unchanged, so the result is too.
+
+    On a rerun each process resumes the batches it finished itself (its own resume file); a
+    batch another process had finished may be attacked again (with the same result).
+    """
+
+    def __init__(
+        self, rank: int, world: int, collectives: _PipeCollectives, counter: _SharedCounter
+    ) -> None:
+        super().__init__(
+            rank, world, gather_fn=collectives.all_gather, on_main_fn=collectives.on_main
+        )
+        self.counter = counter
+        self.pulled: _PulledBatches | None = None
+
+    def batches(self, n_batches: int) -> _PulledBatches:  # type: ignore[override]
+        # a collective: rank 0 resets the counter before any process takes a batch (every
+        # process has left the previous call's gather, so none still takes from it)
+        self.on_main(self.counter.reset)
+        self._n_batches = n_batches
+        self.pulled = _PulledBatches(self.counter, n_batches, self.world)
+        return self.pulled
+
+    def gather(self, done: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+        if self.pulled is None or self._n_batches is None:
+            raise RuntimeError("gather before batches")
+        mine = {b: payload for b, payload in done.items() if b in self.pulled.taken}
+        return merge_shards(list(self._gather_fn(mine)), self._n_batches)
+
+
 def run_in_workers(workers: int, job: Callable[[BatchShard | None, bool], T]) -> T:
     """Run ``job(shard, is_main)`` in ``workers`` processes; return the parent's (rank 0's) result.
 
@@ -153,6 +237,7 @@ def run_in_workers(workers: int, job: Callable[[BatchShard | None, bool], T]) ->
     threads = torch.get_num_threads()
     children: list[int] = []
     links: list[Connection] = []
+    counter = _SharedCounter()
     try:
         for rank in range(1, workers):
             parent_end, child_end = Pipe()
@@ -161,15 +246,12 @@ def run_in_workers(workers: int, job: Callable[[BatchShard | None, bool], T]) ->
                 parent_end.close()
                 for link in links:
                     link.close()
-                _work(rank, workers, child_end, job)
+                _work(rank, workers, child_end, job, counter)
             child_end.close()
             children.append(pid)
             links.append(parent_end)
         torch.set_num_threads(1)
-        collectives = _PipeCollectives(0, links)
-        shard = BatchShard(
-            0, workers, gather_fn=collectives.all_gather, on_main_fn=collectives.on_main
-        )
+        shard = _PullingShard(0, workers, _PipeCollectives(0, links, threads), counter)
         result = job(shard, True)
         for pid in children:
             os.waitpid(pid, 0)
@@ -188,17 +270,17 @@ def run_in_workers(workers: int, job: Callable[[BatchShard | None, bool], T]) ->
 
 
 def _work(
-    rank: int, workers: int, link: Connection, job: Callable[[BatchShard | None, bool], Any]
+    rank: int,
+    workers: int,
+    link: Connection,
+    job: Callable[[BatchShard | None, bool], Any],
+    counter: _SharedCounter,
 ) -> None:
     """A forked worker's life: one thread, its shard of the job, ``os._exit``."""
     status = 0
     try:
         torch.set_num_threads(1)
-        collectives = _PipeCollectives(rank, [link])
-        shard = BatchShard(
-            rank, workers, gather_fn=collectives.all_gather, on_main_fn=collectives.on_main
-        )
-        job(shard, False)
+        job(_PullingShard(rank, workers, _PipeCollectives(rank, [link]), counter), False)
     except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
         status = 1
         _send_error(link, exc)
