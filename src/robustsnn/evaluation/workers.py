@@ -1,18 +1,21 @@
 """One evaluation in several local processes on a multi-core CPU, without torchrun.
 
-On a CPU the attacks' tensors are small (a batch of images at T steps) and the work of one
-process does not divide well over intra-op threads: on this project's 2-core machine the
-escalation of the quickstart's SNN to ``reliable`` ran at 1.36x the speed of one thread with two
-threads, where two single-threaded processes give close to 2x (docs/RESULTS_performance.md).
+On a CPU the attacks' tensors are small (a batch of images at T steps, fewer and fewer as
+samples are broken) and intra-op threads share them out less well than processes share out
+whole batches: ``reliable`` on 32 samples of the quickstart's MNIST SNN took 36.1 s wall with
+two threads in one process and 26.5 s in two one-thread processes on this project's 2-core
+machine (the CIFAR VGG, with larger tensors: 60.2 s vs 59.7 s; docs/RESULTS_performance.md).
 So ``run_evaluation(..., workers=N)`` forks ``N - 1`` worker processes and runs the evaluation
 in all ``N`` as a sharded evaluation (:mod:`robustsnn.evaluation.sharding`): the batches, their
 seeds, the merge and the diagnostics on rank 0 are those of a torchrun evaluation, so the
 result is the single-process one (bit for bit when that process also runs one thread), and each
-process keeps its own resume file (a rerun with any number of workers resumes every finished
-batch). The two collectives a sharded evaluation makes (``all_gather_object`` of finished
-batches, ``on_main`` for the diagnostics and the escalation's clock) go over pipes instead of a
-process group. Each process runs one intra-op thread; the parent's thread count is restored
-afterwards.
+process keeps its own resume file. Unlike torchrun's fixed deal (batch ``b`` on rank
+``b % N``), a process takes the next unattacked batch whenever it finishes one: a batch of
+robust samples costs the whole ensemble, one of fragile samples a few steps. The two
+collectives a sharded evaluation makes (``all_gather_object`` of finished batches, ``on_main``
+for the diagnostics and the escalation's clock) go over pipes instead of a process group; the
+parent runs ``on_main``'s work with its own thread count while the workers wait, and each
+process runs one intra-op thread for the batches.
 
 Forking is used (Linux only): the workers inherit the loaded model and data without pickling
 or reloading, and exit with ``os._exit`` after their part, never returning into the caller.
