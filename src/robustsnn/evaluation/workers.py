@@ -198,8 +198,9 @@ class _PullingShard(BatchShard):
     samples costs the whole ensemble), so a fixed deal leaves processes idle. The batches,
     their seeds and the merge are unchanged, so the result is too.
 
-    On a rerun each process resumes the batches it finished itself (its own resume file); a
-    batch another process had finished may be attacked again (with the same result).
+    On a rerun every process also reads the other processes' resume files (as under
+    torchrun), so a batch finished by any process before is not attacked again, whichever
+    process takes it now.
     """
 
     def __init__(
