@@ -243,7 +243,9 @@ def test_latency_curve_evaluates_each_T_on_the_same_images_and_resumes(
         latency_curve(checkpoints["ann"], [1], out_dir=tmp_path / "x", eps=0.05, n=3)
 
 
-def test_workers_give_the_single_process_result(checkpoints: dict[str, Path]) -> None:
+def test_workers_give_the_single_process_result(
+    checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Forked workers share the batches as torchrun ranks do: the same evaluation.json (but
     for timings) and records, per-rank resume files, and a rerun with another number of
     workers resumes them to the same result (escalation and adversarial examples coming back
