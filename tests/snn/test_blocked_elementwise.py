@@ -78,6 +78,14 @@ def test_block_size_does_not_change_a_single_bit(
         assert torch.equal(t1, t2)
 
 
+def _two_runs(n: int) -> tuple[RunState, RunState]:
+    """Two fresh attack runs on ``n`` samples: one for the row path, one for the formulas."""
+    states = RunState(), RunState()
+    for state in states:
+        state.begin(n)
+    return states
+
+
 @pytest.mark.parametrize("family,a", [("atan", 0.425), ("pcw", 0.85), ("rect", 0.85)])
 @pytest.mark.parametrize("block", [4, 1 << 20])
 def test_assg_rows_equal_the_whole_tensor_formulas(
@@ -89,9 +97,7 @@ def test_assg_rows_equal_the_whole_tensor_formulas(
     estimator = ASSG(family, a, detach_reset=True)
     gen = torch.Generator().manual_seed(0)
     theta = torch.tensor(0.3)
-    rows_state, whole_state = RunState(), RunState()
-    rows_state.begin(4)
-    whole_state.begin(4)
+    rows_state, whole_state = _two_runs(4)
     for step in range(4):
         h = torch.randn((6, 4, 5), generator=gen)
         got = assg_multiplier(h, theta, estimator, rows_state, "l")
@@ -116,9 +122,7 @@ def test_assg_shrinking_rows_equal_the_whole_tensor_formulas(
     estimator = ASSG(family, a, detach_reset=True)
     gen = torch.Generator().manual_seed(1)
     theta = torch.tensor(0.3)
-    fast, whole = RunState(), RunState()
-    fast.begin(6)
-    whole.begin(6)
+    fast, whole = _two_runs(6)
     schedule = [None, None, [0, 2, 3, 5], [0, 2, 3, 5], [2, 5], [2, 5], [2, 5], None]
     for step, rows in enumerate(schedule):
         selected = None if rows is None else torch.tensor(rows)

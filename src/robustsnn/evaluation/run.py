@@ -173,24 +173,26 @@ def run_evaluation(
     shard = current_shard()
     quiet = quiet or not distributed.is_main()
     processes = 1 if shard is not None else resolve_workers(workers, device)
+    runner: Any = evaluate
+    extra: dict[str, Any] = {"attacks": attacks}
+    if escalate:
+        policy = (
+            escalate
+            if isinstance(escalate, EscalationPolicy)
+            else EscalationPolicy(escalate_levels, escalate_seconds)
+        )
+        runner = evaluate_escalating
+        extra = {
+            "max_levels": policy.levels,
+            "budget_seconds": policy.seconds,
+            "at_least": policy.at_least,
+        }
 
     def job(local_shard: BatchShard | None, is_main: bool) -> dict[str, Any]:
-        runner: Any = evaluate
         silent = quiet or not is_main
-        extra: dict[str, Any] = {"attacks": attacks}
+        logging: dict[str, Any] = {}
         if escalate:
-            policy = (
-                escalate
-                if isinstance(escalate, EscalationPolicy)
-                else EscalationPolicy(escalate_levels, escalate_seconds)
-            )
-            runner = evaluate_escalating
-            extra = {
-                "max_levels": policy.levels,
-                "budget_seconds": policy.seconds,
-                "at_least": policy.at_least,
-                "log": None if silent else (lambda message: print(message, file=sys.stderr)),
-            }
+            logging["log"] = None if silent else (lambda m: print(m, file=sys.stderr))
         used = shard if shard is not None else local_shard
         return runner(  # type: ignore[no-any-return]
             model,
@@ -199,6 +201,7 @@ def run_evaluation(
             eps=eps_value,
             ensemble=chosen,
             **extra,
+            **logging,
             batch_size=batch_size,
             seed=seed,
             state_dir=out,
