@@ -294,8 +294,63 @@ def encode(examples: AdversarialSet, metadata: Mapping[str, Any]) -> dict[str, T
     return tensors
 
 
+def _check_layout(tensors: Mapping[str, Tensor], members: Sequence[str]) -> None:
+    """Raise ValueError (one line, what is wrong) unless the tensors form a consistent file."""
+    required = ("index", "label", "member", "encoding", "clean_logits", "adversarial_logits", "eps")
+    missing = [k for k in (*required, *ENCODINGS, "pixel_other_float32") if k not in tensors]
+    if not ("clean_uint8" in tensors or "clean_float32" in tensors):
+        missing.append("clean_uint8/clean_float32")
+    if missing:
+        raise ValueError(f"missing tensors {', '.join(missing)}")
+    k = int(tensors["index"].reshape(-1).shape[0])
+    clean = tensors["clean_uint8"] if "clean_uint8" in tensors else tensors["clean_float32"]
+    for name in ("index", "label", "member", "encoding"):
+        t = tensors[name]
+        if t.dim() != 1 or t.shape[0] != k:
+            raise ValueError(f"{name} has shape {list(t.shape)}, expected [{k}]")
+    if clean.dim() < 1 or clean.shape[0] != k:
+        raise ValueError(f"clean images have shape {list(clean.shape)}, expected {k} rows")
+    sample_shape = tuple(clean.shape[1:])
+    if k and int(tensors["index"].min()) < 0:
+        raise ValueError(f"sample index {int(tensors['index'].min())} is negative")
+    encoding = tensors["encoding"].long()
+    if k and (int(encoding.min()) < 0 or int(encoding.max()) >= len(ENCODINGS)):
+        raise ValueError(f"encoding code out of range 0..{len(ENCODINGS) - 1}")
+    for code, name in enumerate(ENCODINGS):
+        rows = int((encoding == code).sum())
+        stored = tensors[name]
+        if tuple(stored.shape) != (rows, *sample_shape):
+            raise ValueError(
+                f"{name} has shape {list(stored.shape)}, the encoding column needs "
+                f"{[rows, *sample_shape]}"
+            )
+    codes = tensors["pixel_codes"]
+    if codes.numel() and int(codes.long().max()) > CODE_OTHER:
+        raise ValueError(f"pixel code {int(codes.long().max())} out of range 0..{CODE_OTHER}")
+    others = int((codes == CODE_OTHER).sum())
+    if tensors["pixel_other_float32"].numel() != others:
+        raise ValueError(
+            f"pixel_other_float32 holds {tensors['pixel_other_float32'].numel()} values, the "
+            f"pixel codes need {others}"
+        )
+    if tensors["eps"].numel() != 1:
+        raise ValueError("eps is not one value")
+    for name in ("clean_logits", "adversarial_logits"):
+        t = tensors[name]
+        if t.dim() != 2 or t.shape[0] != k:
+            raise ValueError(f"{name} has shape {list(t.shape)}, expected [{k}, classes]")
+    member = tensors["member"].long()
+    if k and members and (int(member.min()) < 0 or int(member.max()) >= len(members)):
+        bad = int(member.max()) if int(member.max()) >= len(members) else int(member.min())
+        raise ValueError(f"member index {bad} out of range (the file names {len(members)} members)")
+
+
 def decode_tensors(tensors: Mapping[str, Tensor], members: Sequence[str] = ()) -> AdversarialSet:
-    """The examples the file's tensors describe (float32 images)."""
+    """The examples the file's tensors describe (float32 images).
+
+    Raises ValueError (one line) on an inconsistent layout: a malformed file never reaches an
+    IndexError or a shape error."""
+    _check_layout(tensors, members)
     if "clean_uint8" in tensors:
         clean = tensors["clean_uint8"].to(torch.float32).div_(255.0)
     else:
@@ -329,31 +384,99 @@ def decode_tensors(tensors: Mapping[str, Tensor], members: Sequence[str] = ()) -
     )
 
 
+def images_digest(examples: AdversarialSet) -> str:
+    """SHA-256 of the float32 clean and adversarial images (what the encoding must give back)."""
+    h = hashlib.sha256()
+    for t in (examples.clean, examples.adversarial):
+        h.update(t.detach().float().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _content_digest(meta_json: str, data: bytes) -> str:
+    """SHA-256 of a file's metadata JSON (without the digest) and its tensor bytes."""
+    return hashlib.sha256(meta_json.encode("utf-8") + b"\0" + data).hexdigest()
+
+
+def _split(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """The JSON header and the tensor bytes of a safetensors file (ValueError if malformed)."""
+    if len(data) < 8:
+        raise ValueError(f"{len(data)} bytes, shorter than a safetensors header")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8:
+        raise ValueError("the header is longer than the file (truncated)")
+    header = json.loads(data[8 : 8 + size])
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    return header, data[8 + size :]
+
+
 def to_bytes(examples: AdversarialSet, metadata: Mapping[str, Any]) -> bytes:
-    """The safetensors bytes of ``examples`` (deterministic: the same examples, same bytes)."""
+    """The safetensors bytes of ``examples`` (deterministic: the same examples, same bytes).
+
+    The header carries ``images_sha256`` (the float32 images the encoding gives back) and
+    ``content_sha256`` (the metadata and every tensor byte), so a changed byte is found."""
     meta = dict(metadata)
+    meta.pop("content_sha256", None)
     meta.setdefault("members", sorted(set(examples.member)))
     tensors = encode(examples, meta)
+    meta["images_sha256"] = images_digest(examples)
+    body = {"version": FORMAT_VERSION, **meta}
+    text = json.dumps(body, sort_keys=True)
     # one header key: safetensors writes several keys in a varying order (not byte-stable)
-    header = {FORMAT: json.dumps({"version": FORMAT_VERSION, **meta}, sort_keys=True)}
+    draft = bytes(save_bytes(tensors, metadata={FORMAT: text}))
+    digest = _content_digest(text, _split(draft)[1])
+    header = {FORMAT: json.dumps({**body, "content_sha256": digest}, sort_keys=True)}
     return bytes(save_bytes(tensors, metadata=header))
 
 
-def from_bytes(data: bytes, source: str = "") -> tuple[AdversarialSet, dict[str, Any]]:
-    """Examples and metadata from :func:`to_bytes`' output."""
+NO_HASH = "no hash recorded"
+
+
+def integrity_problems(data: bytes, examples: AdversarialSet | None = None) -> list[str]:
+    """What does not match the digests a file carries ([] when all match); a file written
+    before digests existed gives ``[NO_HASH]`` (a warning, not a failure)."""
     try:
-        tensors = load_bytes(data)
-        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
-        if FORMAT not in header.get("__metadata__", {}):
+        header, body = _split(data)
+        meta = json.loads(header["__metadata__"][FORMAT])
+        if not isinstance(meta, dict):
+            raise ValueError("its metadata is not a JSON object")
+    except Exception as exc:  # noqa: BLE001 - malformed: said in one line
+        return [f"unreadable header ({' '.join(str(exc).split())[:120]})"]
+    recorded = meta.pop("content_sha256", None)
+    if recorded is None:
+        return [NO_HASH]
+    problems = []
+    if _content_digest(json.dumps(meta, sort_keys=True), body) != recorded:
+        problems.append("content hash mismatch: the file was changed after it was written")
+    if examples is not None and meta.get("images_sha256") not in (None, images_digest(examples)):
+        problems.append(
+            "the pixel encoding does not reproduce the adversarial images that were written"
+        )
+    return problems
+
+
+def from_bytes(data: bytes, source: str = "") -> tuple[AdversarialSet, dict[str, Any]]:
+    """Examples and metadata from :func:`to_bytes`' output (any malformed file: one line)."""
+    try:
+        header, _ = _split(data)
+        if FORMAT not in (header.get("__metadata__") or {}):
             raise ValueError("not a robustsnn adversarial file")
         meta = json.loads(header["__metadata__"][FORMAT])
+        if not isinstance(meta, dict):
+            raise ValueError("its metadata is not a JSON object")
         meta.pop("version", None)
+        tensors = load_bytes(data)
+        members = meta.get("members", [])
+        if not isinstance(members, list):
+            raise ValueError("its members are not a list")
+        examples = decode_tensors(tensors, [str(m) for m in members])
     except Exception as exc:  # any malformed file is one user-facing line
+        detail = " ".join(str(exc).split())[:200]
         raise UserError(
-            f"{source or 'file'} is not a readable adversarial-examples file ({exc}); "
+            f"{source or 'file'} is not a readable adversarial-examples file ({detail}); "
             "re-run the evaluation with --save-adversarial"
         ) from None
-    return decode_tensors(tensors, meta.get("members", [])), meta
+    return examples, meta
 
 
 def write(path: str | Path, examples: AdversarialSet, metadata: Mapping[str, Any]) -> int:
@@ -396,9 +519,13 @@ class PartStore:
         if self.folder is None or not self._path(batch).is_file():
             return False
         try:
-            self.parts[batch] = from_bytes(self._path(batch).read_bytes())[0]
-        except UserError:
+            data = self._path(batch).read_bytes()
+            examples = from_bytes(data)[0]
+        except (UserError, OSError):
             return False
+        if integrity_problems(data, examples) not in ([], ["no hash recorded"]):
+            return False  # a changed part: its batch runs again
+        self.parts[batch] = examples
         return True
 
     def save(self, batch: int, examples: AdversarialSet) -> None:
@@ -418,6 +545,8 @@ __all__ = [
     "concat",
     "decode_tensors",
     "encode",
+    "images_digest",
+    "integrity_problems",
     "ordered_like",
     "read",
     "single_logits",

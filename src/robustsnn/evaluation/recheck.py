@@ -34,6 +34,7 @@ from robustsnn.checkpoint import atomic_write_json
 from robustsnn.errors import UserError
 from robustsnn.evaluation.adversarial import ADVERSARIAL_FILE, AdversarialSet, read
 from robustsnn.evaluation.intervals import wilson_interval
+from robustsnn.integrity import NO_HASH
 
 RECHECK_FILE = "recheck.json"
 
@@ -119,33 +120,110 @@ def misclassified(logits: Tensor, labels: Tensor) -> Tensor:
     return others.amax(1) > true
 
 
-def _dataset_images(meta: dict[str, Any], index: Tensor) -> Tensor | None:
-    """The clean images from the dataset, or None when it cannot be loaded here."""
-    from robustsnn.data import load_dataset, to_float
+def _dataset_split(meta: dict[str, Any]) -> Tensor | None:
+    """The evaluated split's uint8 images, or None when the dataset cannot be loaded here."""
+    from robustsnn.data import load_dataset
 
     try:
         data = load_dataset(str(meta["dataset"]))
     except Exception:  # unavailable here: said in a note
         return None
-    xs = data.x_test if meta.get("split", "test") == "test" else data.x_train
-    return to_float(xs[index])
+    return data.x_test if meta.get("split", "test") == "test" else data.x_train
+
+
+def _to_float(image: Tensor) -> Tensor:
+    from robustsnn.data import to_float
+
+    return to_float(image.unsqueeze(0))[0]
+
+
+LOGIT_TOLERANCE = 1e-4
+"""Relative slack when recomputed float32 logits are compared with the stored ones (another
+machine's float32 may differ in the last bits; a changed number differs by far more)."""
+
+
+def _warn_or_fail(result: RecheckResult, folder: Path, name: str, problems: list[str]) -> None:
+    for problem in problems:
+        if problem == NO_HASH:
+            result.notes.append(
+                f"warning: {name}: no hash recorded (written before hashes existed): its "
+                "content is not verified"
+            )
+        else:
+            result.failures.append(f"{folder}: {name}: {problem}")
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    try:
+        eps = float(meta["eps"])
+        tolerance = float(meta.get("eps_tolerance", 0.0))
+    except (KeyError, TypeError, ValueError):
+        return "its metadata has no numeric eps"
+    if not (0.0 <= eps <= 1.0 and 0.0 <= tolerance < 1e-2):
+        return f"its eps {eps!r} (tolerance {tolerance!r}) is out of range"
+    if not isinstance(meta.get("model"), str):
+        return "its metadata names no model"
+    return None
 
 
 def recheck_folder(folder: Path, reference: bool = True) -> RecheckResult:
-    """Re-verify every saved break of one evaluation folder."""
+    """Re-verify every saved break of one evaluation folder (a malformed file is a failure
+    line, never a traceback)."""
+    from robustsnn.evaluation.adversarial import from_bytes
+    from robustsnn.evaluation.adversarial import integrity_problems as file_problems
+    from robustsnn.integrity import integrity_problems as json_problems
+
+    folder = Path(folder)
+    path = folder / ADVERSARIAL_FILE
+    evaluation = folder / "evaluation.json"
+    try:
+        data = path.read_bytes()
+        examples, meta = from_bytes(data, str(path))
+        problem = _meta_problem(meta)
+        if problem is not None:
+            raise UserError(f"{path}: {problem}")
+    except (UserError, OSError) as exc:
+        result = RecheckResult(folder, 0)
+        result.failures.append(f"{folder}: {' '.join(str(exc).split())}")
+        if evaluation.is_file():
+            _warn_or_fail(result, folder, evaluation.name, json_problems(evaluation))
+        return result
+    result = RecheckResult(folder, len(examples))
+    _warn_or_fail(result, folder, ADVERSARIAL_FILE, file_problems(data, examples))
+    if evaluation.is_file():
+        _warn_or_fail(result, folder, evaluation.name, json_problems(evaluation))
+    try:
+        _recheck_examples(folder, examples, meta, result, reference)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - never a traceback: the file is what is wrong
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        result.failures.append(f"{folder}: the saved examples cannot be rechecked ({detail})")
+    return result
+
+
+def _recheck_examples(
+    folder: Path,
+    examples: AdversarialSet,
+    meta: dict[str, Any],
+    result: RecheckResult,
+    reference: bool,
+) -> None:
     from robustsnn.reference_sim import simulate_network
 
-    examples, meta = read(folder / ADVERSARIAL_FILE)
-    result = RecheckResult(folder, len(examples))
     eps = float(meta["eps"])
     tolerance = float(meta.get("eps_tolerance", 0.0))
     evaluation = folder / "evaluation.json"
     records_file = folder / "records.jsonl"
     if records_file.is_file():
-        records = [json.loads(line) for line in records_file.read_text().splitlines() if line]
-        broken = {int(r["index"]) for r in records if r["clean_correct"] and not r["robust"]}
+        try:
+            records = [json.loads(line) for line in records_file.read_text().splitlines() if line]
+            broken = {int(r["index"]) for r in records if r["clean_correct"] and not r["robust"]}
+        except (ValueError, KeyError, TypeError) as exc:
+            result.failures.append(f"{folder}: records.jsonl is malformed ({exc})")
+            broken = None
         saved = {int(i) for i in examples.index.tolist()}
-        if broken != saved:
+        if broken is not None and broken != saved:
             result.failures.append(
                 f"{folder}: the file holds {len(saved)} examples but the records count "
                 f"{len(broken)} breaks ({len(broken - saved)} unsaved, {len(saved - broken)} "
@@ -155,7 +233,7 @@ def recheck_folder(folder: Path, reference: bool = True) -> RecheckResult:
         result.notes.append("no records.jsonl beside the file: the break count is not compared")
     if not len(examples):
         result.notes.append("no breaks saved: nothing to recheck")
-        return result
+        return
     model, _ = load_evaluated_model(folder, meta)
 
     def fail(row: int, why: str) -> None:
@@ -165,16 +243,31 @@ def recheck_folder(folder: Path, reference: bool = True) -> RecheckResult:
         )
 
     adv, clean, labels = examples.adversarial, examples.clean, examples.label
-    flat_adv = adv.reshape(len(examples), -1).double()
-    flat_clean = clean.reshape(len(examples), -1).double()
-    distance = (flat_adv - flat_clean).abs().amax(1)
-    low, high = flat_adv.amin(1), flat_adv.amax(1)
-    dataset = _dataset_images(meta, examples.index)
+    k = len(examples)
+    dataset = _dataset_split(meta)
+    in_split = torch.ones(k, dtype=torch.bool)
     if dataset is None:
         result.notes.append(f"dataset {meta.get('dataset')!r} not loadable here: clean images "
                             "are not compared with it")  # fmt: skip
+    else:
+        size = int(dataset.shape[0])
+        in_split = examples.index < size
+        for row in (~in_split).nonzero().squeeze(1).tolist():
+            fail(row, f"index out of range (the {meta.get('split', 'test')} split has {size} "
+                      "samples)")  # fmt: skip
+        if tuple(dataset.shape[1:]) != tuple(clean.shape[1:]):
+            result.failures.append(
+                f"{folder}: the saved images have shape {list(clean.shape[1:])}, the dataset's "
+                f"{list(dataset.shape[1:])}"
+            )
+            return
     logits64 = _logits64(model, adv)
-    wrong64 = misclassified(logits64, labels)
+    classes = int(logits64.shape[1])
+    bad_label = (labels < 0) | (labels >= classes)
+    for row in bad_label.nonzero().squeeze(1).tolist():
+        fail(row, f"label out of range (the model has {classes} classes)")
+    safe_labels = labels.clamp(0, classes - 1)
+    wrong64 = misclassified(logits64, safe_labels) & ~bad_label
     wrong_ref = torch.ones_like(wrong64)
     if reference:
         try:
@@ -183,26 +276,50 @@ def recheck_folder(folder: Path, reference: bool = True) -> RecheckResult:
             result.notes.append(f"reference simulator skipped: {exc}")
             reference = False
         else:
-            wrong_ref = misclassified(torch.from_numpy(sim.logits), labels)
+            wrong_ref = misclassified(torch.from_numpy(sim.logits), safe_labels) & ~bad_label
     from robustsnn.evaluation.adversarial import single_logits
 
-    reproduced = (single_logits(model, adv) == examples.adversarial_logits).all(1)
-    for row in range(len(examples)):
+    recomputed = single_logits(model, adv)
+    reproduced = torch.zeros(k, dtype=torch.bool)
+    for name, stored, fresh in (
+        ("adversarial", examples.adversarial_logits, recomputed),
+        ("clean", examples.clean_logits, single_logits(model, clean)),
+    ):
+        if tuple(stored.shape) != tuple(fresh.shape):
+            result.failures.append(
+                f"{folder}: stored {name} logits have shape {list(stored.shape)}, the model "
+                f"gives {list(fresh.shape)}"
+            )
+            continue
+        if name == "adversarial":
+            reproduced = (fresh == stored).all(1)
+        scale = fresh.abs().amax(1).clamp_min(1.0)
+        gap = (fresh - stored).abs().amax(1)
+        gap = torch.where(torch.isfinite(gap), gap, torch.full_like(gap, float("inf")))
+        for row in (gap > LOGIT_TOLERANCE * scale).nonzero().squeeze(1).tolist():
+            fail(row, f"stored {name} logits do not match the model's (max difference "
+                      f"{float(gap[row]):.3g})")  # fmt: skip
+    flat_adv = adv.reshape(k, -1).double()
+    flat_clean = clean.reshape(k, -1).double()
+    distance = (flat_adv - flat_clean).abs().amax(1)
+    low, high = flat_adv.amin(1), flat_adv.amax(1)
+    for row in range(k):
         if not (0.0 <= float(low[row]) and float(high[row]) <= 1.0):
             fail(row, f"pixels outside [0, 1] (min {float(low[row]):.6g}, "
                       f"max {float(high[row]):.6g})")  # fmt: skip
-        if float(distance[row]) > eps + tolerance:
+        if not float(distance[row]) <= eps + tolerance:
             fail(row, f"outside the eps-ball: max |x_adv - x| = {float(distance[row]):.6g} > "
                       f"eps {eps:.6g}")  # fmt: skip
-        if dataset is not None and not torch.equal(dataset[row], clean[row]):
-            fail(row, "the stored clean image is not the dataset's image at this index")
-        if not bool(wrong64[row]):
+        if dataset is not None and bool(in_split[row]):
+            if not torch.equal(_to_float(dataset[int(examples.index[row])]), clean[row]):
+                fail(row, "the stored clean image is not the dataset's image at this index")
+        if not bool(wrong64[row]) and not bool(bad_label[row]):
             fail(row, f"correctly classified by the float64 forward (predicts "
                       f"{int(logits64[row].argmax())}, true class {int(labels[row])})")  # fmt: skip
-        if reference and not bool(wrong_ref[row]):
+        if reference and not bool(wrong_ref[row]) and not bool(bad_label[row]):
             fail(row, "correctly classified by the reference simulator (float64)")
     result.counts = {
-        "saved": len(examples),
+        "saved": k,
         "in_range": int(((low >= 0) & (high <= 1)).sum()),
         "in_eps_ball": int((distance <= eps + tolerance).sum()),
         "misclassified_float64": int(wrong64.sum()),
@@ -214,7 +331,6 @@ def recheck_folder(folder: Path, reference: bool = True) -> RecheckResult:
         f"max |x_adv - x| = {largest:.9g}, eps = {eps:.9g} (float32 rounding above eps: "
         f"{max(largest - eps, 0.0):.2g}; tolerance {tolerance:g})"
     )
-    return result
 
 
 def recheck(path: str | Path, reference: bool = True, write: bool = True) -> list[RecheckResult]:
@@ -285,6 +401,38 @@ def _predictions(model: nn.Module, x: Tensor) -> Tensor:
         return real_predict(model, x, batch_size=64)
 
 
+def _check_input_shape(
+    model: nn.Module, examples: AdversarialSet, source: str, target: str
+) -> None:
+    """One line, not a matmul error, when ``target`` cannot read ``source``'s examples."""
+    shape = list(examples.clean.shape[1:])
+    try:
+        with torch.no_grad():
+            logits = _predictions(model, examples.clean[:1])
+        del logits
+    except (RuntimeError, ValueError, IndexError) as exc:
+        detail = " ".join(str(exc).split())[:120]
+        raise UserError(
+            f"the examples saved for {source} are {shape} images, which {target} cannot read "
+            f"({detail}); transfer runs between models of one input shape"
+        ) from None
+    from robustsnn.modelio import expected_input
+
+    for meta_path in (Path(target).with_suffix(".json"),):
+        meta = None
+        if meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text())
+            except ValueError:
+                meta = None
+        expected = expected_input(meta) if isinstance(meta, dict) else None
+        if expected is not None and list(expected) != shape:
+            raise UserError(
+                f"the examples saved for {source} are {shape} images, {target} reads "
+                f"{list(expected)}; transfer runs between models of one input shape"
+            )
+
+
 def transfer_matrix(
     sources: Sequence[str | Path], targets: Sequence[str | Path] = ()
 ) -> tuple[list[str], list[str], list[TransferCell]]:
@@ -318,6 +466,7 @@ def transfer_matrix(
             if len(examples) == 0:
                 cells.append(TransferCell(name, target_name, 0, 0))
                 continue
+            _check_input_shape(model, examples, name, target_name)
             clean_ok = _predictions(model, examples.clean) == examples.label
             fooled = _predictions(model, examples.adversarial) != examples.label
             cells.append(

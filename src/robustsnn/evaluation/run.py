@@ -28,6 +28,7 @@ from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating
 from robustsnn.evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate, parse_eps
 from robustsnn.evaluation.sharding import BatchShard, current_shard
 from robustsnn.evaluation.workers import resolve_workers, run_in_workers
+from robustsnn.integrity import with_integrity
 from robustsnn.modelio import check_input, load_model
 
 DEFAULT_ENSEMBLE = "reliable"
@@ -238,7 +239,8 @@ def run_evaluation(
         result["adversarial_bytes"] = size
     if distributed.is_main():
         atomic_write_text(out / RECORDS_FILE, "".join(json.dumps(r) + "\n" for r in records))
-        atomic_write_json(out / EVALUATION_FILE, result)
+        written = [RECORDS_FILE] + ([adversarial.ADVERSARIAL_FILE] if examples is not None else [])
+        atomic_write_json(out / EVALUATION_FILE, with_integrity(result, out, written))
     distributed.barrier()  # the files exist on return, on every rank
     return result
 
