@@ -134,50 +134,106 @@ class SAPGD(Attack):
         generator: torch.Generator,
     ) -> None:
         """One SA-PGD run on the samples ``idx`` (global), results into ``best``."""
-        eps, steps = self.eps, self.steps
+        run = SAPGDRun(self, model, x, y, idx, best, loss_fn, generator)
+        run.advance(self.steps)
+        self.last_etas = run.etas
+
+
+class SAPGDRun:
+    """One SA-PGD run that can be advanced in slices and shrunk between them.
+
+    The schedule (step size ``eta`` and its halvings) is fixed by ``attack.steps`` up front,
+    so advancing to ``steps`` in one call or in several slices walks the same trajectory: what
+    a per-sample race over members needs (:mod:`robustsnn.attacks.race`), which runs every
+    candidate a few iterations, drops the weak ones per sample (:meth:`retain`) and continues
+    the rest. ``best`` (a :class:`WorstCase` over the batch; ``idx`` are global indices into
+    it) receives every iterate's loss and success, as in :meth:`SAPGD.perturb`.
+    """
+
+    def __init__(
+        self,
+        attack: SAPGD,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        idx: Tensor,
+        best: WorstCase,
+        loss_fn: AttackLoss,
+        generator: torch.Generator,
+    ) -> None:
+        self.attack, self.model, self.best, self.loss_fn = attack, model, best, loss_fn
+        self.generator = generator
+        self.idx = idx
+        eps = attack.eps
         begin_run(model, idx.numel())
-        rows = torch.arange(idx.numel(), device=x.device)  # positions in this run
-        x0, y0 = x[idx], y[idx]
-        x_adv = project(x0 + eps * unit_linf_noise(x0, generator), x0, eps)
-
-        def score(x_at: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
-            y_at = y0[rows]
-            if with_grad:
-                logits, loss, grad = loss_and_grad(
-                    model, x_at, lambda z: loss_fn(z, y_at, None), rows
-                )
-            else:
-                with torch.no_grad():
-                    logits = logits_of(model, x_at).detach()
-                    loss, grad = loss_fn(logits, y_at, None), None
-            success = is_success(logits, y_at)
-            best.update(idx[rows], x_at, loss, success)
-            return success, grad
-
-        success, grad = score(x_adv, True)
+        self.rows = torch.arange(idx.numel(), device=x.device)  # positions in this run
+        self.x0, self.y0 = x[idx], y[idx]
+        self.x_adv = project(self.x0 + eps * unit_linf_noise(self.x0, generator), self.x0, eps)
+        self.success, grad = self._score(self.x_adv, True)
         assert grad is not None
-        eta, halve_after = eps, set(halving_iterations(steps))
-        m = v = torch.zeros_like(x0)
-        self.last_etas = []
-        for k in range(steps):
-            keep = ~success
+        self.grad = grad
+        self.eta, self.halve_after = eps, set(halving_iterations(attack.steps))
+        self.m = self.v = torch.zeros_like(self.x0)
+        self.k = 0
+        #: step sizes of the iterations run so far (for tests and logs)
+        self.etas: list[float] = []
+
+    @property
+    def finished(self) -> bool:
+        """All iterations run, or no row left to attack."""
+        return self.k >= self.attack.steps or not bool((~self.success).any())
+
+    def positions(self) -> Tensor:
+        """Global indices (into the batch of ``best``) of the rows this run still holds."""
+        return self.idx[self.rows]
+
+    def _score(self, x_at: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
+        rows = self.rows
+        y_at = self.y0[rows]
+        if with_grad:
+            logits, loss, grad = loss_and_grad(
+                self.model, x_at, lambda z: self.loss_fn(z, y_at, None), rows
+            )
+        else:
+            with torch.no_grad():
+                logits = logits_of(self.model, x_at).detach()
+                loss, grad = self.loss_fn(logits, y_at, None), None
+        success = is_success(logits, y_at)
+        self.best.update(self.idx[rows], x_at, loss, success)
+        return success, grad
+
+    def retain(self, keep: Tensor) -> None:
+        """Keep only the rows where ``keep`` (a mask over :meth:`positions`) is True."""
+        self.rows, self.x_adv, self.grad = self.rows[keep], self.x_adv[keep], self.grad[keep]
+        self.m, self.v, self.success = self.m[keep], self.v[keep], self.success[keep]
+
+    def advance(self, until: int) -> None:
+        """Run iterations ``k`` up to ``until`` (at most the schedule's ``steps``)."""
+        eps, steps = self.attack.eps, self.attack.steps
+        while self.k < min(until, steps):
+            k = self.k
+            keep = ~self.success
             if not bool(keep.any()):
                 return
-            rows, x_adv, grad = rows[keep], x_adv[keep], grad[keep]
-            m, v = m[keep], v[keep]
+            self.retain(keep)
+            grad = self.grad
             gh, vh = normalised_moments(grad)
-            m = gh if k == 0 else 0.5 * m + gh
-            v = vh if k == 0 else 0.8 * v + vh
-            step = (m / (v.sqrt() + _TINY) * eta).clamp(-eta, eta)
-            if self.zero_grad == "random":
+            self.m = gh if k == 0 else 0.5 * self.m + gh
+            self.v = vh if k == 0 else 0.8 * self.v + vh
+            eta = self.eta
+            step = (self.m / (self.v.sqrt() + _TINY) * eta).clamp(-eta, eta)
+            if self.attack.zero_grad == "random":
                 flat = per_sample(grad.flatten(1).abs().amax(1) == 0, grad)
                 if bool(flat.any()):
-                    step = torch.where(flat, eta * random_sign(grad.shape, generator, grad), step)
-            x_adv = project(x_adv + step, x0[rows], eps)
-            self.last_etas.append(eta)
+                    step = torch.where(
+                        flat, eta * random_sign(grad.shape, self.generator, grad), step
+                    )
+            self.x_adv = project(self.x_adv + step, self.x0[self.rows], eps)
+            self.etas.append(eta)
             last = k == steps - 1
-            success, new_grad = score(x_adv, not last)
+            self.success, new_grad = self._score(self.x_adv, not last)
             if new_grad is not None:
-                grad = new_grad
-            if k + 1 in halve_after:
-                eta /= 2
+                self.grad = new_grad
+            if k + 1 in self.halve_after:
+                self.eta /= 2
+            self.k = k + 1

@@ -404,6 +404,12 @@ _add(
     "APGD-T (3 targets, ASSG) and Square (1000 queries): the default evaluation",
 )
 _add(
+    "reliable-v1",
+    reliable_members(),
+    "the fixed-estimator `reliable` of releases up to issue 22 (SA-PGD-100 x 9 estimators, "
+    "APGD-T with 3 targets, Square-1000), kept so every older number can be reproduced",
+)
+_add(
     "assg-sapgd",
     [Member("sapgd", "assg-atan-0.425-dr", {"steps": 100})],
     "ASSG (atan, a = 0.425, detached reset) with SA-PGD-100: the protocol of arXiv 2512.22522 "
@@ -461,4 +467,97 @@ _add(
     [Member("pgd", e) for e in ADAPTIVE_ESTIMATORS],
     "PGD-20 with BPTT(PCW, 1) in threshold and in absolute units, BPTR and the ANN proxy: a cheap "
     "adaptive check for CPU runs",
+)
+
+# --------------------------------------------------------------------------- reference pool
+
+REFERENCE_POOL_VERSION = "1"
+"""Bumped whenever :func:`reference_pool_members` changes (gap benchmarks name the version)."""
+
+REFERENCE_SAPGD_ESTIMATORS = (
+    # surrogate widths in units of each layer's threshold, 1/8 to 4
+    "bptt-rel-pcw-1",
+    "bptt-rel-pcw-0.5",
+    "bptt-rel-pcw-0.25",
+    "bptt-rel-pcw-0.125",
+    "bptt-rel-pcw-2",
+    "bptt-rel-pcw-4",
+    "bptt-rel-pcw-0.5-dr",
+    "bptt-rel-pcw-1-dr",
+    "bptt-rel-exp-1",
+    "bptt-rel-rect-1",
+    # absolute widths (a different relative width in every layer)
+    "bptt-pcw-0.5",
+    "bptt-pcw-1",
+    "bptt-pcw-2",
+    "bptt-pcw-4",
+    # ASSG over its useful range, with and without the reset path, three shapes
+    "assg-atan-0.35-dr",
+    "assg-atan-0.4-dr",
+    "assg-atan-0.425-dr",
+    "assg-atan-0.45-dr",
+    "assg-atan-0.49-dr",
+    "assg-atan-0.4",
+    "assg-atan-0.425",
+    "assg-atan-0.45",
+    "assg-pcw-0.85-dr",
+    "assg-rect-0.85-dr",
+    # the other families
+    "pdsg",
+    "pdsg-pooled",
+    "rga",
+    "hart-0.5",
+    "hart-1",
+    "hart-2",
+    "bptr",
+    "ann-proxy",
+)
+"""Estimators that the reference pool attacks through with SA-PGD-300."""
+
+REFERENCE_APGD_ESTIMATORS = (
+    "bptt-rel-pcw-1",
+    "bptt-rel-pcw-0.5",
+    "bptt-rel-pcw-0.25",
+    "bptt-pcw-1",
+    "bptt-pcw-2",
+    "assg-atan-0.425-dr",
+    "bptr",
+    "ann-proxy",
+)
+"""Estimators that the reference pool attacks through with APGD-CE-300 (and, first four +
+ASSG, APGD-DLR-300): a second optimiser, so no width is judged by SA-PGD's schedule alone."""
+
+
+def reference_pool_members(steps: int = 300, square_queries: int = 5000) -> tuple[Member, ...]:
+    """The reference ("oracle") pool of the gap benchmark (``benchmarks/oracle_gap.py``).
+
+    Far wider and longer than any default: SA-PGD-``steps`` through 32 estimators (relative
+    widths 0.125-4 and three shapes, absolute widths 0.5-4, ASSG a = 0.35-0.49 with and without
+    the reset path and in three shapes, PDSG, RGA, HART 0.5/1/2, BPTR, the ANN proxy), APGD-CE
+    through 8 and APGD-DLR through 5 of them, APGD-T (9 targets) through two, and Square with
+    ``square_queries`` queries. Its per-sample union (together with ``reliable-v1``, whose
+    members it contains by reference: the benchmark runs that preset too) is the ground truth
+    an evaluation preset is measured against. Early exit: a sample broken by one member is not
+    attacked again, so the union, not each member's own accuracy, is what a run gives.
+    """
+    apgd = {"n_iter": steps}
+    return (
+        *(Member("sapgd", e, {"steps": steps}) for e in REFERENCE_SAPGD_ESTIMATORS),
+        *(Member("apgd-ce", e, apgd) for e in REFERENCE_APGD_ESTIMATORS),
+        *(
+            Member("apgd-dlr", e, apgd)
+            for e in (*REFERENCE_APGD_ESTIMATORS[:4], "assg-atan-0.425-dr")
+        ),
+        Member("apgd-t", "assg-atan-0.425-dr", {"n_iter": 100, "n_target_classes": 9}),
+        Member("apgd-t", "bptt-rel-pcw-0.5", {"n_iter": 100, "n_target_classes": 9}),
+        Member("square", None, {"n_queries": square_queries}),
+    )
+
+
+_add(
+    "reference-pool",
+    reference_pool_members(),
+    f"the gap benchmark's reference pool v{REFERENCE_POOL_VERSION}: SA-PGD-300 x 32 estimators, "
+    "APGD-CE-300 x 8, APGD-DLR-300 x 5, APGD-T x 2 (9 targets), Square-5000 (slow: for "
+    "benchmarks)",
 )

@@ -1,0 +1,286 @@
+"""Oracle-gap benchmark: does an evaluation preset break everything a much wider pool breaks?
+
+The reference pool (``reference-pool`` in :mod:`robustsnn.evaluation.ensembles`: SA-PGD-300
+through 32 estimators, APGD-CE/DLR-300, APGD-T with 9 targets, Square-5000) runs on every model
+of a suite; its per-sample union, together with ``reliable-v1`` (whose members it contains by
+reference), is the ground truth. For each model and each evaluated preset the report gives the
+pool's robust accuracy, the preset's, and the **gap**: the samples the ground truth breaks and
+the preset does not, with their dataset indices and the members that broke them, plus CPU
+seconds per sample of each run (one process, one thread: wall time is CPU time).
+
+    # the suite: experiments/oracle_suite.py writes <models>/suite.json
+    OMP_NUM_THREADS=1 python benchmarks/oracle_gap.py run --suite /work/exp/oracle/models/suite.json \\
+        --out /work/exp/oracle/evals --evals reliable,reliable-v1,reference-pool --n 200
+    python benchmarks/oracle_gap.py report --out /work/exp/oracle/evals --preset reliable \\
+        --markdown /work/exp/oracle/gap.md --json /work/exp/oracle/gap.json
+
+Every run resumes where it stopped (each evaluation keeps its resume state in its folder);
+``run`` skips a (model, preset) whose evaluation.json already holds ``n`` samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustsnn.checkpoint import atomic_write_json, atomic_write_text
+from robustsnn.evaluation import run_evaluation
+from robustsnn.evaluation.ensembles import REFERENCE_POOL_VERSION
+from robustsnn.evaluation.intervals import wilson_interval
+
+POOL = "reference-pool"
+GROUND_TRUTH = (POOL, "reliable-v1")
+"""The runs whose per-sample union is the ground truth."""
+
+
+def load_suite(path: Path) -> list[dict[str, Any]]:
+    """The suite's entries (``name``, ``path``, ``dataset``, ``eps``, ...)."""
+    entries = json.loads(path.read_text())
+    if isinstance(entries, Mapping):
+        entries = entries.get("models", [])
+    base = path.parent
+    for entry in entries:
+        p = Path(entry["path"])
+        entry["path"] = str(p if p.is_absolute() or p.exists() else base / p)
+    return list(entries)
+
+
+def _loaded(entry: Mapping[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]] | None:
+    """A class-style framework model described by a ``model.json`` (factory + weights)."""
+    if not str(entry["path"]).endswith("model.json"):
+        return None
+    from robustsnn.data import load_dataset, to_float
+    from robustsnn.interop.foreign import load_foreign
+
+    spec = json.loads(Path(entry["path"]).read_text())
+    data = load_dataset(str(spec.get("dataset", entry["dataset"])), None)
+    return load_foreign(  # type: ignore[no-any-return]
+        str(spec["factory"]),
+        weights=spec.get("weights"),
+        T=spec.get("T"),
+        example=to_float(data.x_test[:32]),
+        device="cpu",
+    )
+
+
+def _finished(folder: Path, n: int) -> bool:
+    path = folder / "evaluation.json"
+    if not path.exists():
+        return False
+    try:
+        return int(json.loads(path.read_text()).get("n", -1)) == n
+    except (ValueError, OSError):
+        return False
+
+
+def run(args: argparse.Namespace) -> None:
+    suite = load_suite(Path(args.suite))
+    wanted = set(args.models.split(",")) if args.models else None
+    evals = [e.strip() for e in args.evals.split(",") if e.strip()]
+    out = Path(args.out)
+    for entry in suite:
+        if wanted is not None and entry["name"] not in wanted:
+            continue
+        for preset in evals:
+            folder = out / entry["name"] / preset
+            if _finished(folder, args.n):
+                continue
+            print(f"[oracle-gap] {entry['name']} / {preset} ...", file=sys.stderr, flush=True)
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            result = run_evaluation(
+                entry["path"],
+                ensemble=preset,
+                eps=entry["eps"],
+                n=args.n,
+                out_dir=folder,
+                seed=args.seed,
+                quiet=True,
+                dataset=entry.get("dataset"),
+                diagnostics="none" if preset == POOL else args.diagnostics,
+                loaded=_loaded(entry),
+                workers=1,
+            )
+            cost = {
+                "cpu_seconds": time.process_time() - cpu0,
+                "wall_seconds": time.perf_counter() - wall0,
+                "threads": torch.get_num_threads(),
+                "resumed": bool(folder.joinpath("cost.json").exists()),
+            }
+            previous = folder / "cost.json"
+            if previous.exists():  # a resumed run: add the earlier part's CPU time
+                before = json.loads(previous.read_text())
+                cost["cpu_seconds"] += float(before.get("cpu_seconds", 0.0))
+                cost["wall_seconds"] += float(before.get("wall_seconds", 0.0))
+            atomic_write_json(folder / "cost.json", cost)
+            print(
+                f"[oracle-gap] {entry['name']} / {preset}: robust {result['robust_accuracy']:.3f} "
+                f"({cost['cpu_seconds']:.0f} CPU-s)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _records(folder: Path) -> dict[int, dict[str, Any]] | None:
+    path = folder / "records.jsonl"
+    if not path.exists() or not (folder / "evaluation.json").exists():
+        return None
+    return {
+        int(r["index"]): r for r in (json.loads(line) for line in path.read_text().splitlines())
+    }
+
+
+def _broken(record: Mapping[str, Any]) -> bool:
+    return bool(record["clean_correct"]) and not bool(record["robust"])
+
+
+def _cost(folder: Path, n: int) -> float | None:
+    path = folder / "cost.json"
+    if not path.exists():
+        return None
+    return float(json.loads(path.read_text())["cpu_seconds"]) / n
+
+
+def _verdict(folder: Path) -> str:
+    evaluation = json.loads((folder / "evaluation.json").read_text())
+    failing = [k for k, d in evaluation.get("diagnostics", {}).items() if not d.get("passed", True)]
+    if not evaluation.get("diagnostics"):
+        return "not run"
+    return "pass" if not failing else "FAIL: " + ", ".join(failing)
+
+
+def model_gap(model_dir: Path, preset: str) -> dict[str, Any] | None:
+    """The gap row of one model (None while the preset or the pool has not finished)."""
+    runs = {name: _records(model_dir / name) for name in (preset, *GROUND_TRUTH)}
+    mine = runs[preset]
+    truth_runs = {k: v for k, v in runs.items() if k in GROUND_TRUTH and v is not None}
+    if mine is None or POOL not in truth_runs:
+        return None
+    n = len(mine)
+    for name, records in truth_runs.items():
+        if set(records) != set(mine):
+            raise SystemExit(f"{model_dir.name}: {name} and {preset} evaluated other samples")
+    broken_truth = {
+        i: [name_ for name_, rec in truth_runs.items() if _broken(rec[i])] for i in mine
+    }
+    members = {
+        i: [str(truth_runs[name_][i]["broken_by"]) for name_ in broken_truth[i]] for i in mine
+    }
+    gap = sorted(i for i in mine if broken_truth[i] and bool(mine[i]["robust"]))
+    truth_robust = sum(1 for i in mine if mine[i]["clean_correct"] and not broken_truth[i])
+    row: dict[str, Any] = {
+        "model": model_dir.name,
+        "n": n,
+        "clean": sum(bool(r["clean_correct"]) for r in mine.values()),
+        "truth_robust": truth_robust,
+        "preset_robust": sum(bool(r["robust"]) for r in mine.values()),
+        "gap": len(gap),
+        "gap_samples": [{"index": i, "broken_by": members[i]} for i in gap],
+        "preset_checks": _verdict(model_dir / preset),
+        "cpu_per_sample": {
+            name: _cost(model_dir / name, n) for name in (preset, *GROUND_TRUTH) if runs[name]
+        },
+        "pool_only": POOL in truth_runs and "reliable-v1" not in truth_runs,
+    }
+    old = runs.get("reliable-v1")
+    if old is not None and preset != "reliable-v1":
+        row["old_robust"] = sum(bool(r["robust"]) for r in old.values())
+        row["old_breaks_missed"] = sorted(
+            i for i in mine if _broken(old[i]) and bool(mine[i]["robust"])
+        )
+    return row
+
+
+def _pct(count: int, n: int) -> str:
+    lo, hi = wilson_interval(count, n)
+    return f"{100 * count / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def markdown(rows: Sequence[Mapping[str, Any]], preset: str) -> str:
+    head = (
+        f"| model | n | clean | pool (ground truth) | {preset} | reliable-v1 | gap | checks | "
+        f"CPU s/sample {preset} / v1 / pool |\n|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        n = int(r["n"])
+        cost = r["cpu_per_sample"]
+
+        def c(name: str, cost: Mapping[str, Any] = cost) -> str:
+            v = cost.get(name)
+            return "-" if v is None else f"{v:.2f}"
+
+        old = _pct(int(r["old_robust"]), n) if "old_robust" in r else "-"
+        gap = str(r["gap"])
+        if r["gap_samples"]:
+            gap += (
+                " ("
+                + "; ".join(
+                    f"#{s['index']}: {', '.join(s['broken_by'])}" for s in r["gap_samples"][:4]
+                )
+                + (", ..." if len(r["gap_samples"]) > 4 else "")
+                + ")"
+            )
+        lines.append(
+            f"| {r['model']} | {n} | {_pct(int(r['clean']), n)} | {_pct(int(r['truth_robust']), n)}"
+            f" | {_pct(int(r['preset_robust']), n)} | {old} | {gap} | {r['preset_checks']} | "
+            f"{c(preset)} / {c('reliable-v1')} / {c(POOL)} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def report(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    rows = []
+    for model_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+        row = model_gap(model_dir, args.preset)
+        if row is None:
+            print(f"{model_dir.name}: not finished", file=sys.stderr)
+            continue
+        rows.append(row)
+    text = markdown(rows, args.preset)
+    total_gap = sum(int(r["gap"]) for r in rows)
+    text += (
+        f"\nReference pool v{REFERENCE_POOL_VERSION}; ground truth = union of {', '.join(GROUND_TRUTH)}"
+        f"; total gap of {args.preset}: {total_gap} over {len(rows)} models.\n"
+    )
+    print(text)
+    if args.markdown:
+        atomic_write_text(Path(args.markdown), text)
+    if args.json:
+        atomic_write_json(
+            Path(args.json),
+            {"preset": args.preset, "pool_version": REFERENCE_POOL_VERSION, "rows": rows},
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="evaluate every suite model with each preset and the pool")
+    r.add_argument("--suite", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--evals", default=f"reliable,reliable-v1,{POOL}")
+    r.add_argument("--models", default=None, help="comma-separated names (default: all)")
+    r.add_argument("--n", type=int, default=200)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--diagnostics", default="fast")
+    r.set_defaults(fn=run)
+    p = sub.add_parser("report", help="the gap table of a preset against the pool")
+    p.add_argument("--out", required=True)
+    p.add_argument("--preset", default="reliable")
+    p.add_argument("--markdown", default=None)
+    p.add_argument("--json", default=None)
+    p.set_defaults(fn=report)
+    args = parser.parse_args(argv)
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()
