@@ -142,7 +142,11 @@ LOGIT_TOLERANCE = 1e-4
 machine's float32 may differ in the last bits; a changed number differs by far more)."""
 
 
-def _warn_or_fail(result: RecheckResult, folder: Path, name: str, problems: list[str]) -> None:
+def _warn_or_fail(
+    result: RecheckResult, folder: Path, name: str, problems: list[str], named: bool = False
+) -> None:
+    """``problems`` of file ``name`` as failures (``named``: they name their file already);
+    a missing hash is a warning."""
     for problem in problems:
         if problem == NO_HASH:
             result.notes.append(
@@ -150,7 +154,7 @@ def _warn_or_fail(result: RecheckResult, folder: Path, name: str, problems: list
                 "content is not verified"
             )
         else:
-            result.failures.append(f"{folder}: {name}: {problem}")
+            result.failures.append(f"{folder}: {problem if named else f'{name}: {problem}'}")
 
 
 def _meta_problem(meta: dict[str, Any]) -> str | None:
@@ -186,12 +190,12 @@ def recheck_folder(folder: Path, reference: bool = True) -> RecheckResult:
         result = RecheckResult(folder, 0)
         result.failures.append(f"{folder}: {' '.join(str(exc).split())}")
         if evaluation.is_file():
-            _warn_or_fail(result, folder, evaluation.name, json_problems(evaluation))
+            _warn_or_fail(result, folder, evaluation.name, json_problems(evaluation), named=True)
         return result
     result = RecheckResult(folder, len(examples))
     _warn_or_fail(result, folder, ADVERSARIAL_FILE, file_problems(data, examples))
     if evaluation.is_file():
-        _warn_or_fail(result, folder, evaluation.name, json_problems(evaluation))
+        _warn_or_fail(result, folder, evaluation.name, json_problems(evaluation), named=True)
     try:
         _recheck_examples(folder, examples, meta, result, reference)
     except UserError:
