@@ -101,6 +101,13 @@ def load_model(
             f"checkpoint {path}: its metadata does not describe a model this version can "
             f"build ({type(exc).__name__}: {detail}); re-create the checkpoint"
         ) from None
+    for key, value in state.items():  # a diverged or damaged model must not be evaluated
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise UserError(
+                f"checkpoint {path}: tensor {key!r} holds {bad} NaN or infinite value(s); the "
+                "model diverged or the file is damaged: re-create it"
+            )
     load_state_into(model, state, path)
     model.to(device)
     model.eval()

@@ -168,6 +168,15 @@ def _info_from_data(spec: str, splits: Splits, overrides: dict[str, int | bool])
         num_classes = len(splits.classes)
     else:
         num_classes = int(max(splits.y_train.max(), splits.y_test.max(initial=0))) + 1
+        present = set(np.unique(splits.y_train).tolist()) | set(np.unique(splits.y_test).tolist())
+        empty = [c for c in range(num_classes) if c not in present]
+        if empty and min(present) >= 0:
+            shown = ", ".join(str(c) for c in empty[:5]) + (", ..." if len(empty) > 5 else "")
+            raise UserError(
+                f"dataset {spec!r}: labels reach {num_classes - 1} but classes {shown} have no "
+                f"sample ({len(empty)} of {num_classes}); labels must be 0..K-1 for K classes "
+                "(or store the class names as `classes` in the file)"
+            )
     mean, std = channel_stats(splits.x_train)
     augmentation = {**_default_augmentation(channels, size), **overrides}
     return DatasetInfo(

@@ -413,10 +413,16 @@ def _npz_labels(y: np.ndarray, key: str, path: Path, n: int) -> np.ndarray:
 def read_npz(path: Path) -> NpzContent:
     """``x_train/y_train/x_test/y_test`` (uint8 NHWC or NHW), optional ``classes`` and optional
     scalar augmentation overrides ``hflip``, ``crop_padding``, ``cutout``."""
+    import zipfile
+    import zlib
+
+    damaged = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
+    except damaged as err:
         raise UserError(f"cannot read {path}: {err}; it must be a numpy .npz file") from None
+    if not hasattr(data, "files"):  # a plain .npy array, not an archive
+        raise UserError(f"{path} is a single numpy array, not an .npz archive of named arrays")
     with data:
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in data.files]
         if missing:
@@ -437,6 +443,11 @@ def read_npz(path: Path) -> NpzContent:
                     overrides[key] = bool(value) if key == "hflip" else int(value)
         except ValueError as err:  # e.g. an object array, which would need pickle
             raise UserError(f"cannot read {path}: {err}; store plain numeric arrays") from None
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # truncated/damaged
+            raise UserError(
+                f"cannot read {path}: {type(err).__name__}: {err}; the file is damaged or "
+                "truncated, write it again"
+            ) from None
     if x_train.shape[1:] != x_test.shape[1:]:
         raise UserError(
             f"{path}: x_train images are {x_train.shape[1:]} (C, H, W) but x_test images are "

@@ -46,10 +46,35 @@ def build_from_factory(spec: str) -> nn.Module:
             f"cannot import {module_name!r} for {spec!r} ({exc}); run from the folder that holds "
             "it or install it"
         ) from None
+    except SyntaxError as exc:
+        raise UserError(
+            f"{module_name!r} ({spec!r}) has a syntax error at {exc.filename}:{exc.lineno} "
+            f"({exc.msg}); fix the module"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed on import: one line
+        detail = " ".join(str(exc).split())[:160]
+        raise UserError(
+            f"importing {module_name!r} ({spec!r}) failed: {type(exc).__name__}: {detail}"
+        ) from None
     factory = getattr(module, name, None)
     if not callable(factory):
         raise UserError(f"{module_name!r} has no callable {name!r} (the factory in {spec!r})")
-    model = factory()
+    import inspect
+
+    try:
+        inspect.signature(factory).bind()
+    except TypeError as exc:
+        raise UserError(
+            f"{spec} must be callable without arguments ({exc}); wrap it, e.g. "
+            f"def make(): return {name}(...)"
+        ) from None
+    except ValueError:  # no signature to inspect (a builtin): call it and see
+        pass
+    try:
+        model = factory()
+    except Exception as exc:  # noqa: BLE001 - the user's factory failed: one line
+        detail = " ".join(str(exc).split())[:160]
+        raise UserError(f"{spec}() raised {type(exc).__name__}: {detail}") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"{spec}() returned {type(model).__name__}, not a torch nn.Module")
     return model
@@ -94,7 +119,20 @@ def load_state(path: str | Path) -> dict[str, Tensor]:
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load the state dict at ``path`` into ``model`` (every key must match)."""
     state = load_state(path)
-    result = model.load_state_dict(state, strict=False)
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            raise UserError(
+                f"weights {path}: tensor {key!r} has shape {list(value.shape)}, the model's is "
+                f"{list(own[key].shape)}; save them from the same model class and settings"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise UserError(f"weights {path}: tensor {key!r} holds NaN or infinite values")
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise UserError(f"weights {path} do not fit the model ({detail})") from None
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected:
         raise UserError(
