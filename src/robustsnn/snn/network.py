@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from robustsnn.snn.estimators import ANNProxy, Estimator
+from robustsnn.snn.membranes import MembraneTrace
 from robustsnn.snn.neuron import RUN_STATE_KEY, SpikingNeuron, TimeContext
 from robustsnn.snn.run_state import RunState
 
@@ -95,6 +96,20 @@ class SpikingNetwork(nn.Module):
             yield record
         finally:
             self.context.record = previous
+
+    @contextmanager
+    def recording_membranes(self, enabled: bool = True) -> Iterator[list[MembraneTrace]]:
+        """Record each spiking layer's differentiable pre-spike membranes (one
+        :class:`~robustsnn.snn.membranes.MembraneTrace` per layer and forward pass, in call
+        order) of the passes in the block; ``enabled=False`` pauses an outer recording (the
+        attacks inside a training step). Off by default: nothing is computed outside."""
+        record: list[MembraneTrace] = []
+        previous = self.context.membranes
+        self.context.membranes = record if enabled else None
+        try:
+            yield record
+        finally:
+            self.context.membranes = previous
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ctx = self.context

@@ -19,6 +19,7 @@ from robustsnn.snn.estimators import (
     Estimator,
     uses_fused_kernels,
 )
+from robustsnn.snn.membranes import MembraneTrace, membrane_trace
 
 THRESHOLD_MIN = 0.03
 EMIT_MODES = ("scaled", "binary")
@@ -59,6 +60,7 @@ class TimeContext:
     batch: int = 0
     estimator: Estimator = DEFAULT_ESTIMATOR
     record: dict[str, torch.Tensor] | None = None
+    membranes: list[MembraneTrace] | None = None  # SpikingNetwork.recording_membranes()
     calibrate: Any = None  # set by conversion to capture one layer's input current
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -221,6 +223,10 @@ class SpikingNeuron(nn.Module):
             out = BPTRFunction.apply(inputs, theta, steps, self.leak, soft, static, init)
         else:
             raise TypeError(f"unsupported estimator {ctx.estimator!r}")
+        if ctx.membranes is not None:
+            ctx.membranes.append(
+                membrane_trace(self.name, inputs, out, theta, steps, self.leak, soft, static, init)
+            )
         if self.emit == "binary":
             out = out / theta  # theta * 1 / theta == 1 exactly
         if ctx.record is not None:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustsnn.snn.network import SpikingNetwork
+
 Classifier = Callable[[Tensor], Tensor]
 
 
@@ -36,6 +38,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 @contextmanager
 def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and no parameter gradients for the duration; restores both exactly afterwards.
+    A spiking network's membrane recording (a training loss on the membranes) pauses: the
+    attack's forward passes are not part of the loss.
 
     Yields the unwrapped module, which is what the adversary should call.
     """
@@ -46,7 +50,11 @@ def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
         inner.eval()
         for p, _ in grads:
             p.requires_grad_(False)
-        yield inner
+        if isinstance(inner, SpikingNetwork):
+            with inner.recording_membranes(enabled=False):
+                yield inner
+        else:
+            yield inner
     finally:
         for p, flag in grads:
             p.requires_grad_(flag)

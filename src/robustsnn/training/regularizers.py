@@ -1,15 +1,19 @@
-"""Weight regularizers for the objectives' ``regularizer=`` hook: ``regularizer(model) -> loss``.
+"""Regularizers: weight penalties for the objectives' ``regularizer=`` hook
+(``regularizer(model) -> loss``) and the membrane-margin penalty of the finetuning objectives.
 
 :class:`OrthogonalityRegularizer` is the Lipschitz/orthogonality term of the SNN-RAT baseline
-(PAPER.md section 6).
+(PAPER.md section 6). :func:`membrane_margin_penalty` is the term behind the finetuning
+objectives' ``margin_weight`` / ``margin`` options (issue 31).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from robustsnn.snn.membranes import MembraneTrace
 
 ORTHOGONAL_LAYERS = (nn.Conv2d, nn.Linear)
 
@@ -84,9 +88,40 @@ class OrthogonalityRegularizer:
         return self.beta * total
 
 
+def membrane_margin_penalty(traces: Sequence[MembraneTrace], margin: float) -> Tensor:
+    """``mean relu(margin - |h - theta| / theta)`` over every recorded neuron, step and sample
+    (all layers and forward passes of ``traces`` pooled, each neuron-step counting once).
+
+    A neuron whose pre-spike membrane ``h`` ends a step within ``margin`` (a fraction of its
+    layer's threshold, so the term is invariant to rescaling a layer's threshold and incoming
+    weights) of the threshold fires or not on a hair: the smallest input change flips that
+    spike, and a flipped spike in an early layer moves everything after it. This is the
+    argument of Threshold Guarding Optimization (ICLR 2026); the penalty pushes such
+    membranes out of the band on both sides. The gradient reaches the membranes (and, through
+    them, the weights and the inputs before each layer) and the thresholds; the spikes inside
+    the membrane recursion are constants (:mod:`robustsnn.snn.membranes`).
+    """
+    if margin < 0:
+        raise ValueError(f"membrane margin must be >= 0, got {margin}")
+    if not traces:
+        raise ValueError(
+            "membrane-margin penalty: no membranes were recorded (the model has no spiking "
+            "layer, or ran as its ANN proxy)"
+        )
+    total: Tensor | None = None
+    count = 0
+    for trace in traces:
+        term = torch.relu(margin - (trace.h - trace.theta).abs() / trace.theta).sum()
+        total = term if total is None else total + term
+        count += trace.h.numel()
+    assert total is not None
+    return total / max(count, 1)
+
+
 __all__ = [
     "ORTHOGONAL_LAYERS",
     "OrthogonalityRegularizer",
+    "membrane_margin_penalty",
     "orthogonal_weights",
     "orthogonality_penalty",
 ]
