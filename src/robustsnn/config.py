@@ -268,7 +268,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise UserError(f"config file not found: {p} (see configs/ for examples)")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text())
+            if data is None:  # an empty file would silently run the default job
+                raise UserError(
+                    f"config file {p} is empty; write the keys to change (see configs/), or "
+                    "leave CONFIG out for the default job"
+                )
         except yaml.YAMLError as exc:
             line = getattr(getattr(exc, "problem_mark", None), "line", None)
             where = f" line {line + 1}" if line is not None else ""
@@ -311,6 +316,9 @@ def validate_config(config: RunConfig) -> None:
             f"finetune.objective_options: {', '.join(unknown)} not a parameter of "
             f"{f.objective!r}; valid: {', '.join(objective_params(f.objective))}"
         )
+    from robustsnn.validation import validate_run_config
+
+    validate_run_config(config)  # every value and name, before any stage starts
 
 
 def dump_config(config: RunConfig) -> str:
