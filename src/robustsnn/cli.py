@@ -35,6 +35,38 @@ def _common(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace a finished result of other settings in the output folder (without it such "
+        "a folder is refused; the same settings resume)",
+    )  # fmt: skip
+
+
+def _owned(
+    a: argparse.Namespace,
+    out: Path,
+    settings: dict[str, Any] | None = None,
+    results: Sequence[str] = (),
+    remove: Sequence[str] = (),
+) -> Any:
+    """Own ``out`` while the command writes it (robustsnn.io_lock): one live process per folder,
+    and a finished result of other settings is refused unless ``--overwrite``. Rank 0 only."""
+    from robustsnn import distributed
+    from robustsnn.io_lock import claim
+
+    if not distributed.is_main():
+        return contextlib.nullcontext(out)
+    overwrite = bool(getattr(a, "overwrite", False))
+    return claim(out, f"robustsnn {a.command}", settings, results, overwrite, remove)
+
+
+def _file_digest(path: str | Path | None) -> str | None:
+    from robustsnn.integrity import file_sha256
+
+    return file_sha256(path) if path is not None and Path(path).is_file() else None
+
+
 def check_device(text: str) -> None:
     """Fail with one line unless ``text`` names a torch device this machine can compute on."""
     import torch
@@ -56,8 +88,15 @@ def check_device(text: str) -> None:
         ) from None
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line (not the whole usage block)."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="robustsnn",
         description="Adversarially robust spiking neural networks through conversion, "
         "with adaptive (attack x gradient estimator) evaluation.",
@@ -233,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         "adversarial.safetensors beside evaluation.json (for robustsnn recheck)",
     )  # fmt: skip
     p.add_argument("--transfer-from", default=None, help="source checkpoint for a transfer attack")
+    _overwrite(p)
     p.add_argument(
         "--workers", type=int, default=0,
         help="processes on a CPU, one thread each, sharing the batches with the result of one "
@@ -301,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )
     p.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
+    _overwrite(p)
     _common(p)
 
     p = sub.add_parser(
@@ -320,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--label", default=None, help="curve name in latency.json (default: CKPT's name)"
     )
     p.add_argument("--out", default=None, help="folder for latency.json (default: beside CKPT)")
+    _overwrite(p)
     _common(p)
 
     p = sub.add_parser(
@@ -488,7 +530,6 @@ def _foreign_model(a: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from robustsnn.evaluation import run_evaluation
     from robustsnn.interop.foreign import is_factory_spec
     from robustsnn.interop.verify import check_verified
 
@@ -512,13 +553,17 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     escalate: bool | EscalationPolicy = False
     if a.escalate or a.escalate_to:
         escalate = EscalationPolicy(a.escalate_levels, a.escalate_seconds, a.escalate_to)
-    result = run_evaluation(
-        a.checkpoint, attack=a.attack, ensemble=a.ensemble, estimator=a.estimator, eps=a.eps,
-        n=a.n, out_dir=out, seed=a.seed, batch_size=a.batch_size, quiet=a.quiet, device=a.device,
-        data_dir=a.data_dir, transfer_from=a.transfer_from, diagnostics=a.diagnostics,
-        escalate=escalate, dataset=a.dataset, split=a.split, loaded=loaded,
-        save_adversarial=a.save_adversarial, workers=a.workers,
-    )  # fmt: skip
+    names = ("checkpoint", "attack", "ensemble", "estimator", "eps", "n", "seed", "batch_size",
+             "diagnostics", "escalate", "escalate_levels", "escalate_seconds", "escalate_to",
+             "save_adversarial", "transfer_from", "dataset", "split", "weights", "T", "time",
+             "readout", "input_shape")  # fmt: skip
+    settings = {k: getattr(a, k, None) for k in names}
+    settings["checkpoint_sha256"] = _file_digest(a.checkpoint)
+    settings["weights_sha256"] = _file_digest(a.weights)
+    owner = _owned(a, out, settings, ["evaluation.json"],
+                   ["records.jsonl", "adversarial.safetensors", "recheck.json"])  # fmt: skip
+    with owner:
+        result = _run_evaluation(a, out, escalate, loaded)
     from robustsnn.evaluation.table import evaluation_lines
 
     for line in evaluation_lines(result):
@@ -527,6 +572,18 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         if d.get("passed", True):
             print(f"  check    {name:<30} PASS: {d['detail']}")
     print(f"wrote {out / 'evaluation.json'}")
+
+
+def _run_evaluation(a: argparse.Namespace, out: Path, escalate: Any, loaded: Any) -> Any:
+    from robustsnn.evaluation import run_evaluation
+
+    return run_evaluation(
+        a.checkpoint, attack=a.attack, ensemble=a.ensemble, estimator=a.estimator, eps=a.eps,
+        n=a.n, out_dir=out, seed=a.seed, batch_size=a.batch_size, quiet=a.quiet, device=a.device,
+        data_dir=a.data_dir, transfer_from=a.transfer_from, diagnostics=a.diagnostics,
+        escalate=escalate, dataset=a.dataset, split=a.split, loaded=loaded,
+        save_adversarial=a.save_adversarial, workers=a.workers,
+    )  # fmt: skip
 
 
 def cmd_export(a: argparse.Namespace) -> None:
@@ -560,15 +617,38 @@ def cmd_verify(a: argparse.Namespace) -> None:
 
 
 def cmd_run(a: argparse.Namespace) -> None:
-    from robustsnn.pipeline import run_pipeline
+    from robustsnn.config import dump_config, load_config
+    from robustsnn.pipeline import default_run_dir, run_pipeline
 
-    run_pipeline(a.config, overrides=a.set, out=a.out, seed=a.seed, quiet=a.quiet, device=a.device)
+    cfg = load_config(a.config, a.set)  # every value checked before the folder is touched
+    if a.seed:
+        cfg.seed = a.seed
+    run_dir = Path(a.out) if a.out else default_run_dir(a.config, cfg)
+    with _owned(a, run_dir):
+        recorded = run_dir / "config.yaml"
+        if a.overwrite and recorded.is_file() and recorded.read_text() != dump_config(cfg):
+            _clear_run_folder(run_dir)
+        run_pipeline(a.config, config=cfg, out=run_dir, seed=a.seed, quiet=a.quiet,
+                     device=a.device)  # fmt: skip
+
+
+def _clear_run_folder(run_dir: Path) -> None:
+    """``run --overwrite``: remove a finished run of another config (everything but the lock)."""
+    import shutil
+
+    from robustsnn.io_lock import LOCK_FILE
+
+    for entry in run_dir.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def cmd_latency(a: argparse.Namespace) -> None:
-    from robustsnn.evaluation.escalate import EscalationPolicy
     from robustsnn.evaluation.intervals import format_accuracy
-    from robustsnn.evaluation.latency import latency_curve
 
     try:
         steps = [int(t) for t in str(a.steps).split(",") if t.strip()]
@@ -577,12 +657,12 @@ def cmd_latency(a: argparse.Namespace) -> None:
             f"--steps takes comma-separated integers, e.g. 4,8,16, got {a.steps!r}"
         ) from None
     out = Path(a.out) if a.out else Path(a.checkpoint).parent / f"latency-{Path(a.checkpoint).stem}"
-    data = latency_curve(
-        a.checkpoint, steps, out_dir=out, ensemble=a.ensemble, eps=a.eps, n=a.n, seed=a.seed,
-        label=a.label,
-        batch_size=a.batch_size, device=a.device, data_dir=a.data_dir, diagnostics=a.diagnostics,
-        escalation=EscalationPolicy(a.escalate_levels) if a.escalate else None, quiet=a.quiet,
-    )  # fmt: skip
+    names = ("checkpoint", "steps", "ensemble", "eps", "n", "seed", "label", "batch_size",
+             "diagnostics", "escalate", "escalate_levels")  # fmt: skip
+    settings = {k: getattr(a, k, None) for k in names}
+    settings["checkpoint_sha256"] = _file_digest(a.checkpoint)
+    with _owned(a, out, settings, ["latency.json"]):
+        data = _latency(a, out, steps)
     for row in data["rows"]:
         robust = row["robust_accuracy"]
         print(
@@ -592,6 +672,18 @@ def cmd_latency(a: argparse.Namespace) -> None:
             f"{row['diagnostics']}"
         )
     print(f"wrote {out / 'latency.json'}")
+
+
+def _latency(a: argparse.Namespace, out: Path, steps: list[int]) -> Any:
+    from robustsnn.evaluation.escalate import EscalationPolicy
+    from robustsnn.evaluation.latency import latency_curve
+
+    return latency_curve(
+        a.checkpoint, steps, out_dir=out, ensemble=a.ensemble, eps=a.eps, n=a.n, seed=a.seed,
+        label=a.label,
+        batch_size=a.batch_size, device=a.device, data_dir=a.data_dir, diagnostics=a.diagnostics,
+        escalation=EscalationPolicy(a.escalate_levels) if a.escalate else None, quiet=a.quiet,
+    )  # fmt: skip
 
 
 def cmd_recheck(a: argparse.Namespace) -> None:
@@ -689,6 +781,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if hasattr(args, "device"):
             check_device(args.device)
+        from robustsnn.validation import validate_args
+
+        validate_args(args)  # numbers, names, output paths: before any work
         if getattr(args, "download", False):
             from robustsnn.data.datasets import DOWNLOAD_ENV
 
@@ -703,6 +798,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 COMMANDS[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the system refuses (permissions, full disk): one line
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)

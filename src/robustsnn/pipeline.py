@@ -485,9 +485,10 @@ def run_sweep(
             f"{default_run_dir(config_path, base).name}-sweep-{param.replace('.', '_')}"
         )
     )
+    # every value is checked before the first run starts (a bad third value fails now)
+    configs = [load_config(config_path, [*(overrides or []), f"{param}={v}"]) for v in values]
     runs: list[Path] = []
-    for value in values:
-        cfg = load_config(config_path, [*(overrides or []), f"{param}={value}"])
+    for value, cfg in zip(values, configs, strict=True):
         run_dir = root / f"{param.split('.')[-1]}={value}"
         if runs and param.startswith(("finetune.", "eval.")):
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -39,11 +39,9 @@ AT_LEAST: dict[str, tuple[float, str]] = {
     "cutout": (0, "--cutout"),
     "workers": (0, "--workers"),
     "escalate_levels": (0, "--escalate-levels"),
-    "weight_decay": (0, "--weight-decay"),
     "beta": (0, "--beta"),
 }
 POSITIVE: dict[str, str] = {
-    "lr": "--lr",
     "scale": "--scale",
     "escalate_seconds": "--escalate-seconds",
     "dt": "--dt",
