@@ -480,3 +480,48 @@ def test_distill_refuses_a_teacher_of_another_task(tmp_path, source, small_cnn):
     with pytest.raises(UserError, match="num_classes 3, the SNN 2"):
         finetune(source, tmp_path / "bad", objective="distill", teacher=str(other_path))
     assert not (tmp_path / "bad" / "snn.safetensors").exists()
+
+
+def test_latency_aware_finetuning_with_the_margin_term(tmp_path, source, monkeypatch):
+    """T drawn per batch from T_choices (the seeded draw: the same seed sees the same T
+    sequence), the margin option on, the checkpoint saved at its own T with both recorded; a
+    killed run resumes to the same weights, and other T_choices are another setup."""
+    seen: list[int] = []
+    original = objectives_module.Distill.finetune_loss
+
+    def spy(self: Any, model: Any, x: Any, y: Any, generator: Any) -> Any:
+        seen.append(model.T)
+        return original(self, model, x, y, generator)
+
+    monkeypatch.setattr(objectives_module.Distill, "finetune_loss", spy)
+    kw: dict[str, Any] = dict(
+        eps=4 / 255,
+        epochs=2,
+        adversary="pgd[steps=1]/bptr+ann-proxy",
+        objective="distill",
+        objective_options={"margin_weight": 0.5, "margin": 0.2},
+        teacher="proxy",
+        estimator="bptt-rel-pcw-1",
+        T_choices=[1, 2],
+    )
+    full = finetune(source, tmp_path / "full", **kw)
+    first = list(seen)
+    assert set(first) == {1, 2} and len(first) == 2 * 3  # 48 images, batch 16, 2 epochs
+    model, meta = load_model(full)
+    assert model.T == T_SOURCE and meta["T"] == T_SOURCE  # the deploy T is the checkpoint's
+    assert meta["finetune"]["T_choices"] == [1, 2]
+    params = meta["finetune"]["objective"]["params"]
+    assert params["T_choices"] == [1, 2] and params["margin_weight"] == 0.5
+
+    seen.clear()
+    again = finetune(source, tmp_path / "again", **kw)
+    assert seen == first  # same seed, same T sequence
+    assert not changed(load_tensors(full)[0], load_tensors(again)[0])
+
+    killed_after_first_epoch(monkeypatch, lambda: finetune(source, tmp_path / "resumed", **kw))
+    resumed = finetune(source, tmp_path / "resumed", **kw)
+    assert not changed(load_tensors(full)[0], load_tensors(resumed)[0])
+    with pytest.raises(UserError, match="another setup"):
+        finetune(source, tmp_path / "resumed", **{**kw, "T_choices": [1, 3]})
+    with pytest.raises(UserError, match="T_choices must be"):
+        finetune(source, tmp_path / "bad", **{**kw, "T_choices": [0]})

@@ -22,6 +22,21 @@ Attacks (registry :data:`ADVERSARY_ATTACKS`):
 - ``pgd``: PGD on the cross-entropy from a uniform start, last iterate (Madry's inner
   maximisation; the evaluation's PGD stops on success and is a weaker training distribution);
 - ``sapgd``: the evaluation's SA-PGD with ``steps`` iterations (any-iterate success).
+
+Named adversaries (registry :data:`ADVERSARIES`, accepted wherever a spec is: ``--adversary
+pgd7-drawn``, ``finetune.adversary: sapgd10-widths``) are the issue-31 levers of adversary
+strength and estimator spread, each a plain spec in this language:
+
+- ``pgd3-drawn``: PGD-3 through one of :data:`DRAWN_ESTIMATORS` per batch (the default since
+  issue 21, recipe D); ``pgd7-drawn``: PGD-7; ``sapgd10-drawn``: SA-PGD-10;
+- ``pgd3-widths``, ``pgd7-widths``, ``sapgd10-widths``: the same attacks through
+  :data:`WIDTH_ESTIMATORS`: the four drawn estimators plus narrow threshold-relative widths
+  (PCW 0.25 and 0.5 of the threshold) and absolute widths (PCW 1 and 2 in membrane units), so
+  the SNN cannot lean on the one width its loss backpropagates through.
+
+The training PGD is :func:`~robustsnn.training.inner.pgd_ce` (the last iterate of every sample)
+rather than :class:`robustsnn.attacks.PGD`, whose evaluation bookkeeping freezes a sample at
+its first success: a weaker training distribution. SA-PGD is the evaluation's attack as is.
 """
 
 from __future__ import annotations
@@ -126,6 +141,32 @@ ADVERSARY_ATTACKS.register("pgd")(
 ADVERSARY_ATTACKS.register("sapgd")(AdversaryAttack(_sapgd, ("steps",), {"steps": 5}))
 
 
+DRAWN_ESTIMATORS = ("bptt-rel-pcw-1", "ann-proxy", "bptr", "assg-atan-0.425-dr")
+"""The four estimators of issue 21's adversary (one drawn per batch): threshold-relative PCW,
+the ANN proxy, BPTR and ASSG with the reset detached."""
+
+WIDTH_ESTIMATORS = (
+    *DRAWN_ESTIMATORS,
+    "bptt-rel-pcw-0.25",
+    "bptt-rel-pcw-0.5",
+    "bptt-pcw-1",
+    "bptt-pcw-2",
+)
+""":data:`DRAWN_ESTIMATORS` plus surrogate widths drawn too: narrow relative widths (a quarter
+and a half of each layer's threshold) and absolute widths (1 and 2 in membrane units)."""
+
+ADVERSARIES: Registry[str] = Registry("finetuning adversary")
+"""Named finetuning adversaries: name -> spec in the member language (see the module doc)."""
+
+for _attack, _label in (
+    ("pgd[steps=3]", "pgd3"),
+    ("pgd[steps=7]", "pgd7"),
+    ("sapgd[steps=10]", "sapgd10"),
+):
+    ADVERSARIES.add(f"{_label}-drawn", f"{_attack}/{'+'.join(DRAWN_ESTIMATORS)}")
+    ADVERSARIES.add(f"{_label}-widths", f"{_attack}/{'+'.join(WIDTH_ESTIMATORS)}")
+
+
 @dataclass(frozen=True)
 class AdversarySpec:
     """A finetuning adversary: ``attack`` with ``params``, seen through one of ``estimators``
@@ -161,7 +202,8 @@ def _parse_compact(text: str) -> dict[str, Any]:
     if not match:
         raise UserError(
             f"finetuning adversary {text!r}: write attack[k=v,...]/estimator[+estimator...], "
-            "e.g. pgd[steps=3]/bptt-rel-pcw-1+ann-proxy"
+            "e.g. pgd[steps=3]/bptt-rel-pcw-1+ann-proxy, or a name: "
+            + ", ".join(ADVERSARIES.names())
         )
     attack, args, estimators = match.groups()
     params: dict[str, Any] = {}
@@ -181,10 +223,13 @@ def parse_adversary(
     *,
     default_estimator: str = "bptt-pcw-1",
 ) -> AdversarySpec:
-    """An :class:`AdversarySpec` from the compact string, a mapping ``{attack, estimator,
-    params}`` (``estimator`` one name or a list), or YAML/JSON text of that mapping; None is the
-    paper's single-step KL adversary through ``default_estimator``. Unknown attacks, parameters
-    or estimators fail with one line naming the valid ones."""
+    """An :class:`AdversarySpec` from a named adversary (:data:`ADVERSARIES`), the compact
+    string, a mapping ``{attack, estimator, params}`` (``estimator`` one name or a list), or
+    YAML/JSON text of that mapping; None is the paper's single-step KL adversary through
+    ``default_estimator``. Unknown attacks, parameters or estimators fail with one line naming
+    the valid ones."""
+    if isinstance(spec, str) and spec.strip() in ADVERSARIES:
+        spec = ADVERSARIES.get(spec.strip())
     if isinstance(spec, AdversarySpec):
         data: Any = {
             "attack": spec.attack,
@@ -213,6 +258,12 @@ def parse_adversary(
             "valid: attack, estimator, params"
         )
     attack = str(data.get("attack", "kl"))
+    if attack not in ADVERSARY_ATTACKS:
+        raise UserError(
+            f"unknown finetuning adversary attack {attack!r}; valid: "
+            f"{', '.join(ADVERSARY_ATTACKS.names())}; named adversaries: "
+            f"{', '.join(ADVERSARIES.names())}"
+        )
     entry = ADVERSARY_ATTACKS.get(attack)
     params = dict(data.get("params") or {})
     bad = sorted(set(params) - set(entry.params))

@@ -15,7 +15,8 @@ summed and divided by the batch size.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 from robustsnn.attacks import RFGSM
 from robustsnn.errors import UserError
 from robustsnn.registry import Registry
+from robustsnn.snn import SpikingNetwork
 from robustsnn.training.inner import (
     attack_mode,
     finetune_kl_adversary,
@@ -34,6 +36,7 @@ from robustsnn.training.inner import (
     trades_kl_adversary,
     unwrap,
 )
+from robustsnn.training.regularizers import membrane_margin_penalty
 
 Regularizer = Callable[[nn.Module], Tensor]
 
@@ -246,23 +249,61 @@ class MART(Objective):
         return loss_adv + self.beta * loss_robust, logits_adv
 
 
+MARGIN_OPTIONS = ("margin_weight", "margin")
+"""The membrane-margin options every finetuning objective takes (left out of its ``params``
+while ``margin_weight`` is 0, so runs without the term describe themselves as before)."""
+
+
 class AdversarialFinetune(Objective):
     """Base of the SNN finetuning objectives: ``x_adv`` comes from ``adversary`` (a
     :class:`~robustsnn.training.adversaries.FinetuneAdversary`, set at run time and recorded in
     ``params``), or, when none is set, from the paper's single-step KL adversary through the
-    training estimator."""
+    training estimator.
+
+    ``margin_weight > 0`` adds ``margin_weight * membrane_margin_penalty(margin)``
+    (:func:`~robustsnn.training.regularizers.membrane_margin_penalty`) over the membranes of
+    every forward pass the loss makes (clean and adversarial inputs; not the attack's passes,
+    which :func:`~robustsnn.training.inner.attack_mode` keeps out of the recording).
+    Subclasses write their loss in :meth:`finetune_loss`.
+    """
 
     adversary: Any
     eps: float
     alpha: float
     steps: int
+    margin_weight: float
+    margin: float
 
     @property
     def params(self) -> dict[str, Any]:
         params = super().params
+        if not self.margin_weight:
+            for key in MARGIN_OPTIONS:
+                params.pop(key, None)
         if self.adversary is not None:
             params["adversary"] = self.adversary.describe()
         return params
+
+    def finetune_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        if not self.margin_weight:
+            return self.finetune_loss(model, x, y, generator)
+        net = unwrap(model)
+        if not isinstance(net, SpikingNetwork):
+            raise UserError(
+                f"objective {self.name!r}: margin_weight needs a spiking network (membranes), "
+                f"got {type(net).__name__}"
+            )
+        with net.recording_membranes() as traces:
+            loss, logits = self.finetune_loss(model, x, y, generator)
+        penalty = membrane_margin_penalty(traces, self.margin)
+        return loss + self.margin_weight * penalty, logits
 
     def adversarial(
         self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None
@@ -275,8 +316,16 @@ class AdversarialFinetune(Objective):
             )
 
 
-def _check_finetune(name: str, eps: float, steps: int, beta: float, alpha: float) -> None:
+def _check_finetune(
+    name: str, eps: float, steps: int, beta: float, alpha: float, margin: tuple[float, float]
+) -> None:
     _check_eps(name, eps, steps)
+    margin_weight, margin_width = margin
+    if margin_weight < 0 or margin_width < 0:
+        raise UserError(
+            f"objective {name!r}: margin_weight and margin must be >= 0, got {margin_weight} "
+            f"and {margin_width} (e.g. margin_weight=0.1, margin=0.1: a tenth of the threshold)"
+        )
     if beta < 0:
         raise UserError(f"objective {name!r}: beta must be >= 0, got {beta}")
     if not 0 <= alpha <= eps and beta > 0:
@@ -299,13 +348,22 @@ class RobustFinetune(AdversarialFinetune):
     beta: float = 2.0
     alpha: float = 1 / 255
     steps: int = 1
+    margin_weight: float = 0.0
+    margin: float = 0.1
     adversary: Any = _runtime_field()
 
     def __post_init__(self) -> None:
-        _check_finetune(self.name, self.eps, self.steps, self.beta, self.alpha)
+        _check_finetune(
+            self.name,
+            self.eps,
+            self.steps,
+            self.beta,
+            self.alpha,
+            (self.margin_weight, self.margin),
+        )
 
-    def __call__(
-        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    def finetune_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None
     ) -> tuple[Tensor, Tensor]:
         if self.beta == 0:
             logits = model(x)
@@ -342,11 +400,20 @@ class Distill(AdversarialFinetune):
     clean_weight: float = 1.0
     ce_weight: float = 0.0
     teacher_input: str = "clean"
+    margin_weight: float = 0.0
+    margin: float = 0.1
     adversary: Any = _runtime_field()
     teacher: Any = _runtime_field()
 
     def __post_init__(self) -> None:
-        _check_finetune(self.name, self.eps, self.steps, self.beta, self.alpha)
+        _check_finetune(
+            self.name,
+            self.eps,
+            self.steps,
+            self.beta,
+            self.alpha,
+            (self.margin_weight, self.margin),
+        )
         if self.teacher_input not in TEACHER_INPUTS:
             raise UserError(
                 f"objective 'distill': teacher_input must be one of {', '.join(TEACHER_INPUTS)}, "
@@ -364,8 +431,8 @@ class Distill(AdversarialFinetune):
         with torch.no_grad():
             return self.teacher(x).detach()
 
-    def __call__(
-        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    def finetune_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None
     ) -> tuple[Tensor, Tensor]:
         target_clean = self.teacher_logits(x)
         logits = model(x)
@@ -390,15 +457,19 @@ class AdversarialCE(AdversarialFinetune):
     alpha: float = 1 / 255
     steps: int = 1
     clean_weight: float = 0.0
+    margin_weight: float = 0.0
+    margin: float = 0.1
     adversary: Any = _runtime_field()
 
     def __post_init__(self) -> None:
-        _check_finetune(self.name, self.eps, self.steps, 1.0, self.alpha)
+        _check_finetune(
+            self.name, self.eps, self.steps, 1.0, self.alpha, (self.margin_weight, self.margin)
+        )
         if self.clean_weight < 0:
             raise UserError("objective 'adversarial_ce': clean_weight must be >= 0")
 
-    def __call__(
-        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    def finetune_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None
     ) -> tuple[Tensor, Tensor]:
         x_adv = self.adversarial(model, x, y, generator)
         logits_adv = model(x_adv)
@@ -435,6 +506,63 @@ class Regularized(Objective):
     ) -> tuple[Tensor, Tensor]:
         loss, logits = self.base(model, x, y, generator)
         return loss + self.regularizer(unwrap(model)), logits
+
+
+class TimeStepDraw(Objective):
+    """Latency-aware finetuning: every batch runs ``base`` (its adversary and its loss) with
+    the spiking network at a number of time steps drawn uniformly from ``choices`` with the
+    step generator (seeded: the same seed draws the same T sequence, and a resumed run repeats
+    it); the network's own T is restored after every batch, so the model is saved and
+    evaluated at the T it had (the checkpoint's, or the finetuning's ``T``). One choice draws
+    nothing. ``draws`` counts the T values drawn so far.
+
+    Under torchrun each rank draws from its own step stream, so the ranks of one global batch
+    may run different T values (each rank's slice is still one draw).
+    """
+
+    def __init__(self, base: Objective, choices: Sequence[int]) -> None:
+        values = list(choices) if not isinstance(choices, (str, bytes)) else []
+        if not values or any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in values
+        ):
+            raise UserError(
+                f"T_choices must be a non-empty list of integers >= 1 (e.g. [4, 8]), got "
+                f"{list(choices)!r}"
+            )
+        self.base = base
+        self.choices = tuple(values)
+        self.draws: Counter[int] = Counter()
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.base.name
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {**self.base.params, "T_choices": list(self.choices)}
+
+    def draw(self, generator: torch.Generator | None) -> int:
+        """This batch's T."""
+        if len(self.choices) == 1:
+            chosen = self.choices[0]
+        else:
+            index = int(torch.randint(len(self.choices), (1,), generator=generator))
+            chosen = self.choices[index]
+        self.draws[chosen] += 1
+        return chosen
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        net = unwrap(model)
+        if not isinstance(net, SpikingNetwork):
+            raise UserError(f"T_choices needs a spiking network, got {type(net).__name__}")
+        previous = net.T
+        net.T = self.draw(generator)
+        try:
+            return self.base(model, x, y, generator)
+        finally:
+            net.T = previous
 
 
 def objective_params(name: str) -> list[str]:

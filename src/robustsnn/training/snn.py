@@ -13,7 +13,7 @@ keep the resumable ``<out>/<name>.state.safetensors`` and append to ``<out>/log.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from robustsnn.training.metrics import evaluate_accuracy
 from robustsnn.training.objectives import (
     FINETUNE_OBJECTIVES,
     Objective,
+    TimeStepDraw,
     build_objective,
     objective_params,
 )
@@ -310,6 +311,7 @@ def finetune_snn(
     objective: str = "robust_finetune",
     objective_options: Mapping[str, Any] | None = None,
     teacher: str | None = None,
+    T_choices: Sequence[int] | None = None,
 ) -> Path:
     """Robust finetuning of an SNN checkpoint (the paper's step 3); returns the new checkpoint.
 
@@ -319,7 +321,11 @@ def finetune_snn(
     the loss's ``estimator``. ``objective``: ``robust_finetune`` (the paper's, below),
     ``distill`` (KL to the source ANN ``teacher``) or ``adversarial_ce``;
     ``objective_options`` are that objective's own parameters (e.g. ``clean_weight``,
-    ``teacher_input``). All of it is recorded in the checkpoint's ``finetune`` metadata.
+    ``teacher_input``; ``margin_weight``/``margin``: the membrane-margin regularizer).
+    ``T_choices`` (e.g. ``[4, 8]``): latency-aware finetuning, every batch at a T drawn from
+    the list (:class:`~robustsnn.training.objectives.TimeStepDraw`); the checkpoint keeps its
+    own T (or ``T``), which is what it is saved and evaluated at. All of it is recorded in the
+    checkpoint's ``finetune`` metadata.
 
     Loss ``CE(f(x), y) + beta * KL(f(x_adv) || f(x))`` (objective ``robust_finetune``): ``x_adv``
     is the single-step KL adversary (random sign step ``alpha``, one step ``eps - alpha``) run
@@ -414,10 +420,10 @@ def finetune_snn(
         **dict(objective_options or {}),
     )
     teacher_name = None
+    finetune_adversary = None
     if adversary_spec is not None:
-        loss.adversary = FinetuneAdversary(  # type: ignore[attr-defined]
-            adversary_spec, eps=float(eps), alpha=float(alpha)
-        )
+        finetune_adversary = FinetuneAdversary(adversary_spec, eps=float(eps), alpha=float(alpha))
+        loss.adversary = finetune_adversary  # type: ignore[attr-defined]
     if objective == "distill":
         loss.teacher, teacher_name = load_teacher(teacher, snn, meta, source, device)  # type: ignore[attr-defined]
     threshold_names, weight_names = _parameter_names(snn)
@@ -427,6 +433,8 @@ def finetune_snn(
     if not train_weights:
         freeze += weight_names
         loss = FrozenBatchNormStatistics(loss)
+    if T_choices is not None:
+        loss = TimeStepDraw(loss, T_choices)
     setup = {
         "source": str(source),
         "T": snn.T,
@@ -446,6 +454,8 @@ def finetune_snn(
         setup["teacher"] = teacher_name
     if cutout is not None:
         setup["cutout"] = int(cutout)
+    if T_choices is not None:
+        setup["T_choices"] = list(T_choices)
     history, evaluation = _fit_and_evaluate(
         snn,
         loss,
@@ -486,13 +496,14 @@ def finetune_snn(
         "optimizer": "sgd",
         "schedule": "cosine",
         "T": snn.T,
+        "T_choices": list(T_choices) if T_choices is not None else None,
         "train_thresholds": train_thresholds,
         "train_weights": train_weights,
         "augment": augment,
         "estimator": train_estimator.name,
         "adversary": (
-            loss.adversary.describe()  # type: ignore[attr-defined]
-            if adversary_spec is not None
+            finetune_adversary.describe()
+            if finetune_adversary is not None
             else parse_adversary(
                 {"attack": "kl", "params": {"steps": int(adversary_steps)}},
                 default_estimator=train_estimator.name,
