@@ -33,6 +33,7 @@ from robustsnn.evaluation.diagnostics import resolve_config, run_diagnostics
 from robustsnn.evaluation.ensembles import ENSEMBLES, ESCALATION_LADDER
 from robustsnn.evaluation.evaluate import EnsembleLike, _model_device, evaluate
 from robustsnn.evaluation.intervals import wilson_interval
+from robustsnn.evaluation.stochastic import restore_randomness, step_config
 from robustsnn.evaluation.views import eval_mode
 
 LATE_FRACTION = 0.5
@@ -160,6 +161,7 @@ def evaluate_escalating(
         **kwargs,
     )
     start_name = result.get("ensemble") or "clean"
+    randomness = result.get("randomness")
     current = start_name
     config = resolve_config(diagnostics, diagnostics_n)
     records = result["records"]
@@ -197,6 +199,8 @@ def evaluate_escalating(
         if standing:
             rows = torch.tensor(standing)
             step_kwargs = dict(kwargs)
+            # a random model: the first evaluation's K and M, without a new variance check
+            step_kwargs["randomness"] = step_config(randomness, kwargs.get("randomness"))
             if step_batch_size is not None:
                 step_kwargs["batch_size"] = step_batch_size
             sub = evaluate(
@@ -235,18 +239,21 @@ def evaluate_escalating(
             robust_mask: Tensor = robust_mask,
             members: tuple[Any, ...] = tuple(members),
         ) -> dict[str, Any]:
-            with eval_mode(model):
-                return run_diagnostics(
-                    model,
-                    x,
-                    y,
-                    clean_mask,
-                    robust_mask,
-                    eps=result["eps"],
-                    members=members,
-                    config=config,
-                    seed=seed,
-                    device=_model_device(model, x.device),
+            handling = restore_randomness(model, randomness, seed)
+            with eval_mode(model), handling.scope():
+                return handling.with_check(
+                    run_diagnostics(
+                        model,
+                        x,
+                        y,
+                        clean_mask,
+                        robust_mask,
+                        eps=result["eps"],
+                        members=members,
+                        config=config,
+                        seed=seed,
+                        device=_model_device(model, x.device),
+                    )
                 )
 
         diag = _on_main(kwargs, diagnose_step)

@@ -48,13 +48,22 @@ from robustsnn.evaluation.ensembles import (
     resolve_ensemble,
 )
 from robustsnn.evaluation.intervals import wilson_interval
+from robustsnn.evaluation.stochastic import (
+    StochasticConfig,
+    misclassification_interval,
+    resolve_randomness,
+    seeded_global_rng,
+)
 from robustsnn.evaluation.views import (
     ViewFactory,
     attack_view,
+    derive_seed,
     eval_mode,
     is_snn,
+    member_view,
     model_digest,
     real_predict,
+    real_votes,
     seeded_generator,
     tensor_digest,
 )
@@ -306,6 +315,8 @@ def _run_batch(
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     clean_pred = real_predict(model, xb)
+    clean_votes = real_votes(model, xb, yb)  # a random model's (wrong draws, M); else None
+    adversarial_wrong: dict[int, int] = {}
     seconds["clean"] = time.perf_counter() - start
     correct = clean_pred == yb
     standing = correct.clone()
@@ -338,8 +349,12 @@ def _run_batch(
                 stacklevel=2,
             )
         pred = real_predict(model, x_adv)
+        votes = real_votes(model, x_adv, yb[idx])
         seconds[member.name] = time.perf_counter() - start
         fooled = (pred != yb[idx]) & valid
+        if votes is not None:
+            for row in (fooled & standing[idx]).nonzero().squeeze(1).tolist():
+                adversarial_wrong[int(idx[row])] = int(votes[0][row])
         for position in idx[fooled].tolist():
             broken_all[position].append(member.name)
         first = idx[fooled & standing[idx]]
@@ -370,6 +385,14 @@ def _run_batch(
             record["broken_by_all"] = broken_all[i]
         if refused[i]:
             record["refused_by"] = refused[i]
+        if clean_votes is not None:  # a random model: majority of M draws, counts kept
+            record["draws"] = clean_votes[1]
+            record["clean_wrong_draws"] = int(clean_votes[0][i])
+            if i in adversarial_wrong:
+                record["adversarial_wrong_draws"] = adversarial_wrong[i]
+                record["misclassification_ci95"] = misclassification_interval(
+                    adversarial_wrong[i], clean_votes[1]
+                )
         records.append(record)
     return {"records": records, "seconds": seconds}
 
@@ -399,6 +422,7 @@ def evaluate(
     callback: Callable[[int], None] | None = None,
     shard: BatchShard | None = None,
     save_adversarial: bool = False,
+    randomness: StochasticConfig | str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``(x, y)`` against an ensemble; return the evaluation.json dict.
 
@@ -432,6 +456,10 @@ def evaluate(
         save_adversarial: keep every break's adversarial example and logits
             (:mod:`robustsnn.evaluation.adversarial`; resumable with ``state_dir``), returned
             as ``adversarial`` (an :class:`~robustsnn.evaluation.adversarial.AdversarialSet`).
+        randomness: how a random model is handled (:mod:`robustsnn.evaluation.stochastic`):
+            "auto" (default: detect; if random, EOT views and majority votes), "off", "force"
+            or a :class:`~robustsnn.evaluation.stochastic.StochasticConfig`. A deterministic
+            model's results do not depend on it.
 
     Returns:
         The evaluation.json dict (DESIGN.md section 5) plus ``robust_accuracy`` (headline),
@@ -461,7 +489,18 @@ def evaluate(
             tqdm.write(message, file=sys.stderr)
 
     device = _model_device(model, x.device)
-    fingerprint = {
+    handling = resolve_randomness(
+        model,
+        x,
+        y,
+        seed=seed,
+        config=randomness,
+        view_factory=view_factory,
+        estimator=next((m.estimator for m in members if not m.black_box), None),
+        device=device,
+    )
+    view_factory = handling.view_factory
+    fingerprint: dict[str, Any] = {
         "eps": eps,
         "seed": int(seed),
         "batch_size": batch_size,
@@ -472,18 +511,23 @@ def evaluate(
         "data": tensor_digest(x, y, torch.tensor(index_list, dtype=torch.long)),
         "model": model_digest(model),
     }
+    if handling.active:
+        fingerprint["randomness"] = handling.fingerprint()
     state = _ResumeState(
         state_dir, fingerprint, log, shard.state_name if shard is not None else STATE_FILE
     )
     store = adv_store.PartStore(state_dir, fingerprint) if save_adversarial else None
     built = [m.build(eps) for m in members]
-    views = [view_factory(model, m.estimator) for m in members]
+    views = [
+        member_view(model, m.estimator, a, view_factory)
+        for m, a in zip(members, built, strict=True)
+    ]
 
     n_batches = math.ceil(n / batch_size)
     mine = list(range(n_batches)) if shard is None else shard.batches(n_batches)
     done: dict[int, dict[str, Any]] = {}
     started = time.perf_counter()
-    with eval_mode(model, transfer_source):
+    with eval_mode(model, transfer_source), handling.scope():
         name = chosen.name if chosen is not None else "clean"
         bar = tqdm(
             total=len(mine) * max(1, len(members)),
@@ -526,7 +570,10 @@ def evaluate(
                     bar.update(1)
                 if store is not None and keep is not None:
                     rows = sorted(keep)
-                    store.save(b, _kept(model, x, y, index_list, lo, rows, keep, device))
+                    # the saved logits of a random model repeat too (one seeded draw)
+                    with seeded_global_rng(derive_seed(seed, "batch", b, "kept"), device):
+                        kept = _kept(model, x, y, index_list, lo, rows, keep, device)
+                    store.save(b, kept)
                 state.save_batch(b, result)
                 done[b] = _normalized(result)
                 if callback is not None:
@@ -577,6 +624,7 @@ def evaluate(
 
         # sharded: once, on rank 0 (the checks draw their own seeded samples), result to all
         diag_results = diagnose() if shard is None else shard.on_main(diagnose)
+        diag_results = handling.with_check(diag_results)
         diag_seconds = time.perf_counter() - diag_started
 
     summary = _summarize(
@@ -594,6 +642,7 @@ def evaluate(
         diagnostics=diag_results,
         seconds={"attacks": attack_seconds, "diagnostics": diag_seconds},
     )
+    summary["randomness"] = handling.describe(records)
     if store is not None:
         summary["adversarial"] = adv_store.concat([parts[b] for b in range(n_batches)])
     return summary

@@ -11,15 +11,56 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
 from robustsnn.attacks import Model
+from robustsnn.attacks.race import ViewSet
 from robustsnn.snn import DEFAULT_ESTIMATOR, SpikingNetwork, parse_estimator
 
 ViewFactory = Callable[[nn.Module, "str | None"], Model]
 """``(model, estimator name or None) -> callable x -> logits`` that an attack runs on."""
+
+
+class RandomnessHandler(Protocol):
+    """How a random model is attacked and judged (:mod:`robustsnn.evaluation.stochastic`)."""
+
+    def handles(self, model: nn.Module) -> bool: ...
+
+    def view_factory(self, model: nn.Module, estimator: str | None) -> Model: ...
+
+    def predict(self, x: Tensor, batch_size: int | None = None) -> Tensor: ...
+
+    def wrong_draws(self, x: Tensor, y: Tensor) -> tuple[Tensor, int]: ...
+
+
+_RANDOMNESS: ContextVar[RandomnessHandler | None] = ContextVar("randomness", default=None)
+
+
+@contextmanager
+def randomness_scope(handler: RandomnessHandler | None) -> Iterator[None]:
+    """Inside the block, :func:`attack_view` and :func:`real_predict` of the handled model use
+    ``handler`` (EOT views, majority votes); None: nothing changes."""
+    token = _RANDOMNESS.set(handler)
+    try:
+        yield
+    finally:
+        _RANDOMNESS.reset(token)
+
+
+def _handler(model: nn.Module) -> RandomnessHandler | None:
+    handler = _RANDOMNESS.get()
+    return handler if handler is not None and handler.handles(model) else None
+
+
+def real_votes(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, int] | None:
+    """For a random model in a :func:`randomness_scope`: per sample, how many of the M draws
+    misclassify ``x``, and M; None for a model evaluated as deterministic."""
+    handler = _handler(model)
+    return handler.wrong_draws(x, y) if handler is not None else None
 
 
 def is_snn(model: nn.Module) -> bool:
@@ -30,17 +71,54 @@ def is_snn(model: nn.Module) -> bool:
 def attack_view(model: nn.Module, estimator: str | None) -> Model:
     """The model as an attack sees it: an SNN through ``estimator`` (default when None).
 
-    An ANN has one true gradient, so ``estimator`` is ignored for it.
+    An ANN has one true gradient, so ``estimator`` is ignored for it. A random model inside a
+    :func:`randomness_scope` is seen through its expectation-over-randomness view.
     """
+    handler = _handler(model)
+    if handler is not None:
+        return handler.view_factory(model, estimator)
     if isinstance(model, SpikingNetwork):
         est = parse_estimator(estimator) if estimator else DEFAULT_ESTIMATOR
         return model.with_estimator(est)
     return model
 
 
+def member_view(
+    model: nn.Module,
+    estimator: str | None,
+    attack: object,
+    view_factory: ViewFactory = attack_view,
+) -> Model:
+    """What one member's attack runs on: one estimator's view, or, for an attack that races
+    several estimators (``attack.estimators``, :mod:`robustsnn.attacks.race`), a
+    :class:`~robustsnn.attacks.race.ViewSet` of one view per estimator the model supports
+    (an ANN has one gradient: the model itself)."""
+    candidates = tuple(getattr(attack, "estimators", ()) or ())
+    if not candidates:
+        return view_factory(model, estimator)
+    if not is_snn(model):
+        return model
+    unsupported = getattr(model, "unsupported_estimator", None)
+    views: dict[str, Model] = {}
+    left_out: dict[str, str] = {}
+    for name in candidates:
+        reason = unsupported(parse_estimator(name)) if unsupported is not None else None
+        if reason:
+            left_out[name] = str(reason)
+            continue
+        views[name] = view_factory(model, name)
+    return ViewSet(views, real=view_factory(model, None), left_out=left_out)
+
+
 @torch.no_grad()
 def real_predict(model: nn.Module, x: Tensor, batch_size: int | None = None) -> Tensor:
-    """Predicted labels of the model's real forward pass (default estimator, no graph)."""
+    """Predicted labels of the model's real forward pass (default estimator, no graph).
+
+    A random model inside a :func:`randomness_scope`: the label a strict majority of M draws
+    gives, or -1 where no label has one (counted as a misclassification)."""
+    handler = _handler(model)
+    if handler is not None:
+        return handler.predict(x, batch_size)
     chunks = [x] if not batch_size or x.shape[0] <= batch_size else x.split(batch_size)
     preds = []
     for chunk in chunks:
