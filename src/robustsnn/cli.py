@@ -14,6 +14,16 @@ from typing import Any
 from robustsnn.errors import UserError
 
 
+def _int_list(text: str) -> list[int]:
+    """Comma-separated integers (``4,8``), for argparse."""
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, e.g. 4,8, got {text!r}"
+        ) from None
+
+
 def _eps(text: str) -> float:
     from robustsnn.config import parse_eps
 
@@ -190,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--adversary", default=None,
         help="finetuning adversary as attack[k=v]/estimator[+estimator...], drawn per batch, e.g. "
         "pgd[steps=3]/bptt-rel-pcw-1+ann-proxy+bptr (attacks: kl, pgd, sapgd; default: the "
-        "paper's single-step KL through --estimator)",
+        "paper's single-step KL through --estimator), or a name: pgd3-drawn, pgd7-drawn, "
+        "sapgd10-drawn, pgd3-widths, pgd7-widths, sapgd10-widths",
     )  # fmt: skip
     p.add_argument(
         "--objective", default="robust_finetune",
@@ -205,6 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--teacher", default=None,
         help="distill: the source ANN checkpoint (default: the one the SNN was converted from), "
         "or 'proxy'",
+    )  # fmt: skip
+    p.add_argument(
+        "--T", type=int, default=None,
+        help="time steps to finetune and save the SNN at (default: the checkpoint's)",
+    )  # fmt: skip
+    p.add_argument(
+        "--T-choices", type=_int_list, default=None, metavar="T,T,...",
+        help="latency-aware finetuning: each batch at a T drawn from the list, e.g. 4,8 (the "
+        "SNN is saved at its own T, or --T)",
     )  # fmt: skip
     p.add_argument("--data-dir", default=None)
     p.add_argument("--eval-n", type=int, default=1000)
@@ -492,7 +512,7 @@ def cmd_finetune(a: argparse.Namespace) -> None:
         train_thresholds=not a.freeze_thresholds, train_weights=not a.freeze_weights,
         add_biases=a.add_biases, estimator=a.estimator, adversary=a.adversary,
         objective=a.objective, objective_options=_key_values(a.objective_option, "--objective-option"),
-        teacher=a.teacher,
+        teacher=a.teacher, T=a.T, T_choices=a.T_choices,
         seed=a.seed, data_dir=a.data_dir, quiet=a.quiet, device=a.device, eval_n=a.eval_n,
     )  # fmt: skip
     meta = json.loads(path.with_suffix(".json").read_text())
@@ -624,6 +644,9 @@ def cmd_run(a: argparse.Namespace) -> None:
     if a.seed:
         cfg.seed = a.seed
     run_dir = Path(a.out) if a.out else default_run_dir(a.config, cfg)
+    from robustsnn.data import load_dataset
+
+    load_dataset(cfg.data.dataset, cfg.data.data_dir)  # its labels and files, before any stage
     with _owned(a, run_dir):
         recorded = run_dir / "config.yaml"
         if a.overwrite and recorded.is_file() and recorded.read_text() != dump_config(cfg):

@@ -68,6 +68,7 @@ class FolderLock:
         self.path = self.folder / LOCK_FILE
         self.command = command
         self._key = ""
+        self._created: list[Path] = []  # folders this lock created (removed again if left empty)
 
     def _create(self) -> bool:
         """Create the lock file atomically with its content; False if it exists."""
@@ -85,6 +86,11 @@ class FolderLock:
             os.unlink(tmp)
 
     def acquire(self) -> None:
+        existing = self.folder
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        self._created = [] if existing == self.folder else [self.folder, *self.folder.parents]
+        self._created = self._created[: len(self._created) - len(existing.parents) - 1]
         self.folder.mkdir(parents=True, exist_ok=True)
         self._key = str(self.folder.resolve())
         if self._key in _held:
@@ -128,6 +134,11 @@ class FolderLock:
         if owner is not None and int(owner.get("pid") or 0) == os.getpid():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+        for folder in self._created:  # a refused or failed command leaves no empty folder
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     def __enter__(self) -> FolderLock:
         self.acquire()

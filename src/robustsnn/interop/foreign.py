@@ -96,8 +96,12 @@ def load_state(path: str | Path) -> dict[str, Tensor]:
             detail = " ".join(str(exc).split())[:160]
             raise UserError(f"{path} is not a readable safetensors file ({detail})") from None
     if suffix in TORCH_STATE:
+        import warnings
+
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # the refusal below is the one line to show
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - the unpickler refuses anything but tensors
             detail = " ".join(str(exc).split())[:160]
             raise UserError(
