@@ -122,6 +122,8 @@ class FinetuneConfig:
     objective: str = "distill"  # distill | robust_finetune (the paper's) | adversarial_ce
     objective_options: dict[str, Any] = field(default_factory=dict)  # e.g. {clean_weight: 1}
     teacher: str | None = None  # distill: None/"source" = the source ANN, "proxy", or a path
+    T: int | None = None  # finetune (and save) at this T; null = the conversion's snn.T
+    T_choices: list[int] | None = None  # latency-aware: each batch at a T drawn from e.g. [4, 8]
 
 
 @dataclass
@@ -307,6 +309,16 @@ def validate_config(config: RunConfig) -> None:
         raise UserError(
             f"finetune.objective {f.objective!r} is not a finetuning objective; valid: "
             f"{', '.join(FINETUNE_OBJECTIVES)}"
+        )
+    if f.T is not None and (isinstance(f.T, bool) or not isinstance(f.T, int) or f.T < 1):
+        raise UserError(f"finetune.T must be an integer >= 1 or null, got {f.T!r}")
+    if f.T_choices is not None and (
+        not f.T_choices
+        or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in f.T_choices)
+    ):
+        raise UserError(
+            f"finetune.T_choices must be a non-empty list of integers >= 1 (e.g. [4, 8]) or "
+            f"null, got {f.T_choices!r}"
         )
     if not isinstance(f.objective_options, dict):
         raise UserError("finetune.objective_options must be a mapping, e.g. {clean_weight: 1}")

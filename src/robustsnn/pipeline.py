@@ -159,6 +159,7 @@ def run_pipeline(
             add_biases=f.add_biases, cutout=f.cutout, estimator=f.estimator,
             adversary=f.adversary, objective=f.objective, objective_options=f.objective_options,
             teacher=f.teacher if f.teacher is not None else str(ann_path),
+            T=f.T, T_choices=f.T_choices,
             data_dir=cfg.data.data_dir, quiet=quiet, device=device, eval_n=cfg.eval.n, name="snn",
         )  # fmt: skip
 

@@ -213,3 +213,43 @@ def test_t_is_drawn_per_batch_from_the_seeded_generator_and_restored(toy_dataset
 def test_bad_t_choices_are_one_line_errors(choices):
     with pytest.raises(UserError, match="T_choices must be"):
         TimeStepDraw(SeesT(), choices)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------------- command line, config
+def test_levers_reach_finetune_snn_from_the_command_line_and_the_config(monkeypatch, tmp_path):
+    import robustsnn.training.snn as snn_training
+    from robustsnn.cli import main
+    from robustsnn.config import load_config
+
+    calls: list[dict[str, Any]] = []
+
+    def fake_finetune(checkpoint: Any, **kw: Any) -> Any:
+        calls.append(kw)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(snn_training, "finetune_snn", fake_finetune)
+    code = main(
+        [
+            "finetune", str(tmp_path / "snn.safetensors"), "--adversary", "sapgd10-widths",
+            "--objective", "distill", "--objective-option", "margin_weight=0.1",
+            "--objective-option", "margin=0.1", "--T", "4", "--T-choices", "4,8", "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 2 and len(calls) == 1
+    kw = calls[0]
+    assert kw["adversary"] == "sapgd10-widths" and kw["T"] == 4 and kw["T_choices"] == [4, 8]
+    assert kw["objective_options"] == {"margin_weight": 0.1, "margin": 0.1}
+
+    config = load_config(
+        None,
+        [
+            "finetune.T_choices=[4, 8]",
+            "finetune.adversary=pgd7-drawn",
+            "finetune.objective_options={margin_weight: 0.1, margin: 0.1}",
+        ],
+    )
+    assert config.finetune.T_choices == [4, 8] and config.finetune.T is None
+    with pytest.raises(UserError, match="finetune.T_choices must be"):
+        load_config(None, ["finetune.T_choices=[0, 4]"])
+    with pytest.raises(UserError, match="named adversaries"):
+        load_config(None, ["finetune.adversary=pgd9-drawn"])
