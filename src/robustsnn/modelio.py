@@ -17,6 +17,7 @@ from robustsnn.conversion import ConversionConfig, spiking_body
 from robustsnn.errors import UserError
 from robustsnn.model_formats import ARCH_BUILDERS, BODY_TRANSFORMS
 from robustsnn.models import rebuild_model
+from robustsnn.snn.encoding import configure_stochastic
 from robustsnn.snn.network import SpikingNetwork
 
 # BODY_TRANSFORMS (structural transforms applied to a rebuilt SNN body before its weights are
@@ -73,6 +74,10 @@ def build_snn_from_metadata(meta: dict[str, Any]) -> SpikingNetwork:
             raise UserError(f"checkpoint needs the SNN transform {name!r}, unknown to this version")
         body = BODY_TRANSFORMS[name](body, meta)
     snn = SpikingNetwork(body, T=int(meta.get("T", 8)))
+    # random parts (Poisson input, noisy thresholds): written only when set
+    configure_stochastic(
+        snn, str(meta.get("input_encoding", "direct")), float(meta.get("threshold_noise", 0.0))
+    )
     snn.arch = meta["arch"]  # type: ignore[assignment]
     snn.conversion = meta.get("conversion") or {}  # type: ignore[assignment]
     snn.transforms = list(meta.get("transforms", []))  # type: ignore[assignment]

@@ -13,6 +13,7 @@ from robustsnn.data import load_dataset, shuffled_indices, stratified_indices, t
 from robustsnn.data.types import Dataset
 from robustsnn.errors import UserError
 from robustsnn.modelio import load_model, save_snn
+from robustsnn.snn.encoding import check_stochastic_options, configure_stochastic
 from robustsnn.snn.network import SpikingNetwork
 from robustsnn.training.ann import provenance
 from robustsnn.training.metrics import evaluate_accuracy
@@ -58,8 +59,14 @@ def convert_checkpoint(
     seed: int = 0,
     eval_n: int = 1000,
     device: str = "cpu",
+    input_encoding: str = "direct",
+    threshold_noise: float = 0.0,
 ) -> tuple[Path, dict[str, Any]]:
-    """Convert an ANN checkpoint to an SNN checkpoint; return its path and a summary."""
+    """Convert an ANN checkpoint to an SNN checkpoint; return its path and a summary.
+
+    ``input_encoding`` / ``threshold_noise`` make the SNN random (:mod:`robustsnn.snn.encoding`);
+    the thresholds are calibrated on the deterministic network first."""
+    check_stochastic_options(input_encoding, threshold_noise)
     ann, meta = load_model(ann_path, device)
     if meta.get("kind") != "ann":
         raise UserError(f"{ann_path} is an {meta.get('kind')} checkpoint; convert needs an ANN")
@@ -67,9 +74,12 @@ def convert_checkpoint(
     start = time.perf_counter()
     snn = convert(ann, calibration_images(data, cfg, seed).to(device), cfg)
     seconds = time.perf_counter() - start
+    configure_stochastic(snn, input_encoding, threshold_noise)
     x, y = eval_subset(data, eval_n)
     ann_acc = accuracy(ann, x, y)
-    snn_acc = accuracy(snn, x, y)
+    with torch.random.fork_rng(devices=[]):  # a random SNN's one draw, repeatable by the seed
+        torch.manual_seed(seed)
+        snn_acc = accuracy(snn, x, y)
     info = {
         "ann_clean_accuracy": ann_acc,
         "snn_clean_accuracy": snn_acc,

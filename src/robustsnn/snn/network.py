@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustsnn.snn.encoding import INPUT_ENCODINGS, poisson_encode
 from robustsnn.snn.estimators import ANNProxy, Estimator
 from robustsnn.snn.membranes import MembraneTrace
 from robustsnn.snn.neuron import RUN_STATE_KEY, SpikingNeuron, TimeContext
@@ -29,9 +30,12 @@ class SpikingNetwork(nn.Module):
     image is the input current of the first layer at every step; stateless layers (conv, BN,
     pooling, linear) run once on ``[T*B, ...]``; the last linear layer's outputs are averaged
     over T. ``forward`` returns mean logits ``[B, classes]``, so any attack can use it.
+
+    ``input_encoding="poisson"`` replaces direct coding by Bernoulli rate coding of the image
+    (a random network; :mod:`robustsnn.snn.encoding`, straight-through gradient).
     """
 
-    def __init__(self, body: nn.Module, T: int = 8) -> None:
+    def __init__(self, body: nn.Module, T: int = 8, input_encoding: str = "direct") -> None:
         super().__init__()
         self.body = body
         self.context = TimeContext(steps=int(T))
@@ -42,6 +46,11 @@ class SpikingNetwork(nn.Module):
         if not self.neurons():
             raise ValueError("SpikingNetwork body has no SpikingNeuron layers")
         self.T = int(T)
+        if input_encoding not in INPUT_ENCODINGS:
+            raise ValueError(
+                f"input_encoding must be one of {INPUT_ENCODINGS}, not {input_encoding!r}"
+            )
+        self.input_encoding = input_encoding
 
     @property
     def T(self) -> int:
@@ -115,27 +124,35 @@ class SpikingNetwork(nn.Module):
         ctx = self.context
         ctx.batch = x.shape[0]
         spiking = not isinstance(ctx.estimator, ANNProxy)  # the proxy stays the ANN, bit for bit
+        if spiking and self.input_encoding == "poisson":
+            x = poisson_encode(x, ctx.steps)  # [T*B, ...]; the batch stays ctx.batch
         if CHANNELS_LAST_ON_CPU and spiking and x.dim() == 4 and x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         out = self.body(x)
         if isinstance(ctx.estimator, ANNProxy):
             return out
-        if out.shape[0] == x.shape[0] and ctx.steps != 1:
+        if out.shape[0] == ctx.batch and ctx.steps != 1:
             raise RuntimeError(
                 "the network output has no time axis: the readout is not after a spiking layer"
             )
-        return out.view(ctx.steps, x.shape[0], *out.shape[1:]).mean(0)
+        return out.view(ctx.steps, ctx.batch, *out.shape[1:]).mean(0)
 
     def describe(self) -> dict[str, Any]:
         """Neuron settings and thresholds, for checkpoint metadata."""
         neurons = self.neurons()
-        return {
+        described = {
             "T": self.T,
             "thresholds": self.thresholds(),
             "leak": neurons[0].leak,
             "reset": neurons[0].reset,
             "threshold_min": neurons[0].threshold_min,
         }
+        # a random network says so (a deterministic one's metadata stays as it was)
+        if self.input_encoding != "direct":
+            described["input_encoding"] = self.input_encoding
+        if neurons[0].threshold_noise:
+            described["threshold_noise"] = neurons[0].threshold_noise
+        return described
 
 
 class EstimatorView(nn.Module):

@@ -10,6 +10,7 @@ from torch import nn
 
 from robustsnn.models.qcfs import qcfs
 from robustsnn.snn.dynamics import BPTRFunction, BPTTFunction, if_forward
+from robustsnn.snn.encoding import threshold_noise_currents
 from robustsnn.snn.estimator_backward import spiking_layer
 from robustsnn.snn.estimators import (
     BPTR,
@@ -86,6 +87,10 @@ class SpikingNeuron(nn.Module):
     start, 1/2 turns the spike count under a constant input into rounding instead of floor
     (OPI/QCFS); ``init_membrane`` (a buffer of one sample's neuron shape, only when
     ``init_shape`` is given) holds a per-neuron correction fitted after conversion.
+
+    ``threshold_noise`` (attribute, default 0): the std, relative to the threshold, of a
+    Gaussian noise on the threshold per neuron, step and sample (a random neuron;
+    :mod:`robustsnn.snn.encoding`).
     """
 
     init_membrane: torch.Tensor | None
@@ -124,6 +129,7 @@ class SpikingNeuron(nn.Module):
         )
         self.name = ""
         self.context = TimeContext()
+        self.threshold_noise = 0.0
 
     def extra_repr(self) -> str:
         text = f"threshold={self.threshold.item():.4g}, leak={self.leak}, reset={self.reset}"
@@ -133,6 +139,8 @@ class SpikingNeuron(nn.Module):
             text += f", proxy=qcfs(L={self.proxy_levels})"
         if self.emit != "scaled" or not self.fire_at_equal:
             text += f", emit={self.emit}, fire_at_equal={self.fire_at_equal}"
+        if self.threshold_noise:
+            text += f", threshold_noise={self.threshold_noise}"
         return text
 
     def initial_membrane(
@@ -191,6 +199,11 @@ class SpikingNeuron(nn.Module):
         if not self.fire_at_equal:
             theta = strict_threshold(theta)
         inputs = x if static else x.view(steps, batch, *x.shape[1:])
+        if self.threshold_noise:
+            inputs = threshold_noise_currents(
+                inputs, theta, self.threshold_noise, self.leak, steps, static
+            )
+            static = False
         soft = self.reset == "soft"
         init = self.initial_membrane(theta, batch, x.shape[1:], channels_last)
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or theta.requires_grad)

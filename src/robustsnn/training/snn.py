@@ -31,6 +31,7 @@ from robustsnn.modelio import load_model, save_snn
 from robustsnn.models import build_model
 from robustsnn.snn import DEFAULT_ESTIMATOR, SpikingNetwork, SpikingNeuron, parse_estimator
 from robustsnn.snn.bntt import BNTT, bntt_transform
+from robustsnn.snn.encoding import configure_stochastic
 from robustsnn.snn.estimators import ANNProxy, Estimator, gives_threshold_gradient
 from robustsnn.training.adversaries import FinetuneAdversary, parse_adversary
 from robustsnn.training.ann import provenance
@@ -614,6 +615,8 @@ def train_snn(
     device: str = "cpu",
     eval_n: int = 1000,
     name: str = "snn",
+    input_encoding: str = "direct",
+    threshold_noise: float = 0.0,
     **objective_params_: Any,
 ) -> Path:
     """Train an SNN baseline from scratch with BPTT (PCW surrogate, gamma 1); returns its path.
@@ -626,7 +629,9 @@ def train_snn(
     (:class:`~robustsnn.training.regularizers.OrthogonalityRegularizer`), which with
     ``rfgsm_at`` is the SNN-RAT baseline (``objective="snn_rat"`` is shorthand for exactly that).
     ``bntt=True`` gives every BatchNorm one copy per time step (:mod:`robustsnn.snn.bntt`).
-    Adversaries are generated against the SNN itself with the same BPTT estimator.
+    ``input_encoding="poisson"`` / ``threshold_noise`` train (and save) a random SNN
+    (:mod:`robustsnn.snn.encoding`). Adversaries are generated against the SNN itself with the
+    same BPTT estimator.
 
     Writes ``<out>/<name>.safetensors`` + ``.json`` (settings, dataset, clean and PGD-20
     accuracy at ``eps`` on ``eval_n`` stratified test images, provenance); resumable.
@@ -647,6 +652,7 @@ def train_snn(
         init_threshold=init_threshold,
         model_kwargs=model_kwargs,
     )
+    configure_stochastic(snn, input_encoding, threshold_noise)
     params = dict(objective_params_)
     if "eps" in objective_params(objective):
         params.setdefault("eps", float(eps))
@@ -672,6 +678,8 @@ def train_snn(
         "augment": augment,
         "estimator": DEFAULT_ESTIMATOR.name,
     }
+    if input_encoding != "direct" or threshold_noise:  # part of the resume key when set
+        setup.update(input_encoding=input_encoding, threshold_noise=threshold_noise)
     history, evaluation = _fit_and_evaluate(
         snn,
         loss,
