@@ -66,6 +66,9 @@ def source(tmp_path, toy_data, small_cnn) -> Path:
 
 def finetune(source: Path, out: Path, **kw: Any) -> Path:
     args: dict[str, Any] = dict(epochs=1, batch_size=16, lr=0.05, eval_n=8, quiet=True)
+    # the paper's recipe (the library's default is the run's distillation, issue 33)
+    args.update(objective="robust_finetune", adversary=None, estimator="bptt-pcw-1", beta=2.0,
+                eps=2 / 255)  # fmt: skip
     args.update(kw)
     return finetune_snn(source, out_dir=out, **args)
 
@@ -525,3 +528,12 @@ def test_latency_aware_finetuning_with_the_margin_term(tmp_path, source, monkeyp
         finetune(source, tmp_path / "resumed", **{**kw, "T_choices": [1, 3]})
     with pytest.raises(UserError, match="T_choices must be"):
         finetune(source, tmp_path / "bad", **{**kw, "T_choices": [0]})
+
+
+def test_t_choices_refuse_a_bntt_network(tmp_path, toy_data):
+    path = train_snn(
+        "toy", "cnn_small", "natural", T=2, epochs=0, out_dir=tmp_path / "bntt", bntt=True,
+        model_kwargs=SMALL, eval_n=0, quiet=True,
+    )  # fmt: skip
+    with pytest.raises(UserError, match="BNTT"):
+        finetune(path, tmp_path / "ft", T_choices=[1, 2])

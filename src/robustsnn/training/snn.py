@@ -27,6 +27,7 @@ from robustsnn.attacks import build_attack
 from robustsnn.conversion import ConversionConfig, spiking_body
 from robustsnn.data import Dataset, DatasetInfo, load_dataset, stratified_indices
 from robustsnn.errors import UserError
+from robustsnn.config import FinetuneConfig
 from robustsnn.modelio import load_model, save_snn
 from robustsnn.models import build_model
 from robustsnn.snn import DEFAULT_ESTIMATOR, SpikingNetwork, SpikingNeuron, parse_estimator
@@ -282,19 +283,24 @@ def _check_teacher_matches(
             )
 
 
+_RECIPE = FinetuneConfig()
+"""The one default finetuning recipe (``robustsnn run``, ``robustsnn finetune`` and
+:func:`finetune_snn`): the config object is its source of truth."""
+
+
 def finetune_snn(
     snn_checkpoint: str | Path,
     *,
     out_dir: str | Path,
-    beta: float = 2.0,
-    epochs: int = 60,
-    lr: float = 1e-3,
-    momentum: float = 0.9,
-    weight_decay: float = 1e-3,
-    batch_size: int = 64,
-    eps: float = 2 / 255,
-    alpha: float = 1 / 255,
-    adversary_steps: int = 1,
+    beta: float = _RECIPE.beta,
+    epochs: int = _RECIPE.epochs,
+    lr: float = _RECIPE.lr,
+    momentum: float = _RECIPE.momentum,
+    weight_decay: float = _RECIPE.weight_decay,
+    batch_size: int = _RECIPE.batch_size,
+    eps: float = _RECIPE.eps,
+    alpha: float = _RECIPE.alpha,
+    adversary_steps: int = _RECIPE.adversary_steps,
     T: int | None = None,
     train_thresholds: bool = True,
     train_weights: bool = True,
@@ -307,15 +313,19 @@ def finetune_snn(
     device: str = "cpu",
     eval_n: int = 1000,
     name: str = "snn",
-    estimator: str = DEFAULT_ESTIMATOR.name,
-    adversary: str | Mapping[str, Any] | None = None,
-    objective: str = "robust_finetune",
+    estimator: str = _RECIPE.estimator,
+    adversary: str | Mapping[str, Any] | None = _RECIPE.adversary,
+    objective: str = _RECIPE.objective,
     objective_options: Mapping[str, Any] | None = None,
     teacher: str | None = None,
     T_choices: Sequence[int] | None = None,
 ) -> Path:
     """Robust finetuning of an SNN checkpoint (the paper's step 3); returns the new checkpoint.
 
+    The defaults are the one recipe of ``robustsnn run`` and ``robustsnn finetune``
+    (:class:`robustsnn.config.FinetuneConfig`: ``distill`` from the source ANN on PGD-3 examples
+    through drawn estimators, loss through ``bptt-rel-pcw-1``); the paper's finetuning is
+    ``objective="robust_finetune", adversary=None, estimator="bptt-pcw-1", beta=2, lr=1e-3``.
     ``adversary`` (a :mod:`~robustsnn.training.adversaries` spec, e.g.
     ``"pgd[steps=3]/bptt-rel-pcw-1+ann-proxy"``; None = the paper's KL adversary with
     ``adversary_steps`` through ``estimator``) generates ``x_adv`` at ``eps`` independently of
@@ -343,7 +353,7 @@ def finetune_snn(
     records ``bias: true`` so it rebuilds with them. ``cutout`` overrides the dataset's cutout
     hole side during finetuning (0 = off, as the paper's finetuning runs; None = the dataset's).
     ``estimator`` is the gradient estimator of both the adversary and the training loss: the
-    paper's ``bptt-pcw-1`` (surrogate width 1 in membrane units) by default; a wider one (e.g.
+    paper's is ``bptt-pcw-1`` (surrogate width 1 in membrane units); a wider one (e.g.
     ``bptt-pcw-4``) suits SNNs whose thresholds are far above 1 (MSE or QCFS conversion: 2-8).
     Trained thresholds need an estimator whose backward differentiates them (BPTT with a fixed
     surrogate through the reset, or BPTR); the attack-only estimators (threshold-relative, ASSG,
@@ -400,6 +410,11 @@ def finetune_snn(
         if int(T) < 1:
             raise UserError(f"T must be >= 1, got {T}")
         snn.T = int(T)
+    if T_choices is not None and BNTT in getattr(snn, "transforms", []):
+        raise UserError(
+            f"{source} is a BNTT network with one BatchNorm per step for T={snn.T}; "
+            "it cannot be finetuned at drawn T values (T_choices)"
+        )
     if add_biases:
         from robustsnn.models import add_zero_biases
 
