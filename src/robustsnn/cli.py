@@ -175,16 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune", help="robust-finetune an SNN's thresholds and weights")
     p.add_argument("checkpoint")
-    p.add_argument("--beta", type=float, default=2.0, help="KL weight; 0 = plain CE finetuning")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--eps", type=_eps, default=2 / 255)
-    p.add_argument("--alpha", type=_eps, default=1 / 255, help="random-start size of the adversary")
+    from robustsnn.config import FinetuneConfig
+
+    ft = FinetuneConfig()  # one default recipe: the run's, the library's and this command's
+    p.add_argument("--beta", type=float, default=ft.beta, help="KL weight; 0 = plain CE finetuning")
+    p.add_argument("--epochs", type=int, default=ft.epochs)
+    p.add_argument("--lr", type=float, default=ft.lr)
+    p.add_argument("--eps", type=_eps, default=ft.eps)
+    p.add_argument("--alpha", type=_eps, default=ft.alpha, help="random-start size of the adversary")
     p.add_argument(
-        "--adversary-steps", type=int, default=1,
+        "--adversary-steps", type=int, default=ft.adversary_steps,
         help="KL adversary steps (1 = the paper's single step; more = multi-step, 2.5*eps/steps)",
     )  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=ft.batch_size)
     p.add_argument("--freeze-thresholds", action="store_true")
     p.add_argument("--freeze-weights", action="store_true")
     p.add_argument(
@@ -192,21 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="give bias-free layers zero-initialised biases to train (the paper's --use_bias)",
     )  # fmt: skip
     p.add_argument(
-        "--estimator", default="bptt-pcw-1",
+        "--estimator", default=ft.estimator,
         help="gradient estimator of the training loss (and of the adversary without --adversary; "
-        "default the paper's bptt-pcw-1; bptt-rel-pcw-1 is scale-invariant)",
+        f"default {ft.estimator}, scale-invariant; the paper's is bptt-pcw-1)",
     )  # fmt: skip
     p.add_argument(
-        "--adversary", default=None,
+        "--adversary", default=ft.adversary,
         help="finetuning adversary as attack[k=v]/estimator[+estimator...], drawn per batch, e.g. "
         "pgd[steps=3]/bptt-rel-pcw-1+ann-proxy+bptr (attacks: kl, pgd, sapgd; default: the "
-        "paper's single-step KL through --estimator), or a name: pgd3-drawn, pgd7-drawn, "
+        "run's PGD-3 through four drawn estimators; none = the paper's single-step KL through "
+        "--estimator), or a name: pgd3-drawn, pgd7-drawn, "
         "sapgd10-drawn, pgd3-widths, pgd7-widths, sapgd10-widths",
     )  # fmt: skip
     p.add_argument(
-        "--objective", default="robust_finetune",
-        help="robust_finetune (the paper's TRADES-style KL), distill (KL to the source ANN), "
-        "adversarial_ce",
+        "--objective", default=ft.objective,
+        help="distill (KL to the source ANN; the default, as in robustsnn run), robust_finetune "
+        "(the paper's TRADES-style KL), adversarial_ce",
     )  # fmt: skip
     p.add_argument(
         "--objective-option", action="append", default=[], metavar="KEY=VALUE",
@@ -510,7 +514,8 @@ def cmd_finetune(a: argparse.Namespace) -> None:
         a.checkpoint, out_dir=out, beta=a.beta, epochs=a.epochs, lr=a.lr, eps=a.eps,
         alpha=a.alpha, adversary_steps=a.adversary_steps, batch_size=a.batch_size,
         train_thresholds=not a.freeze_thresholds, train_weights=not a.freeze_weights,
-        add_biases=a.add_biases, estimator=a.estimator, adversary=a.adversary,
+        add_biases=a.add_biases, estimator=a.estimator,
+        adversary=None if str(a.adversary).lower() in ("none", "null") else a.adversary,
         objective=a.objective, objective_options=_key_values(a.objective_option, "--objective-option"),
         teacher=a.teacher, T=a.T, T_choices=a.T_choices,
         seed=a.seed, data_dir=a.data_dir, quiet=a.quiet, device=a.device, eval_n=a.eval_n,

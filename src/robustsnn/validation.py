@@ -25,7 +25,7 @@ from robustsnn.errors import UserError
 AT_LEAST: dict[str, tuple[float, str]] = {
     "width": (1, "--width"),
     "fc": (1, "--fc"),
-    "eval_n": (1, "--eval-n"),
+    "eval_n": (0, "--eval-n"),  # 0 = no evaluation after training
     "n": (1, "--num-samples"),
     "batch_size": (1, "--batch-size"),
     "epochs": (0, "--epochs"),
