@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="post-conversion correction on clean training images (Li et al. 2021)",
     )  # fmt: skip
     p.add_argument("--correction-images", type=int, default=1024)
+    _stochastic_parts(p)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--eval-n", type=int, default=1000)
     p.add_argument("--out", default=None, help="output folder (default: beside the ANN)")
@@ -249,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bntt", action="store_true", help="a separate BatchNorm per time step")
     p.add_argument("--width", type=int, default=None, help="model width (small models)")
     p.add_argument("--fc", type=int, default=None, help="hidden FC size (small models)")
+    _stochastic_parts(p)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--eval-n", type=int, default=1000)
     p.add_argument("--out", default="runs/snn")
@@ -296,6 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
         "adversarial.safetensors beside evaluation.json (for robustsnn recheck)",
     )  # fmt: skip
     p.add_argument("--transfer-from", default=None, help="source checkpoint for a transfer attack")
+    p.add_argument(
+        "--randomness", choices=["auto", "off", "force"], default="auto",
+        help="a random model (two forward passes differ): auto = attack its expectation (EOT) "
+        "and judge by the majority of fresh draws; off = single draws (flagged by a check)",
+    )  # fmt: skip
+    p.add_argument("--prediction-draws", type=int, default=15, metavar="M",
+                   help="random model: draws per prediction (odd)")  # fmt: skip
+    p.add_argument("--eot-draws", type=int, default=None, metavar="K",
+                   help="random model: draws per gradient (default: by a variance check)")  # fmt: skip
     _overwrite(p)
     p.add_argument(
         "--workers", type=int, default=0,
@@ -483,7 +494,8 @@ def cmd_convert(a: argparse.Namespace) -> None:
     out_dir = Path(a.out) if a.out else Path(a.checkpoint).parent
     path, info = convert_checkpoint(
         a.checkpoint, out_dir / "snn.safetensors", cfg, data_dir=a.data_dir, seed=a.seed,
-        eval_n=a.eval_n, device=a.device,
+        eval_n=a.eval_n, device=a.device, input_encoding=a.input_encoding,
+        threshold_noise=a.threshold_noise,
     )  # fmt: skip
     print(
         f"wrote {path}: clean accuracy ANN "
@@ -534,7 +546,8 @@ def cmd_train_snn(a: argparse.Namespace) -> None:
         a.dataset, a.model, objective, T=a.T, epochs=a.epochs, out_dir=a.out, leak=a.leak,
         reset=a.reset, bntt=a.bntt, snn_rat=snn_rat, eps=a.eps, lr=a.lr, batch_size=a.batch_size,
         seed=a.seed, model_kwargs=_model_kwargs(a), quiet=a.quiet,
-        device=a.device, eval_n=a.eval_n,
+        device=a.device, eval_n=a.eval_n, input_encoding=a.input_encoding,
+        threshold_noise=a.threshold_noise,
     )  # fmt: skip
     meta = json.loads(path.with_suffix(".json").read_text())
     print(f"wrote {path}: {_metrics(meta)}")
@@ -581,7 +594,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     names = ("checkpoint", "attack", "ensemble", "estimator", "eps", "n", "seed", "batch_size",
              "diagnostics", "escalate", "escalate_levels", "escalate_seconds", "escalate_to",
              "save_adversarial", "transfer_from", "dataset", "split", "weights", "T", "time",
-             "readout", "input_shape")  # fmt: skip
+             "readout", "input_shape", "randomness", "prediction_draws", "eot_draws")  # fmt: skip
     settings = {k: getattr(a, k, None) for k in names}
     settings["checkpoint_sha256"] = _file_digest(a.checkpoint)
     settings["weights_sha256"] = _file_digest(a.weights)
@@ -607,7 +620,29 @@ def _run_evaluation(a: argparse.Namespace, out: Path, escalate: Any, loaded: Any
         n=a.n, out_dir=out, seed=a.seed, batch_size=a.batch_size, quiet=a.quiet, device=a.device,
         data_dir=a.data_dir, transfer_from=a.transfer_from, diagnostics=a.diagnostics,
         escalate=escalate, dataset=a.dataset, split=a.split, loaded=loaded,
-        save_adversarial=a.save_adversarial, workers=a.workers,
+        save_adversarial=a.save_adversarial, workers=a.workers, randomness=_randomness(a),
+    )  # fmt: skip
+
+
+def _randomness(a: argparse.Namespace) -> Any:
+    """``evaluate``'s randomness options as a StochasticConfig (one-line errors)."""
+    from robustsnn.evaluation.stochastic import StochasticConfig
+
+    return StochasticConfig(
+        mode=a.randomness, prediction_draws=a.prediction_draws, eot_draws=a.eot_draws
+    )
+
+
+def _stochastic_parts(p: argparse.ArgumentParser) -> None:
+    """``--input-encoding`` and ``--threshold-noise`` of the commands that make an SNN."""
+    p.add_argument(
+        "--input-encoding", choices=["direct", "poisson"], default="direct",
+        help="direct: the image is the input current; poisson: Bernoulli rate-coded input "
+        "spikes (a random SNN, straight-through gradient)",
+    )  # fmt: skip
+    p.add_argument(
+        "--threshold-noise", type=float, default=0.0, metavar="SIGMA",
+        help="Gaussian noise on every threshold (std relative to it) per neuron and step",
     )  # fmt: skip
 
 

@@ -83,6 +83,10 @@ class SNNConfig:
     threshold: str = "mse"  # percentile (x scale) | mse (T-aware) | qcfs (lam of a QCFS ANN)
     calibration: str = "none"  # none | bias | potential (post-conversion correction)
     correction_images: int = 1024
+    # random SNN parts (robustsnn.snn.encoding): poisson = Bernoulli rate-coded input spikes;
+    # threshold_noise = std of a Gaussian noise on every threshold, relative to it
+    input_encoding: str = "direct"
+    threshold_noise: float = 0.0
 
 
 ROBUST_ADVERSARY = "pgd[steps=3]/bptt-rel-pcw-1+ann-proxy+bptr+assg-atan-0.425-dr"
@@ -147,6 +151,10 @@ class EvalConfig:
     # processes on a CPU, one thread each, sharing the evaluation's batches with the result of
     # one process (robustsnn.evaluation.workers); 0 = one per core, 1 = the run's own process
     workers: int = 0
+    # a random model (robustsnn.evaluation.stochastic): auto = EOT attacks and majority-of-M
+    # verdicts when two forward passes differ; off = single draws (a check fails); force
+    randomness: str = "auto"
+    prediction_draws: int = 15  # M, draws per prediction of a random model (odd)
 
 
 @dataclass
@@ -328,6 +336,14 @@ def validate_config(config: RunConfig) -> None:
             f"finetune.objective_options: {', '.join(unknown)} not a parameter of "
             f"{f.objective!r}; valid: {', '.join(objective_params(f.objective))}"
         )
+    from robustsnn.evaluation.stochastic import StochasticConfig
+    from robustsnn.snn.encoding import check_stochastic_options
+
+    check_stochastic_options(config.snn.input_encoding, config.snn.threshold_noise, "snn.")
+    # YAML's unquoted `off` arrives as False: store the mode's name
+    config.eval.randomness = StochasticConfig(
+        config.eval.randomness, config.eval.prediction_draws
+    ).mode
     from robustsnn.validation import validate_run_config
 
     validate_run_config(config)  # every value and name, before any stage starts

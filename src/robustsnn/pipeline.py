@@ -144,6 +144,7 @@ def run_pipeline(
         _, info = convert_checkpoint(
             ann_path, conv_path, conversion_config(cfg), data_dir=cfg.data.data_dir,
             seed=cfg.seed, eval_n=cfg.eval.n, device=device,
+            input_encoding=cfg.snn.input_encoding, threshold_noise=cfg.snn.threshold_noise,
         )  # fmt: skip
         _log(run_dir, {"phase": "convert", **info})
 
@@ -208,6 +209,7 @@ def _evaluate(
 ) -> None:
     from robustsnn.evaluation import run_evaluation
     from robustsnn.evaluation.escalate import EscalationPolicy
+    from robustsnn.evaluation.stochastic import StochasticConfig
 
     out = run_dir / "eval" / model
     escalate = cfg.eval.escalate and EscalationPolicy(cfg.eval.escalate_levels, None, at_least)
@@ -216,6 +218,7 @@ def _evaluate(
         seed=cfg.seed, batch_size=cfg.eval.batch_size, quiet=quiet, device=device,
         data_dir=cfg.data.data_dir, diagnostics=cfg.eval.diagnostics, split=cfg.eval.split,
         escalate=escalate, save_adversarial=cfg.eval.save_adversarial, workers=cfg.eval.workers,
+        randomness=StochasticConfig(cfg.eval.randomness, cfg.eval.prediction_draws),
     )  # fmt: skip
     if distributed.is_main():
         shutil.copyfile(out / "evaluation.json", run_dir / f"evaluation-{model}.json")

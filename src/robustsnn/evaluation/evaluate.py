@@ -498,6 +498,7 @@ def evaluate(
         view_factory=view_factory,
         estimator=next((m.estimator for m in members if not m.black_box), None),
         device=device,
+        eps=eps,
     )
     view_factory = handling.view_factory
     fingerprint: dict[str, Any] = {

@@ -114,6 +114,7 @@ def run_evaluation(
     loaded: tuple[torch.nn.Module, dict[str, Any]] | None = None,
     save_adversarial: bool = False,
     workers: int = 1,
+    randomness: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint and write ``<out_dir>/evaluation.json`` and ``records.jsonl``.
 
@@ -136,6 +137,8 @@ def run_evaluation(
             True carries those settings and ``at_least`` (a preset to reach in any case).
         save_adversarial: write every break's adversarial example, member and logits to
             ``<out_dir>/adversarial.safetensors`` (:mod:`robustsnn.evaluation.adversarial`).
+        randomness: how a random model is evaluated (a mode "auto" / "off" / "force" or a
+            :class:`~robustsnn.evaluation.stochastic.StochasticConfig`; None: "auto").
         workers: processes on a CPU (:mod:`robustsnn.evaluation.workers`): the batches are
             shared out as under torchrun, with the same result; 0 = one per core.
 
@@ -221,6 +224,7 @@ def run_evaluation(
             indices=index,
             **({"shard": used} if used is not None else {}),
             **({"save_adversarial": True} if save_adversarial else {}),
+            **({"randomness": randomness} if randomness is not None else {}),
         )
 
     result = run_in_workers(processes, job)

@@ -50,6 +50,7 @@ from robustsnn.evaluation.views import (
     eval_mode,
     randomness_scope,
     real_predict,
+    seeded_generator,
     tensor_digest,
 )
 from robustsnn.snn import DEFAULT_ESTIMATOR, SpikingNetwork
@@ -84,6 +85,10 @@ class StochasticConfig:
     check_samples: int = 8
 
     def __post_init__(self) -> None:
+        # YAML reads an unquoted `off` as False (and `on` as True): take them as meant
+        aliases = {"false": "off", "no": "off", "true": "auto", "on": "auto"}
+        mode = str(self.mode).strip().lower() if not isinstance(self.mode, str) else self.mode
+        object.__setattr__(self, "mode", aliases.get(str(mode).strip().lower(), mode))
         if self.mode not in RANDOMNESS_MODES:
             raise UserError(
                 f"randomness mode must be one of {', '.join(RANDOMNESS_MODES)}, got {self.mode!r}"
@@ -439,9 +444,12 @@ def resolve_randomness(
     view_factory: ViewFactory = attack_view,
     estimator: str | None = None,
     device: torch.device | str = "cpu",
+    eps: float = 0.0,
 ) -> Randomness:
     """Detect whether ``model`` is random (on the first ``check_samples`` of ``x``) and, if it
-    is to be handled, choose K by the variance check of ``estimator``'s gradients.
+    is to be handled, choose K by the variance check of ``estimator``'s gradients: on those
+    samples and on random corners of their eps-balls (where an attack spends its steps; the
+    gradients of a random model are often noisier there than at the clean images).
 
     The model is in eval mode during the check; the global generator is left as it was."""
     cfg = StochasticConfig.resolve(config)
@@ -462,6 +470,11 @@ def resolve_randomness(
         else:
             with randomness_scope(None):
                 base = view_factory(model, estimator)
+            if eps > 0:
+                generator = seeded_generator(seed, "cpu", "randomness", "corners")
+                signs = torch.randint(0, 2, xs.shape, generator=generator).to(xs) * 2 - 1
+                xs = torch.cat([xs, (xs + eps * signs).clamp(0.0, 1.0)])
+                ys = torch.cat([ys, ys])
             handler.eot_draws, handler.cosines = choose_eot_draws(
                 base, xs, ys, cfg, int(seed), estimator
             )
