@@ -423,6 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
     _common(p)
 
+    p = sub.add_parser(
+        "compare", help="one table (markdown, HTML) and a figure of evaluated models"
+    )
+    p.add_argument("paths", nargs="+", help="run folders, evaluation folders or evaluation.json")
+    p.add_argument("--out", default=None, help="output folder (default: their common folder)")
+    _common(p)
+
     p = sub.add_parser("sweep", help="run a config over a parameter grid and report it")
     p.add_argument("config", nargs="?", default=None)
     p.add_argument("--param", required=True, help="dotted key, e.g. finetune.beta")
@@ -775,6 +782,17 @@ def cmd_report(a: argparse.Namespace) -> None:
     print(f"wrote {md} and {html}")
 
 
+def cmd_compare(a: argparse.Namespace) -> None:
+    import os
+
+    from robustsnn.analysis.compare import write_comparison
+
+    folders = [Path(p).resolve() if Path(p).is_dir() else Path(p).resolve().parent for p in a.paths]
+    out = Path(a.out) if a.out else Path(os.path.commonpath(folders))
+    md, html, figure = write_comparison(a.paths, out)
+    print(f"wrote {md}, {html}" + (f" and {figure}" if figure is not None else ""))
+
+
 def cmd_sweep(a: argparse.Namespace) -> None:
     from robustsnn.pipeline import run_sweep
 
@@ -798,6 +816,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "run": cmd_run,
     "report": cmd_report,
+    "compare": cmd_compare,
     "latency": cmd_latency,
     "recheck": cmd_recheck,
     "transfer": cmd_transfer,
