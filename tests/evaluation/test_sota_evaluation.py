@@ -14,6 +14,7 @@ from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member
 from robustsnn.evaluation.escalate import evaluate_escalating, late_breaks, next_preset
 from robustsnn.evaluation.intervals import format_accuracy, wilson_interval
 from robustsnn.evaluation.table import diagnostics_verdict, evaluation_lines
+from robustsnn.evaluation.views import eval_mode, member_view
 from robustsnn.snn import SpikingNetwork
 from robustsnn.snn.estimators import paper_estimators, parse_estimator
 
@@ -59,8 +60,22 @@ def test_false_robustness_of_a_rescaled_layer_is_caught(pair) -> None:  # type: 
     assert _robust(copy_, x, y, FIXED) > _robust(snn, x, y, FIXED)  # fixed widths are fooled
     assert _robust(copy_, x, y, "pgd-ensemble") > _robust(snn, x, y, "pgd-ensemble")
     relative = [{"attack": "sapgd", "estimator": "bptt-rel-pcw-0.5", "params": {"steps": 30}}]
-    for ensemble in ("assg-sapgd", relative, "reliable"):
+    for ensemble in ("assg-sapgd", relative, "reliable-v1"):
         assert _robust(copy_, x, y, ensemble) == _robust(snn, x, y, ensemble), ensemble
+    # The race of `reliable` ranks its (scale-free) candidates identically on both, but the x100
+    # copy's logits differ from the original's by float rounding (9e-8), which 100 sign-like
+    # iterations amplify into other points on a few boundary samples: one sample of 48 may
+    # differ, in either direction (the fixed widths above differ by 6 samples, all one way).
+    counts = [round(48 * _robust(model, x, y, "reliable")) for model in (copy_, snn)]
+    assert abs(counts[0] - counts[1]) <= 1, counts
+    race = ENSEMBLES.get("reliable").members[0]
+    structure = []
+    for model in (snn, copy_):
+        attack = race.build(EPS)
+        with eval_mode(model):
+            attack(member_view(model, race.estimator, attack), x, y)
+        structure.append((attack.last_rounds, attack.last_winners))
+    assert structure[0] == structure[1]
 
 
 def test_pgd_fast_is_not_fooled_by_a_rescaled_layer(pair) -> None:  # type: ignore[no-untyped-def]
@@ -78,23 +93,27 @@ def test_pgd_fast_is_not_fooled_by_a_rescaled_layer(pair) -> None:  # type: igno
     assert checked["ensembles"]["pgd-fast"]["member_names"][0] == "pgd/bptt-rel-pcw-1"
 
 
-def test_reliable_is_never_weaker_than_its_members(pair) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("preset", ["reliable", "reliable-v1"])
+def test_reliable_is_never_weaker_than_its_members(pair, preset) -> None:  # type: ignore[no-untyped-def]
     snn, _, x, y = pair
-    result = evaluate(snn, x, y, eps=EPS, ensemble="reliable", quiet=True, diagnostics="none")
-    members = ENSEMBLES.get("reliable").members
+    result = evaluate(snn, x, y, eps=EPS, ensemble=preset, quiet=True, diagnostics="none")
+    members = ENSEMBLES.get(preset).members
     for member in members[:4]:
         alone = _robust(snn, x, y, Ensemble("one", (member,)))
         assert result["robust_accuracy"] <= alone, member.name
     assert result["robust_accuracy"] <= _robust(snn, x, y, "pgd-fast")
-    assert result["ensembles"]["reliable"]["members"] == len(members)
+    assert result["ensembles"][preset]["members"] == len(members)
 
 
-def test_reliable_members_are_all_scale_free() -> None:
-    for member in ENSEMBLES.get("reliable").members:
-        if member.estimator is None:
-            continue
-        estimator = parse_estimator(member.estimator)
-        assert not estimator.name.startswith("bptt-") or estimator.name.startswith("bptt-rel")
+@pytest.mark.parametrize("preset", ["reliable", "reliable-v1"])
+def test_reliable_members_are_all_scale_free(preset: str) -> None:
+    for member in ENSEMBLES.get(preset).members:
+        names = [member.estimator, *member.params.get("estimators", [])]
+        for name in names:
+            if name is None:
+                continue
+            estimator = parse_estimator(name)
+            assert not estimator.name.startswith("bptt-") or estimator.name.startswith("bptt-rel")
 
 
 def test_escalation_on_the_rescaled_copy(pair) -> None:  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from robustsnn.attacks.fgsm import FGSM
 from robustsnn.attacks.identity import NoAttack
 from robustsnn.attacks.losses import ce_loss, dlr_loss, margin, targeted_dlr_loss
 from robustsnn.attacks.pgd import PGD, PGDDLR
+from robustsnn.attacks.race import Race, ViewSet
 from robustsnn.attacks.registry import ATTACKS, attack_parameters, build_attack
 from robustsnn.attacks.rfgsm import RFGSM
 from robustsnn.attacks.sapgd import SAPGD
@@ -31,12 +32,14 @@ __all__ = [
     "PGD",
     "PGDDLR",
     "RFGSM",
+    "Race",
     "SAPGD",
     "Attack",
     "Model",
     "NoAttack",
     "Square",
     "Transfer",
+    "ViewSet",
     "attack_parameters",
     "build_attack",
     "ce_loss",

@@ -397,11 +397,66 @@ def reliable_members(
     )
 
 
+RACE_ESTIMATORS = (
+    "bptt-rel-pcw-1",
+    "assg-atan-0.425-dr",
+    "bptt-rel-pcw-0.5",
+    "bptt-rel-pcw-0.25",
+    "ann-proxy",
+    "assg-atan-0.4-dr",
+    "assg-atan-0.45-dr",
+    "bptt-rel-pcw-2",
+    "bptt-rel-pcw-0.125",
+    "assg-atan-0.35-dr",
+    "pdsg",
+    "rga",
+    "hart-1",
+    "bptr",
+)
+"""Candidates of ``reliable``'s race: every estimator family of ``reliable-v1`` plus the
+threshold-relative widths 0.125-2 and a fourth ASSG sharpness. Every candidate is invariant to
+rescaling a layer's threshold and incoming weights together (absolute widths are not: a
+rescaled copy would see them lose the race and other candidates win, and so look more or
+less robust than the original); ties in the race go to the earlier one."""
+
+
+def adaptive_members(
+    estimators: Iterable[str] = RACE_ESTIMATORS,
+    steps: int = 100,
+    checkpoints: Sequence[int] = (8, 30),
+    keep: Sequence[int] = (4, 2),
+    finisher_iter: int = 50,
+    finisher_targets: int = 3,
+    square_queries: int = 1000,
+) -> tuple[Member, ...]:
+    """A race of SA-PGD through ``estimators`` (:mod:`robustsnn.attacks.race`) with a
+    targeted APGD finisher through each sample's winning estimator, then Square."""
+    names = tuple(estimators)
+    race = Member(
+        "race",
+        names[0],
+        {
+            "estimators": list(names),
+            "steps": steps,
+            "checkpoints": list(checkpoints),
+            "keep": list(keep),
+            "finisher_iter": finisher_iter,
+            "finisher_targets": finisher_targets,
+        },
+        label=f"race[sapgd-{steps},{len(names)} estimators,keep "
+        f"{'/'.join(map(str, keep))}@{'/'.join(map(str, checkpoints))},apgd-t-{finisher_iter}]",
+    )
+    return (race, Member("square", None, {"n_queries": square_queries}))
+
+
 _add(
     "reliable",
-    reliable_members(),
-    "SA-PGD-100 x {ASSG a=0.40/0.425/0.45, PDSG, RGA, HART, BPTT(rel. PCW, 1), BPTR, ANN proxy}, "
-    "APGD-T (3 targets, ASSG) and Square (1000 queries): the default evaluation",
+    adaptive_members(),
+    "the default evaluation: a per-sample race of SA-PGD-100 through 14 gradient estimators "
+    "(threshold-relative widths 0.125-2, ASSG a = 0.35-0.45, PDSG, RGA, HART, BPTR, the ANN "
+    "proxy): all run 8 iterations, the 4 best per sample (by the real model's margin) "
+    "continue to 30, the best 2 to 100; then targeted APGD (3 targets) through each sample's "
+    "winner, and Square (1000 queries)",
 )
 _add(
     "reliable-v1",
