@@ -10,3 +10,4 @@ __version__ = "0.1.0"
 # imported here so that loading a checkpoint finds them, whatever was imported first.
 import robustsnn.interop.graph  # noqa: E402, F401  (the imported-graph architecture)
 import robustsnn.snn.bntt  # noqa: E402, F401  (the "bntt" body transform)
+import robustsnn.snn.ta_lif  # noqa: E402, F401  (the "ta_lif" body transform, HoSNN)
