@@ -150,6 +150,7 @@ def test_clean_accuracy_of_a_random_model_is_a_majority_over_m_draws() -> None:
     result = evaluate(NoisyLogits(), x, y, eps=EPS, quiet=True, randomness=config)
     info = result["randomness"]
     assert info["handled"] and info["prediction_draws"] == 21
+    assert info["eot_draws"] == 1 and "eot_draws_check" not in info  # no attack, no gradient
     records = result["records"]
     for record in records:
         assert record["draws"] == 21

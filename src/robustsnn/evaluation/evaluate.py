@@ -499,6 +499,7 @@ def evaluate(
         estimator=next((m.estimator for m in members if not m.black_box), None),
         device=device,
         eps=eps,
+        attacked=bool(members),
     )
     view_factory = handling.view_factory
     fingerprint: dict[str, Any] = {

@@ -445,11 +445,14 @@ def resolve_randomness(
     estimator: str | None = None,
     device: torch.device | str = "cpu",
     eps: float = 0.0,
+    attacked: bool = True,
 ) -> Randomness:
     """Detect whether ``model`` is random (on the first ``check_samples`` of ``x``) and, if it
     is to be handled, choose K by the variance check of ``estimator``'s gradients: on those
     samples and on random corners of their eps-balls (where an attack spends its steps; the
     gradients of a random model are often noisier there than at the clean images).
+    ``attacked`` False (clean accuracy only): no attack takes a gradient, so K stays 1 and the
+    check is skipped.
 
     The model is in eval mode during the check; the global generator is left as it was."""
     cfg = StochasticConfig.resolve(config)
@@ -467,7 +470,7 @@ def resolve_randomness(
         handler.prediction_draws = cfg.prediction_draws
         if cfg.eot_draws is not None:
             handler.eot_draws = cfg.eot_draws
-        else:
+        elif attacked:
             with randomness_scope(None):
                 base = view_factory(model, estimator)
             if eps > 0:
