@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="post-conversion correction on clean training images (Li et al. 2021)",
     )  # fmt: skip
     p.add_argument("--correction-images", type=int, default=1024)
+    p.add_argument(
+        "--ta-lif", type=float, default=None, metavar="THETA_V",
+        help="HoSNN's threshold-adapting neurons with this initial theta_v (signatures fitted "
+        "on the calibration images)",
+    )  # fmt: skip
     _stochastic_parts(p)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--eval-n", type=int, default=1000)
@@ -502,7 +507,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
     path, info = convert_checkpoint(
         a.checkpoint, out_dir / "snn.safetensors", cfg, data_dir=a.data_dir, seed=a.seed,
         eval_n=a.eval_n, device=a.device, input_encoding=a.input_encoding,
-        threshold_noise=a.threshold_noise,
+        threshold_noise=a.threshold_noise, ta_lif=a.ta_lif,
     )  # fmt: skip
     print(
         f"wrote {path}: clean accuracy ANN "

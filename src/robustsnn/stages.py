@@ -15,6 +15,7 @@ from robustsnn.errors import UserError
 from robustsnn.modelio import load_model, save_snn
 from robustsnn.snn.encoding import check_stochastic_options, configure_stochastic
 from robustsnn.snn.network import SpikingNetwork
+from robustsnn.snn.ta_lif import apply_ta_lif
 from robustsnn.training.ann import provenance
 from robustsnn.training.metrics import evaluate_accuracy
 
@@ -61,18 +62,24 @@ def convert_checkpoint(
     device: str = "cpu",
     input_encoding: str = "direct",
     threshold_noise: float = 0.0,
+    ta_lif: float | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Convert an ANN checkpoint to an SNN checkpoint; return its path and a summary.
 
     ``input_encoding`` / ``threshold_noise`` make the SNN random (:mod:`robustsnn.snn.encoding`);
-    the thresholds are calibrated on the deterministic network first."""
+    the thresholds are calibrated on the deterministic network first. ``ta_lif``: turn the
+    neurons into HoSNN's threshold-adapting neurons with this initial ``theta_v``, their
+    signatures fitted on the calibration images (:mod:`robustsnn.snn.ta_lif`)."""
     check_stochastic_options(input_encoding, threshold_noise)
     ann, meta = load_model(ann_path, device)
     if meta.get("kind") != "ann":
         raise UserError(f"{ann_path} is an {meta.get('kind')} checkpoint; convert needs an ANN")
     data = load_dataset(dataset_spec_of(meta), data_dir)
     start = time.perf_counter()
-    snn = convert(ann, calibration_images(data, cfg, seed).to(device), cfg)
+    calibration = calibration_images(data, cfg, seed).to(device)
+    snn = convert(ann, calibration, cfg)
+    if ta_lif is not None:
+        apply_ta_lif(snn, calibration, adaptation=ta_lif)
     seconds = time.perf_counter() - start
     configure_stochastic(snn, input_encoding, threshold_noise)
     x, y = eval_subset(data, eval_n)

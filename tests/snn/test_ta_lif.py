@@ -138,3 +138,29 @@ def test_fit_signature_needs_ta_lif_layers() -> None:
         fit_signature(_snn(), _images(4))
     with pytest.raises(UserError, match="SpikingNetwork"):
         apply_ta_lif(torch.nn.Linear(2, 2), _images(2))
+
+
+def test_convert_command_makes_a_ta_lif_snn(tmp_path: Path) -> None:
+    import numpy as np
+
+    from robustsnn.cli import main
+    from robustsnn.modelio import save_ann
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "grey.npz"
+    np.savez(data, x_train=rng.integers(0, 255, (32, 8, 8, 1), dtype=np.uint8),
+             y_train=np.arange(32) % 3, x_test=rng.integers(0, 255, (12, 8, 8, 1), dtype=np.uint8),
+             y_test=np.arange(12) % 3)  # fmt: skip
+    torch.manual_seed(0)
+    ann = build_model("cnn_small", num_classes=3, in_channels=1, image_size=8, mean=[0.5],
+                      std=[0.25], width=4, fc=16)  # fmt: skip
+    ckpt = save_ann(tmp_path / "ann.safetensors", ann, dataset=f"npz:{data}")
+    code = main(["convert", str(ckpt), "--T", "4", "--calib-T", "8", "--calib-batches", "1",
+                 "--calib-batch-size", "16", "--eval-n", "6", "--ta-lif", "0.05",
+                 "--out", str(tmp_path / "snn"), "--quiet"])  # fmt: skip
+    assert code == 0
+    model, meta = load_model(tmp_path / "snn" / "snn.safetensors")
+    assert meta["transforms"] == ["ta_lif"]
+    assert isinstance(model, SpikingNetwork)
+    assert all(isinstance(n, ThresholdAdaptingNeuron) for n in model.neurons())
+    assert float(model.neurons()[0].adaptation.detach().mean()) == pytest.approx(0.05)
