@@ -71,6 +71,17 @@ def _owned(
     return claim(out, f"robustsnn {a.command}", settings, results, overwrite, remove)
 
 
+def _training_lock(a: argparse.Namespace) -> Any:
+    """The output folder lock of the commands that train (evaluate, run and latency take theirs
+    with the settings check): one live process per folder."""
+    folder = None
+    if a.command in ("train-ann", "train-snn", "sweep") and getattr(a, "out", None):
+        folder = Path(a.out)
+    elif a.command == "finetune":
+        folder = Path(a.out) if a.out else Path(a.checkpoint).parent / "finetuned"
+    return contextlib.nullcontext() if folder is None else _owned(a, folder)
+
+
 def _file_digest(path: str | Path | None) -> str | None:
     from robustsnn.integrity import file_sha256
 
@@ -878,11 +889,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _join_torchrun(args)
         from robustsnn import distributed
 
-        if distributed.is_main():
-            COMMANDS[args.command](args)
-        else:  # one copy of the results on stdout: rank 0's
-            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        with _training_lock(args):
+            if distributed.is_main():
                 COMMANDS[args.command](args)
+            else:  # one copy of the results on stdout: rank 0's
+                with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+                    COMMANDS[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
