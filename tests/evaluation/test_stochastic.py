@@ -302,3 +302,20 @@ def test_escalation_steps_reuse_k_and_m() -> None:
 def test_config_errors(value: Any, message: str) -> None:
     with pytest.raises(UserError, match=message):
         StochasticConfig.resolve(value)
+
+
+@pytest.mark.slow
+def test_escalation_keeps_k_and_the_randomness_check() -> None:
+    """evaluate --escalate on a random model: the steps run with the first K and M, and the
+    final diagnostics (run after the last step) still carry the randomness check."""
+    from robustsnn.evaluation.escalate import evaluate_escalating
+
+    x, y = _data(24)
+    result = evaluate_escalating(
+        NoisyGradient(), x, y, eps=EPS, ensemble="pgd-fast", max_levels=1,
+        at_least="reliable", quiet=True, diagnostics_n=8,
+    )  # fmt: skip
+    assert [s["preset"] for s in result["escalation"]["steps"]] == ["reliable"]
+    assert result["randomness"]["handled"] and result["randomness"]["eot_draws"] > 1
+    assert result["diagnostics"]["randomness"]["passed"] is True
+    assert result["robust_accuracy"] <= 0.4
