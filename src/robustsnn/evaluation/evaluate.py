@@ -422,7 +422,7 @@ def evaluate(
     callback: Callable[[int], None] | None = None,
     shard: BatchShard | None = None,
     save_adversarial: bool = False,
-    randomness: StochasticConfig | str | None = None,
+    randomness: StochasticConfig | str | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``(x, y)`` against an ensemble; return the evaluation.json dict.
 

@@ -59,7 +59,7 @@ from torch import Tensor, nn
 
 from robustsnn.errors import UserError
 from robustsnn.interop.adapters import _SJ_WHY, _SNNTORCH_WHY, AdapterInfo, _scalar, _SpikeCounter
-from robustsnn.interop.verify import Verification, require, verify
+from robustsnn.interop.verify import Verification, require, same_draws, verify
 from robustsnn.snn.estimator_backward import (
     assg_spread,
     assg_surrogate,
@@ -622,7 +622,7 @@ def _check(
     model.eval()
     _reset_source(model)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), same_draws():  # a random forward draws what the check will
             out = run_time(model, x.to(device), T, time, output_index)
             reference = reduce_time(out.detach().float().cpu(), x.shape[0], T, time, readout)
     except UserError:

@@ -9,6 +9,8 @@ checkpoint and ``robustsnn evaluate`` refuses a checkpoint whose verdict is a fa
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,17 @@ VERIFICATION_FILE = "verification.json"
 LOGIT_ATOL = 1e-4
 LOGIT_RTOL = 1e-4
 SPIKE_RTOL = 1e-3
+VERIFY_SEED = 0
+
+
+@contextmanager
+def same_draws() -> Iterator[None]:
+    """Torch's global generator seeded with ``VERIFY_SEED`` inside the block (restored after):
+    a model that draws in its forward (a Poisson encoder, ``torch.bernoulli``) draws the same
+    numbers in the source run and in each comparison run."""
+    with torch.random.fork_rng():
+        torch.manual_seed(VERIFY_SEED)
+        yield
 
 
 @dataclass
@@ -40,7 +53,7 @@ class Verification:
 
 def spike_counts(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Total spikes per sample over all spiking layers and steps (``[B]``)."""
-    with torch.no_grad(), model.recording() as record:  # type: ignore[operator]
+    with torch.no_grad(), model.recording() as record, same_draws():  # type: ignore[operator]
         model(x)
     total = torch.zeros(x.shape[0], dtype=torch.float64)
     for spikes in record.values():
@@ -57,8 +70,11 @@ def verify(
     atol: float = LOGIT_ATOL,
     rtol: float = LOGIT_RTOL,
 ) -> Verification:
-    """Compare ``model(x)`` with the source's logits (and total spike counts per sample)."""
-    with torch.no_grad():
+    """Compare ``model(x)`` with the source's logits (and total spike counts per sample).
+
+    Each forward runs under :func:`same_draws`: a random model is compared on the draws its
+    source made under the same seed (the source run must use :func:`same_draws` too)."""
+    with torch.no_grad(), same_draws():
         logits = model(x).detach().double().cpu()
     ref = torch.as_tensor(reference_logits).double().cpu()
     if logits.shape != ref.shape:
