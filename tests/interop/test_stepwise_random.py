@@ -1,7 +1,7 @@
-"""A class-style snnTorch model with its Poisson encoder (``spikegen.rate``), wrapped and
-evaluated with expectation over randomness (issue 32).
+"""Class-style snnTorch and SpikingJelly models with their Poisson encoders (``spikegen.rate``,
+``PoissonEncoder``), wrapped and evaluated with expectation over randomness (issue 32).
 
-Skipped only when snntorch is not installed (``.ci/run`` installs it).
+Skipped only when snntorch / spikingjelly are not installed (``.ci/run`` installs both).
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from torch import nn
 from robustsnn.adapters import wrap
 from robustsnn.evaluation import evaluate
 
-pytestmark = pytest.mark.skipif(
+needs_snntorch = pytest.mark.skipif(
     importlib.util.find_spec("snntorch") is None, reason="snntorch not installed"
+)
+needs_sj = pytest.mark.skipif(
+    importlib.util.find_spec("spikingjelly") is None, reason="spikingjelly not installed"
 )
 T = 4
 
@@ -51,6 +54,7 @@ def _records(result: dict) -> str:
     return json.dumps(result["records"])
 
 
+@needs_snntorch
 def test_wrapped_poisson_model_is_verified_and_evaluated_with_eot() -> None:
     torch.manual_seed(0)
     model = PoissonNet()
@@ -80,3 +84,39 @@ def test_wrapped_poisson_model_is_verified_and_evaluated_with_eot() -> None:
     assert (info["eot_draws"], info["prediction_draws"]) == (4, 7)
     assert all(r["draws"] == 7 for r in runs[0]["records"])
     assert _records(runs[0]) == _records(runs[1])  # one seed, the same records
+
+
+class SJPoisson(nn.Module):
+    """SpikingJelly single-step style with a PoissonEncoder module called every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from spikingjelly.activation_based import encoding, neuron, surrogate
+
+        self.encoder = encoding.PoissonEncoder()
+        self.fc1 = nn.Linear(64, 20)
+        self.sn1 = neuron.IFNode(surrogate_function=surrogate.ATan())
+        self.fc2 = nn.Linear(20, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from spikingjelly.activation_based import functional
+
+        out = torch.zeros(x.shape[0], 3)
+        for _ in range(T):
+            out = out + self.fc2(self.sn1(self.fc1(self.encoder(x).flatten(1)) * 3))
+        functional.reset_net(self)
+        return out / T
+
+
+@needs_sj
+def test_wrapped_spikingjelly_poisson_encoder_is_handled() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    net = wrap(SJPoisson(), T, example=x)
+    assert net.adapter.verification.passed
+    result = evaluate(
+        net, x, torch.zeros(12, dtype=torch.long), eps=0.1,
+        attacks=[{"attack": "fgsm", "estimator": "bptt-pcw-1"}], quiet=True,
+        diagnostics="none", randomness={"eot_draws": 2, "prediction_draws": 5},
+    )  # fmt: skip
+    assert result["randomness"]["detected"] and result["randomness"]["handled"]
