@@ -244,7 +244,8 @@ def run_evaluation(
     if distributed.is_main():
         atomic_write_text(out / RECORDS_FILE, "".join(json.dumps(r) + "\n" for r in records))
         written = [RECORDS_FILE] + ([adversarial.ADVERSARIAL_FILE] if examples is not None else [])
-        atomic_write_json(out / EVALUATION_FILE, with_integrity(result, out, written))
+        result.update(with_integrity(result, out, written))  # returned as written
+        atomic_write_json(out / EVALUATION_FILE, result)
     distributed.barrier()  # the files exist on return, on every rank
     return result
 
