@@ -136,3 +136,12 @@ def test_two_evaluations_on_one_out_never_both_write(ann: Path, tmp_path: Path) 
     result = json.loads((out / "evaluation.json").read_text())
     assert any(attack in name.lower() for name in result["attacks"]), result["attacks"]
     assert main(["recheck", str(out), "--quiet", "--no-reference"]) in (0, None)
+
+
+def test_the_same_checkpoint_by_another_path_is_the_same_settings(
+    ann: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "eval"
+    assert main(_evaluate(ann, out, "fgsm")) == 0
+    monkeypatch.chdir(ann.parent)
+    assert main(_evaluate(Path(ann.name), out, "fgsm")) == 0  # resumes, not refused

@@ -82,6 +82,17 @@ def _training_lock(a: argparse.Namespace) -> Any:
     return contextlib.nullcontext() if folder is None else _owned(a, folder)
 
 
+def _settings(a: argparse.Namespace, names: Sequence[str], files: Sequence[str]) -> dict[str, Any]:
+    """The options that make a result, for the folder's settings check: a file option by its
+    content (SHA-256, so ./x and x, or a moved folder, are the same settings), others as given."""
+    settings = {k: getattr(a, k, None) for k in names}
+    for key in files:
+        digest = _file_digest(settings.get(key))
+        if digest is not None:
+            settings[key] = f"sha256:{digest}"
+    return settings
+
+
 def _file_digest(path: str | Path | None) -> str | None:
     from robustsnn.integrity import file_sha256
 
@@ -199,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=ft.epochs)
     p.add_argument("--lr", type=float, default=ft.lr)
     p.add_argument("--eps", type=_eps, default=ft.eps)
-    p.add_argument("--alpha", type=_eps, default=ft.alpha, help="random-start size of the adversary")
+    p.add_argument(
+        "--alpha", type=_eps, default=ft.alpha, help="random-start size of the adversary"
+    )
     p.add_argument(
         "--adversary-steps", type=int, default=ft.adversary_steps,
         help="KL adversary steps (1 = the paper's single step; more = multi-step, 2.5*eps/steps)",
@@ -618,9 +631,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
              "diagnostics", "escalate", "escalate_levels", "escalate_seconds", "escalate_to",
              "save_adversarial", "transfer_from", "dataset", "split", "weights", "T", "time",
              "readout", "input_shape", "randomness", "prediction_draws", "eot_draws")  # fmt: skip
-    settings = {k: getattr(a, k, None) for k in names}
-    settings["checkpoint_sha256"] = _file_digest(a.checkpoint)
-    settings["weights_sha256"] = _file_digest(a.weights)
+    settings = _settings(a, names, ("checkpoint", "weights", "transfer_from"))
     owner = _owned(a, out, settings, ["evaluation.json"],
                    ["records.jsonl", "adversarial.safetensors", "recheck.json"])  # fmt: skip
     with owner:
@@ -745,8 +756,7 @@ def cmd_latency(a: argparse.Namespace) -> None:
     out = Path(a.out) if a.out else Path(a.checkpoint).parent / f"latency-{Path(a.checkpoint).stem}"
     names = ("checkpoint", "steps", "ensemble", "eps", "n", "seed", "label", "batch_size",
              "diagnostics", "escalate", "escalate_levels")  # fmt: skip
-    settings = {k: getattr(a, k, None) for k in names}
-    settings["checkpoint_sha256"] = _file_digest(a.checkpoint)
+    settings = _settings(a, names, ("checkpoint",))
     with _owned(a, out, settings, ["latency.json"]):
         data = _latency(a, out, steps)
     for row in data["rows"]:
