@@ -145,3 +145,22 @@ def test_the_same_checkpoint_by_another_path_is_the_same_settings(
     assert main(_evaluate(ann, out, "fgsm")) == 0
     monkeypatch.chdir(ann.parent)
     assert main(_evaluate(Path(ann.name), out, "fgsm")) == 0  # resumes, not refused
+
+
+def test_run_refuses_another_config_unless_overwrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import robustsnn.pipeline as pipeline
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("seed: 1\n")  # a finished run of another config
+    (out / "ann.safetensors").write_bytes(b"old")
+    assert main(["run", "--set", "eval.n=10", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different config" in err[0]
+    assert (out / "ann.safetensors").read_bytes() == b"old"
+    calls: list[Path] = []
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: calls.append(k["out"]))
+    assert main(["run", "--set", "eval.n=10", "--out", str(out), "--overwrite"]) == 0
+    assert calls == [out] and not (out / "ann.safetensors").exists()
