@@ -1,4 +1,4 @@
-"""CPU time per evaluated sample of `reliable`, `pgd-ensemble` and `apgd-ensemble` (issue 22).
+"""CPU time per evaluated sample of `reliable`, `reliable-v1`, `pgd-ensemble` and `apgd-ensemble`.
 
 One process, one run: for each model, each preset is evaluated once with
 ``robustsnn.evaluation.evaluate(model, x, y, eps, ensemble=preset, diagnostics="none",
@@ -40,7 +40,7 @@ DEFAULT_MODELS = (
     f"b={CIFAR}/snn.safetensors@{CIFAR_DATA}@8/255",
     f"c={CIFAR}/ann.safetensors@{CIFAR_DATA}@8/255",
 )
-PRESETS = ("pgd-ensemble", "reliable", "apgd-ensemble")
+PRESETS = ("pgd-ensemble", "reliable", "reliable-v1", "apgd-ensemble")
 
 
 def parse_model(spec: str) -> tuple[str, str, str, str]:

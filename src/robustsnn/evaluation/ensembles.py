@@ -420,19 +420,19 @@ rescaled copy would see them lose the race and other candidates win, and so look
 less robust than the original); ties in the race go to the earlier one."""
 
 
-def adaptive_members(
+def race_member(
     estimators: Iterable[str] = RACE_ESTIMATORS,
     steps: int = 100,
     checkpoints: Sequence[int] = (8, 30),
     keep: Sequence[int] = (4, 2),
     finisher_iter: int = 50,
     finisher_targets: int = 3,
-    square_queries: int = 1000,
-) -> tuple[Member, ...]:
-    """A race of SA-PGD through ``estimators`` (:mod:`robustsnn.attacks.race`) with a
-    targeted APGD finisher through each sample's winning estimator, then Square."""
+) -> Member:
+    """A race of SA-PGD-``steps`` through ``estimators`` (:mod:`robustsnn.attacks.race`):
+    all run to ``checkpoints[0]``, the best ``keep[0]`` per sample to ``checkpoints[1]``, ...;
+    then targeted APGD through each standing sample's winning estimator."""
     names = tuple(estimators)
-    race = Member(
+    return Member(
         "race",
         names[0],
         {
@@ -444,8 +444,22 @@ def adaptive_members(
             "finisher_targets": finisher_targets,
         },
         label=f"race[sapgd-{steps},{len(names)} estimators,keep "
-        f"{'/'.join(map(str, keep))}@{'/'.join(map(str, checkpoints))},apgd-t-{finisher_iter}]",
+        f"{'/'.join(map(str, keep))}@{'/'.join(map(str, checkpoints))},"
+        f"apgd-t-{finisher_iter}x{finisher_targets}]",
     )
+
+
+def adaptive_members(
+    estimators: Iterable[str] = RACE_ESTIMATORS,
+    steps: int = 100,
+    checkpoints: Sequence[int] = (8, 30),
+    keep: Sequence[int] = (4, 2),
+    finisher_iter: int = 50,
+    finisher_targets: int = 3,
+    square_queries: int = 1000,
+) -> tuple[Member, ...]:
+    """:func:`race_member` with these settings, then Square with ``square_queries``."""
+    race = race_member(estimators, steps, checkpoints, keep, finisher_iter, finisher_targets)
     return (race, Member("square", None, {"n_queries": square_queries}))
 
 
@@ -470,27 +484,29 @@ _add(
     "ASSG (atan, a = 0.425, detached reset) with SA-PGD-100: the protocol of arXiv 2512.22522 "
     "at its default a",
 )
-_add(
-    "reliable-plus",
-    reliable_members(
-        steps=300,
-        estimators=(
-            *RELIABLE_ESTIMATORS,
-            "assg-atan-0.425",
-            "assg-atan-0.4",
-            "assg-atan-0.45",
-            "assg-pcw-0.85-dr",
-            "assg-rect-0.85-dr",
-            "bptt-rel-pcw-0.5",
-            "bptt-rel-pcw-1",
-            "hart-0.5",
-            "hart-2",
-        ),
-        apgdt_targets=9,
-        square_queries=5000,
+RELIABLE_PLUS_V1 = reliable_members(
+    steps=300,
+    estimators=(
+        *RELIABLE_ESTIMATORS,
+        "assg-atan-0.425",
+        "assg-atan-0.4",
+        "assg-atan-0.45",
+        "assg-pcw-0.85-dr",
+        "assg-rect-0.85-dr",
+        "bptt-rel-pcw-0.5",
+        "bptt-rel-pcw-1",
+        "hart-0.5",
+        "hart-2",
     ),
-    "escalation level 2: SA-PGD-300 x 18 estimators (ASSG with and without the reset path, "
-    "threshold-relative widths, more HART widths), APGD-T (9 targets), Square (5000 queries)",
+    apgdt_targets=9,
+    square_queries=5000,
+)
+_add(
+    "reliable-plus-v1",
+    RELIABLE_PLUS_V1,
+    "escalation level 2 up to issue 22: SA-PGD-300 x 18 estimators (ASSG with and without the "
+    "reset path, threshold-relative widths, more HART widths), APGD-T (9 targets), Square "
+    "(5000 queries)",
 )
 _add(
     "reliable-max",
@@ -615,4 +631,23 @@ _add(
     f"the gap benchmark's reference pool v{REFERENCE_POOL_VERSION}: SA-PGD-300 x 32 estimators, "
     "APGD-CE-300 x 8, APGD-DLR-300 x 5, APGD-T x 2 (9 targets), Square-5000 (slow: for "
     "benchmarks)",
+)
+
+# the escalation level above `reliable` races the reference pool's scale-free estimators
+_add(
+    "reliable-plus",
+    (
+        race_member(
+            tuple(e for e in REFERENCE_SAPGD_ESTIMATORS if not e.startswith("bptt-pcw")),
+            steps=300,
+            checkpoints=(10, 40, 120),
+            keep=(8, 4, 2),
+            finisher_iter=100,
+            finisher_targets=9,
+        ),
+        *RELIABLE_PLUS_V1,
+    ),
+    "escalation level 2: a race of SA-PGD-300 through the reference pool's 28 scale-free "
+    "estimators (keep 8/4/2 after 10/40/120 iterations, APGD-T with 9 targets through the "
+    "winner), then every member of reliable-plus-v1",
 )
