@@ -282,7 +282,9 @@ def build_x100(model: Model, out: Path) -> dict[str, Any]:
     extra["rescaled"] = {"from": str(src), "layers": list(X100_LAYER), "factor": X100_FACTOR,
                          "incoming_and_threshold": "x factor", "outgoing_weights": "/ factor"}  # fmt: skip
     save_snn(d / "snn.safetensors", rescaled, **extra)
-    model.commands.append(["python", "experiments/oracle_suite.py", "--only", model.name])
+    model.commands.append(
+        ["python", "experiments/oracle_suite.py", "--out", str(out), "--only", model.name]
+    )
     return {
         "x100_check": {
             "n": X100_CHECK_N,
