@@ -66,6 +66,8 @@ def _loaded(entry: Mapping[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]] 
         weights=spec.get("weights"),
         T=spec.get("T"),
         example=to_float(data.x_test[:32]),
+        time=str(spec.get("time", "loop")),
+        readout=str(spec.get("readout", "mean")),
         device="cpu",
     )
 
