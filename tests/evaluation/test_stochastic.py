@@ -283,14 +283,19 @@ def test_seeded_global_rng_restores_the_callers_state() -> None:
         assert torch.equal(torch.rand(3), a)
 
 
-def test_escalation_steps_reuse_k_and_m() -> None:
-    described = {"handled": True, "detected": True, "eot_draws": 8, "prediction_draws": 9}
+def test_escalation_steps_keep_m_and_the_k_table() -> None:
+    described = {
+        "handled": True, "detected": True, "eot_draws": 8, "prediction_draws": 9,
+        "eot_draws_by_estimator": {"default": 8, "bptr": 16},
+    }  # fmt: skip
     config = step_config(described, None)
-    assert config.mode == "force" and config.eot_draws == 8 and config.prediction_draws == 9
+    assert config.mode == "force" and config.prediction_draws == 9 and config.eot_draws is None
     assert step_config({"handled": False}, "off") == "off"
     model = NoisyLogits()
     restored = restore_randomness(model, described, seed=0)
-    assert restored.handles(model) and restored.eot_draws == 8
+    assert restored.handles(model) and restored.draws_for(None) == 8
+    assert restored.draws_for("bptr") == 16
+    assert restored.draws_for("bptt-pcw-1") == 16  # not used before: the largest K
     off = restore_randomness(model, {"handled": False, "detected": True}, seed=0)
     assert not off.active and off.check() is not None and not off.check()["passed"]  # type: ignore[index]
 

@@ -295,8 +295,36 @@ class Randomness:
     prediction_draws: int = 1
     base_factory: ViewFactory = attack_view
     difference: float = 0.0
-    cosines: dict[str, float] = field(default_factory=dict)
+    primary: str | None = None
+    draws: dict[str, int] = field(default_factory=dict)
+    cosines: dict[str, dict[str, float]] = field(default_factory=dict)
+    check_x: Tensor | None = field(default=None, repr=False)
+    check_y: Tensor | None = field(default=None, repr=False)
+    fallback_draws: int = 1
     _votes: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def draws_for(self, estimator: str | None) -> int:
+        """K for ``estimator``'s gradients: the configured K, else the variance check on the
+        check samples (run once per estimator: a wide surrogate averages the draws' noise out
+        where a narrow one does not), else (no samples to check on) ``fallback_draws``."""
+        label = _label(estimator)
+        if label not in self.draws:
+            if estimator is None and self.primary is not None:
+                # an SNN's plain view serves gradient-free attacks (Square): the K of the
+                # ensemble's lead estimator, not a check of a gradient nobody follows
+                self.draws[label] = self.draws_for(self.primary)
+            elif self.config.eot_draws is not None:
+                self.draws[label] = self.config.eot_draws
+            elif self.check_x is None or self.check_y is None:
+                self.draws[label] = self.fallback_draws
+            else:
+                with eval_mode(self.model), randomness_scope(None):
+                    base = self.base_factory(self.model, estimator)
+                    draws, cosines = choose_eot_draws(
+                        base, self.check_x, self.check_y, self.config, self.seed, estimator
+                    )
+                self.draws[label], self.cosines[label] = draws, cosines
+        return self.draws[label]
 
     # -- RandomnessHandler protocol (views.py)
 
@@ -309,7 +337,7 @@ class Randomness:
             base = self.base_factory(model, estimator)
         if not self.handles(model):
             return base
-        return EOTView(base, self.eot_draws, self.seed, estimator)
+        return EOTView(base, self.draws_for(estimator), self.seed, estimator)
 
     @torch.no_grad()
     def votes(self, x: Tensor) -> Tensor:
@@ -361,14 +389,20 @@ class Randomness:
         """Part of the resume key when active (None: a deterministic evaluation, key unchanged)."""
         if not self.active:
             return None
-        return {"eot_draws": self.eot_draws, "prediction_draws": self.prediction_draws}
+        cfg = self.config
+        return {
+            "prediction_draws": self.prediction_draws,
+            "eot_draws": cfg.eot_draws if cfg.eot_draws is not None else "variance check",
+            "check": [cfg.min_draws, cfg.max_draws, cfg.cosine, cfg.check_samples],
+        }
 
     def describe(self, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The ``randomness`` entry of evaluation.json."""
         if self.active:
+            per = ", ".join(f"{k}: {v}" for k, v in self.draws.items())
             how = (
                 f"expectation over randomness: attacks average logits (so gradients) over "
-                f"K = {self.eot_draws} draws per step, predictions are the strict majority of "
+                f"K draws per step ({per}), predictions are the strict majority of "
                 f"M = {self.prediction_draws} fresh draws, a break needs a misclassification on "
                 "more than half of them"
             )
@@ -390,9 +424,12 @@ class Randomness:
             "seeded": "torch's global generator is seeded from the evaluation seed and the "
             "input around every forward pass, and restored after",
         }
+        if self.active:
+            result["eot_draws_by_estimator"] = dict(self.draws)
         if self.cosines:
             result["eot_draws_check"] = {
-                "cosine_at_draws": dict(self.cosines),
+                "cosine_at_draws": dict(self.cosines.get(_label(self.primary), {})),
+                "by_estimator": {k: dict(v) for k, v in self.cosines.items()},
                 "target_cosine": self.config.cosine,
                 "max_draws": self.config.max_draws,
                 "samples": self.config.check_samples,
@@ -412,9 +449,10 @@ class Randomness:
         if self.active:
             return {
                 "passed": True,
-                "detail": f"random model attacked with EOT over {self.eot_draws} draws per "
-                f"gradient and judged by the majority of {self.prediction_draws} draws",
-                "eot_draws": self.eot_draws,
+                "detail": f"random model attacked with EOT over K draws per gradient (K by "
+                f"estimator: {', '.join(f'{k} {v}' for k, v in self.draws.items())}) and "
+                f"judged by the majority of {self.prediction_draws} draws",
+                "eot_draws": dict(self.draws),
                 "prediction_draws": self.prediction_draws,
             }
         return {
@@ -468,19 +506,15 @@ def resolve_randomness(
         if not active:
             return handler
         handler.prediction_draws = cfg.prediction_draws
-        if cfg.eot_draws is not None:
-            handler.eot_draws = cfg.eot_draws
-        elif attacked:
-            with randomness_scope(None):
-                base = view_factory(model, estimator)
+        handler.primary = estimator
+        if attacked:
             if eps > 0:
                 generator = seeded_generator(seed, "cpu", "randomness", "corners")
                 signs = torch.randint(0, 2, xs.shape, generator=generator).to(xs) * 2 - 1
                 xs = torch.cat([xs, (xs + eps * signs).clamp(0.0, 1.0)])
                 ys = torch.cat([ys, ys])
-            handler.eot_draws, handler.cosines = choose_eot_draws(
-                base, xs, ys, cfg, int(seed), estimator
-            )
+            handler.check_x, handler.check_y = xs, ys
+            handler.eot_draws = handler.draws_for(estimator)
     return handler
 
 
@@ -495,33 +529,37 @@ def restore_randomness(
             bool(described and described.get("detected")), False,
             difference=float((described or {}).get("detection_difference", 0.0)),
         )  # fmt: skip
+    known = {str(k): int(v) for k, v in (described.get("eot_draws_by_estimator") or {}).items()}
     return Randomness(
         model,
         StochasticConfig(
             mode=str(described.get("mode", "auto")),
             prediction_draws=int(described["prediction_draws"]),
-            eot_draws=int(described["eot_draws"]),
         ),
         int(seed),
         bool(described.get("detected")),
         True,
         eot_draws=int(described["eot_draws"]),
         prediction_draws=int(described["prediction_draws"]),
+        draws=known,
+        # an estimator the evaluation did not use: the largest K it needed
+        fallback_draws=max([int(described["eot_draws"]), *known.values()]),
     )
 
 
 def step_config(described: Mapping[str, Any] | None, given: Any) -> Any:
-    """The randomness option of an escalation step: the first evaluation's K and M, so each
-    step neither re-runs the variance check nor draws another K."""
+    """The randomness option of an escalation step: the model is handled as random with the
+    first evaluation's M (its K per estimator comes from the same variance check, on the
+    samples the step attacks)."""
     if not described or not described.get("handled"):
         return given
     cfg = StochasticConfig.resolve(given)
-    return replace(
-        cfg,
-        mode="force",
-        eot_draws=int(described["eot_draws"]),
-        prediction_draws=int(described["prediction_draws"]),
-    )
+    return replace(cfg, mode="force", prediction_draws=int(described["prediction_draws"]))
+
+
+def _label(estimator: str | None) -> str:
+    """The key of an estimator in the K table (``default`` for a model's plain view)."""
+    return estimator or "default"
 
 
 def misclassification_interval(wrong: int, draws: int) -> list[float]:

@@ -27,7 +27,7 @@ the ANN proxy sees a ReLU. The adaptive threshold's dependence on the input is d
 
 Use :func:`apply_ta_lif` on a converted or trained SNN; the checkpoint lists ``"ta_lif"`` in its
 ``transforms`` and keeps the neuron shapes in ``conversion["ta_lif"]``, so
-:func:`robustsnn.modelio.load_model` rebuilds it.
+loading the checkpoint rebuilds it.
 """
 
 from __future__ import annotations
