@@ -889,14 +889,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if hasattr(args, "device"):
             check_device(args.device)
-        from robustsnn.validation import validate_args
-
-        validate_args(args)  # numbers, names, output paths: before any work
         if getattr(args, "download", False):
             from robustsnn.data.datasets import DOWNLOAD_ENV
 
             os.environ[DOWNLOAD_ENV] = "1"
         _join_torchrun(args)
+        from robustsnn.validation import validate_args
+
+        validate_args(args)  # numbers, names, output paths: before any work
         from robustsnn import distributed
 
         with _training_lock(args):
