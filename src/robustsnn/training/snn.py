@@ -24,10 +24,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from robustsnn import distributed
 from robustsnn.attacks import build_attack
+from robustsnn.config import FinetuneConfig
 from robustsnn.conversion import ConversionConfig, spiking_body
 from robustsnn.data import Dataset, DatasetInfo, load_dataset, stratified_indices
 from robustsnn.errors import UserError
-from robustsnn.config import FinetuneConfig
 from robustsnn.modelio import load_model, save_snn
 from robustsnn.models import build_model
 from robustsnn.snn import DEFAULT_ESTIMATOR, SpikingNetwork, SpikingNeuron, parse_estimator
