@@ -101,9 +101,19 @@ def test_lock_is_reentrant_and_refuses_a_live_holder_in_python() -> None:
         with FolderLock(folder), FolderLock(folder):  # the same process: re-entrant
             assert (folder / LOCK_FILE).is_file()
         assert not folder.exists()  # created by the lock, left empty: removed
-        _write_lock(folder, os.getppid())  # a live process (our parent)
-        with pytest.raises(UserError, match="in use"):
-            FolderLock(folder).acquire()
+        holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        other = subprocess.Popen(["sleep", "60"])  # not python: a reused pid, not an owner
+        try:
+            _write_lock(folder, holder.pid)  # a live python process
+            with pytest.raises(UserError, match="in use"):
+                FolderLock(folder).acquire()
+            _write_lock(folder, other.pid)
+            with FolderLock(folder):
+                assert json.loads((folder / LOCK_FILE).read_text())["pid"] == os.getpid()
+        finally:
+            for p in (holder, other):
+                p.kill()
+                p.wait()
 
 
 def test_two_evaluations_on_one_out_never_both_write(ann: Path, tmp_path: Path) -> None:

@@ -44,10 +44,15 @@ def _alive(pid: int) -> bool:
         return True
     except OSError:
         return False
-    # a zombie (killed, not yet reaped by its parent) holds nothing
+    # a zombie (killed, not yet reaped by its parent) holds nothing, nor does an unrelated
+    # program that reuses the pid of a dead owner (robustsnn runs in python)
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+            if f.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().lower()
+        return not cmdline or b"python" in cmdline or b"robustsnn" in cmdline
     except OSError:
         return True
 
