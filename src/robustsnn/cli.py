@@ -457,6 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", help="run folders, evaluation folders or evaluation.json")
     p.add_argument("--out", default=None, help="output folder (default: their common folder)")
+    p.add_argument(
+        "--claims", default=None, metavar="FILE",
+        help='JSON {label: {"robust_accuracy": 0.43, "source": "..."}}: papers\' numbers',
+    )  # fmt: skip
     _common(p)
 
     p = sub.add_parser("sweep", help="run a config over a parameter grid and report it")
@@ -815,7 +819,7 @@ def cmd_compare(a: argparse.Namespace) -> None:
 
     folders = [Path(p).resolve() if Path(p).is_dir() else Path(p).resolve().parent for p in a.paths]
     out = Path(a.out) if a.out else Path(os.path.commonpath(folders))
-    md, html, figure = write_comparison(a.paths, out)
+    md, html, figure = write_comparison(a.paths, out, claims=a.claims)
     print(f"wrote {md}, {html}" + (f" and {figure}" if figure is not None else ""))
 
 

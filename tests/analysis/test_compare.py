@@ -67,9 +67,7 @@ def test_randomness_column_says_when_a_random_model_was_not_handled() -> None:
     assert randomness_text({}).text == "not recorded"
 
 
-def test_compare_command_and_its_errors(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_compare_command_and_its_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = write_run(tmp_path)
     assert main(["compare", str(run), "--out", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / "compare.md").is_file()
@@ -78,3 +76,20 @@ def test_compare_command_and_its_errors(
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no evaluation"):
         collect_rows([tmp_path / "empty"])
+
+
+def test_claims_column_shows_a_papers_number_beside_ours(tmp_path: Path) -> None:
+    run = write_run(tmp_path)
+    claims = tmp_path / "claims.json"
+    claims.write_text(
+        json.dumps({"run1/snn_finetuned": {"robust_accuracy": 0.4333, "source": "paper, PGD7"}})
+    )
+    md, _, _ = write_comparison([run], tmp_path / "out", claims=claims)
+    text = md.read_text()
+    assert "paper's robust (claim)" in text and "43.33% (paper, PGD7)" in text
+    claims.write_text(json.dumps({"nobody": {"robust_accuracy": 0.5}}))
+    with pytest.raises(UserError, match="match no compared model"):
+        write_comparison([run], tmp_path / "out", claims=claims)
+    claims.write_text(json.dumps({"run1/ann": {"robust_accuracy": 43}}))
+    with pytest.raises(UserError, match="robust_accuracy in"):
+        write_comparison([run], tmp_path / "out", claims=claims)

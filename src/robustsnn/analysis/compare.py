@@ -141,11 +141,44 @@ def _protocol(evaluation: Mapping[str, Any]) -> tuple[str, str]:
     return str(headline(evaluation)[0]), _eps_text(evaluation.get("eps"))
 
 
-def compare_table(rows: Sequence[CompareRow]) -> Table:
-    """The comparison table (one row per evaluated model)."""
+def read_claims(path: str | Path | None) -> dict[str, dict[str, Any]]:
+    """A claims file: ``{label: {"robust_accuracy": 0.43, "source": "paper, table, attack"}}``
+    (the numbers papers report for the compared models, shown beside ours)."""
+    if path is None:
+        return {}
+    data = _read_evaluation_file(Path(path))
+    claims: dict[str, dict[str, Any]] = {}
+    for label, claim in data.items():
+        value = claim.get("robust_accuracy") if isinstance(claim, Mapping) else None
+        if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            raise UserError(
+                f"{path}: claim {label!r} needs a robust_accuracy in [0, 1] (and a source), "
+                f"got {claim!r}"
+            )
+        claims[str(label)] = {
+            "robust_accuracy": float(value),
+            "source": str(claim.get("source", "")),
+        }
+    return claims
+
+
+def _claim_text(claim: Mapping[str, Any] | None) -> str:
+    if not claim:
+        return ""
+    source = f" ({claim['source']})" if claim.get("source") else ""
+    return f"{100 * float(claim['robust_accuracy']):.2f}%{source}"
+
+
+def compare_table(
+    rows: Sequence[CompareRow], claims: Mapping[str, Mapping[str, Any]] | None = None
+) -> Table:
+    """The comparison table (one row per evaluated model); with ``claims``, a column of the
+    robust accuracy a paper reports for the row's model (matched by label)."""
     headers = ["model", "kind", "dataset", "eps", "T", "n", "clean", "robust", "ensemble",
                "checks", "randomness", "spikes/image", "SNN energy/image", "eval seconds (wall)",
                "source"]  # fmt: skip
+    if claims:
+        headers.insert(8, "paper's robust (claim)")
     table_rows: list[list[Cell | str]] = []
     for row in rows:
         ev = row.evaluation
@@ -172,6 +205,8 @@ def compare_table(rows: Sequence[CompareRow]) -> Table:
                 row.source,
             ]
         )
+        if claims:
+            table_rows[-1].insert(8, _claim_text(claims.get(row.label)))
     return Table(headers, table_rows, "the evaluation files named per row")
 
 
@@ -216,9 +251,15 @@ def compare_figure(rows: Sequence[CompareRow], out_path: str | Path) -> Path | N
 
 
 def write_comparison(
-    paths: Sequence[str | Path], out_dir: str | Path, *, title: str = "robustsnn comparison"
+    paths: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    title: str = "robustsnn comparison",
+    claims: str | Path | None = None,
 ) -> tuple[Path, Path, Path | None]:
-    """Write ``compare.md``, a self-contained ``compare.html`` and the figure into ``out_dir``."""
+    """Write ``compare.md``, a self-contained ``compare.html`` and the figure into ``out_dir``;
+    ``claims``: a claims file (:func:`read_claims`) for the papers' numbers."""
+    claimed = read_claims(claims)
     rows = collect_rows(paths)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -241,7 +282,13 @@ def write_comparison(
                 "fail",
             )
         )
-    blocks.append(compare_table(rows))
+    unmatched = sorted(set(claimed) - {r.label for r in rows})
+    if unmatched:
+        raise UserError(
+            f"claims for {', '.join(unmatched)} match no compared model; labels are "
+            f"{', '.join(r.label for r in rows)}"
+        )
+    blocks.append(compare_table(rows, claimed))
     if figure is not None:
         blocks.append(Image(figure, "robust vs clean accuracy, 95% intervals as error bars"))
     md_path, html_path = out / "compare.md", out / "compare.html"
