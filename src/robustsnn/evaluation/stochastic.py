@@ -152,7 +152,8 @@ def seeded_global_rng(seed: int, device: torch.device | str) -> Iterator[None]:
     if device.type == "cuda":
         cuda_index = device.index if device.index is not None else torch.cuda.current_device()
         cuda_state = torch.cuda.get_rng_state(cuda_index)
-        torch.cuda.default_generators[cuda_index].manual_seed(seed)
+        with torch.cuda.device(cuda_index):
+            torch.cuda.manual_seed(seed)
     torch.random.default_generator.manual_seed(seed)
     try:
         yield
