@@ -161,7 +161,8 @@ class Race(Attack):
             generators[name] = g
         sapgd = SAPGD(self.eps, steps=self.steps)
         loss_fn = get_loss("ce")
-        broken = torch.zeros(n, dtype=torch.bool, device=device)
+        # a sample the real model already misclassifies comes back unchanged
+        broken = predict_logits(real, x).argmax(1) != y
         x_out = x.clone()
         out_margin = torch.full((n,), math.inf, device=device)
         # per candidate: its best point per sample and whether it may still run there
