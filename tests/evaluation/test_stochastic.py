@@ -324,3 +324,17 @@ def test_escalation_keeps_k_and_the_randomness_check() -> None:
     assert result["randomness"]["handled"] and result["randomness"]["eot_draws"] > 1
     assert result["diagnostics"]["randomness"]["passed"] is True
     assert result["robust_accuracy"] <= 0.4
+
+
+def test_a_racing_attack_on_a_random_ann_gets_the_eot_view() -> None:
+    from types import SimpleNamespace
+
+    from robustsnn.evaluation.views import member_view
+
+    x, y = _data(8)
+    model = NoisyLogits(scale=0.5)
+    racing = SimpleNamespace(estimators=("bptt-pcw-1", "bptr"))
+    handling = resolve_randomness(model, x, y, seed=0, config={"eot_draws": 3})
+    assert isinstance(member_view(model, None, racing, handling.view_factory), EOTView)
+    plain = tiny_linear(0)
+    assert member_view(plain, None, racing) is plain  # a deterministic ANN: itself, as before

@@ -97,7 +97,7 @@ def member_view(
     if not candidates:
         return view_factory(model, estimator)
     if not is_snn(model):
-        return model
+        return view_factory(model, None)  # the model itself, or a random ANN's EOT view
     unsupported = getattr(model, "unsupported_estimator", None)
     views: dict[str, Model] = {}
     left_out: dict[str, str] = {}
