@@ -37,6 +37,8 @@ def _evaluation_folder(root: Path, name: str, model: torch.nn.Module) -> Path:
     folder = root / name
     folder.mkdir()
     (folder / "evaluation.json").write_text(json.dumps(result))
+    # the resume state robustsnn evaluate leaves beside it is not an evaluation
+    (folder / "evaluation-state.json").write_text(json.dumps({"version": 1, "batches": {}}))
     return folder
 
 
@@ -49,7 +51,7 @@ def test_compare_reads_run_and_evaluation_folders_and_writes_table_and_figure(
     rows = collect_rows([run, noisy, plain / "evaluation.json"])
     labels = [r.label for r in rows]
     assert labels[:2] == ["run1/ann", "run1/snn_converted"] and "run1/snn_finetuned" in labels
-    assert "noisy" in labels and "plain" in labels
+    assert "noisy" in labels and "plain" in labels and len(labels) == 6
     assert rows[labels.index("run1/snn_converted")].stats is not None
     md, html, figure = write_comparison([run, noisy, plain], tmp_path / "out")
     text = md.read_text()

@@ -80,6 +80,8 @@ def collect_rows(paths: Sequence[str | Path]) -> list[CompareRow]:
         if not path.is_dir():
             raise UserError(f"{path} is neither a folder nor an evaluation.json file")
         run = read_run(path)
+        # an evaluation folder's resume state (evaluation-state*.json) is not an evaluation
+        run.evaluations = [e for e in run.evaluations if not e[0].startswith("evaluation-state")]
         if not run.evaluations:
             raise UserError(
                 f"no evaluation in {path}: pass a folder written by `robustsnn run` or "
@@ -101,9 +103,12 @@ def randomness_text(evaluation: Mapping[str, Any]) -> Cell:
     if not isinstance(info, Mapping):
         return Cell("not recorded")
     if info.get("handled"):
-        return Cell(
-            f"random: EOT K={info.get('eot_draws')}, majority of M={info.get('prediction_draws')}"
+        table = info.get("eot_draws_by_estimator")
+        ks = (
+            sorted({int(v) for v in table.values()}) if isinstance(table, Mapping) and table else []
         )
+        k = f"{ks[0]}-{ks[-1]} by estimator" if len(ks) > 1 else str(info.get("eot_draws"))
+        return Cell(f"random: EOT K={k}, majority of M={info.get('prediction_draws')}")
     if info.get("detected"):
         return Cell("random, single draws", "fail")
     return Cell("deterministic")
