@@ -87,8 +87,8 @@ class StochasticConfig:
     def __post_init__(self) -> None:
         # YAML reads an unquoted `off` as False (and `on` as True): take them as meant
         aliases = {"false": "off", "no": "off", "true": "auto", "on": "auto"}
-        mode = str(self.mode).strip().lower() if not isinstance(self.mode, str) else self.mode
-        object.__setattr__(self, "mode", aliases.get(str(mode).strip().lower(), mode))
+        text = str(self.mode).strip().lower()
+        object.__setattr__(self, "mode", aliases.get(text, text))
         if self.mode not in RANDOMNESS_MODES:
             raise UserError(
                 f"randomness mode must be one of {', '.join(RANDOMNESS_MODES)}, got {self.mode!r}"
