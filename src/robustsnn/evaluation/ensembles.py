@@ -473,6 +473,15 @@ _add(
     "winner, and Square (1000 queries)",
 )
 _add(
+    "reliable-lite",
+    adaptive_members(
+        checkpoints=(4, 16), keep=(3, 1), finisher_iter=30, finisher_targets=1, square_queries=200
+    ),
+    "a cheaper race (all 14 estimators 4 iterations, the best 3 per sample to 16, the best to "
+    "100; APGD-T on 1 target; Square-200) at about the CPU cost of pgd-ensemble: measured "
+    "against the reference pool beside `reliable` (docs/RESULTS.md section 12), not a default",
+)
+_add(
     "reliable-v1",
     reliable_members(),
     "the fixed-estimator `reliable` of releases up to issue 22 (SA-PGD-100 x 9 estimators, "
