@@ -449,23 +449,15 @@ def race_member(
     )
 
 
-def adaptive_members(
-    estimators: Iterable[str] = RACE_ESTIMATORS,
-    steps: int = 100,
-    checkpoints: Sequence[int] = (8, 30),
-    keep: Sequence[int] = (4, 2),
-    finisher_iter: int = 50,
-    finisher_targets: int = 3,
-    square_queries: int = 1000,
-) -> tuple[Member, ...]:
-    """:func:`race_member` with these settings, then Square with ``square_queries``."""
-    race = race_member(estimators, steps, checkpoints, keep, finisher_iter, finisher_targets)
+def adaptive_members(race: Member, square_queries: int = 1000) -> tuple[Member, ...]:
+    """A race (:func:`race_member`), then Square with ``square_queries`` (black-box coverage:
+    what no gradient estimator sees)."""
     return (race, Member("square", None, {"n_queries": square_queries}))
 
 
 _add(
     "reliable",
-    adaptive_members(),
+    adaptive_members(race_member()),
     "the default evaluation: a per-sample race of SA-PGD-100 through 14 gradient estimators "
     "(threshold-relative widths 0.125-2, ASSG a = 0.35-0.45, PDSG, RGA, HART, BPTR, the ANN "
     "proxy): all run 8 iterations, the 4 best per sample (by the real model's margin) "
@@ -475,7 +467,8 @@ _add(
 _add(
     "reliable-lite",
     adaptive_members(
-        checkpoints=(4, 16), keep=(3, 1), finisher_iter=30, finisher_targets=1, square_queries=200
+        race_member(checkpoints=(4, 16), keep=(3, 1), finisher_iter=30, finisher_targets=1),
+        square_queries=200,
     ),
     "a cheaper race (all 14 estimators 4 iterations, the best 3 per sample to 16, the best to "
     "100; APGD-T on 1 target; Square-200) at about the CPU cost of pgd-ensemble: measured "
