@@ -137,3 +137,20 @@ def test_killed_mid_race_a_rerun_gives_identical_records(
     monkeypatch.setattr(sapgd.SAPGDRun, "advance", advance)
     resumed = _run(tmp_path)
     assert strip_seconds(resumed) == strip_seconds(reference)
+
+
+def test_the_gradient_check_covers_every_race_candidate() -> None:
+    from robustsnn.evaluation import DiagnosticsConfig
+
+    x = images(8)
+    result = evaluate(
+        tiny_snn(),
+        x,
+        labels_of(tiny_mlp(), x),
+        eps=0.06,
+        ensemble=Ensemble("cheap", (CHEAP_RACE,)),
+        quiet=True,
+        diagnostics=DiagnosticsConfig(n=4, square_queries=10, base_steps=2, convergence_factor=2),
+    )
+    checked = result["diagnostics"]["finite_gradients"]["estimators"]
+    assert set(CHEAP_RACE.params["estimators"]) <= set(checked)

@@ -540,6 +540,8 @@ def run_diagnostics(
         grad_estimators: list[str | None] = [config.pgd_estimators(members)[0]]
         wanted = estimator_names() if config.mode == "full" else []
         wanted += [m.estimator for m in members if m.estimator and not m.black_box]
+        # a race's candidates (attacks/race.py) are estimators the ensemble uses too
+        wanted += [str(e) for m in members for e in m.params.get("estimators", ())]
         for name in wanted:
             if name not in grad_estimators:
                 grad_estimators.append(name)
