@@ -71,8 +71,9 @@ def test_reliable_breaks_what_reliable_v1_misses_on_a_narrow_width_model() -> No
         m for m in old["ensembles"]["reliable-v1"]["broken_by"] if "square" not in m
     ]
     assert all(old["ensembles"]["reliable-v1"]["broken_by"][m] == 0 for m in gradient_members)
-    # the race's winners: the narrow widths
-    member = ENSEMBLES.get("reliable").members[0]
+    # the race broke them (the anchor, ASSG, follows the far neuron too), at its first round
+    member = next(m for m in ENSEMBLES.get("reliable").members if m.attack == "race")
+    assert new["ensembles"]["reliable"]["broken_by"][member.name] == 4
     attack = member.build(EPS)
     with eval_mode(snn):
         attack(member_view(snn, member.estimator, attack), x, y)

@@ -68,7 +68,7 @@ def test_false_robustness_of_a_rescaled_layer_is_caught(pair) -> None:  # type: 
     # differ, in either direction (the fixed widths above differ by 6 samples, all one way).
     counts = [round(48 * _robust(model, x, y, "reliable")) for model in (copy_, snn)]
     assert abs(counts[0] - counts[1]) <= 1, counts
-    race = ENSEMBLES.get("reliable").members[0]
+    race = next(m for m in ENSEMBLES.get("reliable").members if m.attack == "race")
     structure = []
     for model in (snn, copy_):
         attack = race.build(EPS)
