@@ -158,44 +158,59 @@ def _verdict(folder: Path) -> str:
 
 
 def model_gap(model_dir: Path, preset: str) -> dict[str, Any] | None:
-    """The gap row of one model (None while the preset or the pool has not finished)."""
+    """The gap row of one model (None while the preset or the pool has not finished).
+
+    The pool may have run on fewer samples than the presets (a class-balanced subset: the first
+    k images of each class, which the presets' selection contains); the gap is computed on the
+    samples every run evaluated, and the preset is compared with ``reliable-v1`` on all the
+    samples both evaluated.
+    """
     runs = {name: _records(model_dir / name) for name in (preset, *GROUND_TRUTH)}
     mine = runs[preset]
     truth_runs = {k: v for k, v in runs.items() if k in GROUND_TRUTH and v is not None}
     if mine is None or POOL not in truth_runs:
         return None
-    n = len(mine)
-    for name, records in truth_runs.items():
-        if set(records) != set(mine):
-            raise SystemExit(f"{model_dir.name}: {name} and {preset} evaluated other samples")
+    common = set(mine)
+    for records in truth_runs.values():
+        common &= set(records)
+    if not common:
+        raise SystemExit(f"{model_dir.name}: the pool and {preset} share no sample")
+    samples = sorted(common)
     broken_truth = {
-        i: [name_ for name_, rec in truth_runs.items() if _broken(rec[i])] for i in mine
+        i: [name for name, rec in truth_runs.items() if _broken(rec[i])] for i in samples
     }
     members = {
-        i: [str(truth_runs[name_][i]["broken_by"]) for name_ in broken_truth[i]] for i in mine
+        i: [f"{name}: {truth_runs[name][i]['broken_by']}" for name in broken_truth[i]]
+        for i in samples
     }
-    gap = sorted(i for i in mine if broken_truth[i] and bool(mine[i]["robust"]))
-    truth_robust = sum(1 for i in mine if mine[i]["clean_correct"] and not broken_truth[i])
+    gap = [i for i in samples if broken_truth[i] and bool(mine[i]["robust"])]
+    n = len(samples)
+    old = runs.get("reliable-v1")
     row: dict[str, Any] = {
         "model": model_dir.name,
         "n": n,
-        "clean": sum(bool(r["clean_correct"]) for r in mine.values()),
-        "truth_robust": truth_robust,
-        "preset_robust": sum(bool(r["robust"]) for r in mine.values()),
+        "n_preset": len(mine),
+        "n_pool": len(truth_runs[POOL]),
+        "clean": sum(bool(mine[i]["clean_correct"]) for i in samples),
+        "truth_robust": sum(1 for i in samples if mine[i]["clean_correct"] and not broken_truth[i]),
+        "preset_robust": sum(bool(mine[i]["robust"]) for i in samples),
         "gap": len(gap),
         "gap_samples": [{"index": i, "broken_by": members[i]} for i in gap],
         "preset_checks": _verdict(model_dir / preset),
         "cpu_per_sample": {
-            name: _cost(model_dir / name, n) for name in (preset, *GROUND_TRUTH) if runs[name]
+            name: _cost(model_dir / name, len(runs[name] or {}))
+            for name in (preset, *GROUND_TRUTH)
+            if runs[name]
         },
-        "pool_only": POOL in truth_runs and "reliable-v1" not in truth_runs,
     }
-    old = runs.get("reliable-v1")
     if old is not None and preset != "reliable-v1":
-        row["old_robust"] = sum(bool(r["robust"]) for r in old.values())
-        row["old_breaks_missed"] = sorted(
-            i for i in mine if _broken(old[i]) and bool(mine[i]["robust"])
-        )
+        both = sorted(set(mine) & set(old))
+        row["old_robust"] = sum(bool(old[i]["robust"]) for i in samples)
+        row["vs_v1_n"] = len(both)
+        row["v1_breaks_missed"] = [i for i in both if _broken(old[i]) and mine[i]["robust"]]
+        row["new_breaks"] = [i for i in both if _broken(mine[i]) and old[i]["robust"]]
+        row["preset_robust_all"] = sum(bool(mine[i]["robust"]) for i in both)
+        row["old_robust_all"] = sum(bool(old[i]["robust"]) for i in both)
     return row
 
 
@@ -206,8 +221,10 @@ def _pct(count: int, n: int) -> str:
 
 def markdown(rows: Sequence[Mapping[str, Any]], preset: str) -> str:
     head = (
-        f"| model | n | clean | pool (ground truth) | {preset} | reliable-v1 | gap | checks | "
-        f"CPU s/sample {preset} / v1 / pool |\n|---|---|---|---|---|---|---|---|---|\n"
+        f"| model | n (pool) | clean | ground truth | {preset} | reliable-v1 | gap | "
+        f"{preset} checks | {preset} vs v1 on all n: robust, v1 breaks missed, new breaks | "
+        f"CPU s/sample {preset} / v1 / pool |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
@@ -229,12 +246,49 @@ def markdown(rows: Sequence[Mapping[str, Any]], preset: str) -> str:
                 + (", ..." if len(r["gap_samples"]) > 4 else "")
                 + ")"
             )
+        versus = "-"
+        if "vs_v1_n" in r:
+            m = int(r["vs_v1_n"])
+            versus = (
+                f"n={m}: {_pct(int(r['preset_robust_all']), m)} vs "
+                f"{_pct(int(r['old_robust_all']), m)}; {len(r['v1_breaks_missed'])}"
+                f"{' ' + str(r['v1_breaks_missed']) if r['v1_breaks_missed'] else ''}; "
+                f"{len(r['new_breaks'])}"
+            )
         lines.append(
-            f"| {r['model']} | {n} | {_pct(int(r['clean']), n)} | {_pct(int(r['truth_robust']), n)}"
-            f" | {_pct(int(r['preset_robust']), n)} | {old} | {gap} | {r['preset_checks']} | "
+            f"| {r['model']} | {n} | {_pct(int(r['clean']), n)} | "
+            f"{_pct(int(r['truth_robust']), n)} | {_pct(int(r['preset_robust']), n)} | {old} | "
+            f"{gap} | {r['preset_checks']} | {versus} | "
             f"{c(preset)} / {c('reliable-v1')} / {c(POOL)} |"
         )
     return head + "\n".join(lines) + "\n"
+
+
+def versus_v1(out: Path, preset: str) -> str:
+    """Per model where both finished: the preset against ``reliable-v1`` on every sample."""
+    lines = [
+        f"| model | n | clean | {preset} | reliable-v1 | v1 breaks {preset} misses | "
+        f"{preset} breaks v1 misses | CPU s/sample {preset} / v1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+        mine, old = _records(model_dir / preset), _records(model_dir / "reliable-v1")
+        if mine is None or old is None or preset == "reliable-v1":
+            continue
+        both = sorted(set(mine) & set(old))
+        n = len(both)
+        missed = [i for i in both if _broken(old[i]) and mine[i]["robust"]]
+        new = [i for i in both if _broken(mine[i]) and old[i]["robust"]]
+        cost = [_cost(model_dir / name, n) for name in (preset, "reliable-v1")]
+        lines.append(
+            f"| {model_dir.name} | {n} | {_pct(sum(bool(mine[i]['clean_correct']) for i in both), n)}"
+            f" | {_pct(sum(bool(mine[i]['robust']) for i in both), n)}"
+            f" | {_pct(sum(bool(old[i]['robust']) for i in both), n)}"
+            f" | {len(missed)}{' ' + str(missed) if missed else ''}"
+            f" | {len(new)}{' ' + str(new) if new else ''}"
+            f" | {' / '.join('-' if v is None else f'{v:.2f}' for v in cost)} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def report(args: argparse.Namespace) -> None:
@@ -247,6 +301,7 @@ def report(args: argparse.Namespace) -> None:
             continue
         rows.append(row)
     text = markdown(rows, args.preset)
+    text += "\n" + versus_v1(out, args.preset)
     total_gap = sum(int(r["gap"]) for r in rows)
     text += (
         f"\nReference pool v{REFERENCE_POOL_VERSION}; ground truth = union of {', '.join(GROUND_TRUTH)}"
