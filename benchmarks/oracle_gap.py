@@ -129,13 +129,20 @@ def run(args: argparse.Namespace) -> None:
             )
 
 
-def _records(folder: Path) -> dict[int, dict[str, Any]] | None:
+def _records(folder: Path, partial: bool = False) -> dict[int, dict[str, Any]] | None:
+    """Per-sample records of a finished run; with ``partial``, of an unfinished one's finished
+    batches too (read from its resume state: every finished batch is saved there)."""
     path = folder / "records.jsonl"
-    if not path.exists() or not (folder / "evaluation.json").exists():
+    if path.exists() and (folder / "evaluation.json").exists():
+        lines = path.read_text().splitlines()
+        return {int(r["index"]): r for r in (json.loads(line) for line in lines)}
+    if not partial:
         return None
-    return {
-        int(r["index"]): r for r in (json.loads(line) for line in path.read_text().splitlines())
-    }
+    records: dict[int, dict[str, Any]] = {}
+    for state in sorted(folder.glob("evaluation-state*.json")):
+        for batch in json.loads(state.read_text()).get("batches", {}).values():
+            records.update({int(r["index"]): r for r in batch["records"]})
+    return records or None
 
 
 def _broken(record: Mapping[str, Any]) -> bool:
@@ -165,7 +172,9 @@ def model_gap(model_dir: Path, preset: str) -> dict[str, Any] | None:
     samples every run evaluated, and the preset is compared with ``reliable-v1`` on all the
     samples both evaluated.
     """
-    runs = {name: _records(model_dir / name) for name in (preset, *GROUND_TRUTH)}
+    runs = {
+        name: _records(model_dir / name, partial=name == POOL) for name in (preset, *GROUND_TRUTH)
+    }
     mine = runs[preset]
     truth_runs = {k: v for k, v in runs.items() if k in GROUND_TRUTH and v is not None}
     if mine is None or POOL not in truth_runs:
@@ -191,6 +200,7 @@ def model_gap(model_dir: Path, preset: str) -> dict[str, Any] | None:
         "n": n,
         "n_preset": len(mine),
         "n_pool": len(truth_runs[POOL]),
+        "pool_finished": (model_dir / POOL / "evaluation.json").exists(),
         "clean": sum(bool(mine[i]["clean_correct"]) for i in samples),
         "truth_robust": sum(1 for i in samples if mine[i]["clean_correct"] and not broken_truth[i]),
         "preset_robust": sum(bool(mine[i]["robust"]) for i in samples),
@@ -255,8 +265,9 @@ def markdown(rows: Sequence[Mapping[str, Any]], preset: str) -> str:
                 f"{' ' + str(r['v1_breaks_missed']) if r['v1_breaks_missed'] else ''}; "
                 f"{len(r['new_breaks'])}"
             )
+        where = "" if r.get("pool_finished", True) else " (pool: finished batches only)"
         lines.append(
-            f"| {r['model']} | {n} | {_pct(int(r['clean']), n)} | "
+            f"| {r['model']}{where} | {n} | {_pct(int(r['clean']), n)} | "
             f"{_pct(int(r['truth_robust']), n)} | {_pct(int(r['preset_robust']), n)} | {old} | "
             f"{gap} | {r['preset_checks']} | {versus} | "
             f"{c(preset)} / {c('reliable-v1')} / {c(POOL)} |"
