@@ -42,7 +42,7 @@ from robustsnn.evaluation.views import (
     real_predict,
     seeded_generator,
 )
-from robustsnn.snn import DEFAULT_ESTIMATOR, estimator_names
+from robustsnn.snn import DEFAULT_ESTIMATOR, estimator_names, parse_estimator
 
 DIAGNOSTICS_MODES = ("fast", "full", "none")
 CHECKS = (
@@ -540,8 +540,15 @@ def run_diagnostics(
         grad_estimators: list[str | None] = [config.pgd_estimators(members)[0]]
         wanted = estimator_names() if config.mode == "full" else []
         wanted += [m.estimator for m in members if m.estimator and not m.black_box]
-        # a race's candidates (attacks/race.py) are estimators the ensemble uses too
-        wanted += [str(e) for m in members for e in m.params.get("estimators", ())]
+        # a race's candidates (attacks/race.py) are estimators the ensemble uses too, as far
+        # as the model can run them (a wrapped model cannot run HART)
+        unsupported = getattr(model, "unsupported_estimator", None)
+        wanted += [
+            str(e)
+            for m in members
+            for e in m.params.get("estimators", ())
+            if unsupported is None or not unsupported(parse_estimator(str(e)))
+        ]
         for name in wanted:
             if name not in grad_estimators:
                 grad_estimators.append(name)
