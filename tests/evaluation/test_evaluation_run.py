@@ -262,8 +262,9 @@ def test_workers_give_the_single_process_result(
     assert (root / f"w3-{escalate}" / RECORDS_FILE).read_text() == (
         root / f"w1-{escalate}" / RECORDS_FILE
     ).read_text()
-    assert sorted(p.name for p in (root / f"w3-{escalate}").glob("evaluation-state.rank*.json")) == [
-        "evaluation-state.rank0.json", "evaluation-state.rank1.json", "evaluation-state.rank2.json",
-    ]  # fmt: skip
+    # one resume file per worker that took a batch (workers pull the next free batch, so a
+    # worker that starts late may find none left: which ranks write depends on timing)
+    ranks = {p.name for p in (root / f"w3-{escalate}").glob("evaluation-state.rank*.json")}
+    assert ranks and ranks <= {f"evaluation-state.rank{r}.json" for r in range(3)}
     again = run_evaluation(checkpoints["snn"], out_dir=root / f"w3-{escalate}", workers=2, **common)
     assert strip_seconds(again) == strip_seconds(one)
