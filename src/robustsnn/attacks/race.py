@@ -185,12 +185,13 @@ class Race(Attack):
                 else:
                     at = run.positions()
                     run.retain(active[c][at] & ~broken[at])
-                counts[c] = int(run.positions().numel())
+                ran = run.positions()
+                counts[c] = int(ran.numel())
                 if counts[c]:
                     run.advance(until)
-                # judge this candidate's best points with the real model
-                seen = (bests[c].loss > -math.inf).nonzero().squeeze(1)
-                seen = seen[~broken[seen]]
+                # judge with the real model the best points this round moved (elsewhere this
+                # candidate's best point, margin and verdict are those of an earlier round)
+                seen = ran[~broken[ran]]
                 if seen.numel() == 0:
                     continue
                 logits = predict_logits(real, bests[c].x[seen])
