@@ -36,7 +36,7 @@ diagnostics use it: its width follows each layer's threshold, which conversion r
 thresholds or QCFS clip levels put anywhere from 0.3 to 10), the paper's default surrogate in
 absolute units, the rate-based BPTR and the ANN proxy."""
 
-_SPEC_KEYS = ("attack", "estimator", "params", "name")
+_SPEC_KEYS = ("attack", "estimator", "params", "name", "close_call")
 
 
 def _format_value(value: Any) -> str:
@@ -63,18 +63,33 @@ class Member:
             an ANN. Black-box attacks ignore it.
         params: attack parameters besides ``eps`` (defaults: the paper's).
         label: optional display name replacing the generated one.
+        close_call: None (default): the member attacks every sample still standing. A fraction
+            ``f``: only those where the closest any earlier member came is within ``f`` of the
+            clean margin (real margin ``z_y - max_{j != y} z_j`` at the best example so far
+            ``<= f x`` the margin at the clean input): an adaptive budget spent where the
+            attacks nearly succeeded. Scale-free (a ratio of the model's own margins). A random
+            model has no single margin: every standing sample qualifies.
     """
 
     attack: str
     estimator: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     label: str | None = None
+    close_call: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", dict(self.params))
+        if self.close_call is not None:
+            value = self.close_call
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise UserError(
+                    f"ensemble member {self.attack!r}: close_call must be a fraction >= 0 of "
+                    f"the clean margin (e.g. 0.3), got {value!r}"
+                )
+            object.__setattr__(self, "close_call", float(value))
 
     def __hash__(self) -> int:
-        return hash((self.attack, self.estimator, self._params_key(), self.label))
+        return hash((self.attack, self.estimator, self._params_key(), self.label, self.close_call))
 
     def _params_key(self) -> str:
         return json.dumps(dict(self.params), sort_keys=True, default=str)
@@ -95,6 +110,8 @@ class Member:
             text += f"[{args}]"
         if self.estimator:
             text += f"/{self.estimator}"
+        if self.close_call is not None:
+            text += f"@close-{_format_value(self.close_call)}"
         return text
 
     def build(self, eps: float) -> Attack:
@@ -117,12 +134,15 @@ class Member:
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able description (for evaluation.json and the resume fingerprint)."""
-        return {
+        description: dict[str, Any] = {
             "name": self.name,
             "attack": self.attack,
             "estimator": self.estimator,
             "params": json.loads(self._params_key()),
         }
+        if self.close_call is not None:  # absent otherwise: older fingerprints stay the same
+            description["close_call"] = self.close_call
+        return description
 
 
 @dataclass(frozen=True)
@@ -249,8 +269,15 @@ def _members_from_item(item: Any, position: int) -> list[Member]:
     label = item.get("name")
     if label is not None and len(estimators) > 1:
         raise UserError(f"ensemble entry {position}: 'name' needs a single estimator")
+    close_call = item.get("close_call")
     return [
-        Member(str(item["attack"]), est, dict(params), None if label is None else str(label))
+        Member(
+            str(item["attack"]),
+            est,
+            dict(params),
+            None if label is None else str(label),
+            close_call=None if close_call is None else close_call,
+        )
         for est in estimators
     ]
 

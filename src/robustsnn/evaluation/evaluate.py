@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from robustsnn.attacks import Attack
+from robustsnn.attacks.race import real_margin
 from robustsnn.checkpoint import atomic_write_json
 from robustsnn.errors import UserError
 from robustsnn.evaluation import adversarial as adv_store
@@ -62,6 +63,7 @@ from robustsnn.evaluation.views import (
     is_snn,
     member_view,
     model_digest,
+    real_logits,
     real_predict,
     real_votes,
     seeded_generator,
@@ -314,7 +316,12 @@ def _run_batch(
     (if given) receives, per broken position, the example that broke it and the member."""
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    clean_pred = real_predict(model, xb)
+    clean_logits = real_logits(model, xb)
+    clean_pred = clean_logits.argmax(1) if clean_logits is not None else real_predict(model, xb)
+    # per sample: the real model's margin z_y - max_{j != y} z_j at the clean input and the
+    # smallest any member's example reached (how close the attacks came; a deterministic model)
+    clean_margin = real_margin(clean_logits, yb) if clean_logits is not None else None
+    closest = clean_margin.clone() if clean_margin is not None else None
     clean_votes = real_votes(model, xb, yb)  # a random model's (wrong draws, M); else None
     adversarial_wrong: dict[int, int] = {}
     seconds["clean"] = time.perf_counter() - start
@@ -328,6 +335,8 @@ def _run_batch(
     for member, attack, view in zip(members, attacks, views, strict=True):
         on_member(member.name)
         active = correct if independent else standing
+        if member.close_call is not None and closest is not None and clean_margin is not None:
+            active = active & (closest <= member.close_call * clean_margin)
         idx = active.nonzero().squeeze(1)
         seconds[member.name] = 0.0
         if idx.numel() == 0:
@@ -348,7 +357,12 @@ def _run_batch(
                 RuntimeWarning,
                 stacklevel=2,
             )
-        pred = real_predict(model, x_adv)
+        adv_logits = real_logits(model, x_adv)
+        pred = adv_logits.argmax(1) if adv_logits is not None else real_predict(model, x_adv)
+        if closest is not None and adv_logits is not None:
+            reached = real_margin(adv_logits, yb[idx])
+            reached[~valid] = math.inf
+            closest[idx] = torch.minimum(closest[idx], reached)
         votes = real_votes(model, x_adv, yb[idx])
         seconds[member.name] = time.perf_counter() - start
         fooled = (pred != yb[idx]) & valid
@@ -381,6 +395,10 @@ def _run_batch(
             "broken_by": broken_by[i],
             "prediction": int(prediction[i]),
         }
+        if clean_margin is not None and closest is not None:
+            record["clean_margin"] = _margin_value(clean_margin[i])
+            if bool(correct[i]) and members:
+                record["margin"] = _margin_value(closest[i])
         if independent:
             record["broken_by_all"] = broken_all[i]
         if refused[i]:
@@ -395,6 +413,12 @@ def _run_batch(
                 )
         records.append(record)
     return {"records": records, "seconds": seconds}
+
+
+def _margin_value(value: Tensor) -> float:
+    """A margin for the records: 6 significant digits (JSON-friendly, still exact enough to
+    rank samples by how close the attacks came)."""
+    return float(f"{float(value):.6g}")
 
 
 # --------------------------------------------------------------------------- evaluate

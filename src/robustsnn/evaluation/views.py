@@ -111,6 +111,19 @@ def member_view(
 
 
 @torch.no_grad()
+def real_logits(model: nn.Module, x: Tensor) -> Tensor | None:
+    """Logits of the model's real forward pass (default estimator, no graph); None for a random
+    model inside a :func:`randomness_scope` (its verdict is a vote of M draws, not one pass)."""
+    if _handler(model) is not None:
+        return None
+    if isinstance(model, SpikingNetwork):
+        with model.use_estimator(DEFAULT_ESTIMATOR):
+            return model(x)
+    out = model(x)
+    return out if isinstance(out, Tensor) else None
+
+
+@torch.no_grad()
 def real_predict(model: nn.Module, x: Tensor, batch_size: int | None = None) -> Tensor:
     """Predicted labels of the model's real forward pass (default estimator, no graph).
 

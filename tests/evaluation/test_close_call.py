@@ -1,0 +1,101 @@
+"""The records' margins and the close-call gate: on a linear model whose margins have a closed
+form, the margin each record reports is exact, and a gated member attacks exactly the samples
+whose closest call so far is within its fraction of the clean margin."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from robustsnn.attacks.base import Attack, Model
+from robustsnn.attacks.registry import ATTACKS
+from robustsnn.errors import UserError
+from robustsnn.evaluation import evaluate
+from robustsnn.evaluation.ensembles import Ensemble, Member, ensemble_from_spec
+
+SEEN: list[Tensor] = []
+
+
+class _Recorder(Attack):
+    """Returns x unchanged and remembers which inputs it was asked to attack."""
+
+    name = "test-recorder"
+
+    def __init__(self, eps: float = 0.0) -> None:
+        super().__init__(eps)
+
+    def perturb(
+        self, model: Model, x: Tensor, y: Tensor, generator: torch.Generator, target: Tensor | None
+    ) -> Tensor:
+        SEEN.append(x.clone())
+        return x.clone()
+
+
+try:
+    ATTACKS.add("test-recorder", _Recorder)
+except ValueError:  # the module imported twice
+    pass
+
+
+def _linear() -> tuple[nn.Module, Tensor, Tensor, Tensor]:
+    """Two classes, logits (s, -s) with s = w . x + b: margin 2 s for label 0; FGSM at eps moves
+    s by eps * ||w||_1 toward the boundary while no pixel clips."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    w = torch.tensor([0.5, -0.25, 0.25, 0.0])
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([w, -w]))
+        model[1].bias.zero_()
+    # pixels in [0.3, 0.7] so eps <= 0.3 never clips; s spread over (0, 0.35]
+    base = torch.full((10, 1, 2, 2), 0.5)
+    shift = torch.linspace(0.02, 0.2, 10)
+    x = base.clone()
+    x.view(10, 4)[:, 0] += shift
+    y = torch.zeros(10, dtype=torch.long)
+    s = (x.view(10, 4) @ w).clone()
+    return model, x, y, s
+
+
+def test_records_carry_exact_clean_and_closest_margins() -> None:
+    model, x, y, s = _linear()
+    eps = 0.05
+    result = evaluate(
+        model, x, y, eps=eps, ensemble=[{"attack": "fgsm"}], quiet=True, diagnostics="none"
+    )
+    l1 = 1.0  # ||w||_1
+    for r, si in zip(result["records"], s.tolist(), strict=True):
+        assert r["clean_margin"] == pytest.approx(2 * si, rel=1e-5)
+        assert r["margin"] == pytest.approx(2 * (si - eps * l1), rel=1e-4, abs=1e-6)
+        assert r["robust"] == (si - eps * l1 > 0)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.6, 1.0])
+def test_a_gated_member_attacks_exactly_the_close_calls(fraction: float) -> None:
+    model, x, y, s = _linear()
+    eps = 0.05
+    SEEN.clear()
+    ensemble = Ensemble(
+        "gated",
+        (Member("fgsm"), Member("test-recorder", close_call=fraction)),
+    )
+    result = evaluate(model, x, y, eps=eps, ensemble=ensemble, quiet=True, diagnostics="none")
+    reached = s - eps  # the FGSM example's s; margin 2 * reached, clean margin 2 * s
+    standing = reached > 0
+    expected = standing & (reached <= fraction * s)
+    attacked = torch.cat(SEEN) if SEEN else torch.zeros(0, 1, 2, 2)
+    assert attacked.shape[0] == int(expected.sum())
+    # the recorder saw the clean images of exactly those samples
+    assert torch.equal(attacked, x[expected])
+    name = result["ensembles"]["gated"]["member_names"][1]
+    assert name == f"test-recorder@close-{fraction:g}"
+
+
+def test_close_call_in_specs_and_bad_values() -> None:
+    ensemble = ensemble_from_spec([{"attack": "fgsm", "close_call": 0.25}])
+    assert ensemble.members[0].close_call == 0.25
+    assert ensemble.members[0].describe()["close_call"] == 0.25
+    assert "close_call" not in Member("fgsm").describe()  # older fingerprints unchanged
+    for bad in (-0.1, "half", True):
+        with pytest.raises(UserError, match="close_call"):
+            Member("fgsm", close_call=bad)  # type: ignore[arg-type]
