@@ -36,7 +36,7 @@ from robustsnn.training.inner import (
     trades_kl_adversary,
     unwrap,
 )
-from robustsnn.training.regularizers import membrane_margin_penalty
+from robustsnn.training.regularizers import membrane_margin_penalty, threshold_guarding_penalty
 
 Regularizer = Callable[[nn.Module], Tensor]
 
@@ -479,7 +479,123 @@ class AdversarialCE(AdversarialFinetune):
         return loss, logits_adv
 
 
-FINETUNE_OBJECTIVES = ("robust_finetune", "distill", "adversarial_ce")
+TGO_SCHEDULES = ("linear", "constant")
+
+
+@OBJECTIVES.register("tgo")
+@dataclass
+class ThresholdGuarding(Objective):
+    """Threshold Guarding Optimization (TGO): Wang, Zhang, Jiang, Zhang, Belatreche, Liang,
+    Shan, Zhou, Yang & Li, "Robust Spiking Neural Networks Against Adversarial Attacks",
+    ICLR 2026 (arXiv 2602.20548). Neurons whose membrane ends a step near the threshold are the
+    ones a small input change flips; TGO moves membranes away from the threshold (a loss term)
+    and makes firing probabilistic (noisy neurons), so such a flip needs more than a hair::
+
+        loss = CE(f(x), y) [+ adversarial_weight * CE(f(x_adv), y)] + lambda(p) * sum_l C_l
+        C_l  = mean_{t, b, i} max(0, delta - |h_l[t, b, i] - theta_l| / theta_l)
+
+    ``C_l`` is the paper's eq. 12 per spiking layer (the membranes of this loss's forward
+    passes, not the adversary's; distance in threshold units, the paper's for ``V_th = 1``;
+    :func:`~robustsnn.training.regularizers.threshold_guarding_penalty`), summed over layers as
+    in its eq. 13. **Assumed** (the paper's text on these was not available here; see
+    docs/STOCHASTIC.md): the dynamic ``lambda`` rises linearly with training,
+    ``lambda(p) = weight * p`` with ``p`` the fraction of the run's optimizer steps done
+    (``schedule="linear"``; the paper says a large fixed lambda stalls early training and a
+    small one does not enforce the constraint), or stays ``weight`` (``"constant"``); and the
+    noisy neuron is Gaussian threshold noise: every neuron, step and sample fires when
+    ``h >= theta (1 + noise * xi)``, ``xi ~ N(0, 1)``, i.e. with probability
+    ``Phi((h - theta) / (noise * theta))`` (:mod:`robustsnn.snn.encoding`).
+    :meth:`prepare` puts that noise into the network before training, so it trains with it and
+    is saved, loaded and evaluated with it (a random model: the evaluation uses EOT and
+    majority votes, :mod:`robustsnn.evaluation.stochastic`).
+
+    ``adversarial_weight > 0`` adds adversarial cross-entropy (TGO combined with adversarial
+    training); ``x_adv`` from the finetuning ``adversary`` if one is set, otherwise R+FGSM at
+    ``eps`` through the training estimator. ``progress`` is set by the trainer before every
+    step (:meth:`set_progress`); outside a trainer it is 1 (the full ``weight``).
+    """
+
+    name: ClassVar[str] = "tgo"
+    weight: float = 1.0
+    delta: float = 0.2
+    schedule: str = "linear"
+    noise: float = 0.1
+    adversarial_weight: float = 0.0
+    eps: float = 2 / 255
+    adversary: Any = _runtime_field()
+    progress: float = field(default=1.0, repr=False, compare=False, metadata={RUNTIME: True})
+
+    def __post_init__(self) -> None:
+        _check_eps(self.name, self.eps)
+        for key in ("weight", "delta", "noise", "adversarial_weight"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise UserError(f"objective 'tgo': {key} must be a number >= 0, got {value!r}")
+            setattr(self, key, float(value))
+        if self.schedule not in TGO_SCHEDULES:
+            raise UserError(
+                f"objective 'tgo': schedule must be one of {', '.join(TGO_SCHEDULES)}, "
+                f"got {self.schedule!r}"
+            )
+        self._attack = RFGSM(self.eps) if self.adversarial_weight and self.eps > 0 else None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        params = super().params
+        if self.adversary is not None:
+            params["adversary"] = self.adversary.describe()
+        return params
+
+    @property
+    def uses_adversary(self) -> bool:
+        """Whether the loss has an adversarial term (else no attack runs)."""
+        return self.adversarial_weight > 0
+
+    def set_progress(self, fraction: float) -> None:
+        """The fraction of the run's optimizer steps done (drives the dynamic lambda)."""
+        self.progress = min(max(float(fraction), 0.0), 1.0)
+
+    def current_weight(self) -> float:
+        """``lambda`` at the current progress."""
+        return self.weight * (self.progress if self.schedule == "linear" else 1.0)
+
+    def prepare(self, model: nn.Module) -> None:
+        """Make every spiking layer of ``model`` a noisy neuron with std ``noise``."""
+        net = unwrap(model)
+        if not isinstance(net, SpikingNetwork):
+            raise UserError(
+                f"objective 'tgo' needs a spiking network (membranes), got {type(net).__name__}"
+            )
+        for neuron in net.neurons():
+            neuron.threshold_noise = self.noise
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        net = unwrap(model)
+        if not isinstance(net, SpikingNetwork):
+            raise UserError(
+                f"objective 'tgo' needs a spiking network (membranes), got {type(net).__name__}"
+            )
+        x_adv = None
+        if self.adversarial_weight:
+            if self.adversary is not None:
+                x_adv = self.adversary(model, x, y, generator)
+            elif self._attack is not None:
+                with attack_mode(model) as attacked:
+                    x_adv = self._attack(attacked, x, y, generator=generator)
+            else:  # eps 0: the adversarial example is the image
+                x_adv = x
+        with net.recording_membranes() as traces:
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            if x_adv is not None:
+                loss = loss + self.adversarial_weight * F.cross_entropy(model(x_adv), y)
+        penalty = threshold_guarding_penalty(traces, self.delta)
+        return loss + self.current_weight() * penalty, logits
+
+
+FINETUNE_OBJECTIVES = ("robust_finetune", "distill", "adversarial_ce", "tgo")
 """The objectives ``robustsnn finetune`` accepts (``--objective``, ``finetune.objective``)."""
 
 
@@ -563,6 +679,25 @@ class TimeStepDraw(Objective):
             return self.base(model, x, y, generator)
         finally:
             net.T = previous
+
+
+def objective_chain(objective: Any) -> list[Any]:
+    """``objective`` and the objectives it wraps (``.base`` of :class:`Regularized`,
+    :class:`TimeStepDraw` and the finetuning wrappers), outermost first."""
+    chain: list[Any] = []
+    while objective is not None and all(objective is not seen for seen in chain):
+        chain.append(objective)
+        objective = getattr(objective, "base", None)
+    return chain
+
+
+def prepare_model(objective: Any, model: nn.Module) -> None:
+    """Let an objective that changes the network it trains (TGO's noisy neurons) do so before
+    training, so the change is trained with, saved and evaluated."""
+    for part in objective_chain(objective):
+        prepare = getattr(part, "prepare", None)
+        if callable(prepare):
+            prepare(model)
 
 
 def objective_params(name: str) -> list[str]:

@@ -3,7 +3,8 @@
 
 :class:`OrthogonalityRegularizer` is the Lipschitz/orthogonality term of the SNN-RAT baseline
 (PAPER.md section 6). :func:`membrane_margin_penalty` is the term behind the finetuning
-objectives' ``margin_weight`` / ``margin`` options (issue 31).
+objectives' ``margin_weight`` / ``margin`` options (issue 31); :func:`threshold_guarding_penalty`
+is the per-layer constraint of the ``tgo`` objective (Threshold Guarding Optimization, issue 32).
 """
 
 from __future__ import annotations
@@ -118,10 +119,47 @@ def membrane_margin_penalty(traces: Sequence[MembraneTrace], margin: float) -> T
     return total / max(count, 1)
 
 
+def threshold_guarding_penalty(traces: Sequence[MembraneTrace], delta: float) -> Tensor:
+    """``sum_l C_l`` with ``C_l = mean_{t, b, i} relu(delta - |h_l[t, b, i] - theta_l| / theta_l)``.
+
+    The membrane constraint of Threshold Guarding Optimization (Wang, Zhang, Jiang et al.,
+    "Robust Spiking Neural Networks Against Adversarial Attacks", ICLR 2026, arXiv 2602.20548,
+    eqs. 12-13): per spiking layer ``l`` the mean, over time steps, samples and neurons, of the
+    hinge ``max(0, delta - |V - V_th|)``, summed over layers. Here ``|V - V_th|`` is measured in
+    units of the layer's threshold (``|h - theta| / theta``): identical to the paper's for its
+    ``V_th = 1``, and invariant to rescaling a layer's threshold with its incoming weights (a
+    converted SNN's thresholds are 2-8). ``h`` is the pre-spike membrane of the forward
+    (:mod:`robustsnn.snn.membranes`; with threshold noise, the drawn noisy membrane).
+
+    Unlike :func:`membrane_margin_penalty` (every neuron-step of the network pooled, one mean),
+    each layer counts once whatever its size, as in the paper. A layer seen in several forward
+    passes (clean and adversarial inputs) is averaged over all of its recorded membranes.
+    """
+    if delta < 0:
+        raise ValueError(f"threshold-guarding delta must be >= 0, got {delta}")
+    if not traces:
+        raise ValueError(
+            "threshold-guarding penalty: no membranes were recorded (the model has no spiking "
+            "layer, or ran as its ANN proxy)"
+        )
+    sums: dict[str, Tensor] = {}
+    counts: dict[str, int] = {}
+    for trace in traces:
+        term = torch.relu(delta - (trace.h - trace.theta).abs() / trace.theta).sum()
+        sums[trace.layer] = sums[trace.layer] + term if trace.layer in sums else term
+        counts[trace.layer] = counts.get(trace.layer, 0) + trace.h.numel()
+    layers = list(sums)
+    total = sums[layers[0]] / max(counts[layers[0]], 1)
+    for layer in layers[1:]:
+        total = total + sums[layer] / max(counts[layer], 1)
+    return total
+
+
 __all__ = [
     "ORTHOGONAL_LAYERS",
     "OrthogonalityRegularizer",
     "membrane_margin_penalty",
     "orthogonal_weights",
     "orthogonality_penalty",
+    "threshold_guarding_penalty",
 ]

@@ -143,6 +143,19 @@ def _read_header_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
+def report_progress(objective: Any, fraction: float) -> None:
+    """Tell an objective that schedules itself over training (TGO's dynamic lambda) the fraction
+    of the run's optimizer steps done: ``set_progress(fraction)`` of the objective and of every
+    objective it wraps (``.base``). Computed from the step index, so a resumed run repeats it."""
+    seen: list[Any] = []
+    while objective is not None and all(objective is not s for s in seen):
+        seen.append(objective)
+        hook = getattr(objective, "set_progress", None)
+        if callable(hook):
+            hook(fraction)
+        objective = getattr(objective, "base", None)
+
+
 class Trainer:
     """Runs an objective over a dataset with SGD/Adam, a per-step cosine schedule and resume.
 
@@ -481,6 +494,7 @@ class Trainer:
             xb, yb, weight = self._local_rows(x_global, y_global)
             step = (epoch - 1) * steps_per_epoch + i
             self._set_lr(step, total_steps)
+            report_progress(self.objective, step / max(total_steps, 1))
             if first_lr is None:
                 first_lr = float(self.optimizer.param_groups[0]["lr"])
             self.optimizer.zero_grad(set_to_none=True)
