@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import sys
@@ -240,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--objective", default=ft.objective,
         help="distill (KL to the source ANN; the default, as in robustsnn run), robust_finetune "
-        "(the paper's TRADES-style KL), adversarial_ce",
+        "(the paper's TRADES-style KL), adversarial_ce, tgo (Threshold Guarding Optimization: "
+        "membrane-margin loss + noisy neurons; no attack unless adversarial_weight > 0)",
     )  # fmt: skip
     p.add_argument(
         "--objective-option", action="append", default=[], metavar="KEY=VALUE",
@@ -268,7 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-snn", help="train an SNN baseline from scratch with BPTT")
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--model", default="cnn_small")
-    p.add_argument("--objective", default="natural", help="natural, rfgsm_at, snn_rat")
+    p.add_argument(
+        "--objective", default="natural",
+        help="natural, rfgsm_at, snn_rat, tgo (Threshold Guarding Optimization), or any "
+        "registered objective",
+    )  # fmt: skip
+    p.add_argument(
+        "--objective-option", action="append", default=[], metavar="KEY=VALUE",
+        help="a parameter of the objective, e.g. weight=1 or delta=0.2 (tgo)",
+    )  # fmt: skip
     p.add_argument("--T", type=int, default=8)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--eps", type=_eps, default=8 / 255)
@@ -582,12 +592,19 @@ def cmd_train_snn(a: argparse.Namespace) -> None:
     objective, snn_rat = a.objective, False
     if objective == "snn_rat":
         objective, snn_rat = "rfgsm_at", True
+    options: dict[str, Any] = dict(_key_values(a.objective_option, "--objective-option"))
+    taken = sorted(set(options) & set(inspect.signature(train_snn).parameters))
+    if taken:
+        raise UserError(
+            f"--objective-option {', '.join(taken)}: set by train-snn's own option "
+            f"(--{taken[0].replace('_', '-')}), not as an objective option"
+        )
     path = train_snn(
         a.dataset, a.model, objective, T=a.T, epochs=a.epochs, out_dir=a.out, leak=a.leak,
         reset=a.reset, bntt=a.bntt, snn_rat=snn_rat, eps=a.eps, lr=a.lr, batch_size=a.batch_size,
         seed=a.seed, model_kwargs=_model_kwargs(a), quiet=a.quiet,
         device=a.device, eval_n=a.eval_n, input_encoding=a.input_encoding,
-        threshold_noise=a.threshold_noise,
+        threshold_noise=a.threshold_noise, **options,
     )  # fmt: skip
     meta = json.loads(path.with_suffix(".json").read_text())
     print(f"wrote {path}: {_metrics(meta)}")

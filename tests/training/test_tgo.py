@@ -1,10 +1,13 @@
 """Threshold Guarding Optimization (objective ``tgo``, issue 32): the per-layer membrane
-constraint against its closed form, the loss it adds, the dynamic lambda the trainer drives and the
-noisy neurons that make the model random."""
+constraint against its closed form, the loss it adds, the dynamic lambda the trainer drives, the
+noisy neurons that make the model random, and training with it end to end (train-snn, finetune)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,13 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import robustsnn.training.snn as snn_training
 from robustsnn.conversion import convert
 from robustsnn.data import to_float
 from robustsnn.errors import UserError
 from robustsnn.evaluation.stochastic import detect_randomness
+from robustsnn.modelio import load_model, save_snn
 from robustsnn.snn import SpikingNetwork, SpikingNeuron
 from robustsnn.snn.membranes import MembraneTrace
-from robustsnn.training import Trainer
+from robustsnn.training import Trainer, finetune_snn, train_snn
 from robustsnn.training.objectives import (
     FINETUNE_OBJECTIVES,
     Regularized,
@@ -111,7 +116,9 @@ def test_loss_is_plain_cross_entropy_when_the_membranes_are_far_from_the_thresho
     assert torch.equal(loss, F.cross_entropy(logits, y))
     loss, logits = objective(net, near, y)
     # penalty: mean over the 2 steps of relu(0.2 - |h - 1|): (0 + 0.1) / 2
-    assert float((loss - F.cross_entropy(logits, y)).detach()) == pytest.approx(5.0 * 0.05, abs=1e-12)
+    assert float((loss - F.cross_entropy(logits, y)).detach()) == pytest.approx(
+        5.0 * 0.05, abs=1e-12
+    )
 
 
 def _tiny_snn(toy_dataset: Any, small_cnn: Any) -> SpikingNetwork:
@@ -128,16 +135,17 @@ def test_objective_adds_lambda_times_the_penalty_of_the_loss_pass(toy_dataset, s
         logits = snn(x)
     assert len(traces) == len(snn.neurons())
     penalty = threshold_guarding_penalty(traces, 0.3)
-    assert float(penalty) > 0  # the case exercises the band
+    assert float(penalty.detach()) > 0  # the case exercises the band
     ce = F.cross_entropy(logits, y)
     for progress in (0.0, 0.25, 1.0):
         objective.set_progress(progress)
         loss, _ = objective(snn, x, y)
-        assert float(loss) == pytest.approx(float(ce + 0.8 * progress * penalty), rel=1e-6)
+        want = float((ce + 0.8 * progress * penalty).detach())
+        assert float(loss.detach()) == pytest.approx(want, rel=1e-6)
     # the adversarial term records its pass too, not the attack's passes
     adversarial = build_objective("tgo", adversarial_weight=1.0, eps=0.05, noise=0.0)
     loss, _ = adversarial(snn, x, y, torch.Generator().manual_seed(0))
-    assert loss.requires_grad and float(loss) > float(ce)
+    assert loss.requires_grad and float(loss.detach()) > float(ce.detach())
 
 
 def _band(snn: SpikingNetwork, x: Tensor) -> float:
@@ -229,3 +237,89 @@ def test_noisy_neurons_make_the_model_random_and_the_evaluation_sees_it(toy_data
     random, difference = detect_randomness(snn, x, seed=0)
     assert random and difference > 0
     assert snn.describe()["threshold_noise"] == 0.2  # saved with the checkpoint
+
+
+# ------------------------------------------------------------------ training end to end
+
+
+@pytest.fixture
+def toy_data(monkeypatch, toy_dataset):
+    """The toy dataset served for every spec (finetune_snn/train_snn load it by name)."""
+    monkeypatch.setattr(snn_training, "load_dataset", lambda spec, data_dir=None, **kw: toy_dataset)
+    return toy_dataset
+
+
+def test_train_snn_with_tgo_trains_a_noisy_snn_end_to_end(tmp_path, toy_data):
+    path = train_snn(
+        "toy", "cnn_small", "tgo", T=3, epochs=1, out_dir=tmp_path, batch_size=16, lr=0.05,
+        model_kwargs=SMALL, init_threshold=0.2, eval_n=8, quiet=True, weight=0.5, delta=0.25,
+    )  # fmt: skip
+    model, meta = load_model(path)
+    assert meta["objective"]["name"] == "tgo"
+    assert meta["objective"]["params"]["weight"] == 0.5
+    assert meta["objective"]["params"]["delta"] == 0.25
+    assert meta["threshold_noise"] == 0.1 and meta["training"]["baseline"] == "tgo"
+    assert isinstance(model, SpikingNetwork)
+    assert all(n.threshold_noise == 0.1 for n in model.neurons())
+    assert detect_randomness(model, to_float(toy_data.x_test[:8]), seed=0)[0]
+    # --threshold-noise is TGO's noise; two different values are refused
+    with pytest.raises(UserError, match="disagree"):
+        train_snn("toy", "cnn_small", "tgo", T=2, epochs=0, out_dir=tmp_path / "x",
+                  model_kwargs=SMALL, quiet=True, threshold_noise=0.3, noise=0.1)  # fmt: skip
+
+
+def test_train_snn_command_line_takes_objective_options(tmp_path, toy_data):
+    from robustsnn.cli import main
+
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "train-snn", "--dataset", "toy", "--model", "cnn_small", "--width", "4", "--fc",
+            "16", "--T", "2", "--epochs", "1", "--batch-size", "16", "--objective", "tgo",
+            "--objective-option", "noise=0.05", "--objective-option", "schedule=constant",
+            "--eval-n", "8", "--out", str(out), "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    meta = json.loads((out / "snn.json").read_text())
+    assert meta["threshold_noise"] == 0.05
+    assert meta["objective"]["params"]["schedule"] == "constant"
+    code = main(["train-snn", "--dataset", "toy", "--objective", "tgo", "--objective-option",
+                 "lr=1", "--out", str(tmp_path / "bad"), "--quiet"])  # fmt: skip
+    assert code == 2
+
+
+def test_finetune_with_tgo_runs_no_attack_and_saves_the_noisy_snn(
+    tmp_path, toy_data, small_cnn, monkeypatch
+):
+    snn = _tiny_snn(toy_data, small_cnn)
+    source = tmp_path / "source" / "snn.safetensors"
+    info = toy_data.info
+    save_snn(source, snn, dataset={"spec": "toy", **dataclasses.asdict(info)},
+             normalization={"mean": list(info.mean), "std": list(info.std)})  # fmt: skip
+
+    def no_attack(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("tgo without adversarial_weight must not attack")
+
+    monkeypatch.setattr(snn_training.FinetuneAdversary, "__call__", no_attack)
+    path = finetune_snn(
+        source, out_dir=tmp_path / "ft", objective="tgo", epochs=1, batch_size=16, lr=0.01,
+        eval_n=8, quiet=True, objective_options={"weight": 2.0, "noise": 0.15},
+    )  # fmt: skip
+    model, meta = load_model(Path(path))
+    assert meta["finetune"]["objective"]["name"] == "tgo"
+    assert meta["finetune"]["adversary"] is None
+    assert meta["threshold_noise"] == 0.15
+    assert all(n.threshold_noise == 0.15 for n in model.neurons())
+
+
+def test_config_takes_tgo_as_the_finetuning_objective():
+    from robustsnn.config import load_config
+
+    config = load_config(
+        None, ["finetune.objective=tgo", "finetune.objective_options={weight: 0.5, noise: 0.2}"]
+    )
+    assert config.finetune.objective == "tgo"
+    assert config.finetune.objective_options == {"weight": 0.5, "noise": 0.2}
+    with pytest.raises(UserError, match="not a parameter"):
+        load_config(None, ["finetune.objective=tgo", "finetune.objective_options={margin: 1}"])

@@ -44,6 +44,7 @@ from robustsnn.training.objectives import (
     TimeStepDraw,
     build_objective,
     objective_params,
+    prepare_model,
 )
 from robustsnn.training.regularizers import OrthogonalityRegularizer
 from robustsnn.training.trainer import Trainer
@@ -435,6 +436,9 @@ def finetune_snn(
         **{k: v for k, v in shared.items() if k in accepted},
         **dict(objective_options or {}),
     )
+    if not getattr(loss, "uses_adversary", True):
+        adversary_spec = None  # a loss without an adversarial term (tgo by default) runs no attack
+    prepare_model(loss, snn)  # tgo: noisy neurons, trained with and saved
     teacher_name = None
     finetune_adversary = None
     if adversary_spec is not None:
@@ -520,6 +524,8 @@ def finetune_snn(
         "adversary": (
             finetune_adversary.describe()
             if finetune_adversary is not None
+            else None
+            if not getattr(loss, "uses_adversary", True)
             else parse_adversary(
                 {"attack": "kl", "params": {"steps": int(adversary_steps)}},
                 default_estimator=train_estimator.name,
@@ -671,8 +677,15 @@ def train_snn(
     params = dict(objective_params_)
     if "eps" in objective_params(objective):
         params.setdefault("eps", float(eps))
+    if objective == "tgo" and threshold_noise:  # --threshold-noise is TGO's noisy-neuron std
+        if params.setdefault("noise", float(threshold_noise)) != float(threshold_noise):
+            raise UserError(
+                f"train-snn: threshold_noise={threshold_noise} and the tgo objective's "
+                f"noise={params['noise']} disagree; give one of them"
+            )
     regularizer = OrthogonalityRegularizer(orth_beta) if snn_rat else None
     loss = build_objective(objective, regularizer=regularizer, **params)
+    prepare_model(loss, snn)  # tgo: noisy neurons, trained with and saved
     baseline = (
         SNN_RAT
         if snn_rat and objective == "rfgsm_at"
