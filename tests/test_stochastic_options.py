@@ -92,3 +92,25 @@ def test_evaluate_flags_are_checked(capsys: pytest.CaptureFixture[str], tmp_path
     code = main(["evaluate", str(ann), "--attack", "none", "--prediction-draws", "4",
                  "--out", str(tmp_path / "e"), "--quiet"])  # fmt: skip
     assert code == 2 and "odd" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # 11 s on the shared 2-core CPU
+def test_quickstart_pipeline_with_poisson_input_runs_end_to_end(tmp_path: Path) -> None:
+    """`robustsnn run --set snn.input_encoding=poisson` (the quickstart's cnn_small, shrunken):
+    every stage runs, the SNNs keep the encoding and their evaluation handles the randomness."""
+    from test_pipeline import _overrides, _tiny_npz
+
+    overrides = [*_overrides(_tiny_npz(tmp_path / "tiny.npz")), "snn.input_encoding=poisson",
+                 "eval.prediction_draws=5", "eval.escalate=false", "eval.workers=1"]  # fmt: skip
+    run = tmp_path / "run"
+    args = ["run", "--quiet", "--out", str(run), *sum((["--set", o] for o in overrides), [])]
+    assert main(args) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary) == {"ann", "snn_converted", "snn_finetuned"}
+    for name in ("snn_converted", "snn"):
+        assert json.loads((run / f"{name}.json").read_text())["input_encoding"] == "poisson"
+    evaluations = sorted(run.rglob("evaluation.json"))
+    infos = [json.loads(p.read_text()).get("randomness", {}) for p in evaluations]
+    handled = [i for i in infos if i.get("detected")]
+    assert len(handled) >= 2  # the converted and the finetuned SNN; the ANN is deterministic
+    assert all(i["handled"] and i["prediction_draws"] == 5 for i in handled)
