@@ -12,7 +12,13 @@ the fused kernels). It reads a network's structure and weights, then simulates i
   ``v_init * theta + init_membrane``; ``theta = max(threshold, threshold_min)``;
 - convolution, pooling, BatchNorm (eval statistics; per-step BatchNorms for BNTT), the input
   normalization, residual adds and the readout mean over T are numpy code below;
-- the same image is the input at every step (direct coding).
+- the same image is the input at every step (direct coding); a random network draws from the
+  numpy ``rng`` it is given (its own draws, not torch's): Poisson input coding is a Bernoulli
+  spike per pixel and step with probability equal to the pixel (``input_encoding="poisson"``),
+  and a noisy neuron (``threshold_noise = sigma``) fires where ``h >= theta + e`` with
+  ``e = sigma * theta * N(0, 1)`` drawn per neuron, step and sample; a soft reset subtracts
+  ``theta``, a hard reset sets ``u = e`` (the residual that robustsnn's threshold noise leaves
+  after a hard-reset spike, :mod:`robustsnn.snn.encoding`).
 
 Two entry points: :func:`simulate_network` for a :class:`~robustsnn.snn.SpikingNetwork` (its
 body is traced with ``torch.fx`` only to learn which layer feeds which), and
@@ -124,6 +130,7 @@ class _Neuron:
     strict: bool
     binary: bool
     init: np.ndarray | float
+    noise: float = 0.0  # threshold noise std relative to theta (0: deterministic)
 
 
 @dataclass
@@ -182,6 +189,7 @@ def _module_node(name: str, module: nn.Module, inputs: list[str]) -> _Node:
             strict=not module.fire_at_equal,
             binary=module.emit == "binary",
             init=init,
+            noise=float(getattr(module, "threshold_noise", 0.0) or 0.0),
         )
         return _Node(name, "neuron", inputs, {"neuron": neuron})
     if isinstance(module, Normalize):
@@ -336,23 +344,47 @@ class Simulation:
     spikes: dict[str, np.ndarray]
 
 
+def is_random_network(network: nn.Module) -> bool:
+    """Whether the network draws random numbers in its forward (Poisson input coding or a
+    noisy neuron), i.e. :func:`simulate_network` needs an ``rng``."""
+    if getattr(network, "input_encoding", "direct") != "direct":
+        return True
+    return any(float(getattr(m, "threshold_noise", 0.0) or 0.0) > 0 for m in network.modules())
+
+
 def simulate_network(
-    network: nn.Module, x: torch.Tensor | np.ndarray, T: int | None = None
+    network: nn.Module,
+    x: torch.Tensor | np.ndarray,
+    T: int | None = None,
+    rng: np.random.Generator | None = None,
 ) -> Simulation:
     """Simulate a SpikingNetwork on images ``x`` ``[B, C, H, W]`` in float64 for ``T`` steps
-    (default: the network's T; an ANN runs one step)."""
+    (default: the network's T; an ANN runs one step). A random network (Poisson input, noisy
+    neurons) draws from ``rng``, one draw per call, and refuses to run without one."""
     nodes = trace_network(network)
     own_steps = getattr(network, "T", 1) if network_body(network) is not network else 1
     steps = int(T if T is not None else own_steps)
+    encoding = str(getattr(network, "input_encoding", "direct"))
+    if encoding not in ("direct", "poisson"):
+        raise UserError(f"reference simulator: input encoding {encoding!r} is not supported")
+    if rng is None and is_random_network(network):
+        raise UserError(
+            "reference simulator: the network is random (Poisson input or threshold noise); "
+            "give simulate_network a numpy Generator (rng=) and take a majority over draws"
+        )
     data = (
         x.detach().cpu().double().numpy()
         if isinstance(x, torch.Tensor)
         else np.asarray(x, np.float64)
     )
+    image = data
     membranes: dict[str, np.ndarray] = {}
     spikes: dict[str, list[np.ndarray]] = {}
     outputs = []
     for t in range(steps):
+        if encoding == "poisson":
+            assert rng is not None
+            data = (rng.random(image.shape) < np.clip(image, 0.0, 1.0)).astype(np.float64)
         values: dict[str, Any] = {}
         for node in nodes:
             ins = [values[i] for i in node.inputs]
@@ -402,8 +434,13 @@ def simulate_network(
                         np.asarray(n.init, np.float64), current.shape
                     ).copy()
                 h = n.leak * membranes[node.name] + current
-                fired = h > n.theta if n.strict else h >= n.theta
-                membranes[node.name] = np.where(fired, h - n.theta if n.soft else 0.0, h)
+                offset: np.ndarray | float = 0.0
+                if n.noise:
+                    assert rng is not None
+                    offset = n.noise * n.theta * rng.standard_normal(np.shape(h))
+                fired = h > n.theta + offset if n.strict else h >= n.theta + offset
+                reset = h - n.theta if n.soft else offset
+                membranes[node.name] = np.where(fired, reset, h)
                 spikes.setdefault(p["module"], []).append(fired)
                 out = fired.astype(np.float64) * (1.0 if n.binary else n.theta)
             else:  # pragma: no cover - trace_network only makes the kinds above
@@ -491,4 +528,12 @@ def simulate_nir(
     return np.stack(outputs), {k: np.stack(v) for k, v in spikes.items()}
 
 
-__all__ = ["Simulation", "conv2d", "pool2d", "simulate_network", "simulate_nir", "trace_network"]
+__all__ = [
+    "Simulation",
+    "conv2d",
+    "is_random_network",
+    "pool2d",
+    "simulate_network",
+    "simulate_nir",
+    "trace_network",
+]

@@ -183,19 +183,25 @@ def single_logits(model: nn.Module, x: Tensor) -> Tensor:
     """Float32 logits of the model's real forward pass, one sample at a time (CPU ``[k, K]``).
 
     One sample per call makes a logit independent of which other samples were broken in the
-    same batch, so reloading an example reproduces its recorded logits bit for bit."""
-    from robustsnn.evaluation.views import is_snn
+    same batch, so reloading an example reproduces its recorded logits bit for bit. Each call
+    runs with torch's global generator seeded from a digest of the sample (the caller's state
+    restored after), so a random model's stored logits are one reproducible draw; a
+    deterministic model's are unchanged."""
+    from robustsnn.evaluation.stochastic import seeded_global_rng
+    from robustsnn.evaluation.views import derive_seed, is_snn, tensor_digest
     from robustsnn.snn.estimators import DEFAULT_ESTIMATOR
 
     rows = []
     with torch.no_grad():
         for i in range(x.shape[0]):
             sample = x[i : i + 1]
-            if is_snn(model):
-                with model.use_estimator(DEFAULT_ESTIMATOR):  # type: ignore[operator]
+            seed = derive_seed(0, "saved-logits", tensor_digest(sample))
+            with seeded_global_rng(seed, sample.device):
+                if is_snn(model):
+                    with model.use_estimator(DEFAULT_ESTIMATOR):  # type: ignore[operator]
+                        rows.append(model(sample).float().cpu())
+                else:
                     rows.append(model(sample).float().cpu())
-            else:
-                rows.append(model(sample).float().cpu())
     if not rows:
         return torch.zeros((0, 0), dtype=torch.float32)
     return torch.cat(rows)

@@ -14,6 +14,14 @@ that found it:
   wrote them, not required elsewhere);
 - the file holds exactly the evaluation's breaks (its count equals the records').
 
+A random model (Poisson input, noisy neurons, a wrapped model drawing random numbers: found
+random by its evaluation, or by two seeded passes when no evaluation.json says) is judged as
+its evaluation judged it (:mod:`robustsnn.evaluation.stochastic`): a break holds when the
+example is misclassified on a strict majority of M fresh draws (M: the evaluation's
+``prediction_draws``), by the float64 forward (torch's global generator seeded per draw and
+sample) and by the reference simulator (its own numpy draws); ``recheck.json`` keeps the
+wrong-draw counts and the Wilson interval of each break's misclassification probability.
+
 Transfer (:func:`transfer_matrix`): the examples saved for model A, run on model B: the share of
 them B misclassifies, among those whose clean image B classifies correctly.
 """
@@ -48,6 +56,7 @@ class RecheckResult:
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    random: dict[str, Any] = field(default_factory=dict)  # a random model's draws and votes
 
     @property
     def passed(self) -> bool:
@@ -99,17 +108,62 @@ def load_evaluated_model(folder: Path, meta: dict[str, Any]) -> tuple[nn.Module,
     return model, path
 
 
-def _logits64(model: nn.Module, x: Tensor) -> Tensor:
-    """Float64 logits of a copy of the model's real forward pass."""
-    from robustsnn.evaluation.views import is_snn
+def _logits64(model: nn.Module, x: Tensor, draw: int | None = None) -> Tensor:
+    """Float64 logits of a copy of the model's real forward pass. ``draw`` (a random model):
+    each sample's pass runs with torch's global generator seeded from the draw and the
+    sample's digest (fresh draws, independent of the evaluation's; the caller's state kept)."""
+    from robustsnn.evaluation.stochastic import seeded_global_rng
+    from robustsnn.evaluation.views import derive_seed, is_snn, tensor_digest
     from robustsnn.snn.estimators import DEFAULT_ESTIMATOR
 
     double = copy.deepcopy(model).double().eval()
+
+    def one(sample: Tensor) -> Tensor:
+        if draw is None:
+            return double(sample)
+        seed = derive_seed(RECHECK_SEED, "recheck", draw, tensor_digest(sample))
+        with seeded_global_rng(seed, sample.device):
+            return double(sample)
+
     with torch.no_grad():
         if is_snn(double):
             with double.use_estimator(DEFAULT_ESTIMATOR):  # type: ignore[operator]
-                return torch.cat([double(x[i : i + 1].double()) for i in range(x.shape[0])])
-        return torch.cat([double(x[i : i + 1].double()) for i in range(x.shape[0])])
+                return torch.cat([one(x[i : i + 1].double()) for i in range(x.shape[0])])
+        return torch.cat([one(x[i : i + 1].double()) for i in range(x.shape[0])])
+
+
+RECHECK_SEED = 0
+"""Seed of a random model's fresh draws in a recheck (fixed: a recheck repeats)."""
+
+
+def random_model_draws(folder: Path, model: nn.Module, x: Tensor) -> int:
+    """M, the draws per verdict for a random model (the evaluation's ``prediction_draws``); 0
+    for a deterministic one. The evaluation's ``randomness`` entry decides; without one, two
+    seeded passes on ``x`` do (:func:`~robustsnn.evaluation.stochastic.detect_randomness`)."""
+    from robustsnn.evaluation.stochastic import StochasticConfig, detect_randomness
+
+    default = StochasticConfig().prediction_draws
+    info: Any = None
+    evaluation = folder / "evaluation.json"
+    if evaluation.is_file():
+        try:
+            info = json.loads(evaluation.read_text()).get("randomness")
+        except (ValueError, AttributeError):
+            info = None
+    if isinstance(info, dict) and "detected" in info:
+        if not info["detected"]:
+            return 0
+        draws = info.get("prediction_draws")
+        return int(draws) if isinstance(draws, int) and draws >= 1 else default
+    if not x.shape[0]:
+        return 0
+    random, _ = detect_randomness(model, x[:8].float(), RECHECK_SEED)
+    return default if random else 0
+
+
+def _wrong_draws(verdicts: list[Tensor]) -> Tensor:
+    """Per row, how many of the draws' verdicts (bool ``[k]`` each) say misclassified."""
+    return torch.stack(verdicts).sum(0) if verdicts else torch.zeros(0, dtype=torch.long)
 
 
 def misclassified(logits: Tensor, labels: Tensor) -> Tensor:
@@ -265,7 +319,8 @@ def _recheck_examples(
                 f"{list(dataset.shape[1:])}"
             )
             return
-    logits64 = _logits64(model, adv)
+    draws = random_model_draws(folder, model, adv)
+    logits64 = _logits64(model, adv, 0 if draws else None)
     classes = int(logits64.shape[1])
     bad_label = (labels < 0) | (labels >= classes)
     for row in bad_label.nonzero().squeeze(1).tolist():
@@ -273,14 +328,35 @@ def _recheck_examples(
     safe_labels = labels.clamp(0, classes - 1)
     wrong64 = misclassified(logits64, safe_labels) & ~bad_label
     wrong_ref = torch.ones_like(wrong64)
+    votes64 = votes_ref = None
+    if draws:  # a random model: the majority of M fresh draws, as the evaluation judged
+        votes64 = _wrong_draws(
+            [wrong64.long()]
+            + [misclassified(_logits64(model, adv, d), safe_labels).long() for d in range(1, draws)]
+        )
+        wrong64 = (2 * votes64 > draws) & ~bad_label
     if reference:
+        import numpy as np
+
         try:
-            sim = simulate_network(model, adv.double())
+            if draws:
+                rng = np.random.default_rng(RECHECK_SEED)
+                votes_ref = _wrong_draws(
+                    [
+                        misclassified(
+                            torch.from_numpy(simulate_network(model, adv.double(), rng=rng).logits),
+                            safe_labels,
+                        ).long()
+                        for _ in range(draws)
+                    ]
+                )
+                wrong_ref = (2 * votes_ref > draws) & ~bad_label
+            else:
+                sim = simulate_network(model, adv.double())
+                wrong_ref = misclassified(torch.from_numpy(sim.logits), safe_labels) & ~bad_label
         except UserError as exc:  # a layer it does not know: said, and not counted as checked
             result.notes.append(f"reference simulator skipped: {exc}")
             reference = False
-        else:
-            wrong_ref = misclassified(torch.from_numpy(sim.logits), safe_labels) & ~bad_label
     from robustsnn.evaluation.adversarial import single_logits
 
     recomputed = single_logits(model, adv)
@@ -318,10 +394,18 @@ def _recheck_examples(
             if not torch.equal(_to_float(dataset[int(examples.index[row])]), clean[row]):
                 fail(row, "the stored clean image is not the dataset's image at this index")
         if not bool(wrong64[row]) and not bool(bad_label[row]):
-            fail(row, f"correctly classified by the float64 forward (predicts "
-                      f"{int(logits64[row].argmax())}, true class {int(labels[row])})")  # fmt: skip
+            if votes64 is not None:
+                fail(row, f"misclassified on only {int(votes64[row])} of {draws} fresh draws of "
+                          "the float64 forward (a break needs a strict majority)")  # fmt: skip
+            else:
+                fail(row, f"correctly classified by the float64 forward (predicts "
+                          f"{int(logits64[row].argmax())}, true class {int(labels[row])})")  # fmt: skip
         if reference and not bool(wrong_ref[row]) and not bool(bad_label[row]):
-            fail(row, "correctly classified by the reference simulator (float64)")
+            if votes_ref is not None:
+                fail(row, f"misclassified on only {int(votes_ref[row])} of {draws} draws of the "
+                          "reference simulator (a break needs a strict majority)")  # fmt: skip
+            else:
+                fail(row, "correctly classified by the reference simulator (float64)")
     result.counts = {
         "saved": k,
         "in_range": int(((low >= 0) & (high <= 1)).sum()),
@@ -330,6 +414,23 @@ def _recheck_examples(
         "misclassified_reference": int(wrong_ref.sum()) if reference else -1,
         "logits_reproduced": int(reproduced.sum()),
     }
+    if draws:
+        result.counts["draws"] = draws
+        result.random = {
+            "draws": draws,
+            "wrong_draws_float64": [int(v) for v in (votes64 if votes64 is not None else [])],
+            "misclassification_ci95_float64": [
+                list(wilson_interval(int(v), draws))
+                for v in (votes64 if votes64 is not None else [])
+            ],
+        }
+        if votes_ref is not None:
+            result.random["wrong_draws_reference"] = [int(v) for v in votes_ref]
+        result.notes.append(
+            f"random model: each break judged by the majority of {draws} fresh draws (float64 "
+            "forward; reference simulator with its own draws), as the evaluation judged it; "
+            "the stored float32 logits are one seeded draw"
+        )
     largest = float(distance.max())
     result.notes.append(
         f"max |x_adv - x| = {largest:.9g}, eps = {eps:.9g} (float32 rounding above eps: "
@@ -353,6 +454,7 @@ def recheck(path: str | Path, reference: bool = True, write: bool = True) -> lis
                     "failures": result.failures,
                     "notes": result.notes,
                     "reference_simulator": reference,
+                    **({"random": result.random} if result.random else {}),
                 },
             )
     return results
@@ -375,6 +477,7 @@ def recheck_lines(results: Sequence[RecheckResult]) -> list[str]:
                 f"{c['in_eps_ball']}/{c['saved']}, misclassified by float64 forward "
                 f"{c['misclassified_float64']}/{c['saved']}, by {ref}; float32 logits "
                 f"reproduced bit for bit {c['logits_reproduced']}/{c['saved']}"
+                + (f" (random model: majority of {c['draws']} draws)" if c.get("draws") else "")
             )
         else:
             lines.append(f"{'PASS' if r.passed else 'FAIL'} {r.folder}: {r.examples} saved breaks")
