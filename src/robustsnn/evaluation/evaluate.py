@@ -10,7 +10,9 @@ dict of DESIGN.md section 5. Semantics (PAPER.md section 5):
   per member) and the ensemble result is the per-sample AND;
 - an adversarial example counts only if the model's *real* forward pass (default estimator,
   ``torch.no_grad``) misclassifies it: an attack's own logits (e.g. the ANN proxy's) are never
-  trusted;
+  trusted; a random model's example must be misclassified by the majority of M draws twice,
+  the screen's (the ensemble's success test) and then the verdict's, a seed stream no search
+  draws from (:mod:`robustsnn.evaluation.stochastic`);
 - every attack call gets a generator seeded from (seed, batch index, member name), so results do
   not depend on the order batches run in, nor on resuming;
 - with ``state_dir``, every finished batch is saved atomically; a restart with the same settings
@@ -65,7 +67,7 @@ from robustsnn.evaluation.views import (
     model_digest,
     real_logits,
     real_predict,
-    real_votes,
+    real_verdict,
     seeded_generator,
     tensor_digest,
 )
@@ -317,13 +319,20 @@ def _run_batch(
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     clean_logits = real_logits(model, xb)
-    clean_pred = clean_logits.argmax(1) if clean_logits is not None else real_predict(model, xb)
+    # a random model: the verdict stream's (majority labels, wrong draws, M); else None
+    clean_votes = real_verdict(model, xb, yb) if clean_logits is None else None
+    if clean_logits is not None:
+        clean_pred = clean_logits.argmax(1)
+    elif clean_votes is not None:
+        clean_pred = clean_votes[0]
+    else:
+        clean_pred = real_predict(model, xb)
     # per sample: the real model's margin z_y - max_{j != y} z_j at the clean input and the
     # smallest any member's example reached (how close the attacks came; a deterministic model)
     clean_margin = real_margin(clean_logits, yb) if clean_logits is not None else None
     closest = clean_margin.clone() if clean_margin is not None else None
-    clean_votes = real_votes(model, xb, yb)  # a random model's (wrong draws, M); else None
     adversarial_wrong: dict[int, int] = {}
+    unconfirmed: list[list[str]] = [[] for _ in range(xb.shape[0])]
     seconds["clean"] = time.perf_counter() - start
     correct = clean_pred == yb
     standing = correct.clone()
@@ -358,17 +367,32 @@ def _run_batch(
                 stacklevel=2,
             )
         adv_logits = real_logits(model, x_adv)
+        # a random model: the screen's majority (real_predict), which searches may have seen
         pred = adv_logits.argmax(1) if adv_logits is not None else real_predict(model, x_adv)
         if closest is not None and adv_logits is not None:
             reached = real_margin(adv_logits, yb[idx])
             reached[~valid] = math.inf
             closest[idx] = torch.minimum(closest[idx], reached)
-        votes = real_votes(model, x_adv, yb[idx])
-        seconds[member.name] = time.perf_counter() - start
         fooled = (pred != yb[idx]) & valid
-        if votes is not None:
-            for row in (fooled & standing[idx]).nonzero().squeeze(1).tolist():
-                adversarial_wrong[int(idx[row])] = int(votes[0][row])
+        if clean_votes is not None and bool(fooled.any()):
+            # ... so each example it calls broken is confirmed on the verdict stream's draws
+            rows = fooled.nonzero().squeeze(1)
+            verdict = real_verdict(model, x_adv[rows], yb[idx][rows])
+            if verdict is not None:
+                labels, wrong, draws = verdict
+                held = 2 * wrong > draws
+                pred = pred.clone()
+                pred[rows] = labels
+                fooled[rows[~held]] = False
+                for row, count, ok in zip(
+                    rows.tolist(), wrong.tolist(), held.tolist(), strict=True
+                ):
+                    position = int(idx[row])
+                    if not ok:
+                        unconfirmed[position].append(member.name)
+                    elif bool(standing[position]):
+                        adversarial_wrong[position] = int(count)
+        seconds[member.name] = time.perf_counter() - start
         for position in idx[fooled].tolist():
             broken_all[position].append(member.name)
         first = idx[fooled & standing[idx]]
@@ -403,14 +427,16 @@ def _run_batch(
             record["broken_by_all"] = broken_all[i]
         if refused[i]:
             record["refused_by"] = refused[i]
-        if clean_votes is not None:  # a random model: majority of M draws, counts kept
-            record["draws"] = clean_votes[1]
-            record["clean_wrong_draws"] = int(clean_votes[0][i])
+        if clean_votes is not None:  # a random model: majority of M verdict draws, counts kept
+            record["draws"] = clean_votes[2]
+            record["clean_wrong_draws"] = int(clean_votes[1][i])
             if i in adversarial_wrong:
                 record["adversarial_wrong_draws"] = adversarial_wrong[i]
                 record["misclassification_ci95"] = misclassification_interval(
-                    adversarial_wrong[i], clean_votes[1]
+                    adversarial_wrong[i], clean_votes[2]
                 )
+            if unconfirmed[i]:  # the screen called these members' examples wrong, not the verdict
+                record["unconfirmed_by"] = unconfirmed[i]
         records.append(record)
     return {"records": records, "seconds": seconds}
 

@@ -14,14 +14,23 @@ checks compare noise with noise. :func:`resolve_randomness` (called by
   a variance check on a few samples: doubled until the cosine between two independent K-draw
   mean gradients reaches ``cosine`` (capped at ``max_draws``), not a constant;
 - **predictions by majority**: a sample counts as correctly classified when a strict majority
-  of M fresh draws give its label; an adversarial example is a break only when it is
-  misclassified on more than half of M fresh draws (records carry the counts, a break the
-  Wilson interval of its misclassification probability). Clean accuracy is the same majority;
+  of M draws give its label; an adversarial example is a break only when it is misclassified
+  on more than half of M draws (records carry the counts, a break the Wilson interval of its
+  misclassification probability). Clean accuracy is the same majority;
+- **verdicts on draws no search saw**: the majority that decides which examples a member broke
+  (the *screen*, :func:`~robustsnn.evaluation.views.real_predict`) is part of the search: the
+  ensemble keeps the first example it calls wrong. Each example the screen calls broken is
+  then confirmed by the *verdict*: M draws of a seed stream of its own that no attack, check
+  or screen draws from (:func:`~robustsnn.evaluation.views.real_verdict`); only a confirmed
+  example is a break, and its record's counts are the verdict's. The clean prediction is the
+  verdict stream's too. (Seeds reused by the search would count examples that merely won
+  their own draws);
 - **the checks learn the same**: inside the evaluation, every check's attack sees the EOT view
   and every verdict is the majority vote; a random model evaluated without this handling
   (``mode="off"``) fails the ``randomness`` check;
 - **repeatable**: torch's global generator (CPU, and the model's CUDA device) is seeded from the
-  evaluation seed and a digest of the input around every forward pass, and the caller's
+  evaluation seed, the seed stream (attack views, screen, verdict: :data:`SCREEN`,
+  :data:`VERDICT`) and a digest of the input around every forward pass, and the caller's
   generator state is restored after, so two runs with one seed give identical records even for
   a model that draws from the global generator. A model with a private generator is detected
   and handled, but its draws are its own.
@@ -57,6 +66,19 @@ from robustsnn.snn import DEFAULT_ESTIMATOR, SpikingNetwork
 
 RANDOMNESS_MODES = ("auto", "off", "force")
 CHECK_NAME = "randomness"
+
+# The seed streams of a random model's forward passes. Every stream seeds torch's global
+# generator from (evaluation seed, stream labels, digest of the input batch), so two streams
+# never share draws and each repeats for one evaluation seed:
+#   "eot"      the attack views (EOTView): what every attack, and every check's attack, sees;
+#   SCREEN     real_predict's majority votes: the ensemble's success test (which samples a
+#              member broke, early exit, the example kept), the checks' verdicts; searches
+#              may select on these draws;
+#   VERDICT    the final verdicts of the records only (real_verdict): the clean prediction and
+#              the confirmation of every example the screen calls broken. Nothing else draws
+#              from it, so a break's verdict is independent of every draw that selected it.
+SCREEN = "predict"
+VERDICT = "verdict"
 
 
 @dataclass(frozen=True)
@@ -341,13 +363,17 @@ class Randomness:
         return EOTView(base, self.draws_for(estimator), self.seed, estimator)
 
     @torch.no_grad()
-    def votes(self, x: Tensor) -> Tensor:
-        """Labels of M fresh draws ``[N, M]`` (seeded by the input; the last few cached)."""
-        key = tensor_digest(x)
+    def votes(self, x: Tensor, stream: str = SCREEN) -> Tensor:
+        """Labels of M draws ``[N, M]`` of one seed stream (:data:`SCREEN` or :data:`VERDICT`),
+        seeded by the stream and the input; the last few cached."""
+        if stream not in (SCREEN, VERDICT):
+            raise ValueError(f"unknown seed stream {stream!r}")
+        digest = tensor_digest(x)
+        key = f"{stream}:{digest}"
         cached = self._votes.get(key)
         if cached is not None:
             return cached
-        seed = derive_seed(self.seed, "randomness", "predict", key)
+        seed = derive_seed(self.seed, "randomness", stream, digest)
         with randomness_scope(None), seeded_global_rng(seed, x.device):
             draws = [real_predict(self.model, x) for _ in range(self.prediction_draws)]
         result = (
@@ -361,23 +387,18 @@ class Randomness:
         return result
 
     def predict(self, x: Tensor, batch_size: int | None = None) -> Tensor:
-        """The label of a strict majority of M draws, -1 where no label has one."""
+        """The label of a strict majority of M screen draws, -1 where no label has one."""
         chunks = [x] if not batch_size or x.shape[0] <= batch_size else list(x.split(batch_size))
-        labels = []
-        for chunk in chunks:
-            votes = self.votes(chunk)
-            if votes.shape[0] == 0:
-                labels.append(torch.zeros(0, dtype=torch.long, device=x.device))
-                continue
-            mode = votes.mode(dim=1).values
-            count = (votes == mode.unsqueeze(1)).sum(1)
-            labels.append(torch.where(2 * count > votes.shape[1], mode, torch.full_like(mode, -1)))
+        labels = [_majority(self.votes(chunk)) for chunk in chunks]
         return torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=x.device)
 
-    def wrong_draws(self, x: Tensor, y: Tensor) -> tuple[Tensor, int]:
-        """Per sample, the number of the M draws that misclassify ``x``; and M."""
-        votes = self.votes(x)
-        return (votes != y.to(votes.device).unsqueeze(1)).sum(1), self.prediction_draws
+    def verdict(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, int]:
+        """The final verdict on ``x`` from M draws of the verdict stream (which nothing else
+        draws from): per sample the majority label (-1: none), the number of draws that
+        misclassify ``x``, and M."""
+        votes = self.votes(x, VERDICT)
+        wrong = (votes != y.to(votes.device).unsqueeze(1)).sum(1)
+        return _majority(votes), wrong, self.prediction_draws
 
     # -- the evaluation's use
 
@@ -395,6 +416,8 @@ class Randomness:
             "prediction_draws": self.prediction_draws,
             "eot_draws": cfg.eot_draws if cfg.eot_draws is not None else "variance check",
             "check": [cfg.min_draws, cfg.max_draws, cfg.cosine, cfg.check_samples],
+            # batches saved before verdicts had their own seed stream are not resumed
+            "streams": [SCREEN, VERDICT],
         }
 
     def describe(self, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -404,8 +427,10 @@ class Randomness:
             how = (
                 f"expectation over randomness: attacks average logits (so gradients) over "
                 f"K draws per step ({per}), predictions are the strict majority of "
-                f"M = {self.prediction_draws} fresh draws, a break needs a misclassification on "
-                "more than half of them"
+                f"M = {self.prediction_draws} draws, a break needs a misclassification on "
+                "more than half of them: first on the screen's draws (the ensemble's success "
+                "test), then on the verdict's, a seed stream no attack, check or screen draws "
+                "from"
             )
         elif self.detected:
             how = (
@@ -426,6 +451,11 @@ class Randomness:
             "input around every forward pass, and restored after",
         }
         if self.active:
+            result["seed_streams"] = {
+                "attack": "eot",
+                "screen": SCREEN,
+                "verdict": VERDICT,
+            }
             result["eot_draws_by_estimator"] = dict(self.draws)
         if self.cosines:
             result["eot_draws_check"] = {
@@ -556,6 +586,15 @@ def step_config(described: Mapping[str, Any] | None, given: Any) -> Any:
         return given
     cfg = StochasticConfig.resolve(given)
     return replace(cfg, mode="force", prediction_draws=int(described["prediction_draws"]))
+
+
+def _majority(votes: Tensor) -> Tensor:
+    """Per row of ``[N, M]`` labels: the label of a strict majority, -1 where none has one."""
+    if votes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=votes.device)
+    mode = votes.mode(dim=1).values
+    count = (votes == mode.unsqueeze(1)).sum(1)
+    return torch.where(2 * count > votes.shape[1], mode, torch.full_like(mode, -1))
 
 
 def _label(estimator: str | None) -> str:

@@ -3,7 +3,8 @@
 An attack never sees the SNN directly: a member's attack runs on ``attack_view(model, estimator)``
 (the SNN through one gradient estimator, DESIGN.md section 3). Whether an adversarial example
 counts is always decided by :func:`real_predict`: the model's own forward pass with the default
-estimator under ``torch.no_grad`` (the ANN proxy's logits, for one, differ from the SNN's).
+estimator under ``torch.no_grad`` (the ANN proxy's logits, for one, differ from the SNN's). A
+random model's break must also hold on :func:`real_verdict`'s draws, a seed stream of their own.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class RandomnessHandler(Protocol):
 
     def predict(self, x: Tensor, batch_size: int | None = None) -> Tensor: ...
 
-    def wrong_draws(self, x: Tensor, y: Tensor) -> tuple[Tensor, int]: ...
+    def verdict(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, int]: ...
 
 
 _RANDOMNESS: ContextVar[RandomnessHandler | None] = ContextVar("randomness", default=None)
@@ -56,11 +57,14 @@ def _handler(model: nn.Module) -> RandomnessHandler | None:
     return handler if handler is not None and handler.handles(model) else None
 
 
-def real_votes(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, int] | None:
-    """For a random model in a :func:`randomness_scope`: per sample, how many of the M draws
-    misclassify ``x``, and M; None for a model evaluated as deterministic."""
+def real_verdict(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, int] | None:
+    """For a random model in a :func:`randomness_scope`: the evaluation's final verdict on
+    ``x``, from M draws of the verdict seed stream, which no attack, check or
+    :func:`real_predict` ever draws from: per sample the label of a strict majority of the
+    draws (-1 where none has one), how many of them misclassify ``x``, and M. None for a model
+    evaluated as deterministic (its verdict is :func:`real_logits`)."""
     handler = _handler(model)
-    return handler.wrong_draws(x, y) if handler is not None else None
+    return handler.verdict(x, y) if handler is not None else None
 
 
 def is_snn(model: nn.Module) -> bool:
@@ -128,7 +132,9 @@ def real_predict(model: nn.Module, x: Tensor, batch_size: int | None = None) -> 
     """Predicted labels of the model's real forward pass (default estimator, no graph).
 
     A random model inside a :func:`randomness_scope`: the label a strict majority of M draws
-    gives, or -1 where no label has one (counted as a misclassification)."""
+    gives, or -1 where no label has one (counted as a misclassification). These draws are the
+    screen's, which searches may see (attacks, the checks, the ensemble's early exit); the
+    evaluation's final verdict on a break is :func:`real_verdict`'s, on draws of its own."""
     handler = _handler(model)
     if handler is not None:
         return handler.predict(x, batch_size)
