@@ -735,8 +735,14 @@ _add(
             finisher_targets=9,
         ),
         *RELIABLE_PLUS_V1,
+        # `reliable`'s close-call members that reliable-plus-v1 lacks: APGD-DLR on every
+        # standing sample, the restarted round where the attacks came within 0.2
+        Member("apgd-dlr", "bptt-rel-pcw-0.5", {"n_iter": 300}),
+        Member("apgd-dlr", ANCHOR_ESTIMATOR, {"n_iter": 300}),
+        *(m for m in close_call_members() if m.close_call == CLOSE_CALL_TIGHT),
     ),
     "escalation level 2: a race of SA-PGD-300 through the reference pool's 28 scale-free "
     "estimators (keep 8/4/2 after 10/40/120 iterations, APGD-T with 9 targets through the "
-    "winner), then every member of reliable-plus-v1",
+    "winner), every member of reliable-plus-v1, APGD-DLR-300 through the relative width 0.5 and "
+    "ASSG, and reliable's restarted close-call round",
 )
