@@ -99,3 +99,41 @@ def test_close_call_in_specs_and_bad_values() -> None:
     for bad in (-0.1, "half", True):
         with pytest.raises(UserError, match="close_call"):
             Member("fgsm", close_call=bad)  # type: ignore[arg-type]
+
+
+def _covers(strong: Member, weak: Member) -> bool:
+    """``strong`` runs the same attack through the same estimator at least as long, on at least
+    the samples ``weak`` runs on (a looser or no close-call gate)."""
+    if strong.attack != weak.attack or strong.estimator != weak.estimator:
+        return False
+    if weak.close_call is not None and strong.close_call is not None:
+        if strong.close_call < weak.close_call:
+            return False
+    elif strong.close_call is not None:
+        return False
+    if weak.attack == "race":
+        bigger = set(weak.params["estimators"]) <= set(strong.params["estimators"])
+        return bigger and strong.params["steps"] >= weak.params["steps"]
+    for key in ("steps", "n_iter", "n_queries", "n_target_classes", "restarts", "n_restarts"):
+        if key in weak.params and strong.params.get(key, 1) < weak.params[key]:
+            return False
+    return True
+
+
+def test_every_reliable_member_is_covered_by_the_escalation_level() -> None:
+    """Escalating from `reliable` to `reliable-plus` never drops a kind of member: each of
+    `reliable`'s members has one in `reliable-plus` with the same attack and estimator, at
+    least its length and targets, on at least its samples."""
+    from robustsnn.evaluation.ensembles import ENSEMBLES
+
+    plus = ENSEMBLES.get("reliable-plus").members
+    for member in ENSEMBLES.get("reliable").members:
+        if member.attack == "race":
+            races = [m for m in plus if m.attack == "race"]
+            assert any(
+                set(member.params["estimators"]) <= set(m.params["estimators"])
+                and m.params["steps"] >= member.params["steps"]
+                for m in races
+            ), member.name
+            continue
+        assert any(_covers(m, member) for m in plus), member.name
