@@ -295,6 +295,134 @@ class _ResumeState:
 # --------------------------------------------------------------------------- one batch
 
 
+class _BatchBook:
+    """Per-sample bookkeeping of one batch while its members run: who stands, who broke it,
+    the closest call (a deterministic model's margins) and a random model's verdict counts."""
+
+    def __init__(self, model: nn.Module, xb: Tensor, yb: Tensor) -> None:
+        n = xb.shape[0]
+        self.yb = yb
+        logits = real_logits(model, xb)
+        # a random model: the verdict stream's (majority labels, wrong draws, M); else None
+        self.clean_votes = real_verdict(model, xb, yb) if logits is None else None
+        if logits is not None:
+            self.clean_pred = logits.argmax(1)
+        elif self.clean_votes is not None:
+            self.clean_pred = self.clean_votes[0]
+        else:
+            self.clean_pred = real_predict(model, xb)
+        # per sample: the real model's margin z_y - max_{j != y} z_j at the clean input and the
+        # smallest any member's example reached (how close the attacks came)
+        self.clean_margin = real_margin(logits, yb) if logits is not None else None
+        self.closest = self.clean_margin.clone() if self.clean_margin is not None else None
+        self.correct = self.clean_pred == yb
+        self.standing = self.correct.clone()
+        self.prediction = self.clean_pred.clone()
+        self.broken_by: list[str | None] = [None] * n
+        self.broken_all: list[list[str]] = [[] for _ in range(n)]
+        self.refused: list[list[str]] = [[] for _ in range(n)]
+        self.unconfirmed: list[list[str]] = [[] for _ in range(n)]
+        self.adversarial_wrong: dict[int, int] = {}
+
+    def targets(self, member: Member, independent: bool) -> Tensor:
+        """Positions ``member`` attacks: the standing (or, independent, the clean-correct)
+        samples, within its close-call fraction of the clean margin if it has one."""
+        active = self.correct if independent else self.standing
+        if (
+            member.close_call is not None
+            and self.closest is not None
+            and self.clean_margin is not None
+        ):
+            active = active & (self.closest <= member.close_call * self.clean_margin)
+        return active.nonzero().squeeze(1)
+
+    def judge(
+        self, model: nn.Module, member: str, idx: Tensor, x_adv: Tensor, valid: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The real model's labels of ``x_adv`` and which of them count as breaks; updates the
+        closest calls. A random model: each break the screen (``real_predict``, which searches
+        may have seen) calls is confirmed on the verdict stream's draws."""
+        y = self.yb[idx]
+        adv_logits = real_logits(model, x_adv)
+        pred = adv_logits.argmax(1) if adv_logits is not None else real_predict(model, x_adv)
+        if self.closest is not None and adv_logits is not None:
+            reached = real_margin(adv_logits, y)
+            reached[~valid] = math.inf
+            self.closest[idx] = torch.minimum(self.closest[idx], reached)
+        fooled = (pred != y) & valid
+        if self.clean_votes is not None and bool(fooled.any()):
+            rows = fooled.nonzero().squeeze(1)
+            verdict = real_verdict(model, x_adv[rows], y[rows])
+            if verdict is not None:
+                labels, wrong, draws = verdict
+                held = 2 * wrong > draws
+                pred = pred.clone()
+                pred[rows] = labels
+                fooled[rows[~held]] = False
+                for row, count, ok in zip(
+                    rows.tolist(), wrong.tolist(), held.tolist(), strict=True
+                ):
+                    position = int(idx[row])
+                    if not ok:
+                        self.unconfirmed[position].append(member)
+                    elif bool(self.standing[position]):
+                        self.adversarial_wrong[position] = int(count)
+        return pred, fooled
+
+    def record(self, i: int, index: int, any_members: bool, independent: bool) -> dict[str, Any]:
+        """Sample ``i``'s record (``index``: its dataset index)."""
+        record: dict[str, Any] = {
+            "index": index,
+            "label": int(self.yb[i]),
+            "clean_correct": bool(self.correct[i]),
+            "clean_prediction": int(self.clean_pred[i]),
+            "robust": bool(self.standing[i]) if any_members else bool(self.correct[i]),
+            "broken_by": self.broken_by[i],
+            "prediction": int(self.prediction[i]),
+        }
+        if self.clean_margin is not None and self.closest is not None:
+            record["clean_margin"] = _margin_value(self.clean_margin[i])
+            if bool(self.correct[i]) and any_members:
+                record["margin"] = _margin_value(self.closest[i])
+        if independent:
+            record["broken_by_all"] = self.broken_all[i]
+        if self.refused[i]:
+            record["refused_by"] = self.refused[i]
+        votes = self.clean_votes
+        if votes is not None:  # a random model: majority of M verdict draws, counts kept
+            record["draws"] = votes[2]
+            record["clean_wrong_draws"] = int(votes[1][i])
+            if i in self.adversarial_wrong:
+                record["adversarial_wrong_draws"] = self.adversarial_wrong[i]
+                record["misclassification_ci95"] = misclassification_interval(
+                    self.adversarial_wrong[i], votes[2]
+                )
+            if self.unconfirmed[
+                i
+            ]:  # the screen called these members' examples wrong, not the verdict
+                record["unconfirmed_by"] = self.unconfirmed[i]
+        return record
+
+
+def _valid_or_warn(
+    member: str, x_adv: Tensor, x: Tensor, eps: float, idx: Tensor, refused: list[list[str]]
+) -> Tensor:
+    """Which examples are finite, in [0, 1] and in the eps-ball; the others are refused (named
+    in ``refused`` per position) with a warning."""
+    valid = adv_store.valid_examples(x_adv, x, eps)
+    if not bool(valid.all()):
+        for position in idx[~valid].tolist():
+            refused[position].append(member)
+        warnings.warn(
+            f"member {member!r} returned {int((~valid).sum())} example(s) outside "
+            f"[0, 1] or the eps-ball (eps {eps:.6g}) or not finite; refused: they do not "
+            "count as breaks (attack bug)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return valid
+
+
 def _run_batch(
     model: nn.Module,
     xb: Tensor,
@@ -318,35 +446,13 @@ def _run_batch(
     (if given) receives, per broken position, the example that broke it and the member."""
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    clean_logits = real_logits(model, xb)
-    # a random model: the verdict stream's (majority labels, wrong draws, M); else None
-    clean_votes = real_verdict(model, xb, yb) if clean_logits is None else None
-    if clean_logits is not None:
-        clean_pred = clean_logits.argmax(1)
-    elif clean_votes is not None:
-        clean_pred = clean_votes[0]
-    else:
-        clean_pred = real_predict(model, xb)
-    # per sample: the real model's margin z_y - max_{j != y} z_j at the clean input and the
-    # smallest any member's example reached (how close the attacks came; a deterministic model)
-    clean_margin = real_margin(clean_logits, yb) if clean_logits is not None else None
-    closest = clean_margin.clone() if clean_margin is not None else None
-    adversarial_wrong: dict[int, int] = {}
-    unconfirmed: list[list[str]] = [[] for _ in range(xb.shape[0])]
+    book = _BatchBook(model, xb, yb)
     seconds["clean"] = time.perf_counter() - start
-    correct = clean_pred == yb
-    standing = correct.clone()
-    prediction = clean_pred.clone()
-    broken_by: list[str | None] = [None] * xb.shape[0]
-    broken_all: list[list[str]] = [[] for _ in range(xb.shape[0])]
-    refused: list[list[str]] = [[] for _ in range(xb.shape[0])]
+    standing = book.standing
 
     for member, attack, view in zip(members, attacks, views, strict=True):
         on_member(member.name)
-        active = correct if independent else standing
-        if member.close_call is not None and closest is not None and clean_margin is not None:
-            active = active & (closest <= member.close_call * clean_margin)
-        idx = active.nonzero().squeeze(1)
+        idx = book.targets(member, independent)
         seconds[member.name] = 0.0
         if idx.numel() == 0:
             continue
@@ -355,52 +461,17 @@ def _run_batch(
         x_adv = attack(view, xb[idx], yb[idx], generator=generator)
         if x_adv.shape != xb[idx].shape:
             raise RuntimeError(f"member {member.name!r} returned examples of another shape")
-        valid = adv_store.valid_examples(x_adv, xb[idx], eps)
-        if not bool(valid.all()):
-            for position in idx[~valid].tolist():
-                refused[position].append(member.name)
-            warnings.warn(
-                f"member {member.name!r} returned {int((~valid).sum())} example(s) outside "
-                f"[0, 1] or the eps-ball (eps {eps:.6g}) or not finite; refused: they do not "
-                "count as breaks (attack bug)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        adv_logits = real_logits(model, x_adv)
-        # a random model: the screen's majority (real_predict), which searches may have seen
-        pred = adv_logits.argmax(1) if adv_logits is not None else real_predict(model, x_adv)
-        if closest is not None and adv_logits is not None:
-            reached = real_margin(adv_logits, yb[idx])
-            reached[~valid] = math.inf
-            closest[idx] = torch.minimum(closest[idx], reached)
-        fooled = (pred != yb[idx]) & valid
-        if clean_votes is not None and bool(fooled.any()):
-            # ... so each example it calls broken is confirmed on the verdict stream's draws
-            rows = fooled.nonzero().squeeze(1)
-            verdict = real_verdict(model, x_adv[rows], yb[idx][rows])
-            if verdict is not None:
-                labels, wrong, draws = verdict
-                held = 2 * wrong > draws
-                pred = pred.clone()
-                pred[rows] = labels
-                fooled[rows[~held]] = False
-                for row, count, ok in zip(
-                    rows.tolist(), wrong.tolist(), held.tolist(), strict=True
-                ):
-                    position = int(idx[row])
-                    if not ok:
-                        unconfirmed[position].append(member.name)
-                    elif bool(standing[position]):
-                        adversarial_wrong[position] = int(count)
+        valid = _valid_or_warn(member.name, x_adv, xb[idx], eps, idx, book.refused)
+        pred, fooled = book.judge(model, member.name, idx, x_adv, valid)
         seconds[member.name] = time.perf_counter() - start
         for position in idx[fooled].tolist():
-            broken_all[position].append(member.name)
+            book.broken_all[position].append(member.name)
         first = idx[fooled & standing[idx]]
         for position, label in zip(
             first.tolist(), pred[fooled & standing[idx]].tolist(), strict=True
         ):
-            broken_by[position] = member.name
-            prediction[position] = label
+            book.broken_by[position] = member.name
+            book.prediction[position] = label
         if keep is not None:
             for row, position in zip(
                 (fooled & standing[idx]).nonzero().squeeze(1).tolist(), first.tolist(), strict=True
@@ -408,36 +479,9 @@ def _run_batch(
                 keep[position] = (x_adv[row], member.name)
         standing[first] = False
 
-    records = []
-    for i in range(xb.shape[0]):
-        record: dict[str, Any] = {
-            "index": int(indices[i]),
-            "label": int(yb[i]),
-            "clean_correct": bool(correct[i]),
-            "clean_prediction": int(clean_pred[i]),
-            "robust": bool(standing[i]) if members else bool(correct[i]),
-            "broken_by": broken_by[i],
-            "prediction": int(prediction[i]),
-        }
-        if clean_margin is not None and closest is not None:
-            record["clean_margin"] = _margin_value(clean_margin[i])
-            if bool(correct[i]) and members:
-                record["margin"] = _margin_value(closest[i])
-        if independent:
-            record["broken_by_all"] = broken_all[i]
-        if refused[i]:
-            record["refused_by"] = refused[i]
-        if clean_votes is not None:  # a random model: majority of M verdict draws, counts kept
-            record["draws"] = clean_votes[2]
-            record["clean_wrong_draws"] = int(clean_votes[1][i])
-            if i in adversarial_wrong:
-                record["adversarial_wrong_draws"] = adversarial_wrong[i]
-                record["misclassification_ci95"] = misclassification_interval(
-                    adversarial_wrong[i], clean_votes[2]
-                )
-            if unconfirmed[i]:  # the screen called these members' examples wrong, not the verdict
-                record["unconfirmed_by"] = unconfirmed[i]
-        records.append(record)
+    records = [
+        book.record(i, int(indices[i]), bool(members), independent) for i in range(xb.shape[0])
+    ]
     return {"records": records, "seconds": seconds}
 
 

@@ -260,6 +260,50 @@ def recheck_folder(folder: Path, reference: bool = True) -> RecheckResult:
     return result
 
 
+def _reference_verdict(
+    model: nn.Module, adv: Tensor, labels: Tensor, draws: int
+) -> tuple[Tensor, Tensor | None]:
+    """Which examples the independent float64 simulator misclassifies; a random model
+    (``draws`` > 0): by a strict majority of ``draws`` of its own numpy draws, with the counts."""
+    import numpy as np
+
+    from robustsnn.reference_sim import simulate_network
+
+    if not draws:
+        sim = simulate_network(model, adv.double())
+        return misclassified(torch.from_numpy(sim.logits), labels), None
+    rng = np.random.default_rng(RECHECK_SEED)
+    votes = _wrong_draws(
+        [
+            misclassified(
+                torch.from_numpy(simulate_network(model, adv.double(), rng=rng).logits), labels
+            ).long()
+            for _ in range(draws)
+        ]
+    )
+    return 2 * votes > draws, votes
+
+
+def _note_random(
+    result: RecheckResult, draws: int, votes64: Tensor | None, votes_ref: Tensor | None
+) -> None:
+    """A random model's recheck: its wrong-draw counts and intervals, and a note."""
+    counts = [int(v) for v in (votes64 if votes64 is not None else [])]
+    result.counts["draws"] = draws
+    result.random = {
+        "draws": draws,
+        "wrong_draws_float64": counts,
+        "misclassification_ci95_float64": [list(wilson_interval(c, draws)) for c in counts],
+    }
+    if votes_ref is not None:
+        result.random["wrong_draws_reference"] = [int(v) for v in votes_ref]
+    result.notes.append(
+        f"random model: each break judged by the majority of {draws} fresh draws (float64 "
+        "forward; reference simulator with its own draws), as the evaluation judged it; "
+        "the stored float32 logits are one seeded draw"
+    )
+
+
 def _recheck_examples(
     folder: Path,
     examples: AdversarialSet,
@@ -267,8 +311,6 @@ def _recheck_examples(
     result: RecheckResult,
     reference: bool,
 ) -> None:
-    from robustsnn.reference_sim import simulate_network
-
     eps = float(meta["eps"])
     tolerance = float(meta.get("eps_tolerance", 0.0))
     evaluation = folder / "evaluation.json"
@@ -336,24 +378,9 @@ def _recheck_examples(
         )
         wrong64 = (2 * votes64 > draws) & ~bad_label
     if reference:
-        import numpy as np
-
         try:
-            if draws:
-                rng = np.random.default_rng(RECHECK_SEED)
-                votes_ref = _wrong_draws(
-                    [
-                        misclassified(
-                            torch.from_numpy(simulate_network(model, adv.double(), rng=rng).logits),
-                            safe_labels,
-                        ).long()
-                        for _ in range(draws)
-                    ]
-                )
-                wrong_ref = (2 * votes_ref > draws) & ~bad_label
-            else:
-                sim = simulate_network(model, adv.double())
-                wrong_ref = misclassified(torch.from_numpy(sim.logits), safe_labels) & ~bad_label
+            wrong_ref, votes_ref = _reference_verdict(model, adv, safe_labels, draws)
+            wrong_ref &= ~bad_label
         except UserError as exc:  # a layer it does not know: said, and not counted as checked
             result.notes.append(f"reference simulator skipped: {exc}")
             reference = False
@@ -415,22 +442,7 @@ def _recheck_examples(
         "logits_reproduced": int(reproduced.sum()),
     }
     if draws:
-        result.counts["draws"] = draws
-        result.random = {
-            "draws": draws,
-            "wrong_draws_float64": [int(v) for v in (votes64 if votes64 is not None else [])],
-            "misclassification_ci95_float64": [
-                list(wilson_interval(int(v), draws))
-                for v in (votes64 if votes64 is not None else [])
-            ],
-        }
-        if votes_ref is not None:
-            result.random["wrong_draws_reference"] = [int(v) for v in votes_ref]
-        result.notes.append(
-            f"random model: each break judged by the majority of {draws} fresh draws (float64 "
-            "forward; reference simulator with its own draws), as the evaluation judged it; "
-            "the stored float32 logits are one seeded draw"
-        )
+        _note_random(result, draws, votes64, votes_ref)
     largest = float(distance.max())
     result.notes.append(
         f"max |x_adv - x| = {largest:.9g}, eps = {eps:.9g} (float32 rounding above eps: "
