@@ -10,6 +10,10 @@ the fused kernels). It reads a network's structure and weights, then simulates i
   hard reset ``u = 0`` where it spiked (else ``h``), soft reset ``u = h - theta`` where it spiked;
   output ``theta * s`` (``s`` for a binary neuron); ``u`` starts at
   ``v_init * theta + init_membrane``; ``theta = max(threshold, threshold_min)``;
+- a TA-LIF neuron (HoSNN, :mod:`robustsnn.snn.ta_lif`) fires where ``h`` reaches its adapted
+  threshold ``theta[t] = theta[t-1] + theta_v (h[t] - nds[t])``, ``theta[-1] = theta``, written
+  here from the rule, not from that module's code; its reset and output use ``theta``. With
+  threshold noise it is refused (no written rule for the two together);
 - convolution, pooling, BatchNorm (eval statistics; per-step BatchNorms for BNTT), the input
   normalization, residual adds and the readout mean over T are numpy code below;
 - the same image is the input at every step (direct coding); a random network draws from the
@@ -131,6 +135,10 @@ class _Neuron:
     binary: bool
     init: np.ndarray | float
     noise: float = 0.0  # threshold noise std relative to theta (0: deterministic)
+    # HoSNN's TA-LIF (None for a plain neuron): theta_v per neuron [*shape] and the neural
+    # dynamic signature NDS per step and neuron [T, *shape]
+    adaptation: np.ndarray | None = None
+    signature: np.ndarray | None = None
 
 
 @dataclass
@@ -176,6 +184,7 @@ def _module_node(name: str, module: nn.Module, inputs: list[str]) -> _Node:
     from robustsnn.models.layers import Normalize
     from robustsnn.snn.bntt import BatchNormThroughTime
     from robustsnn.snn.neuron import SpikingNeuron
+    from robustsnn.snn.ta_lif import ThresholdAdaptingNeuron
 
     if isinstance(module, SpikingNeuron):
         theta = max(float(module.threshold.detach()), float(module.threshold_min))
@@ -191,6 +200,15 @@ def _module_node(name: str, module: nn.Module, inputs: list[str]) -> _Node:
             init=init,
             noise=float(getattr(module, "threshold_noise", 0.0) or 0.0),
         )
+        if isinstance(module, ThresholdAdaptingNeuron):
+            if neuron.noise:
+                raise UserError(
+                    f"reference simulator: TA-LIF layer {name!r} has threshold noise; the "
+                    "adaptive threshold with noisy neurons has no written rule to simulate "
+                    "independently (robustsnn approximates it by shifted currents)"
+                )
+            neuron.adaptation = _f64(module.adaptation)
+            neuron.signature = _f64(module.signature)
         return _Node(name, "neuron", inputs, {"neuron": neuron})
     if isinstance(module, Normalize):
         return _Node(
@@ -248,7 +266,7 @@ def _module_node(name: str, module: nn.Module, inputs: list[str]) -> _Node:
     raise UserError(
         f"reference simulator: layer {name!r} ({type(module).__name__}) is not supported; "
         "it simulates conv, linear, BatchNorm, BNTT, pooling, flatten, dropout, residual adds "
-        "and IF/LIF neurons"
+        "and IF/LIF/TA-LIF neurons"
     )
 
 
@@ -352,6 +370,52 @@ def is_random_network(network: nn.Module) -> bool:
     return any(float(getattr(m, "threshold_noise", 0.0) or 0.0) > 0 for m in network.modules())
 
 
+def _neuron_step(
+    n: _Neuron,
+    state: dict[str, np.ndarray],
+    name: str,
+    current: np.ndarray,
+    t: int,
+    rng: np.random.Generator | None,
+) -> np.ndarray:
+    """One step of one neuron layer: its spikes (bool); ``state`` keeps the layer's membrane
+    ``u`` under ``name`` and a TA-LIF layer's adapted threshold under ``name + "/theta"``.
+
+    A TA-LIF layer follows HoSNN's rule (Geng & Li, TMLR 2025, arXiv 2308.10373, as written
+    in :mod:`robustsnn.snn.ta_lif`'s documentation, not its code): the threshold starts at
+    ``theta`` and moves by ``theta_v (h[t] - nds[t])`` every step, the neuron fires where
+    ``h[t]`` reaches it (``>`` for a strict neuron), and the reset and the emitted value use
+    the layer's own ``theta``."""
+    if name not in state:
+        state[name] = np.broadcast_to(np.asarray(n.init, np.float64), current.shape).copy()
+    h = n.leak * state[name] + current
+    threshold: np.ndarray | float = n.theta
+    if n.adaptation is not None and n.signature is not None:
+        previous = state.get(name + "/theta", n.theta)
+        threshold = np.asarray(previous + n.adaptation * (h - n.signature[t]))
+        state[name + "/theta"] = threshold
+    offset: np.ndarray | float = 0.0
+    if n.noise:
+        assert rng is not None
+        offset = n.noise * n.theta * rng.standard_normal(np.shape(h))
+    fired = h > threshold + offset if n.strict else h >= threshold + offset
+    reset = h - n.theta if n.soft else offset
+    state[name] = np.where(fired, reset, h)
+    return np.asarray(fired)
+
+
+def _check_signatures(nodes: list[_Node], steps: int) -> None:
+    """A TA-LIF layer's signature has one entry per step: it runs at that T only."""
+    for node in nodes:
+        neuron = node.params.get("neuron")
+        if isinstance(neuron, _Neuron) and neuron.signature is not None:
+            if neuron.signature.shape[0] != steps:
+                raise UserError(
+                    f"reference simulator: TA-LIF layer {node.name!r} has a signature of "
+                    f"{neuron.signature.shape[0]} steps, the simulation runs T={steps}"
+                )
+
+
 def simulate_network(
     network: nn.Module,
     x: torch.Tensor | np.ndarray,
@@ -378,7 +442,8 @@ def simulate_network(
         else np.asarray(x, np.float64)
     )
     image = data
-    membranes: dict[str, np.ndarray] = {}
+    _check_signatures(nodes, steps)
+    state: dict[str, np.ndarray] = {}  # per neuron layer: membrane u (and TA-LIF's threshold)
     spikes: dict[str, list[np.ndarray]] = {}
     outputs = []
     for t in range(steps):
@@ -428,19 +493,7 @@ def simulate_network(
                 out = ins[0][p["key"]]
             elif node.kind == "neuron":
                 n: _Neuron = p["neuron"]
-                current = ins[0]
-                if node.name not in membranes:
-                    membranes[node.name] = np.broadcast_to(
-                        np.asarray(n.init, np.float64), current.shape
-                    ).copy()
-                h = n.leak * membranes[node.name] + current
-                offset: np.ndarray | float = 0.0
-                if n.noise:
-                    assert rng is not None
-                    offset = n.noise * n.theta * rng.standard_normal(np.shape(h))
-                fired = h > n.theta + offset if n.strict else h >= n.theta + offset
-                reset = h - n.theta if n.soft else offset
-                membranes[node.name] = np.where(fired, reset, h)
+                fired = _neuron_step(n, state, node.name, ins[0], t, rng)
                 spikes.setdefault(p["module"], []).append(fired)
                 out = fired.astype(np.float64) * (1.0 if n.binary else n.theta)
             else:  # pragma: no cover - trace_network only makes the kinds above
