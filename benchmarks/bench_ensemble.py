@@ -116,7 +116,7 @@ def build_model(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torc
 
     data_spec = args.data
     if args.checkpoint:
-        from robustsnn.modelio import load_model
+        from robustsnn.io.models import load_model
 
         model, _meta = load_model(args.checkpoint)
         if not isinstance(model, SpikingNetwork):

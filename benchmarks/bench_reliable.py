@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from robustsnn.data import load_dataset
-    from robustsnn.modelio import load_model
+    from robustsnn.io.models import load_model
     from robustsnn.stages import eval_subset
 
     out = Path(args.out)

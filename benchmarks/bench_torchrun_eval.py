@@ -36,7 +36,7 @@ from bench_layers import write_result  # noqa: E402
 
 from robustsnn.conversion import convert  # noqa: E402
 from robustsnn.data import load_dataset, to_float  # noqa: E402
-from robustsnn.modelio import save_snn  # noqa: E402
+from robustsnn.io.models import save_snn  # noqa: E402
 from robustsnn.models import build_model  # noqa: E402
 
 

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from robustsnn.adapters import from_snntorch, from_spikingjelly
-from robustsnn.checkpoint import atomic_write_json
 from robustsnn.data import load_dataset
 from robustsnn.evaluation import evaluate
 from robustsnn.evaluation.intervals import format_accuracy
+from robustsnn.io.checkpoint import atomic_write_json
 
 T = 8
 

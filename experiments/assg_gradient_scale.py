@@ -13,7 +13,7 @@ import sys
 import torch
 
 from robustsnn.data import load_dataset
-from robustsnn.modelio import load_model
+from robustsnn.io.models import load_model
 from robustsnn.snn import parse_estimator
 from robustsnn.stages import eval_subset
 

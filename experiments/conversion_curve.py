@@ -12,10 +12,10 @@ import time
 
 import torch
 
-from robustsnn.checkpoint import atomic_write_json
 from robustsnn.conversion import ConversionConfig, convert
 from robustsnn.data import load_dataset
-from robustsnn.modelio import load_model
+from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.models import load_model
 from robustsnn.stages import (
     accuracy,
     accuracy_vs_T,

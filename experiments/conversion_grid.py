@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 
-from robustsnn.checkpoint import atomic_write_json
 from robustsnn.conversion import (
     ConversionConfig,
     calibrate_corrections,
@@ -41,7 +40,8 @@ from robustsnn.conversion import (
     spiking_body,
 )
 from robustsnn.data import load_dataset
-from robustsnn.modelio import load_model
+from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.models import load_model
 from robustsnn.snn.network import SpikingNetwork
 from robustsnn.stages import accuracy, calibration_images, dataset_spec_of, eval_subset
 

@@ -7,7 +7,7 @@ import torch
 
 from robustsnn.data import load_dataset
 from robustsnn.evaluation import evaluate
-from robustsnn.modelio import load_model
+from robustsnn.io.models import load_model
 from robustsnn.stages import eval_subset
 
 torch.set_num_threads(1)

@@ -255,7 +255,7 @@ def build_x100(model: Model, out: Path) -> dict[str, Any]:
     import torch
 
     from robustsnn.data import load_dataset, to_float
-    from robustsnn.modelio import load_model, save_snn
+    from robustsnn.io.models import load_model, save_snn
     from robustsnn.snn.neuron import SpikingNeuron
 
     src = folder(out, "mnist-converted") / "snn.safetensors"

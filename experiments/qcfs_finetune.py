@@ -26,10 +26,10 @@ from typing import Any
 import torch
 
 from robustsnn.attacks import build_attack
-from robustsnn.checkpoint import atomic_write_json
 from robustsnn.conversion import ConversionConfig, convert, mse_threshold
 from robustsnn.data import iterate_batches, load_dataset, shuffled_indices, to_float
-from robustsnn.modelio import load_model, save_ann, save_snn
+from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.models import load_model, save_ann, save_snn
 from robustsnn.models import rebuild_model
 from robustsnn.models.qcfs import QCFS
 from robustsnn.stages import dataset_spec_of, eval_subset

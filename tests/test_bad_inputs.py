@@ -298,7 +298,7 @@ def build_world(root: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from robustsnn.modelio import save_ann
+    from robustsnn.io.models import save_ann
     from robustsnn.models import build_model
 
     torch.manual_seed(0)

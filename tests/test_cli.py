@@ -71,7 +71,7 @@ def test_python_dash_m_entry_point() -> None:
 def _mnist_ann(tmp_path: Path) -> Path:
     import torch
 
-    from robustsnn.modelio import save_ann
+    from robustsnn.io.models import save_ann
     from robustsnn.models import build_model
 
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ from robustsnn.conversion import (
     rate_quantiser_mse,
 )
 from robustsnn.errors import UserError
-from robustsnn.modelio import load_model, save_snn
+from robustsnn.io.models import load_model, save_snn
 from robustsnn.models import build_model
 from robustsnn.models.qcfs import QCFS, qcfs
 from robustsnn.snn import ANNProxy

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustsnn.io_lock import LOCK_FILE
+from robustsnn.io.folder_lock import LOCK_FILE
 
 DRIVER = Path(__file__).with_name("kill_driver.py")
 SAVE_BATCH = "robustsnn.evaluation.evaluate:_ResumeState.save_batch"
@@ -80,7 +80,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A toy 8x8 npz dataset, a trained ANN and its converted SNN (as in test_adversarial)."""
     from robustsnn.conversion import convert
     from robustsnn.data import load_dataset, to_float
-    from robustsnn.modelio import save_ann, save_snn
+    from robustsnn.io.models import save_ann, save_snn
     from robustsnn.models import build_model
 
     root = tmp_path_factory.mktemp("kill")

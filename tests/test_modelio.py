@@ -11,7 +11,7 @@ from torch import nn
 
 from robustsnn.conversion import convert
 from robustsnn.errors import UserError
-from robustsnn.modelio import load_model, save_ann, save_snn
+from robustsnn.io.models import load_model, save_ann, save_snn
 from robustsnn.models import build_model
 from robustsnn.snn.network import SpikingNetwork
 
@@ -241,25 +241,27 @@ def _imported_modules(path: Path) -> set[str]:
 
 
 def test_modelio_names_no_interop_module() -> None:
-    text = (SRC / "modelio.py").read_text()
+    text = (SRC / "io" / "models.py").read_text()
     assert "robustsnn.interop" not in text
-    assert not any(m.startswith("robustsnn.interop") for m in _imported_modules(SRC / "modelio.py"))
+    assert not any(
+        m.startswith("robustsnn.interop") for m in _imported_modules(SRC / "io" / "models.py")
+    )
 
 
 def test_nothing_under_snn_imports_modelio() -> None:
     for path in sorted((SRC / "snn").rglob("*.py")):
         imported = _imported_modules(path)
-        assert not any(m == "robustsnn.modelio" for m in imported), path
-        assert "robustsnn.modelio" not in path.read_text(), path
+        assert not any(m == "robustsnn.io.models" for m in imported), path
+        assert "robustsnn.io.models" not in path.read_text(), path
 
 
 def test_registrations_present_after_importing_modelio_alone() -> None:
-    """A fresh interpreter that imports only modelio still rebuilds BNTT and imported graphs."""
+    """A fresh interpreter that imports only io.models still rebuilds BNTT and imported graphs."""
     import subprocess
     import sys
 
     code = (
-        "import robustsnn.modelio as m; "
+        "import robustsnn.io.models as m; "
         "assert {'bntt', 'interop-graph'} <= set(m.BODY_TRANSFORMS), m.BODY_TRANSFORMS; "
         "assert 'interop_graph' in m.ARCH_BUILDERS"
     )

@@ -15,14 +15,14 @@ import pytest
 
 from robustsnn.cli import main
 from robustsnn.errors import UserError
-from robustsnn.io_lock import LOCK_FILE, SETTINGS_FILE, FolderLock
+from robustsnn.io.folder_lock import LOCK_FILE, SETTINGS_FILE, FolderLock
 
 
 @pytest.fixture(scope="module")
 def ann(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
-    from robustsnn.modelio import save_ann
+    from robustsnn.io.models import save_ann
     from robustsnn.models import build_model
 
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ import torch
 from robustsnn.cli import main
 from robustsnn.config import load_config
 from robustsnn.errors import UserError
-from robustsnn.modelio import load_model, save_ann
+from robustsnn.io.models import load_model, save_ann
 from robustsnn.models import build_model
 
 

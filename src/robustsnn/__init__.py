@@ -6,7 +6,7 @@ weights, and evaluate it with adaptive attacks (attacks x gradient estimators).
 
 __version__ = "0.1.0"
 
-# Modules that register checkpoint formats (robustsnn.model_formats) for robustsnn.modelio:
+# Modules that register checkpoint formats (robustsnn.io.formats) for robustsnn.io.models:
 # imported here so that loading a checkpoint finds them, whatever was imported first.
 import robustsnn.interop.graph  # noqa: E402, F401  (the imported-graph architecture)
 import robustsnn.snn.bntt  # noqa: E402, F401  (the "bntt" body transform)

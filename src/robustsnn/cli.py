@@ -61,10 +61,11 @@ def _owned(
     results: Sequence[str] = (),
     remove: Sequence[str] = (),
 ) -> Any:
-    """Own ``out`` while the command writes it (robustsnn.io_lock): one live process per folder,
-    and a finished result of other settings is refused unless ``--overwrite``. Rank 0 only."""
+    """Own ``out`` while the command writes it (robustsnn.io.folder_lock): one live process per
+    folder, and a finished result of other settings is refused unless ``--overwrite``. Rank 0
+    only."""
     from robustsnn import distributed
-    from robustsnn.io_lock import claim
+    from robustsnn.io.folder_lock import claim
 
     if not distributed.is_main():
         return contextlib.nullcontext(out)
@@ -754,7 +755,7 @@ def _clear_run_folder(run_dir: Path) -> None:
     """``run --overwrite``: remove a finished run of another config (everything but the lock)."""
     import shutil
 
-    from robustsnn.io_lock import LOCK_FILE
+    from robustsnn.io.folder_lock import LOCK_FILE
 
     for entry in run_dir.iterdir():
         if entry.name == LOCK_FILE:

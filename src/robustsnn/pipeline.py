@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from robustsnn import distributed
-from robustsnn.checkpoint import atomic_write_json, atomic_write_text
 from robustsnn.config import RunConfig, dump_config, load_config
 from robustsnn.conversion import ConversionConfig
 from robustsnn.errors import UserError
+from robustsnn.io.checkpoint import atomic_write_json, atomic_write_text
 
 MODELS = ("ann", "snn_converted", "snn_finetuned")
 
@@ -283,7 +283,7 @@ def _statistics(cfg: RunConfig, run_dir: Path, model: str, path: Path, device: s
     from robustsnn.analysis import adversarial_statistics
     from robustsnn.attacks import build_attack
     from robustsnn.data import load_dataset
-    from robustsnn.modelio import load_model
+    from robustsnn.io.models import load_model
     from robustsnn.snn import SpikingNetwork
     from robustsnn.stages import dataset_spec_of, eval_subset
 

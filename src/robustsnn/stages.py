@@ -12,7 +12,7 @@ from robustsnn.conversion import ConversionConfig, convert
 from robustsnn.data import load_dataset, shuffled_indices, stratified_indices, to_float
 from robustsnn.data.types import Dataset
 from robustsnn.errors import UserError
-from robustsnn.modelio import load_model, save_snn
+from robustsnn.io.models import load_model, save_snn
 from robustsnn.snn.encoding import check_stochastic_options, configure_stochastic
 from robustsnn.snn.network import SpikingNetwork
 from robustsnn.snn.ta_lif import apply_ta_lif

@@ -7,7 +7,7 @@ that says what is wrong and how to fix it, raised before anything is trained or 
   called by :func:`robustsnn.config.load_config`, so ``run`` and every value of a ``sweep`` are
   checked before the first stage starts.
 
-Data and checkpoints are checked where they are read (finite weights: ``modelio.load_model``;
+Data and checkpoints are checked where they are read (finite weights: ``io.models.load_model``;
 labels 0..K-1 and damaged files: ``robustsnn.data``).
 """
 

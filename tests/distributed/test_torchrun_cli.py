@@ -18,7 +18,7 @@ from torch.distributed.run import get_args_parser
 
 from robustsnn.cli import TORCHRUN_COMMANDS, build_parser, main
 from robustsnn.data import load_dataset
-from robustsnn.modelio import save_ann
+from robustsnn.io.models import save_ann
 from robustsnn.models import build_model
 
 

@@ -23,7 +23,7 @@ from robustsnn.evaluation.recheck import (
     transfer_lines,
     transfer_matrix,
 )
-from robustsnn.modelio import load_model, save_ann, save_snn
+from robustsnn.io.models import load_model, save_ann, save_snn
 from robustsnn.models import build_model
 
 

@@ -20,7 +20,7 @@ from robustsnn.evaluation import (
     run_evaluation,
     stratified_indices,
 )
-from robustsnn.modelio import save_ann, save_snn
+from robustsnn.io.models import save_ann, save_snn
 from robustsnn.models import build_model
 from robustsnn.snn import estimator_names
 
@@ -205,7 +205,7 @@ def test_latency_curve_evaluates_each_T_on_the_same_images_and_resumes(
     import robustsnn.evaluation.latency as latency_module
     from robustsnn.analysis.report import make_run_figures
     from robustsnn.evaluation.latency import latency_curve
-    from robustsnn.modelio import load_model
+    from robustsnn.io.models import load_model
 
     out = tmp_path / "run" / "latency" / "snn_converted"
     data = latency_curve(

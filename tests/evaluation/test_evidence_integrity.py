@@ -217,7 +217,7 @@ def test_transfer_refuses_another_input_shape(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from robustsnn.modelio import save_ann
+    from robustsnn.io.models import save_ann
     from robustsnn.models import build_model
 
     other = build_model(

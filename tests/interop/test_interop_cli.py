@@ -13,7 +13,7 @@ import torch
 
 from robustsnn.cli import main
 from robustsnn.data import load_dataset
-from robustsnn.modelio import load_model, save_snn
+from robustsnn.io.models import load_model, save_snn
 
 pytest.importorskip("nir")
 

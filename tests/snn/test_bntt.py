@@ -12,7 +12,7 @@ from torch import nn
 
 from robustsnn.conversion import ConversionConfig, spiking_body
 from robustsnn.errors import UserError
-from robustsnn.modelio import BODY_TRANSFORMS, load_model, save_snn
+from robustsnn.io.models import BODY_TRANSFORMS, load_model, save_snn
 from robustsnn.models import build_model
 from robustsnn.snn import ANNProxy, SpikingNetwork, SpikingNeuron
 from robustsnn.snn.bntt import BatchNormThroughTime, bntt_transform

@@ -12,7 +12,7 @@ from torch import nn
 from robustsnn.conversion import convert
 from robustsnn.errors import UserError
 from robustsnn.evaluation.stochastic import resolve_randomness, seeded_global_rng
-from robustsnn.modelio import load_model, save_snn
+from robustsnn.io.models import load_model, save_snn
 from robustsnn.models import build_model
 from robustsnn.snn import ANNProxy
 from robustsnn.snn.encoding import (

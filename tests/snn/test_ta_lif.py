@@ -10,7 +10,7 @@ import torch
 from robustsnn.conversion import convert
 from robustsnn.errors import UserError
 from robustsnn.evaluation import evaluate
-from robustsnn.modelio import load_model, save_snn
+from robustsnn.io.models import load_model, save_snn
 from robustsnn.models import build_model
 from robustsnn.snn import ANNProxy, SpikingNetwork, parse_estimator
 from robustsnn.snn.neuron import SpikingNeuron, TimeContext
@@ -144,7 +144,7 @@ def test_convert_command_makes_a_ta_lif_snn(tmp_path: Path) -> None:
     import numpy as np
 
     from robustsnn.cli import main
-    from robustsnn.modelio import save_ann
+    from robustsnn.io.models import save_ann
 
     rng = np.random.default_rng(0)
     data = tmp_path / "grey.npz"

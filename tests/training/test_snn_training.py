@@ -14,10 +14,10 @@ from torch import nn
 
 import robustsnn.training.objectives as objectives_module
 import robustsnn.training.snn as snn_training
-from robustsnn.checkpoint import load_tensors
 from robustsnn.conversion import convert
 from robustsnn.errors import UserError
-from robustsnn.modelio import load_model, save_ann, save_snn
+from robustsnn.io.checkpoint import load_tensors
+from robustsnn.io.models import load_model, save_ann, save_snn
 from robustsnn.snn import THRESHOLD_MIN, SpikingNetwork
 from robustsnn.training import (
     OrthogonalityRegularizer,

@@ -20,7 +20,7 @@ from robustsnn.conversion import convert
 from robustsnn.data import to_float
 from robustsnn.errors import UserError
 from robustsnn.evaluation.stochastic import detect_randomness
-from robustsnn.modelio import load_model, save_snn
+from robustsnn.io.models import load_model, save_snn
 from robustsnn.snn import SpikingNetwork, SpikingNeuron
 from robustsnn.snn.membranes import MembraneTrace
 from robustsnn.training import Trainer, finetune_snn, train_snn

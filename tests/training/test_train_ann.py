@@ -9,7 +9,7 @@ import torch
 
 import robustsnn.training.ann as ann_module
 from robustsnn.attacks import build_attack
-from robustsnn.checkpoint import load_state_into, load_tensors
+from robustsnn.io.checkpoint import load_state_into, load_tensors
 from robustsnn.models import rebuild_model
 from robustsnn.training import evaluate_accuracy, train_ann
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from robustsnn.checkpoint import load_tensors
 from robustsnn.errors import UserError
+from robustsnn.io.checkpoint import load_tensors
 from robustsnn.training import Trainer, build_objective
 
 

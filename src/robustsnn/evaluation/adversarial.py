@@ -50,8 +50,8 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
-from robustsnn.checkpoint import atomic_write_bytes
 from robustsnn.errors import UserError
+from robustsnn.io.checkpoint import atomic_write_bytes
 
 ADVERSARIAL_FILE = "adversarial.safetensors"
 PARTS_DIR = "adversarial-parts"

@@ -39,7 +39,6 @@ from tqdm import tqdm
 
 from robustsnn.attacks import Attack
 from robustsnn.attacks.race import real_margin
-from robustsnn.checkpoint import atomic_write_json
 from robustsnn.errors import UserError
 from robustsnn.evaluation import adversarial as adv_store
 from robustsnn.evaluation.diagnostics import DiagnosticsConfig, resolve_config, run_diagnostics
@@ -71,6 +70,7 @@ from robustsnn.evaluation.views import (
     seeded_generator,
     tensor_digest,
 )
+from robustsnn.io.checkpoint import atomic_write_json
 
 DEFAULT_BATCH_SIZE = 128
 STATE_FILE = "evaluation-state.json"

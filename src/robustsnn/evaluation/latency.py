@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from robustsnn.checkpoint import atomic_write_json
 from robustsnn.data import load_dataset, to_float
 from robustsnn.errors import UserError
 from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating
@@ -30,7 +29,8 @@ from robustsnn.evaluation.evaluate import evaluate, parse_eps
 from robustsnn.evaluation.intervals import wilson_interval
 from robustsnn.evaluation.run import dataset_spec_from_meta, stratified_indices
 from robustsnn.evaluation.table import diagnostics_verdict
-from robustsnn.modelio import load_model
+from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.models import load_model
 from robustsnn.snn import SpikingNetwork
 
 LATENCY_FILE = "latency.json"

@@ -38,11 +38,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustsnn.checkpoint import atomic_write_json
 from robustsnn.errors import UserError
 from robustsnn.evaluation.adversarial import ADVERSARIAL_FILE, AdversarialSet, read
 from robustsnn.evaluation.intervals import wilson_interval
 from robustsnn.integrity import NO_HASH
+from robustsnn.io.checkpoint import atomic_write_json
 
 RECHECK_FILE = "recheck.json"
 
@@ -95,7 +95,7 @@ def _model_path(folder: Path, recorded: str) -> Path:
 def load_evaluated_model(folder: Path, meta: dict[str, Any]) -> tuple[nn.Module, Path]:
     """The model of a saved-examples file, checked to be the one evaluated."""
     from robustsnn.evaluation.views import model_digest
-    from robustsnn.modelio import load_model
+    from robustsnn.io.models import load_model
 
     path = _model_path(folder, str(meta.get("model")))
     model, _ = load_model(path, "cpu")
@@ -535,7 +535,7 @@ def _check_input_shape(
             f"the examples saved for {source} are {shape} images, which {target} cannot read "
             f"({detail}); transfer runs between models of one input shape"
         ) from None
-    from robustsnn.modelio import expected_input
+    from robustsnn.io.models import expected_input
 
     for meta_path in (Path(target).with_suffix(".json"),):
         meta = None
@@ -557,7 +557,7 @@ def transfer_matrix(
 ) -> tuple[list[str], list[str], list[TransferCell]]:
     """Every source folder's saved examples run on every model: the sources' own models, then
     ``targets`` (checkpoints or evaluation folders)."""
-    from robustsnn.modelio import load_model
+    from robustsnn.io.models import load_model
 
     loaded: list[tuple[str, AdversarialSet]] = []
     models: dict[str, nn.Module] = {}

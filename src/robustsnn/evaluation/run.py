@@ -17,7 +17,6 @@ from torch import Tensor
 
 from robustsnn import distributed
 from robustsnn.attacks import ATTACKS
-from robustsnn.checkpoint import atomic_write_json, atomic_write_text
 from robustsnn.data import load_dataset, to_float
 from robustsnn.data.subsets import stratified_indices as data_stratified_indices
 from robustsnn.errors import UserError
@@ -29,7 +28,8 @@ from robustsnn.evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate, parse_ep
 from robustsnn.evaluation.sharding import BatchShard, current_shard
 from robustsnn.evaluation.workers import resolve_workers, run_in_workers
 from robustsnn.integrity import with_integrity
-from robustsnn.modelio import check_input, load_model
+from robustsnn.io.checkpoint import atomic_write_json, atomic_write_text
+from robustsnn.io.models import check_input, load_model
 
 DEFAULT_ENSEMBLE = "reliable"
 EVALUATION_FILE = "evaluation.json"

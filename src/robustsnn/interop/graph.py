@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from robustsnn.errors import UserError
-from robustsnn.model_formats import register_arch_builder, register_body_transform
+from robustsnn.io.formats import register_arch_builder, register_body_transform
 from robustsnn.models.layers import Normalize
 from robustsnn.snn.neuron import SpikingNeuron
 

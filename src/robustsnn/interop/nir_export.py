@@ -504,7 +504,7 @@ def input_shape_of(meta: dict[str, Any]) -> tuple[int, ...]:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dt: float = DEFAULT_DT) -> Path:
     """``robustsnn export``: an SNN checkpoint to a ``.nir`` file."""
-    from robustsnn.modelio import load_model
+    from robustsnn.io.models import load_model
 
     model, meta = load_model(checkpoint)
     if not isinstance(model, SpikingNetwork):

@@ -360,7 +360,7 @@ def build_network(
     imported: ImportedGraph, image_shape: tuple[int, ...] | None = None
 ) -> SpikingNetwork:
     """The SpikingNetwork of an imported graph, weights and thresholds loaded."""
-    from robustsnn.modelio import build_snn_from_metadata
+    from robustsnn.io.models import build_snn_from_metadata
 
     shape = imported.spec["input"]["shape"]
     if image_shape is None:
@@ -428,7 +428,7 @@ def import_checkpoint(
 
     from robustsnn.data import load_dataset
     from robustsnn.interop.verify import read_reference, require, save_verification, verify
-    from robustsnn.modelio import save_snn
+    from robustsnn.io.models import save_snn
 
     graph = read_nir_file(source)
     imported = nir_to_graph(graph, T=T, dt=dt)

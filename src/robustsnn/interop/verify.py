@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustsnn.checkpoint import atomic_write_json
 from robustsnn.errors import UserError
+from robustsnn.io.checkpoint import atomic_write_json
 
 VERIFICATION_FILE = "verification.json"
 LOGIT_ATOL = 1e-4
@@ -161,7 +161,7 @@ def check_verified(checkpoint: str | Path) -> dict[str, Any] | None:
 
 def verify_checkpoint(checkpoint: str | Path, reference: str | Path) -> Verification:
     """``robustsnn verify``: compare a checkpoint with a reference batch; store the verdict."""
-    from robustsnn.modelio import load_model
+    from robustsnn.io.models import load_model
 
     model, _ = load_model(checkpoint)
     x, logits, spikes = read_reference(reference)

@@ -9,7 +9,7 @@ distribution changes over the simulation.
 :func:`bntt_transform` swaps every ``BatchNorm1d``/``BatchNorm2d`` of a spiking body for a
 :class:`BatchNormThroughTime` holding T copies of it (so a converted network starts out
 computing exactly what it computed before). It is registered as
-``robustsnn.model_formats.BODY_TRANSFORMS["bntt"]`` when this module is imported, which is how a
+``robustsnn.io.formats.BODY_TRANSFORMS["bntt"]`` when this module is imported, which is how a
 checkpoint whose metadata lists ``"bntt"`` in ``transforms`` is rebuilt (T from ``meta["T"]``).
 Unlike the original BNTT, each step's BatchNorm keeps its bias (the original learns a
 per-step scale only); the number of steps is fixed when the layer is built.
@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from robustsnn.errors import UserError
-from robustsnn.model_formats import register_body_transform
+from robustsnn.io.formats import register_body_transform
 from robustsnn.snn.estimators import ANNProxy
 from robustsnn.snn.neuron import SpikingNeuron, TimeContext
 

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from robustsnn.errors import UserError
-from robustsnn.model_formats import register_body_transform
+from robustsnn.io.formats import register_body_transform
 from robustsnn.snn.encoding import threshold_noise_currents
 from robustsnn.snn.estimators import BPTT, ANNProxy, Estimator, RelativeBPTT
 from robustsnn.snn.neuron import SpikingNeuron, strict_threshold

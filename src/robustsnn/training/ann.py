@@ -12,9 +12,9 @@ import torch
 
 from robustsnn import __version__, distributed
 from robustsnn.attacks import build_attack
-from robustsnn.checkpoint import save_tensors
 from robustsnn.data import load_dataset, stratified_indices
 from robustsnn.errors import UserError
+from robustsnn.io.checkpoint import save_tensors
 from robustsnn.models import build_model
 from robustsnn.training.metrics import evaluate_accuracy
 from robustsnn.training.objectives import build_objective, objective_params

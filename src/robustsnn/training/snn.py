@@ -6,7 +6,7 @@ f(x))``, ``x_adv`` from the single-step KL adversary run against the SNN itself.
 :func:`train_snn` trains the baselines of section 6 from scratch with BPTT: vanilla, RFGSM
 adversarial training, SNN-RAT (RFGSM + orthogonality regularizer), BNTT, IF or LIF neurons.
 
-Both write ``<out>/<name>.safetensors`` (+ ``.json``) with :func:`robustsnn.modelio.save_snn`,
+Both write ``<out>/<name>.safetensors`` (+ ``.json``) with :func:`robustsnn.io.models.save_snn`,
 keep the resumable ``<out>/<name>.state.safetensors`` and append to ``<out>/log.jsonl``.
 """
 
@@ -28,7 +28,7 @@ from robustsnn.config import FinetuneConfig
 from robustsnn.conversion import ConversionConfig, spiking_body
 from robustsnn.data import Dataset, DatasetInfo, load_dataset, stratified_indices
 from robustsnn.errors import UserError
-from robustsnn.modelio import load_model, save_snn
+from robustsnn.io.models import load_model, save_snn
 from robustsnn.models import build_model
 from robustsnn.snn import DEFAULT_ESTIMATOR, SpikingNetwork, SpikingNeuron, parse_estimator
 from robustsnn.snn.bntt import BNTT, bntt_transform

@@ -46,9 +46,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from robustsnn import distributed
-from robustsnn.checkpoint import atomic_write_text, load_tensors, save_tensors
 from robustsnn.data import Dataset, iterate_batches
 from robustsnn.errors import UserError
+from robustsnn.io.checkpoint import atomic_write_text, load_tensors, save_tensors
 
 ObjectiveFn = Callable[[nn.Module, Tensor, Tensor, "torch.Generator | None"], tuple[Tensor, Tensor]]
 Clamp = Callable[[nn.Module], None]

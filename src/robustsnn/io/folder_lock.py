@@ -24,8 +24,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from robustsnn.checkpoint import atomic_write_json
 from robustsnn.errors import UserError
+from robustsnn.io.checkpoint import atomic_write_json
 
 LOCK_FILE = ".robustsnn.lock"
 SETTINGS_FILE = "settings.json"

@@ -12,17 +12,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustsnn.checkpoint import load_state_into, load_tensors, save_tensors
 from robustsnn.conversion import ConversionConfig, spiking_body
 from robustsnn.errors import UserError
-from robustsnn.model_formats import ARCH_BUILDERS, BODY_TRANSFORMS
+from robustsnn.io.checkpoint import load_state_into, load_tensors, save_tensors
+from robustsnn.io.formats import ARCH_BUILDERS, BODY_TRANSFORMS
 from robustsnn.models import rebuild_model
 from robustsnn.snn.encoding import configure_stochastic
 from robustsnn.snn.network import SpikingNetwork
 
 # BODY_TRANSFORMS (structural transforms applied to a rebuilt SNN body before its weights are
 # loaded, e.g. BNTT) and ARCH_BUILDERS (architectures that are not zoo models, e.g. imported
-# graphs) live in robustsnn.model_formats: the modules that define them register there, and
+# graphs) live in robustsnn.io.formats: the modules that define them register there, and
 # this module reads them without importing those modules (``import robustsnn`` does).
 __all__ = ["ARCH_BUILDERS", "BODY_TRANSFORMS", "build_snn_from_metadata", "load_model",
            "save_ann", "save_snn", "snn_metadata"]  # fmt: skip

@@ -1,12 +1,12 @@
 """Registries of model structure that checkpoint I/O reads and other modules fill.
 
-:mod:`robustsnn.modelio` rebuilds a checkpoint from its metadata. Two things it needs are
+:mod:`robustsnn.io.models` rebuilds a checkpoint from its metadata. Two things it needs are
 defined elsewhere: body transforms (``meta["transforms"]``, e.g. BNTT's per-step BatchNorm in
 :mod:`robustsnn.snn.bntt`) and architectures that are not zoo models (``arch["name"]``, e.g. the
 imported graphs of :mod:`robustsnn.interop.graph`). Those modules register themselves here when
 they are imported; this module imports nothing of robustsnn, so registrations flow downward and
-``modelio`` names neither ``interop`` nor the spiking core's extras. ``import robustsnn`` imports
-the registering modules, so any use of ``modelio`` sees them.
+``io.models`` names neither ``interop`` nor the spiking core's extras. ``import robustsnn`` imports
+the registering modules, so any use of ``io.models`` sees them.
 """
 
 from __future__ import annotations
