@@ -22,7 +22,7 @@ from robustsnn.adapters import from_snntorch, from_spikingjelly
 from robustsnn.data import load_dataset
 from robustsnn.evaluation import evaluate
 from robustsnn.evaluation.intervals import format_accuracy
-from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.atomic import atomic_write_json
 
 T = 8
 

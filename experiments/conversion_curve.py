@@ -14,7 +14,7 @@ import torch
 
 from robustsnn.conversion import ConversionConfig, convert
 from robustsnn.data import load_dataset
-from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.atomic import atomic_write_json
 from robustsnn.io.models import load_model
 from robustsnn.stages import (
     accuracy,

@@ -40,7 +40,7 @@ from robustsnn.conversion import (
     spiking_body,
 )
 from robustsnn.data import load_dataset
-from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.atomic import atomic_write_json
 from robustsnn.io.models import load_model
 from robustsnn.snn.network import SpikingNetwork
 from robustsnn.stages import accuracy, calibration_images, dataset_spec_of, eval_subset

@@ -28,7 +28,7 @@ import torch
 from robustsnn.attacks import build_attack
 from robustsnn.conversion import ConversionConfig, convert, mse_threshold
 from robustsnn.data import iterate_batches, load_dataset, shuffled_indices, to_float
-from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.atomic import atomic_write_json
 from robustsnn.io.models import load_model, save_ann, save_snn
 from robustsnn.models import rebuild_model
 from robustsnn.models.qcfs import QCFS

@@ -26,7 +26,7 @@ from robustsnn.config import parse_eps
 from robustsnn.conversion import ConversionConfig, convert
 from robustsnn.data import load_dataset
 from robustsnn.evaluation.intervals import accuracy_summary, format_accuracy
-from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.atomic import atomic_write_json
 from robustsnn.io.models import load_model
 from robustsnn.models.qcfs import QCFS
 from robustsnn.stages import calibration_images, dataset_spec_of, eval_subset

@@ -24,7 +24,7 @@ from robustsnn.data import load_dataset
 from robustsnn.evaluation import evaluate
 from robustsnn.evaluation.escalate import evaluate_escalating, failing_checks
 from robustsnn.evaluation.intervals import wilson_interval
-from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.atomic import atomic_write_json
 from robustsnn.io.models import load_model
 from robustsnn.stages import dataset_spec_of, eval_subset
 

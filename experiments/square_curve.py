@@ -14,7 +14,7 @@ import torch
 from robustsnn.attacks import build_attack
 from robustsnn.config import parse_eps
 from robustsnn.data import load_dataset
-from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.atomic import atomic_write_json
 from robustsnn.io.models import load_model
 from robustsnn.stages import dataset_spec_of, eval_subset
 

@@ -24,7 +24,7 @@ from robustsnn.analysis import spike_statistics
 from robustsnn.config import parse_eps
 from robustsnn.data import load_dataset
 from robustsnn.evaluation import ensemble_from_spec, evaluate
-from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.atomic import atomic_write_json
 from robustsnn.io.models import load_model
 from robustsnn.snn import SpikingNetwork
 from robustsnn.stages import dataset_spec_of, eval_subset

@@ -24,7 +24,7 @@ from robustsnn import distributed
 from robustsnn.config import RunConfig, dump_config, load_config
 from robustsnn.conversion import ConversionConfig
 from robustsnn.errors import UserError
-from robustsnn.io.checkpoint import atomic_write_json, atomic_write_text
+from robustsnn.io.atomic import atomic_write_json, atomic_write_text
 
 MODELS = ("ann", "snn_converted", "snn_finetuned")
 

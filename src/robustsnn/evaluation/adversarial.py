@@ -51,7 +51,7 @@ from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
 from robustsnn.errors import UserError
-from robustsnn.io.checkpoint import atomic_write_bytes
+from robustsnn.io.atomic import atomic_write_bytes
 
 ADVERSARIAL_FILE = "adversarial.safetensors"
 PARTS_DIR = "adversarial-parts"

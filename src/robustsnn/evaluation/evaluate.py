@@ -70,7 +70,7 @@ from robustsnn.evaluation.views import (
     seeded_generator,
     tensor_digest,
 )
-from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.atomic import atomic_write_json
 
 DEFAULT_BATCH_SIZE = 128
 STATE_FILE = "evaluation-state.json"

@@ -29,7 +29,7 @@ from robustsnn.evaluation.evaluate import evaluate, parse_eps
 from robustsnn.evaluation.intervals import wilson_interval
 from robustsnn.evaluation.run import dataset_spec_from_meta, stratified_indices
 from robustsnn.evaluation.table import diagnostics_verdict
-from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.atomic import atomic_write_json
 from robustsnn.io.models import load_model
 from robustsnn.snn import SpikingNetwork
 

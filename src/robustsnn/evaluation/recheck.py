@@ -42,7 +42,7 @@ from robustsnn.errors import UserError
 from robustsnn.evaluation.adversarial import ADVERSARIAL_FILE, AdversarialSet, read
 from robustsnn.evaluation.intervals import wilson_interval
 from robustsnn.integrity import NO_HASH
-from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.atomic import atomic_write_json
 
 RECHECK_FILE = "recheck.json"
 

@@ -28,7 +28,7 @@ from robustsnn.evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate, parse_ep
 from robustsnn.evaluation.sharding import BatchShard, current_shard
 from robustsnn.evaluation.workers import resolve_workers, run_in_workers
 from robustsnn.integrity import with_integrity
-from robustsnn.io.checkpoint import atomic_write_json, atomic_write_text
+from robustsnn.io.atomic import atomic_write_json, atomic_write_text
 from robustsnn.io.models import check_input, load_model
 
 DEFAULT_ENSEMBLE = "reliable"

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from robustsnn.errors import UserError
-from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.atomic import atomic_write_json
 
 VERIFICATION_FILE = "verification.json"
 LOGIT_ATOL = 1e-4

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from robustsnn.errors import UserError
-from robustsnn.io.checkpoint import atomic_write_json
+from robustsnn.io.atomic import atomic_write_json
 
 LOCK_FILE = ".robustsnn.lock"
 SETTINGS_FILE = "settings.json"

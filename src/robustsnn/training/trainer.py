@@ -48,7 +48,8 @@ from tqdm import tqdm
 from robustsnn import distributed
 from robustsnn.data import Dataset, iterate_batches
 from robustsnn.errors import UserError
-from robustsnn.io.checkpoint import atomic_write_text, load_tensors, save_tensors
+from robustsnn.io.atomic import atomic_write_text
+from robustsnn.io.checkpoint import load_tensors, save_tensors
 
 ObjectiveFn = Callable[[nn.Module, Tensor, Tensor, "torch.Generator | None"], tuple[Tensor, Tensor]]
 Clamp = Callable[[nn.Module], None]
