@@ -16,7 +16,6 @@ MAX_LINES = 120
 MAX_PARAMS = 12
 
 OVERSIZED = {
-    "robustsnn.analysis.report:make_run_figures": "every figure of a run in one place; split with report.py by job",
     "robustsnn.cli:build_parser": "all subcommands in one function; to become one function per subcommand",
     "robustsnn.evaluation.diagnostics:run_diagnostics": "each check's options as arguments; to take DiagnosticsConfig only",
     "robustsnn.evaluation.escalate:evaluate_escalating": "forwards evaluate()'s options; to take a config object",
@@ -64,9 +63,6 @@ CIRCLES = {
             "robustsnn.evaluation.workers",
         }
     ): "workers and sharding call back into evaluate/run through the package",
-    frozenset(
-        {"robustsnn.analysis", "robustsnn.analysis.breaks", "robustsnn.analysis.report"}
-    ): "breaks and report read each other; to be cut by a document-model module",
     frozenset(
         {"robustsnn.interop.adapters", "robustsnn.interop.stepwise"}
     ): "private names imported both ways; to be cut by a shared framework-reading module",

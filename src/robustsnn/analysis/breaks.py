@@ -18,9 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustsnn.analysis import figures as fig
+import robustsnn.analysis.figures as fig
+from robustsnn.analysis.document import Block, Cell, Heading, Image, Paragraph, Table
+from robustsnn.analysis.statistics import raster_data
 from robustsnn.evaluation.adversarial import ADVERSARIAL_FILE, read
-from robustsnn.evaluation.recheck import RECHECK_FILE
+from robustsnn.evaluation.recheck import RECHECK_FILE, _model_path
+from robustsnn.io.models import load_model
+from robustsnn.snn import SpikingNetwork
 
 FIGURE_PREFIX = "saved_breaks-"
 
@@ -55,11 +59,6 @@ def _active_raster(raster: dict[str, Any], n_neurons: int = 120, seed: int = 0) 
 def break_panels(folder: Path, max_samples: int = 3) -> list[dict[str, Any]]:
     """The data of the figure for up to ``max_samples`` saved breaks of one evaluation: the
     first break of each member that broke something, then the next ones in record order."""
-    from robustsnn.analysis.statistics import raster_data
-    from robustsnn.evaluation.recheck import _model_path
-    from robustsnn.modelio import load_model
-    from robustsnn.snn import SpikingNetwork
-
     examples, meta = read(folder / ADVERSARIAL_FILE)
     if not len(examples):
         return []
@@ -198,14 +197,13 @@ def storage_summary(folder: Path) -> dict[str, Any]:
     }
 
 
-def saved_breaks_blocks(run_dir: Path) -> list[Any]:
-    """The report section: storage and recheck per evaluation, then the figures."""
-    from robustsnn.analysis.report import Cell, Heading, Image, Paragraph, Table
-
+def saved_breaks_blocks(run_dir: Path) -> list[Block]:
+    """The report section: storage and recheck per evaluation, then the figures (document
+    blocks, :mod:`robustsnn.analysis.document`, which the report's sections add to a run's)."""
     folders = adversarial_folders(run_dir)
     if not folders:
         return []
-    blocks: list[Any] = [
+    blocks: list[Block] = [
         Heading(3, "Saved adversarial examples (every break, rechecked independently)"),
         Paragraph(
             "Every sample an attack broke is kept in adversarial.safetensors beside its "
