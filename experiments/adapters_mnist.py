@@ -1,5 +1,5 @@
 """Cross-framework: small SNNs trained in SpikingJelly and snnTorch on MNIST-5k, adapted with
-``robustsnn.adapters`` and attacked with robustsnn's pgd-ensemble (docs/RESULTS.md).
+``robustsnn.interop.adapters`` and attacked with robustsnn's pgd-ensemble (docs/RESULTS.md).
 
     OMP_NUM_THREADS=1 python experiments/adapters_mnist.py --out /tmp/adapters --n 50
 
@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustsnn.adapters import from_snntorch, from_spikingjelly
 from robustsnn.data import load_dataset
 from robustsnn.evaluation import evaluate
 from robustsnn.evaluation.intervals import format_accuracy
+from robustsnn.interop.adapters import from_snntorch, from_spikingjelly
 from robustsnn.io.atomic import atomic_write_json
 
 T = 8

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from robustsnn.errors import UserError
-from robustsnn.interop import adapters
 from robustsnn.interop.adapters import _adapt, _Neuron, _neuron_spec, _scalar
 from robustsnn.snn.estimators import parse_estimator
 
@@ -177,10 +176,3 @@ def test_per_neuron_values_are_refused() -> None:
     assert _scalar("n", "threshold", torch.full((3,), 0.5)) == 0.5
     with pytest.raises(UserError, match="differs between neurons"):
         _scalar("n", "threshold", torch.tensor([0.5, 1.0]))
-
-
-def test_public_reexport() -> None:
-    import robustsnn.adapters as public
-
-    assert public.from_snntorch is adapters.from_snntorch
-    assert public.from_spikingjelly is adapters.from_spikingjelly

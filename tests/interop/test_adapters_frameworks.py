@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from robustsnn.adapters import from_snntorch, from_spikingjelly
 from robustsnn.errors import UserError
 from robustsnn.evaluation import evaluate
+from robustsnn.interop.adapters import from_snntorch, from_spikingjelly
 from robustsnn.snn.estimators import parse_estimator
 
 

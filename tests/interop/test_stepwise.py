@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from robustsnn.adapters import SourceSurrogate, from_snntorch, from_spikingjelly, wrap
 from robustsnn.errors import UserError
 from robustsnn.evaluation import evaluate
+from robustsnn.interop.adapters import from_snntorch, from_spikingjelly
+from robustsnn.interop.stepwise import SourceSurrogate, wrap
 from robustsnn.snn.estimators import parse_estimator
 
 HAVE_SJ = importlib.util.find_spec("spikingjelly") is not None

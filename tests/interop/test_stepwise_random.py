@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from robustsnn.adapters import wrap
 from robustsnn.evaluation import evaluate
+from robustsnn.interop.stepwise import wrap
 
 needs_snntorch = pytest.mark.skipif(
     importlib.util.find_spec("snntorch") is None, reason="snntorch not installed"
