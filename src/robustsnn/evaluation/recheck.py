@@ -23,7 +23,8 @@ sample) and by the reference simulator (its own numpy draws); ``recheck.json`` k
 wrong-draw counts and the Wilson interval of each break's misclassification probability.
 
 Transfer (:func:`transfer_matrix`): the examples saved for model A, run on model B: the share of
-them B misclassifies, among those whose clean image B classifies correctly.
+them B misclassifies, among those whose clean image B classifies correctly. A random B is judged
+as its evaluation would judge it (:func:`transfer_cell`): by the majority of M fresh draws.
 """
 
 from __future__ import annotations
@@ -136,16 +137,17 @@ RECHECK_SEED = 0
 """Seed of a random model's fresh draws in a recheck (fixed: a recheck repeats)."""
 
 
-def random_model_draws(folder: Path, model: nn.Module, x: Tensor) -> int:
+def random_model_draws(folder: Path | None, model: nn.Module, x: Tensor) -> int:
     """M, the draws per verdict for a random model (the evaluation's ``prediction_draws``); 0
     for a deterministic one. The evaluation's ``randomness`` entry decides; without one, two
-    seeded passes on ``x`` do (:func:`~robustsnn.evaluation.stochastic.detect_randomness`)."""
+    seeded passes on ``x`` do (:func:`~robustsnn.evaluation.stochastic.detect_randomness`), and
+    always for ``folder`` None (a model without an evaluation)."""
     from robustsnn.evaluation.stochastic import StochasticConfig, detect_randomness
 
     default = StochasticConfig().prediction_draws
     info: Any = None
-    evaluation = folder / "evaluation.json"
-    if evaluation.is_file():
+    evaluation = folder / "evaluation.json" if folder is not None else None
+    if evaluation is not None and evaluation.is_file():
         try:
             info = json.loads(evaluation.read_text()).get("randomness")
         except (ValueError, AttributeError):
@@ -501,16 +503,31 @@ def recheck_lines(results: Sequence[RecheckResult]) -> list[str]:
 # --------------------------------------------------------------------------- transfer
 
 
+TRANSFER_SEED = 0
+"""Default seed of a random target's draws in a transfer matrix (one seed: the same matrix)."""
+
+
 @dataclass
 class TransferCell:
+    """One cell of the matrix. A random target also keeps its M (``draws``; 0: deterministic,
+    one forward pass), the seed of its draws and, per attacked example, how many of the M
+    draws misclassify it (``wrong_draws``)."""
+
     source: str
     target: str
     fooled: int
     attacked: int  # source examples whose clean image the target classifies correctly
+    draws: int = 0
+    wrong_draws: list[int] = field(default_factory=list)
+    seed: int | None = None
 
     @property
     def rate(self) -> float:
         return self.fooled / self.attacked if self.attacked else float("nan")
+
+    def per_draw(self) -> tuple[int, int]:
+        """A random target: (misclassifying draws, draws) over the attacked examples."""
+        return sum(self.wrong_draws), self.draws * len(self.wrong_draws)
 
 
 def _predictions(model: nn.Module, x: Tensor) -> Tensor:
@@ -518,6 +535,61 @@ def _predictions(model: nn.Module, x: Tensor) -> Tensor:
 
     with torch.no_grad():
         return real_predict(model, x, batch_size=64)
+
+
+def _wrong_draws_of(model: nn.Module, x: Tensor, y: Tensor, draws: int, seed: int) -> Tensor:
+    """How many of ``draws`` draws of a random ``model`` misclassify each of ``x``: the verdict
+    of :class:`~robustsnn.evaluation.stochastic.Randomness` (torch's global generator seeded
+    from ``seed``, its verdict stream and each chunk's digest; the caller's state restored)."""
+    from robustsnn.evaluation.stochastic import Randomness, StochasticConfig
+
+    config = StochasticConfig(mode="force", prediction_draws=draws)
+    handler = Randomness(model, config, int(seed), True, True, prediction_draws=draws)
+    with torch.no_grad():
+        chunks = zip(x.split(64), y.split(64), strict=True)
+        wrong = [handler.verdict(xc, yc)[1].cpu() for xc, yc in chunks]
+    return torch.cat(wrong) if wrong else torch.zeros(0, dtype=torch.long)
+
+
+def transfer_cell(
+    model: nn.Module,
+    examples: AdversarialSet,
+    source: str,
+    target: str,
+    draws: int = 0,
+    seed: int = TRANSFER_SEED,
+) -> TransferCell:
+    """``examples`` (saved for ``source``) run on ``model`` (``target``).
+
+    ``draws`` 0 (a deterministic target): one forward pass per image. ``draws`` M (a random
+    target): an example fools the target when a strict majority of M fresh draws misclassify
+    it, among the examples whose clean image a strict majority classifies correctly: the
+    evaluation's rule for random models (:mod:`robustsnn.evaluation.stochastic`), on draws
+    seeded from ``seed`` (the same seed gives the same cell)."""
+    if not draws:
+        clean_ok = _predictions(model, examples.clean) == examples.label
+        fooled = _predictions(model, examples.adversarial) != examples.label
+        return TransferCell(source, target, int((fooled & clean_ok).sum()), int(clean_ok.sum()))
+    from robustsnn.evaluation.views import derive_seed
+
+    stream = derive_seed(seed, "transfer")
+    clean_wrong = _wrong_draws_of(model, examples.clean, examples.label, draws, stream)
+    wrong = _wrong_draws_of(model, examples.adversarial, examples.label, draws, stream)
+    clean_ok = 2 * clean_wrong < draws
+    fooled = (2 * wrong > draws) & clean_ok
+    counts = [int(w) for w in wrong[clean_ok]]
+    return TransferCell(
+        source, target, int(fooled.sum()), int(clean_ok.sum()), draws, counts, int(seed)
+    )
+
+
+def _target_draws(folder: Path | None, model: nn.Module, x: Tensor) -> int:
+    """M for a target: 0 if deterministic, else its evaluation's M (:func:`random_model_draws`),
+    but never a single draw (a random model evaluated with randomness 'off' records M = 1)."""
+    from robustsnn.evaluation.stochastic import StochasticConfig
+
+    draws = random_model_draws(folder, model, x)
+    return StochasticConfig().prediction_draws if draws == 1 else draws
 
 
 def _check_input_shape(
@@ -553,14 +625,17 @@ def _check_input_shape(
 
 
 def transfer_matrix(
-    sources: Sequence[str | Path], targets: Sequence[str | Path] = ()
+    sources: Sequence[str | Path], targets: Sequence[str | Path] = (), seed: int = TRANSFER_SEED
 ) -> tuple[list[str], list[str], list[TransferCell]]:
     """Every source folder's saved examples run on every model: the sources' own models, then
-    ``targets`` (checkpoints or evaluation folders)."""
+    ``targets`` (checkpoints or evaluation folders). A random model (so found by its
+    evaluation, or by two seeded passes) is judged by the majority of M draws seeded from
+    ``seed`` (:func:`transfer_cell`); a deterministic one by one forward pass, as always."""
     from robustsnn.io.models import load_model
 
     loaded: list[tuple[str, AdversarialSet]] = []
     models: dict[str, nn.Module] = {}
+    folders: dict[str, Path | None] = {}  # where a model's evaluation.json may say M
     for source in sources:
         for folder in evaluation_folders(source):
             examples, meta = read(folder / ADVERSARIAL_FILE)
@@ -568,6 +643,7 @@ def transfer_matrix(
             name = str(path)
             loaded.append((name, examples))
             models.setdefault(name, model)
+            folders.setdefault(name, folder)
     for target in targets:
         path = Path(target)
         if path.is_dir():
@@ -575,21 +651,24 @@ def transfer_matrix(
                 meta = read(folder / ADVERSARIAL_FILE)[1]
                 model, found = load_evaluated_model(folder, meta)
                 models.setdefault(str(found), model)
+                folders.setdefault(str(found), folder)
         elif path.is_file():
             models.setdefault(str(path), load_model(path, "cpu")[0].eval())
+            folders.setdefault(str(path), None)
         else:
             raise UserError(f"target {path} is neither a checkpoint nor an evaluation folder")
     cells = []
+    draws: dict[str, int] = {}
     for name, examples in loaded:
         for target_name, model in models.items():
             if len(examples) == 0:
                 cells.append(TransferCell(name, target_name, 0, 0))
                 continue
             _check_input_shape(model, examples, name, target_name)
-            clean_ok = _predictions(model, examples.clean) == examples.label
-            fooled = _predictions(model, examples.adversarial) != examples.label
+            if target_name not in draws:
+                draws[target_name] = _target_draws(folders[target_name], model, examples.clean)
             cells.append(
-                TransferCell(name, target_name, int((fooled & clean_ok).sum()), int(clean_ok.sum()))
+                transfer_cell(model, examples, name, target_name, draws[target_name], seed)
             )
     return [n for n, _ in loaded], list(models), cells
 
@@ -614,7 +693,27 @@ def transfer_lines(sources: list[str], targets: list[str], cells: list[TransferC
                 text = "n/a"
             row += f"{text:>28}"
         lines.append(row)
+    for cell in cells:
+        if cell.draws and cell.source in sources and cell.target in targets:
+            lines.append(_random_cell_line(cell, short[cell.source], short[cell.target]))
     return lines
+
+
+def _random_cell_line(cell: TransferCell, source: str, target: str) -> str:
+    """The draws behind a random target's cell: M, the seed, the per-draw misclassification
+    rate with its Wilson interval, and how many examples each count of wrong draws has."""
+    wrong, total = cell.per_draw()
+    spread = {k: cell.wrong_draws.count(k) for k in sorted(set(cell.wrong_draws))}
+    per_draw = "no attacked example"
+    if total:
+        lo, hi = wilson_interval(wrong, total)
+        per_draw = f"{wrong}/{total} = {wrong / total:.0%} [{lo:.0%}, {hi:.0%}]"
+    return (
+        f"{source} on {target}: random target, each image judged by {cell.draws} draws "
+        f"(seed {cell.seed}): fooled when more than half misclassify the example and at most "
+        f"half the clean image; draws misclassifying the attacked examples {per_draw} "
+        f"(Wilson 95%); examples by misclassifying draws {spread}"
+    )
 
 
 __all__ = [
@@ -625,6 +724,7 @@ __all__ = [
     "recheck",
     "recheck_folder",
     "recheck_lines",
+    "transfer_cell",
     "transfer_lines",
     "transfer_matrix",
 ]
