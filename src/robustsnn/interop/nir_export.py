@@ -16,6 +16,18 @@ The file states what robustsnn computes, in NIR's terms (``research/ecosystem.md
 
 What NIR cannot state faithfully is refused with one line: soft (subtractive) reset, an initial
 membrane, per-time-step BatchNorm, max pooling, and any layer without a NIR node.
+
+Random parts are refused too, so that a random SNN never silently becomes a deterministic graph
+(issue 32): Poisson/Bernoulli rate input coding (``input_encoding``), noisy neurons
+(``threshold_noise``) and HoSNN's threshold-adapting neurons (an adaptive threshold, not NIR's
+fixed ``v_threshold``). Why refuse the input coding rather than export it as metadata: NIR has
+no Poisson/Bernoulli node, and its readers (snnTorch, Norse, SpikingJelly, Lava, robustsnn's own
+import) build the network from the nodes and ignore a producer's metadata, so a graph whose
+metadata says "poisson" would still run on the image directly in every consumer: the same
+silent change, moved downstream. ``drop_input_encoding=True`` exports the graph without the
+coding on purpose (the network the coding feeds, which reads spikes or the image alike) and
+records it in the metadata (``input_coding`` stays ``"direct"``, what the graph computes;
+``dropped_input_encoding`` names the coding the consumer must apply before the input node).
 """
 
 from __future__ import annotations
@@ -228,6 +240,7 @@ class _Exporter:
         return [_Term(self.add_node(name, node, terms), 1.0, shape)]
 
     def neuron(self, name: str, module: SpikingNeuron, terms: list[_Term], shape: tuple[int, ...]):
+        _refuse_random_or_adaptive(module)
         if module.reset != "hard":
             raise UserError(
                 f"spiking layer {module.name!r} uses the soft (subtractive) reset, which NIR "
@@ -435,6 +448,15 @@ class _Exporter:
         }
         if self.normalize is not None:
             meta["normalize"] = self.normalize
+        encoding = str(getattr(self.snn, "input_encoding", "direct"))
+        if encoding != "direct":  # exported without it on request (drop_input_encoding)
+            meta["dropped_input_encoding"] = encoding
+            meta["dropped_input_encoding_rule"] = (
+                "not in the graph: at each of the T steps draw one Bernoulli spike (0 or 1) "
+                "per pixel of the image in [0, 1], with the pixel's value as its probability, "
+                "and feed these spikes to the input node (the graph's normalization follows "
+                "it) in place of the image"
+            )
         return meta
 
 
@@ -464,15 +486,52 @@ def _scaled(
     return [_Term(t.src, t.scale * c, t.shape) for t in values[tensors[0].name]]
 
 
-def export_nir(snn: SpikingNetwork, input_shape: tuple[int, ...], *, dt: float = DEFAULT_DT) -> Any:
+def _refuse_random_or_adaptive(module: SpikingNeuron) -> None:
+    """One line for a neuron NIR's IF/LIF cannot state: noisy, or with an adaptive threshold."""
+    noise = float(getattr(module, "threshold_noise", 0.0) or 0.0)
+    if noise:
+        raise UserError(
+            f"spiking layer {module.name!r} has threshold noise ({noise:g} of the threshold), "
+            "which NIR cannot express (no node draws random numbers): the exported graph would "
+            "be deterministic; export the network with threshold_noise 0 "
+            "(robustsnn.snn.encoding.configure_stochastic) and add the noise in the consumer"
+        )
+    if type(module).__name__ == "ThresholdAdaptingNeuron":
+        raise UserError(
+            f"spiking layer {module.name!r} is a TA-LIF neuron (HoSNN's adaptive threshold), "
+            "which NIR cannot express (IF/LIF have a fixed v_threshold)"
+        )
+
+
+def _check_input_encoding(snn: SpikingNetwork, drop: bool) -> None:
+    encoding = str(getattr(snn, "input_encoding", "direct"))
+    if encoding != "direct" and not drop:
+        raise UserError(
+            f"the network draws its input spikes ({encoding} rate coding), which NIR cannot "
+            "express (no random input node; NIR readers ignore a producer's metadata), so the "
+            "graph would silently run on the image, deterministically; to export the network "
+            "without the coding and apply it in the consumer, pass drop_input_encoding=True to "
+            "export_nir/export_checkpoint (recorded in the metadata)"
+        )
+
+
+def export_nir(
+    snn: SpikingNetwork,
+    input_shape: tuple[int, ...],
+    *,
+    dt: float = DEFAULT_DT,
+    drop_input_encoding: bool = False,
+) -> Any:
     """The NIR graph (``nir.NIRGraph``) of ``snn`` for inputs of one sample's ``input_shape``.
 
     ``dt`` only fixes the units of ``r`` and ``tau`` (it is stored in the metadata): robustsnn's
-    discrete dynamics are reproduced by forward Euler with this ``dt``.
+    discrete dynamics are reproduced by forward Euler with this ``dt``. A network with random
+    input coding is refused unless ``drop_input_encoding`` (module doc: why).
     """
     require_nir()
     if not math.isfinite(dt) or dt <= 0:
         raise UserError(f"dt must be a positive number, not {dt}")
+    _check_input_encoding(snn, drop_input_encoding)
     return _Exporter(snn, dt).run(tuple(int(s) for s in input_shape))
 
 
@@ -502,8 +561,15 @@ def input_shape_of(meta: dict[str, Any]) -> tuple[int, ...]:
     return (int(arch["in_channels"]), int(arch["image_size"]), int(arch["image_size"]))
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dt: float = DEFAULT_DT) -> Path:
-    """``robustsnn export``: an SNN checkpoint to a ``.nir`` file."""
+def export_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    dt: float = DEFAULT_DT,
+    drop_input_encoding: bool = False,
+) -> Path:
+    """``robustsnn export``: an SNN checkpoint to a ``.nir`` file (``drop_input_encoding``: as
+    :func:`export_nir`'s)."""
     from robustsnn.io.models import load_model
 
     model, meta = load_model(checkpoint)
@@ -511,7 +577,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dt: float = DE
         raise UserError(
             f"{checkpoint} is an {meta.get('kind')} checkpoint; export needs an SNN (convert it first)"
         )
-    graph = export_nir(model, input_shape_of(meta), dt=dt)
+    graph = export_nir(model, input_shape_of(meta), dt=dt, drop_input_encoding=drop_input_encoding)
     dataset = meta.get("dataset")
     if isinstance(dataset, dict):
         classes = dataset.get("classes")
