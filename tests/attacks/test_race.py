@@ -188,3 +188,47 @@ def test_unknown_candidates_are_refused() -> None:
 def test_real_margin() -> None:
     logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 4.0, 4.0], [1.0, 5.0, -1.0]])
     assert real_margin(logits, torch.tensor([0, 1, 0])).tolist() == [1.0, 0.0, -4.0]
+
+
+def test_starts_and_losses_are_candidates_each_walking_its_own_sapgd() -> None:
+    """With several starts and losses every (view, loss, start) is a candidate: keeping all of
+    them, the race breaks exactly the union of the SA-PGD runs with the seeds it draws, in the
+    documented order (view, then loss, then start)."""
+    model = _mlp(3)
+    x, y = _data(model, 32)
+    race = Race(
+        0.1,
+        estimators=("only",),
+        steps=10,
+        checkpoints=(3, 6),
+        keep=(4, 4),
+        starts=2,
+        losses=("ce", "dlr"),
+    )
+    x_race = race(ViewSet({"only": model}, real=model), x, y, generator=torch.Generator())
+    assert list(race.last_rounds[0]) == ["only/ce#0", "only/ce#1", "only/dlr#0", "only/dlr#1"]
+    seeds = torch.randint(0, 2**62, (5,), generator=torch.Generator()).tolist()[:4]
+    union = torch.zeros_like(y, dtype=torch.bool)
+    singles = []
+    for seed, loss in zip(seeds, ("ce", "ce", "dlr", "dlr"), strict=True):
+        x_one = SAPGD(0.1, steps=10, loss=loss)(
+            model, x, y, generator=torch.Generator().manual_seed(int(seed))
+        )
+        fooled = predict_logits(model, x_one).argmax(1) != y
+        singles.append(int(fooled.sum()))
+        union |= fooled
+    fooled_race = predict_logits(model, x_race).argmax(1) != y
+    assert torch.equal(fooled_race, union)
+    assert int(union.sum()) > max(singles)  # the extra starts and the DLR loss add breaks
+
+
+def test_one_start_one_loss_names_candidates_by_view_alone() -> None:
+    model = _mlp(2)
+    x, y = _data(model, 8)
+    race = Race(0.05, estimators=("a", "b"), steps=10, checkpoints=(3,), keep=(1,))
+    race(ViewSet({"a": model, "b": model}, real=model), x, y, generator=torch.Generator())
+    assert set(race.last_rounds[0]) <= {"a", "b"}
+    with pytest.raises(UserError, match="loss"):
+        Race(0.05, estimators=("a",), losses=("hinge",))
+    with pytest.raises(UserError, match="losses"):
+        Race(0.05, estimators=("a",), losses=())

@@ -87,6 +87,14 @@ class Race(Attack):
         keep: candidates kept per sample after each checkpoint, non-increasing, >= 1.
         finisher_iter: APGD-T iterations per target through the winning view (0: no finisher).
         finisher_targets: runner-up classes the finisher targets.
+        starts: random starts per view and loss: at a sample the attacks nearly break, whether
+            a run breaks it depends on its start, so racing several starts buys that lottery's
+            tickets for a few iterations each instead of whole restarts.
+        losses: SA-PGD losses per view (``"ce"``, ``"dlr"``: DLR is invariant to the logits'
+            scale, so it moves where cross-entropy saturates).
+
+    The candidates are every (view, loss, start) in that nesting order; with one loss and one
+    start a candidate is named by its view alone, otherwise ``view/loss#start``.
     """
 
     param_names = (
@@ -97,6 +105,8 @@ class Race(Attack):
         "keep",
         "finisher_iter",
         "finisher_targets",
+        "starts",
+        "losses",
     )
 
     def __init__(
@@ -108,6 +118,8 @@ class Race(Attack):
         keep: Sequence[int] = (4, 2),
         finisher_iter: int = 0,
         finisher_targets: int = 3,
+        starts: int = 1,
+        losses: Sequence[str] = ("ce",),
     ) -> None:
         super().__init__(eps)
         self.estimators = tuple(str(e) for e in estimators)
@@ -133,6 +145,12 @@ class Race(Attack):
             raise UserError(f"race: keep {list(self.keep)} must be >= 1 and non-increasing")
         self.finisher_iter = check_positive_int(finisher_iter, "race finisher_iter", minimum=0)
         self.finisher_targets = check_positive_int(finisher_targets, "race finisher_targets")
+        self.starts = check_positive_int(starts, "race starts")
+        self.losses = tuple(str(loss) for loss in losses)
+        if not self.losses:
+            raise UserError("race: losses needs at least one of 'ce', 'dlr'")
+        for loss in self.losses:
+            get_loss(loss)  # one clear line for an unknown loss
         self.name = "race"
         #: per candidate, samples it was still racing on after each round (for tests and logs)
         self.last_rounds: list[dict[str, int]] = []
@@ -150,7 +168,8 @@ class Race(Attack):
         del target
         views = _views_of(model, self.estimators)
         real = model.real if isinstance(model, ViewSet) else model
-        names = list(views)
+        candidates = self._candidates(list(views))
+        names = list(candidates)
         n, device = x.shape[0], x.device
         # one generator per candidate, drawn in a fixed order from the call's generator
         seeds = torch.randint(0, 2**62, (len(names) + 1,), generator=generator).tolist()
@@ -160,7 +179,6 @@ class Race(Attack):
             g.manual_seed(int(seed))
             generators[name] = g
         sapgd = SAPGD(self.eps, steps=self.steps)
-        loss_fn = get_loss("ce")
         # a sample the real model already misclassifies comes back unchanged
         broken = predict_logits(real, x).argmax(1) != y
         x_out = x.clone()
@@ -180,7 +198,10 @@ class Race(Attack):
                     idx = (active[c] & ~broken).nonzero().squeeze(1)
                     if idx.numel() == 0:
                         continue
-                    run = SAPGDRun(sapgd, views[c], x, y, idx, bests[c], loss_fn, generators[c])
+                    view, loss = candidates[c]
+                    run = SAPGDRun(
+                        sapgd, views[view], x, y, idx, bests[c], get_loss(loss), generators[c]
+                    )
                     runs[c] = run
                 else:
                     at = run.positions()
@@ -217,8 +238,20 @@ class Race(Attack):
                 winners[position] = names[ci]
         self.last_winners = winners
         if self.finisher_iter > 0 and standing.numel():
-            self._finish(views, real, x, y, standing, winners, generators, x_out, broken)
+            winning = {c: views[candidates[c][0]] for c in names}
+            self._finish(winning, real, x, y, standing, winners, generators, x_out, broken)
         return x_out
+
+    def _candidates(self, views: list[str]) -> dict[str, tuple[str, str]]:
+        """Candidate name -> (view, loss), every view x loss x start in that order."""
+        if self.starts == 1 and self.losses == ("ce",):
+            return {v: (v, "ce") for v in views}
+        return {
+            f"{v}/{loss}#{j}": (v, loss)
+            for v in views
+            for loss in self.losses
+            for j in range(self.starts)
+        }
 
     def _halve(
         self,

@@ -103,13 +103,14 @@ class Member:
     def name(self) -> str:
         """``attack[k=v,...]/estimator``, e.g. ``pgd/bptt-pcw-1`` (or ``label`` when set)."""
         if self.label:
-            return self.label
-        text = self.attack
-        if self.params:
-            args = ",".join(f"{k}={_format_value(v)}" for k, v in sorted(self.params.items()))
-            text += f"[{args}]"
-        if self.estimator:
-            text += f"/{self.estimator}"
+            text = self.label
+        else:
+            text = self.attack
+            if self.params:
+                args = ",".join(f"{k}={_format_value(v)}" for k, v in sorted(self.params.items()))
+                text += f"[{args}]"
+            if self.estimator:
+                text += f"/{self.estimator}"
         if self.close_call is not None:
             text += f"@close-{_format_value(self.close_call)}"
         return text
@@ -462,25 +463,36 @@ def race_member(
     keep: Sequence[int] = (4, 2),
     finisher_iter: int = 50,
     finisher_targets: int = 3,
+    starts: int = 1,
+    losses: Sequence[str] = ("ce",),
+    close_call: float | None = None,
 ) -> Member:
     """A race of SA-PGD-``steps`` through ``estimators`` (:mod:`robustsnn.attacks.race`):
     all run to ``checkpoints[0]``, the best ``keep[0]`` per sample to ``checkpoints[1]``, ...;
-    then targeted APGD through each standing sample's winning estimator."""
+    then targeted APGD through each standing sample's winning estimator. With ``starts`` > 1
+    or several ``losses``, every (estimator, loss, start) is a candidate; ``close_call`` gates
+    the member like any other (:class:`Member`)."""
     names = tuple(estimators)
+    params: dict[str, Any] = {
+        "estimators": list(names),
+        "steps": steps,
+        "checkpoints": list(checkpoints),
+        "keep": list(keep),
+        "finisher_iter": finisher_iter,
+        "finisher_targets": finisher_targets,
+    }
+    candidates = f"{len(names)} estimators"
+    if starts != 1 or tuple(losses) != ("ce",):  # absent otherwise: older names and keys hold
+        params["starts"], params["losses"] = starts, list(losses)
+        candidates += f" x {'+'.join(losses)} x {starts} starts"
     return Member(
         "race",
         names[0],
-        {
-            "estimators": list(names),
-            "steps": steps,
-            "checkpoints": list(checkpoints),
-            "keep": list(keep),
-            "finisher_iter": finisher_iter,
-            "finisher_targets": finisher_targets,
-        },
-        label=f"race[sapgd-{steps},{len(names)} estimators,keep "
+        params,
+        label=f"race[sapgd-{steps},{candidates},keep "
         f"{'/'.join(map(str, keep))}@{'/'.join(map(str, checkpoints))}"
         + (f",apgd-t-{finisher_iter}x{finisher_targets}]" if finisher_iter else "]"),
+        close_call=close_call,
     )
 
 
