@@ -131,3 +131,42 @@ def test_block_size_of_the_spiking_layers_changes_no_verdict(
     # rows), and one stands, so every member runs
     assert sum(not r["robust"] and r["clean_correct"] for r in results[0]) >= 4
     assert any(r["robust"] for r in results[0])
+
+
+def test_workers_give_the_single_process_records_for_the_adaptive_members() -> None:
+    """The pieces `reliable` is built from (a first member on every sample, a race whose
+    candidates are several starts and losses, members gated by the closest call) give one
+    process's records with workers too: nothing in them depends on which process ran a batch
+    (torchrun ranks take batches the same way)."""
+    from robustsnn.evaluation import evaluate
+    from robustsnn.evaluation.ensembles import Ensemble, Member, race_member
+
+    members = (
+        Member("sapgd", "bptt-rel-pcw-1", {"steps": 2}),
+        race_member(
+            ("bptt-rel-pcw-1", "bptt-rel-pcw-0.5"),
+            steps=6,
+            checkpoints=(2,),
+            keep=(1,),
+            finisher_iter=2,
+            starts=2,
+            losses=("ce", "dlr"),
+            close_call=0.9,
+        ),
+        Member("apgd-dlr", "bptt-rel-pcw-0.5", {"n_iter": 3}, close_call=0.9),
+    )
+    x = images(12)
+    snn, y = tiny_snn(), labels_of(tiny_mlp(), images(12))
+
+    def job(shard: BatchShard | None, is_main: bool) -> dict:  # type: ignore[type-arg]
+        return evaluate(
+            snn, x, y, eps=0.08, ensemble=Ensemble("tiny-adaptive", members), batch_size=3,
+            diagnostics="none", quiet=True, **({"shard": shard} if shard else {}),
+        )  # fmt: skip
+
+    one = run_in_workers(1, job)
+    three = run_in_workers(3, job)
+    assert strip_seconds(three) == strip_seconds(one)
+    broken_by = [r["broken_by"] for r in one["records"] if r["clean_correct"]]
+    assert None in broken_by  # some samples stand ...
+    assert {b for b in broken_by if b} - {members[0].name}  # ... and the gated ones break some
