@@ -45,6 +45,7 @@ from robustsnn.attacks.base import (
     per_sample,
     predict_logits,
     project,
+    signed_step,
     unit_linf_noise,
 )
 from robustsnn.attacks.losses import LOSSES, AttackLoss, get_loss
@@ -120,7 +121,7 @@ def apgd_run(
             return
         xa, xo = x_adv[rows], x0[rows]
         a = momentum if it > 1 else 1.0
-        z = project(xa + per_sample(step[rows], xa) * grad[rows].sign(), xo, eps)
+        z = signed_step(xa, grad[rows], per_sample(step[rows], xa), xo, eps)
         x_new = project(xa + a * (z - xa) + (1 - a) * (xa - x_prev[rows]), xo, eps)
         x_prev[rows] = xa
         x_adv[rows] = x_new

@@ -178,6 +178,27 @@ def project(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
     return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
 
 
+def signed_step(
+    x_adv: Tensor, grad: Tensor, step_size: float | Tensor, x: Tensor, eps: float
+) -> Tensor:
+    """One L-inf ascent step: ``x_adv + step_size * sign(grad)``, projected onto the eps-ball
+    around ``x`` intersected with [0, 1] (the update of FGSM and of every PGD; ``step_size``
+    may be per sample, shaped to broadcast against ``x_adv``)."""
+    return project(x_adv + step_size * grad.sign(), x, eps)
+
+
+def default_step_size(eps: float, steps: int) -> float:
+    """The default PGD step in pixels: ``2.5 * eps / steps``.
+
+    The rule of thumb of Madry et al., "Towards Deep Learning Models Resistant to Adversarial
+    Attacks" (ICLR 2018): ``steps`` signed steps then travel ``2.5 eps`` in all, more than the
+    ball's diameter, so an iterate can reach the boundary of the eps-ball from any start in it
+    and still move along it. The one place the rule is written: the evaluation's PGD, the
+    training adversaries and the training objectives all take their default from here.
+    """
+    return 2.5 * eps / steps
+
+
 def per_sample(values: Tensor, like: Tensor) -> Tensor:
     """Reshape per-sample ``values [N]`` to broadcast against ``like [N, ...]``."""
     return values.view(-1, *([1] * (like.dim() - 1)))
@@ -198,12 +219,28 @@ def default_generator(device: torch.device | str = "cpu") -> torch.Generator:
     return generator
 
 
+def _draw_device(generator: torch.Generator | None, like: Tensor) -> torch.device:
+    """Where a draw happens: on the generator's device (a CPU generator also serves a GPU
+    model), or on ``like``'s device for the global generator (``generator=None``)."""
+    return generator.device if generator is not None else like.device
+
+
 def uniform(
-    shape: torch.Size | tuple[int, ...], generator: torch.Generator, like: Tensor
+    shape: torch.Size | tuple[int, ...], generator: torch.Generator | None, like: Tensor
 ) -> Tensor:
-    """Uniform noise in [-1, 1) on ``like``'s device and dtype, drawn from ``generator``."""
-    noise = torch.rand(shape, generator=generator, device=generator.device)
+    """Uniform noise in [-1, 1) on ``like``'s device and dtype, drawn from ``generator``
+    (None: the global generator of ``like``'s device)."""
+    noise = torch.rand(shape, generator=generator, device=_draw_device(generator, like))
     return (2 * noise - 1).to(device=like.device, dtype=like.dtype)
+
+
+def normal(
+    shape: torch.Size | tuple[int, ...], generator: torch.Generator | None, like: Tensor
+) -> Tensor:
+    """Standard normal noise on ``like``'s device and dtype, drawn from ``generator``
+    (None: the global generator of ``like``'s device)."""
+    noise = torch.randn(shape, generator=generator, device=_draw_device(generator, like))
+    return noise.to(device=like.device, dtype=like.dtype)
 
 
 def random_sign(
@@ -220,8 +257,9 @@ def unit_linf_noise(x: Tensor, generator: torch.Generator) -> Tensor:
     return noise / per_sample(linf_norm(noise).clamp_min(1e-12), noise)
 
 
-def random_start(x: Tensor, eps: float, generator: torch.Generator) -> Tensor:
-    """A uniformly random point of the eps-ball around ``x`` (clipped to [0, 1])."""
+def random_start(x: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+    """A uniformly random point of the eps-ball around ``x`` (clipped to [0, 1]); ``generator``
+    None draws from the global generator."""
     return project(x + eps * uniform(x.shape, generator, x), x, eps)
 
 

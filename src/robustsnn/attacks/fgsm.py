@@ -27,8 +27,8 @@ from robustsnn.attacks.base import (
     is_success,
     loss_and_grad,
     per_sample,
-    project,
     resolve_target,
+    signed_step,
 )
 from robustsnn.attacks.losses import LOSSES, AttackLoss, get_loss
 from robustsnn.attacks.registry import ATTACKS
@@ -47,7 +47,7 @@ def sign_step(
     """One step of size ``step`` from ``x_start`` along the sign of the loss gradient, projected
     onto the eps-ball around ``x``; samples ``x_start`` already fools are kept at ``x_start``."""
     logits, _, grad = loss_and_grad(model, x_start, lambda z: loss_fn(z, y, target))
-    x_adv = project(x_start + step * grad.sign(), x, eps)
+    x_adv = signed_step(x_start, grad, step, x, eps)
     already = per_sample(is_success(logits, y, target), x)
     return torch.where(already, x_start, x_adv)
 

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from robustsnn.attacks import PGD, Square, Transfer, margin
-from robustsnn.attacks.base import project
+from robustsnn.attacks.base import default_step_size, project
 from robustsnn.errors import UserError
 from robustsnn.evaluation.ensembles import ADAPTIVE_ESTIMATORS, Member, canonical_estimator
 from robustsnn.evaluation.views import (
@@ -166,7 +166,7 @@ def input_gradients(view: Callable[[Tensor], Tensor], x: Tensor, y: Tensor) -> T
 def _large_radius_pgd(eps: float, steps: int) -> PGD:
     """PGD with the paper's step ``2.5 eps / steps``, capped at 1 (the whole pixel range) so
     that few steps at a huge radius stay a valid attack."""
-    return PGD(eps, steps=steps, step_size=min(1.0, 2.5 * eps / steps))
+    return PGD(eps, steps=steps, step_size=min(1.0, default_step_size(eps, steps)))
 
 
 def _pgd_broken(

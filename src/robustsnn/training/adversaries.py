@@ -34,9 +34,11 @@ strength and estimator spread, each a plain spec in this language:
   (PCW 0.25 and 0.5 of the threshold) and absolute widths (PCW 1 and 2 in membrane units), so
   the SNN cannot lean on the one width its loss backpropagates through.
 
-The training PGD is :func:`~robustsnn.training.inner.pgd_ce` (the last iterate of every sample)
-rather than :class:`robustsnn.attacks.PGD`, whose evaluation bookkeeping freezes a sample at
-its first success: a weaker training distribution. SA-PGD is the evaluation's attack as is.
+The training PGD is :func:`~robustsnn.training.inner.pgd_ce`, the last iterate of every sample
+(:func:`robustsnn.attacks.pgd.pgd_last_iterate`, PGD's last-iterate mode on the attacks' own
+primitives) rather than :class:`robustsnn.attacks.PGD`, whose evaluation bookkeeping freezes a
+sample at its first success: a weaker training distribution. SA-PGD is the evaluation's attack
+as is.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ import yaml
 from torch import Tensor, nn
 
 from robustsnn.attacks import build_attack
-from robustsnn.attacks.base import begin_run
+from robustsnn.attacks.base import begin_run, default_step_size
 from robustsnn.errors import UserError
 from robustsnn.registry import Registry
 from robustsnn.snn import SpikingNetwork, parse_estimator
@@ -106,7 +108,7 @@ def _pgd(
     random_start: bool = True,
 ) -> Tensor:
     del alpha
-    size = 2.5 * eps / int(steps) if step_size is None else float(step_size)
+    size = default_step_size(eps, int(steps)) if step_size is None else float(step_size)
     return pgd_ce(
         view,
         x,

@@ -8,6 +8,13 @@ flags and ``requires_grad`` flags are restored afterwards. Input gradients come 
 KL convention (the one of the TRADES/MART reference code and of the paper's code):
 ``kl_batchmean(adv, clean) = KLDivLoss(log_softmax(adv), softmax(clean), "sum") / B``, which the
 papers write ``KL(f(x_adv) || f(x))``; as a formula it is ``sum p_clean * log(p_clean / p_adv)``.
+
+The adversaries run on the attack core of :mod:`robustsnn.attacks`: its random starts, input
+gradient, signed step, projection and default step size, through
+:func:`~robustsnn.attacks.pgd.pgd_last_iterate`, PGD's last-iterate mode. Training keeps the
+last iterate of every sample, where the evaluation's :class:`~robustsnn.attacks.PGD` freezes a
+sample at its first success (docs/RESULTS.md section 11b): a deliberate difference of output,
+not of primitives.
 """
 
 from __future__ import annotations
@@ -19,6 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustsnn.attacks.base import default_step_size, normal, predict_logits, project
+from robustsnn.attacks.base import random_start as ball_start
+from robustsnn.attacks.losses import ce_loss
+from robustsnn.attacks.pgd import pgd_last_iterate
 from robustsnn.snn.network import SpikingNetwork
 
 Classifier = Callable[[Tensor], Tensor]
@@ -70,26 +81,6 @@ def kl_batchmean(logits_adv: Tensor, logits_clean: Tensor) -> Tensor:
     )
 
 
-def _noise(x: Tensor, generator: torch.Generator | None, kind: str) -> Tensor:
-    """Standard normal (``kind="normal"``) or uniform [0, 1) noise shaped like ``x``.
-
-    Drawn on the generator's device (a CPU generator also serves a GPU model) and moved to ``x``.
-    """
-    device = generator.device if generator is not None else x.device
-    draw = torch.randn if kind == "normal" else torch.rand
-    return draw(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
-
-
-def project(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
-    """Project onto the L-inf ball of radius ``eps`` around ``x`` and onto the image box [0, 1]."""
-    return torch.clamp(torch.min(torch.max(x_adv, x - eps), x + eps), 0.0, 1.0)
-
-
-def _input_grad(loss: Tensor, x: Tensor) -> Tensor:
-    (grad,) = torch.autograd.grad(loss, [x])
-    return grad
-
-
 def pgd_ce(
     model: Classifier,
     x: Tensor,
@@ -101,22 +92,21 @@ def pgd_ce(
     random_start: bool = True,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """L-inf PGD on the cross-entropy (Madry et al. 2018), uniform random start in the eps-ball.
+    """L-inf PGD on the cross-entropy (Madry et al. 2018), uniform random start in the eps-ball;
+    the last iterate of every sample (:func:`~robustsnn.attacks.pgd.pgd_last_iterate`).
 
     Call it inside :func:`attack_mode`; it does not touch the model's mode.
     """
     x = x.detach()
-    if random_start:
-        x_adv = project(x + (2.0 * _noise(x, generator, "uniform") - 1.0) * eps, x, eps)
-    else:
-        x_adv = x.clone()
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        with torch.enable_grad():
-            loss = F.cross_entropy(model(x_adv), y, reduction="sum")
-            grad = _input_grad(loss, x_adv)
-        x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps)
-    return x_adv.detach()
+    start = ball_start(x, eps, generator) if random_start else x.clone()
+    return pgd_last_iterate(
+        model, x, start, lambda z: ce_loss(z, y), eps=eps, steps=steps, step_size=step_size
+    )
+
+
+def _kl_to(clean: Tensor) -> Callable[[Tensor], Tensor]:
+    """The loss ``logits -> KL(f(x') || f(x))`` against fixed clean logits."""
+    return lambda logits: kl_batchmean(logits, clean)
 
 
 def trades_kl_adversary(
@@ -130,15 +120,12 @@ def trades_kl_adversary(
 ) -> Tensor:
     """TRADES' inner maximization: PGD on ``KL(f(x') || f(x))`` from ``x + 0.001 * N(0, I)``."""
     x = x.detach()
-    with torch.no_grad():
-        clean = model(x)
-    x_adv = x + 0.001 * _noise(x, generator, "normal")
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        with torch.enable_grad():
-            grad = _input_grad(kl_batchmean(model(x_adv), clean), x_adv)
-        x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps)
-    return project(x_adv.detach(), x, eps)
+    clean = predict_logits(model, x)
+    start = x + 0.001 * normal(x.shape, generator, x)
+    x_adv = pgd_last_iterate(
+        model, x, start, _kl_to(clean), eps=eps, steps=steps, step_size=step_size
+    )
+    return project(x_adv, x, eps)
 
 
 def finetune_kl_adversary(
@@ -156,20 +143,17 @@ def finetune_kl_adversary(
     eps-ball and [0, 1]. One forward for the clean target plus one forward/backward.
 
     ``steps > 1`` is the multi-step extension (an option beyond the paper): the same start, then
-    ``steps`` signed-gradient steps of ``step_size`` (default ``2.5 * eps / steps``), each
-    projected, i.e. TRADES' inner maximization from the paper's random-sign start.
+    ``steps`` signed-gradient steps of ``step_size`` (default ``2.5 * eps / steps``,
+    :func:`~robustsnn.attacks.base.default_step_size`), each projected, i.e. TRADES' inner
+    maximization from the paper's random-sign start.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if step_size is None:
-        step_size = eps - alpha if steps == 1 else 2.5 * eps / steps
+        step_size = eps - alpha if steps == 1 else default_step_size(eps, steps)
     x = x.detach()
-    with torch.no_grad():
-        clean = model(x)
-    x_adv = torch.clamp(x + alpha * _noise(x, generator, "normal").sign(), 0.0, 1.0)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        with torch.enable_grad():
-            grad = _input_grad(kl_batchmean(model(x_adv), clean), x_adv)
-        x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps)
-    return x_adv.detach()
+    clean = predict_logits(model, x)
+    start = torch.clamp(x + alpha * normal(x.shape, generator, x).sign(), 0.0, 1.0)
+    return pgd_last_iterate(
+        model, x, start, _kl_to(clean), eps=eps, steps=steps, step_size=step_size
+    )

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustsnn.attacks import RFGSM
+from robustsnn.attacks.base import default_step_size
 from robustsnn.errors import UserError
 from robustsnn.registry import Registry
 from robustsnn.snn import SpikingNetwork
@@ -86,9 +87,10 @@ def _check_eps(name: str, eps: float, steps: int | None = None) -> None:
 
 
 def _pgd_step_size(name: str, eps: float, steps: int, step_size: float | None) -> float:
-    """Validate ``eps`` and ``steps``; ``step_size`` or its default ``2.5 * eps / steps``."""
+    """Validate ``eps`` and ``steps``; ``step_size`` or its default ``2.5 * eps / steps``
+    (:func:`~robustsnn.attacks.base.default_step_size`)."""
     _check_eps(name, eps, steps)
-    return 2.5 * eps / steps if step_size is None else step_size
+    return default_step_size(eps, steps) if step_size is None else step_size
 
 
 def _pgd_ce_adversary(
