@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from robustsnn.checkpoint import atomic_write_json, atomic_write_text
+from robustsnn.io.atomic import atomic_write_json, atomic_write_text
 from robustsnn.evaluation import run_evaluation
 from robustsnn.evaluation.ensembles import REFERENCE_POOL_VERSION
 from robustsnn.evaluation.intervals import wilson_interval
