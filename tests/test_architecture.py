@@ -16,7 +16,6 @@ MAX_LINES = 120
 MAX_PARAMS = 12
 
 OVERSIZED = {
-    "robustsnn.cli:build_parser": "all subcommands in one function; to become one function per subcommand",
     "robustsnn.evaluation.diagnostics:run_diagnostics": "each check's options as arguments; to take DiagnosticsConfig only",
     "robustsnn.evaluation.escalate:evaluate_escalating": "forwards evaluate()'s options; to take a config object",
     "robustsnn.evaluation.evaluate:_run_batch": "one batch through every member with its bookkeeping",

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from robustsnn.errors import UserError
 
@@ -129,6 +129,123 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+Options = argparse._ActionsContainer
+"""Where an option goes: a parser or one of its argument groups."""
+
+SubParsers: TypeAlias = "argparse._SubParsersAction[_OneLineParser]"
+"""``build_parser``'s subcommands, to which each ``_add_*_parser`` adds one."""
+
+REFERENCE_HELP = ".npz with x, logits (and spike_counts) from the source"
+
+
+# Options that several subcommands share: each defined once here; what differs between the
+# subcommands (a default, a help line) is an argument, the command's own value at its call.
+
+
+def _checkpoint(p: Options) -> None:
+    p.add_argument("checkpoint")
+
+
+def _config(p: Options) -> None:
+    p.add_argument("config", nargs="?", default=None)
+
+
+def _dataset(
+    p: Options, default: str | None = None, help: str | None = None, required: bool = False
+) -> None:
+    p.add_argument("--dataset", default=default, help=help, required=required)
+
+
+def _model(p: Options, help: str | None = None) -> None:
+    p.add_argument("--model", default="cnn_small", help=help)
+
+
+def _objective_option(p: Options, help: str) -> None:
+    p.add_argument(
+        "--objective-option", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
+def _eps_option(p: Options, default: float = 8 / 255, help: str | None = None) -> None:
+    p.add_argument("--eps", type=_eps, default=default, help=help)
+
+
+def _epochs(p: Options, default: int = 10) -> None:
+    p.add_argument("--epochs", type=int, default=default)
+
+
+def _batch_size(p: Options, default: int) -> None:
+    p.add_argument("--batch-size", type=int, default=default)
+
+
+def _lr(p: Options, default: float = 0.1) -> None:
+    p.add_argument("--lr", type=float, default=default)
+
+
+def _model_size(p: Options) -> None:
+    """``--width`` and ``--fc`` of the small models."""
+    p.add_argument("--width", type=int, default=None, help="model width (small models)")
+    p.add_argument("--fc", type=int, default=None, help="hidden FC size (small models)")
+
+
+def _time_steps(p: Options, default: int | None = None, help: str | None = None) -> None:
+    p.add_argument("--T", type=int, default=default, help=help)
+
+
+def _reset(p: Options, default: str) -> None:
+    p.add_argument("--reset", choices=["hard", "soft"], default=default)
+
+
+def _leak(p: Options) -> None:
+    p.add_argument("--leak", type=float, default=1.0)
+
+
+def _ensemble(p: Options, default: str | None = None, help: str | None = None) -> None:
+    p.add_argument("--ensemble", default=default, help=help)
+
+
+def _num_samples(p: Options, default: int, help: str | None = None) -> None:
+    p.add_argument("--num-samples", "--n", dest="n", type=int, default=default, help=help)
+
+
+def _diagnostics(p: Options) -> None:
+    p.add_argument("--diagnostics", choices=["none", "fast", "full"], default="fast")
+
+
+def _escalate(p: Options, help: str) -> None:
+    p.add_argument("--escalate", action="store_true", help=help)
+
+
+def _escalate_levels(p: Options, default: int, help: str | None = None) -> None:
+    p.add_argument("--escalate-levels", type=int, default=default, help=help)
+
+
+def _reference(p: Options, required: bool = False) -> None:
+    p.add_argument("--reference", default=None, required=required, help=REFERENCE_HELP)
+
+
+def _dt(p: Options, default: float | None, help: str) -> None:
+    p.add_argument("--dt", type=float, default=default, help=help)
+
+
+def _set(p: Options, help: str | None = None) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def _data_dir(p: Options) -> None:
+    p.add_argument("--data-dir", default=None)
+
+
+def _eval_n(p: Options) -> None:
+    p.add_argument("--eval-n", type=int, default=1000)
+
+
+def _out(
+    p: Options, default: str | None = None, help: str | None = None, required: bool = False
+) -> None:
+    p.add_argument("--out", default=default, help=help, required=required)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="robustsnn",
@@ -136,46 +253,56 @@ def build_parser() -> argparse.ArgumentParser:
         "with adaptive (attack x gradient estimator) evaluation.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (
+        _add_train_ann_parser, _add_convert_parser, _add_finetune_parser, _add_train_snn_parser,
+        _add_evaluate_parser, _add_export_parser, _add_import_parser, _add_verify_parser,
+        _add_run_parser, _add_latency_parser, _add_recheck_parser, _add_transfer_parser,
+        _add_report_parser, _add_compare_parser, _add_sweep_parser,
+    ):  # fmt: skip
+        add(sub)
+    return parser
 
+
+def _add_train_ann_parser(sub: SubParsers) -> None:
     p = sub.add_parser("train-ann", help="train a (robust) ANN")
-    p.add_argument(
-        "--dataset",
-        default="mnist5k",
-        help="mnist5k, cifar10, cifar100, svhn, tinyimagenet, npz:PATH, imagefolder:PATH",
-    )
-    p.add_argument("--model", default="cnn_small", help="model name (see models registry)")
+    _dataset(
+        p, "mnist5k",
+        "mnist5k, cifar10, cifar100, svhn, tinyimagenet, npz:PATH, imagefolder:PATH",
+    )  # fmt: skip
+    _model(p, "model name (see models registry)")
     p.add_argument("--objective", default="pgd_at", help="natural, pgd_at, trades, mart")
-    p.add_argument("--eps", type=_eps, default=2 / 255, help="training radius, e.g. 2/255")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.1)
+    _eps_option(p, 2 / 255, "training radius, e.g. 2/255")
+    _epochs(p)
+    _batch_size(p, 64)
+    _lr(p)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay (>= 0)")
     p.add_argument(
         "--cutout", type=int, default=None,
         help="cutout hole side in pixels, 0 = off (default: the dataset's, 8 on 32x32 color)",
     )  # fmt: skip
-    p.add_argument("--width", type=int, default=None, help="model width (small models)")
-    p.add_argument("--fc", type=int, default=None, help="hidden FC size (small models)")
+    _model_size(p)
     p.add_argument(
         "--activation", choices=["relu", "qcfs"], default=None,
         help="ANN activation: relu, or qcfs (quantised clip, converts near-losslessly)",
     )  # fmt: skip
     p.add_argument("--qcfs-levels", type=int, default=None, help="QCFS levels L (default 8)")
     p.add_argument("--beta", type=float, default=None, help="TRADES/MART beta")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--eval-n", type=int, default=1000)
-    p.add_argument("--out", default="runs/ann")
+    _data_dir(p)
+    _eval_n(p)
+    _out(p, "runs/ann")
     _common(p)
 
+
+def _add_convert_parser(sub: SubParsers) -> None:
     p = sub.add_parser("convert", help="convert an ANN checkpoint to an SNN")
-    p.add_argument("checkpoint")
-    p.add_argument("--T", type=int, default=8)
+    _checkpoint(p)
+    _time_steps(p, 8)
     p.add_argument("--calib-T", type=int, default=100)
     p.add_argument("--percentile", type=float, default=99.7)
     p.add_argument("--scale", type=float, default=0.3, help="percentile thresholds only")
-    p.add_argument("--reset", choices=["hard", "soft"], default="soft")
-    p.add_argument("--leak", type=float, default=1.0)
+    _reset(p, "soft")
+    _leak(p)
     p.add_argument("--bn", choices=["keep", "reset", "reestimate", "fold"], default="keep")
     p.add_argument("--calib-batches", type=int, default=10)
     p.add_argument("--calib-batch-size", type=int, default=64)
@@ -198,20 +325,22 @@ def build_parser() -> argparse.ArgumentParser:
         "on the calibration images)",
     )  # fmt: skip
     _stochastic_parts(p)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--eval-n", type=int, default=1000)
-    p.add_argument("--out", default=None, help="output folder (default: beside the ANN)")
+    _data_dir(p)
+    _eval_n(p)
+    _out(p, help="output folder (default: beside the ANN)")
     _common(p)
 
-    p = sub.add_parser("finetune", help="robust-finetune an SNN's thresholds and weights")
-    p.add_argument("checkpoint")
+
+def _add_finetune_parser(sub: SubParsers) -> None:
     from robustsnn.config import FinetuneConfig
 
     ft = FinetuneConfig()  # one default recipe: the run's, the library's and this command's
+    p = sub.add_parser("finetune", help="robust-finetune an SNN's thresholds and weights")
+    _checkpoint(p)
     p.add_argument("--beta", type=float, default=ft.beta, help="KL weight; 0 = plain CE finetuning")
-    p.add_argument("--epochs", type=int, default=ft.epochs)
-    p.add_argument("--lr", type=float, default=ft.lr)
-    p.add_argument("--eps", type=_eps, default=ft.eps)
+    _epochs(p, ft.epochs)
+    _lr(p, ft.lr)
+    _eps_option(p, ft.eps)
     p.add_argument(
         "--alpha", type=_eps, default=ft.alpha, help="random-start size of the adversary"
     )
@@ -219,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--adversary-steps", type=int, default=ft.adversary_steps,
         help="KL adversary steps (1 = the paper's single step; more = multi-step, 2.5*eps/steps)",
     )  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=ft.batch_size)
+    _batch_size(p, ft.batch_size)
     p.add_argument("--freeze-thresholds", action="store_true")
     p.add_argument("--freeze-weights", action="store_true")
     p.add_argument(
@@ -245,85 +374,77 @@ def build_parser() -> argparse.ArgumentParser:
         "(the paper's TRADES-style KL), adversarial_ce, tgo (Threshold Guarding Optimization: "
         "membrane-margin loss + noisy neurons; no attack unless adversarial_weight > 0)",
     )  # fmt: skip
-    p.add_argument(
-        "--objective-option", action="append", default=[], metavar="KEY=VALUE",
-        help="a parameter of the objective, e.g. clean_weight=1 or teacher_input=adversarial",
-    )  # fmt: skip
+    _objective_option(
+        p, "a parameter of the objective, e.g. clean_weight=1 or teacher_input=adversarial"
+    )
     p.add_argument(
         "--teacher", default=None,
         help="distill: the source ANN checkpoint (default: the one the SNN was converted from), "
         "or 'proxy'",
     )  # fmt: skip
-    p.add_argument(
-        "--T", type=int, default=None,
-        help="time steps to finetune and save the SNN at (default: the checkpoint's)",
-    )  # fmt: skip
+    _time_steps(p, help="time steps to finetune and save the SNN at (default: the checkpoint's)")
     p.add_argument(
         "--T-choices", type=_int_list, default=None, metavar="T,T,...",
         help="latency-aware finetuning: each batch at a T drawn from the list, e.g. 4,8 (the "
         "SNN is saved at its own T, or --T)",
     )  # fmt: skip
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--eval-n", type=int, default=1000)
-    p.add_argument("--out", default=None)
+    _data_dir(p)
+    _eval_n(p)
+    _out(p)
     _common(p)
 
+
+def _add_train_snn_parser(sub: SubParsers) -> None:
     p = sub.add_parser("train-snn", help="train an SNN baseline from scratch with BPTT")
-    p.add_argument("--dataset", default="mnist5k")
-    p.add_argument("--model", default="cnn_small")
+    _dataset(p, "mnist5k")
+    _model(p)
     p.add_argument(
         "--objective", default="natural",
         help="natural, rfgsm_at, snn_rat, tgo (Threshold Guarding Optimization), or any "
         "registered objective",
     )  # fmt: skip
-    p.add_argument(
-        "--objective-option", action="append", default=[], metavar="KEY=VALUE",
-        help="a parameter of the objective, e.g. weight=1 or delta=0.2 (tgo)",
-    )  # fmt: skip
-    p.add_argument("--T", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--eps", type=_eps, default=8 / 255)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--leak", type=float, default=1.0)
-    p.add_argument("--reset", choices=["hard", "soft"], default="hard")
+    _objective_option(p, "a parameter of the objective, e.g. weight=1 or delta=0.2 (tgo)")
+    _time_steps(p, 8)
+    _epochs(p)
+    _eps_option(p)
+    _lr(p)
+    _batch_size(p, 64)
+    _leak(p)
+    _reset(p, "hard")
     p.add_argument("--bntt", action="store_true", help="a separate BatchNorm per time step")
-    p.add_argument("--width", type=int, default=None, help="model width (small models)")
-    p.add_argument("--fc", type=int, default=None, help="hidden FC size (small models)")
+    _model_size(p)
     _stochastic_parts(p)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--eval-n", type=int, default=1000)
-    p.add_argument("--out", default="runs/snn")
+    _data_dir(p)
+    _eval_n(p)
+    _out(p, "runs/snn")
     _common(p)
 
+
+def _add_evaluate_parser(sub: SubParsers) -> None:
     p = sub.add_parser(
         "evaluate", help="clean and adversarial accuracy of an ANN or SNN checkpoint"
     )
-    p.add_argument("checkpoint")
+    _checkpoint(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         "--attack", default=None, help="single attack (all estimators); 'none' = clean only"
     )
-    g.add_argument(
-        "--ensemble",
-        default=None,
-        help="preset ensemble (default reliable), e.g. pgd-ensemble, pgd-fast",
-    )
+    _ensemble(g, help="preset ensemble (default reliable), e.g. pgd-ensemble, pgd-fast")
     p.add_argument("--estimator", default=None, help="restrict --attack to one estimator")
-    p.add_argument("--eps", type=_eps, default=8 / 255)
-    p.add_argument(
-        "--num-samples", "--n", dest="n", type=int, default=1000,
-        help="number of samples, stratified by class (--n is a short alias; torchrun's own parser "
+    _eps_option(p)
+    _num_samples(
+        p, 1000,
+        "number of samples, stratified by class (--n is a short alias; torchrun's own parser "
         "misreads --n, so write --num-samples under torchrun)",
     )  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--diagnostics", choices=["none", "fast", "full"], default="fast")
-    p.add_argument(
-        "--escalate", action="store_true",
-        help="while a masking check fails or late members still break samples, rerun the "
+    _batch_size(p, 100)
+    _diagnostics(p)
+    _escalate(
+        p,
+        "while a masking check fails or late members still break samples, rerun the "
         "standing samples with the next stronger preset (reliable, reliable-plus, reliable-max)",
     )  # fmt: skip
-    p.add_argument("--escalate-levels", type=int, default=2, help="most escalation steps")
+    _escalate_levels(p, 2, "most escalation steps")
     p.add_argument(
         "--escalate-seconds", type=float, default=None, help="no escalation step starts after this"
     )
@@ -338,6 +459,23 @@ def build_parser() -> argparse.ArgumentParser:
         "adversarial.safetensors beside evaluation.json (for robustsnn recheck)",
     )  # fmt: skip
     p.add_argument("--transfer-from", default=None, help="source checkpoint for a transfer attack")
+    _evaluate_randomness(p)
+    _overwrite(p)
+    p.add_argument(
+        "--workers", type=int, default=0,
+        help="processes on a CPU, one thread each, sharing the batches with the result of one "
+        "process (0 = one per core, the default; 1 = this process only)",
+    )  # fmt: skip
+    _dataset(p, help="dataset spec (default: the one the checkpoint names)")
+    p.add_argument("--split", choices=["test", "train"], default="test")
+    _data_dir(p)
+    _out(p)
+    _foreign_model_options(p)
+    _common(p)
+
+
+def _evaluate_randomness(p: Options) -> None:
+    """``evaluate``'s options for a random model (see :func:`_randomness`)."""
     p.add_argument(
         "--randomness", choices=["auto", "off", "force"], default="auto",
         help="a random model (two forward passes differ): auto = attack its expectation (EOT) "
@@ -347,23 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random model: draws per prediction (odd)")  # fmt: skip
     p.add_argument("--eot-draws", type=int, default=None, metavar="K",
                    help="random model: draws per gradient (default: by a variance check)")  # fmt: skip
-    _overwrite(p)
-    p.add_argument(
-        "--workers", type=int, default=0,
-        help="processes on a CPU, one thread each, sharing the batches with the result of one "
-        "process (0 = one per core, the default; 1 = this process only)",
-    )  # fmt: skip
-    p.add_argument(
-        "--dataset", default=None, help="dataset spec (default: the one the checkpoint names)"
-    )
-    p.add_argument("--split", choices=["test", "train"], default="test")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default=None)
+
+
+def _foreign_model_options(p: argparse.ArgumentParser) -> None:
+    """``evaluate``'s group for a model given as module:factory (see :func:`_foreign_model`)."""
     f = p.add_argument_group(
         "a SpikingJelly/snnTorch model given as module:factory instead of a checkpoint"
     )
     f.add_argument("--weights", default=None, help="its state dict (.safetensors, .pt, .pth)")
-    f.add_argument("--T", type=int, default=None, help="time steps its forward runs")
+    _time_steps(f, help="time steps its forward runs")
     f.add_argument("--time", choices=["loop", "repeat", "calls"], default="loop",
                    help="loop: its forward runs T steps (default); repeat: it reads x repeated "
                    "to [T, B, ...]; calls: one step per call, called T times")  # fmt: skip
@@ -380,65 +510,70 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the input shape it reads, e.g. 1 28 28 (checked against the dataset)",
     )
-    _common(p)
 
+
+def _add_export_parser(sub: SubParsers) -> None:
     p = sub.add_parser("export", help="write an SNN checkpoint as a NIR file")
-    p.add_argument("checkpoint")
+    _checkpoint(p)
     p.add_argument("--format", choices=["nir"], default="nir")
-    p.add_argument("--out", required=True, help="the .nir file to write")
-    p.add_argument("--dt", type=float, default=1e-4, help="time step the file's r/tau assume")
+    _out(p, help="the .nir file to write", required=True)
+    _dt(p, 1e-4, "time step the file's r/tau assume")
     _common(p)
 
+
+def _add_import_parser(sub: SubParsers) -> None:
     p = sub.add_parser("import", help="turn a NIR file into a robustsnn SNN checkpoint")
     p.add_argument("file", help="a .nir file")
-    p.add_argument("--dataset", required=True, help="dataset spec the model classifies")
-    p.add_argument("--out", required=True, help="folder for snn.safetensors")
-    p.add_argument("--T", type=int, default=None, help="time steps (default: the file's)")
-    p.add_argument("--dt", type=float, default=None, help="time step (default: the file's)")
-    p.add_argument(
-        "--reference", default=None, help=".npz with x, logits (and spike_counts) from the source"
-    )
-    p.add_argument("--data-dir", default=None)
+    _dataset(p, help="dataset spec the model classifies", required=True)
+    _out(p, help="folder for snn.safetensors", required=True)
+    _time_steps(p, help="time steps (default: the file's)")
+    _dt(p, None, "time step (default: the file's)")
+    _reference(p)
+    _data_dir(p)
     _common(p)
 
+
+def _add_verify_parser(sub: SubParsers) -> None:
     p = sub.add_parser("verify", help="compare an imported SNN with its source on a batch")
-    p.add_argument("checkpoint")
-    p.add_argument(
-        "--reference", required=True, help=".npz with x, logits (and spike_counts) from the source"
-    )
+    _checkpoint(p)
+    _reference(p, required=True)
     _common(p)
 
+
+def _add_run_parser(sub: SubParsers) -> None:
     p = sub.add_parser(
         "run", help="the whole pipeline from a config (default: MNIST-5k quickstart)"
     )
-    p.add_argument("config", nargs="?", default=None)
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
-    )
-    p.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
+    _config(p)
+    _set(p, "override a config key")
+    _out(p, help="run folder (default runs/<config name>)")
     _overwrite(p)
     _common(p)
 
+
+def _add_latency_parser(sub: SubParsers) -> None:
     p = sub.add_parser(
         "latency", help="robust accuracy of an SNN at several time steps T (robustness vs latency)"
     )
-    p.add_argument("checkpoint")
+    _checkpoint(p)
     p.add_argument("--steps", default="4,8,16,32", help="comma-separated T values")
-    p.add_argument("--ensemble", default="reliable")
-    p.add_argument("--eps", type=_eps, default=8 / 255)
-    p.add_argument("--num-samples", "--n", dest="n", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--diagnostics", choices=["none", "fast", "full"], default="fast")
-    p.add_argument("--escalate", action="store_true", help="escalate at each T (see evaluate)")
-    p.add_argument("--escalate-levels", type=int, default=1)
-    p.add_argument("--data-dir", default=None)
+    _ensemble(p, "reliable")
+    _eps_option(p)
+    _num_samples(p, 200)
+    _batch_size(p, 100)
+    _diagnostics(p)
+    _escalate(p, "escalate at each T (see evaluate)")
+    _escalate_levels(p, 1)
+    _data_dir(p)
     p.add_argument(
         "--label", default=None, help="curve name in latency.json (default: CKPT's name)"
     )
-    p.add_argument("--out", default=None, help="folder for latency.json (default: beside CKPT)")
+    _out(p, help="folder for latency.json (default: beside CKPT)")
     _overwrite(p)
     _common(p)
 
+
+def _add_recheck_parser(sub: SubParsers) -> None:
     p = sub.add_parser(
         "recheck", help="re-verify every saved adversarial example of a run or evaluation"
     )
@@ -448,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
 
+
+def _add_transfer_parser(sub: SubParsers) -> None:
     p = sub.add_parser(
         "transfer", help="run saved adversarial examples of some models on others (a matrix)"
     )
@@ -458,30 +595,35 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _common(p)
 
+
+def _add_report_parser(sub: SubParsers) -> None:
     p = sub.add_parser("report", help="write report.md and report.html for run folders")
     p.add_argument("run_dirs", nargs="+")
-    p.add_argument("--out", default=None)
+    _out(p)
     _common(p)
 
+
+def _add_compare_parser(sub: SubParsers) -> None:
     p = sub.add_parser(
         "compare", help="one table (markdown, HTML) and a figure of evaluated models"
     )
     p.add_argument("paths", nargs="+", help="run folders, evaluation folders or evaluation.json")
-    p.add_argument("--out", default=None, help="output folder (default: their common folder)")
+    _out(p, help="output folder (default: their common folder)")
     p.add_argument(
         "--claims", default=None, metavar="FILE",
         help='JSON {label: {"robust_accuracy": 0.43, "source": "..."}}: papers\' numbers',
     )  # fmt: skip
     _common(p)
 
+
+def _add_sweep_parser(sub: SubParsers) -> None:
     p = sub.add_parser("sweep", help="run a config over a parameter grid and report it")
-    p.add_argument("config", nargs="?", default=None)
+    _config(p)
     p.add_argument("--param", required=True, help="dotted key, e.g. finetune.beta")
     p.add_argument("--values", required=True, help="comma-separated values, e.g. 0,0.5,1,2,4,8")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out", default=None)
+    _set(p)
+    _out(p)
     _common(p)
-    return parser
 
 
 def _print_json(obj: Any) -> None:
