@@ -1,0 +1,5 @@
+"""``python -m robustsnn.cli`` (as ``python -m robustsnn``)."""
+
+from robustsnn.cli import main
+
+raise SystemExit(main())
