@@ -270,7 +270,9 @@ def _randomness(a: argparse.Namespace) -> Any:
 def cmd_export(a: argparse.Namespace) -> None:
     from robustsnn.interop.nir_export import export_checkpoint
 
-    path = export_checkpoint(a.checkpoint, a.out, dt=a.dt)
+    path = export_checkpoint(
+        a.checkpoint, a.out, dt=a.dt, drop_input_encoding=a.drop_input_encoding
+    )
     print(f"wrote {path}")
 
 
@@ -384,7 +386,7 @@ def cmd_recheck(a: argparse.Namespace) -> None:
 def cmd_transfer(a: argparse.Namespace) -> None:
     from robustsnn.evaluation.recheck import transfer_lines, transfer_matrix
 
-    for line in transfer_lines(*transfer_matrix(a.sources, a.on)):
+    for line in transfer_lines(*transfer_matrix(a.sources, a.on, seed=a.seed)):
         print(line)
 
 

@@ -312,6 +312,12 @@ def _add_export_parser(sub: SubParsers) -> None:
     p.add_argument("--format", choices=["nir"], default="nir")
     _out(p, help="the .nir file to write", required=True)
     _dt(p, 1e-4, "time step the file's r/tau assume")
+    p.add_argument(
+        "--drop-input-encoding", action="store_true",
+        help="export a Poisson-coded SNN without its input coding (NIR has no random input "
+        "node): the graph is the network the coding feeds, and its metadata names the coding "
+        "the consumer must apply (without this flag such an SNN is refused)",
+    )  # fmt: skip
     _common(p)
 
 
