@@ -137,3 +137,78 @@ def test_every_reliable_member_is_covered_by_the_escalation_level() -> None:
             ), member.name
             continue
         assert any(_covers(m, member) for m in plus), member.name
+
+
+STARTS: list[Tensor] = []
+
+
+class _StartRecorder(Attack):
+    """Returns x unchanged and remembers the start points it was given."""
+
+    name = "test-start-recorder"
+    supports_start = True
+    init = "given"
+
+    def __init__(self, eps: float = 0.0) -> None:
+        super().__init__(eps)
+
+    def perturb(
+        self, model: Model, x: Tensor, y: Tensor, generator: torch.Generator, target: Tensor | None
+    ) -> Tensor:
+        assert self.given_start is not None
+        STARTS.append(self.given_start.clone())
+        return x.clone()
+
+
+try:
+    ATTACKS.add("test-start-recorder", _StartRecorder)
+except ValueError:  # the module imported twice
+    pass
+
+
+def test_a_member_with_a_given_start_begins_at_each_samples_closest_call() -> None:
+    """After FGSM (the closest call on a linear model: its own example, margin 2 (s - eps)), a
+    member whose attack starts from a given point receives exactly the FGSM examples of the
+    samples still standing; a random start's attack receives none."""
+    model, x, y, s = _linear()
+    eps = 0.05
+    STARTS.clear()
+    ensemble = Ensemble("warm", (Member("fgsm"), Member("test-start-recorder")))
+    evaluate(model, x, y, eps=eps, ensemble=ensemble, quiet=True, diagnostics="none")
+    standing = (s - eps) > 0
+    x_fgsm = (x - eps * torch.sign(model[1].weight[0]).view(1, 1, 2, 2)).clamp(0, 1)
+    (given,) = STARTS
+    assert given.shape[0] == int(standing.sum()) > 0
+    assert torch.allclose(given, x_fgsm[standing], atol=1e-6)
+    assert not torch.allclose(given, x[standing])  # not the clean images
+
+
+def test_sapgd_from_a_given_start_begins_there() -> None:
+    """SA-PGD with init='given' scores the given point first (the clean pass aside), then steps
+    from it with the smaller first step; without a start point it refuses in one line, and an
+    attack without start support refuses a start."""
+    from robustsnn.attacks import SAPGD, build_attack
+
+    model, x, y, s = _linear()
+    eps = 0.05
+    seen: list[Tensor] = []
+
+    def spy(z: Tensor) -> Tensor:
+        seen.append(z.detach().clone())
+        return model(z)
+
+    start = (x + 0.03).clamp(0, 1)
+    attack = SAPGD(eps, steps=3, init="given", first_step=0.25)
+    attack(spy, x, y, generator=torch.Generator().manual_seed(0), start=start)
+    assert torch.allclose(seen[1], start)  # seen[0]: the clean pass
+    step = (seen[2] - seen[1]).abs().amax()
+    assert 0 < float(step) <= 0.25 * eps + 1e-7
+    with pytest.raises(UserError, match="start points"):
+        attack(model, x, y)
+    with pytest.raises(UserError, match="one start point per image"):
+        attack(model, x, y, start=start[:3])
+    with pytest.raises(UserError, match="does not take a start point"):
+        build_attack("fgsm", eps=eps)(model, x, y, start=start)
+    with pytest.raises(UserError, match="first_step"):
+        SAPGD(eps, first_step=0.0)
+    assert "init" not in SAPGD(eps).params()  # earlier logs read as before

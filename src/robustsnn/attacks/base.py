@@ -40,6 +40,11 @@ class Attack:
     name: str = "attack"
     #: Whether ``__call__`` accepts explicit ``target`` labels (targeted attacks).
     supports_target: bool = False
+    #: Whether ``__call__`` accepts a ``start`` point (attacks that can begin from a given
+    #: point in the eps-ball, e.g. the closest call other attacks found).
+    supports_start: bool = False
+    #: The validated start point of the current call (None: the attack's own start).
+    given_start: Tensor | None = None
     #: Attributes that :meth:`params` reports, in order (the constructor parameters).
     param_names: tuple[str, ...] = ("eps",)
 
@@ -54,6 +59,7 @@ class Attack:
         *,
         generator: torch.Generator | None = None,
         target: Tensor | None = None,
+        start: Tensor | None = None,
     ) -> Tensor:
         """Attack ``model`` at ``(x, y)``.
 
@@ -63,6 +69,8 @@ class Attack:
             y: true labels ``[N]``, int64.
             generator: source of all randomness; a generator seeded with 0 when None.
             target: optional target labels ``[N]`` for attacks with ``supports_target``.
+            start: optional start points (shape of ``x``) for attacks with ``supports_start``;
+                projected onto the eps-ball around ``x`` and [0, 1] first.
 
         Returns:
             ``x_adv`` with the shape of ``x``, within ``eps`` of ``x`` (L-inf) and in [0, 1].
@@ -75,12 +83,28 @@ class Attack:
                     "(e.g. 'pgd' or 'fgsm') or leave target out"
                 )
             target = check_labels(target, x.shape[0], "target").to(x.device)
+        if start is not None:
+            if not self.supports_start:
+                raise UserError(
+                    f"attack {self.name!r} does not take a start point; use 'sapgd' with "
+                    "init='given' or leave start out"
+                )
+            if start.shape != x.shape:
+                raise UserError(
+                    f"start points have shape {tuple(start.shape)}, the images "
+                    f"{tuple(x.shape)}: give one start point per image"
+                )
+            start = project(start.detach().to(x.device, x.dtype), x, self.eps)
         if generator is None:
             generator = default_generator(x.device)
         if x.shape[0] == 0:
             return x.clone()
         begin_run(model, x.shape[0])
-        x_adv = self.perturb(model, x, y, generator, target).detach()
+        self.given_start = start
+        try:
+            x_adv = self.perturb(model, x, y, generator, target).detach()
+        finally:
+            self.given_start = None
         # a non-finite point is never an adversarial example (a NaN image is "misclassified"
         # by any argmax): fall back to the clean image there
         x_adv = torch.where(torch.isfinite(x_adv), x_adv, x)

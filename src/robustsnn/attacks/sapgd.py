@@ -29,11 +29,18 @@ Args:
     loss: "ce" (default) or "dlr".
     restarts: independent runs on the samples not yet fooled (1).
     zero_grad: "random" or "stay" (see above).
+    init: "random" (the reference's uniform start) or "given": start from the point handed to
+        the call (``start=``, e.g. the closest call earlier attacks found: at a sample that
+        sits on the boundary, a spike-count tie, a fresh random start throws that away); the
+        first restart starts there exactly, later ones within ``first_step * eps / 2`` of it.
+    first_step: the first step size as a fraction of ``eps`` (1, the reference's; a smaller
+        one keeps a given start's neighbourhood instead of leaving it at the first step).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -56,9 +63,11 @@ from robustsnn.attacks.base import (
 )
 from robustsnn.attacks.losses import LOSSES, AttackLoss, get_loss
 from robustsnn.attacks.registry import ATTACKS
+from robustsnn.errors import UserError
 
 _TINY = 1e-12
 ZERO_GRAD_MODES = ("random", "stay")
+INIT_MODES = ("random", "given")
 
 
 def halving_iterations(steps: int) -> list[int]:
@@ -87,6 +96,7 @@ class SAPGD(Attack):
     """Stable adaptive PGD with per-sample normalised moments and a fixed halving schedule."""
 
     param_names = ("eps", "steps", "loss", "restarts", "zero_grad")
+    supports_start = True
 
     def __init__(
         self,
@@ -95,8 +105,14 @@ class SAPGD(Attack):
         loss: str = "ce",
         restarts: int = 1,
         zero_grad: str = "random",
+        init: str = "random",
+        first_step: float = 1.0,
     ) -> None:
         super().__init__(eps)
+        self.init = check_choice(init, "sapgd init", INIT_MODES)
+        self.first_step = float(first_step)
+        if not 0.0 < self.first_step <= 1.0:
+            raise UserError(f"sapgd first_step must be in (0, 1], got {first_step!r}")
         self.steps = check_positive_int(steps, "sapgd steps")
         self.loss = check_choice(loss, "sapgd loss", LOSSES)
         self.restarts = check_positive_int(restarts, "sapgd restarts")
@@ -104,6 +120,14 @@ class SAPGD(Attack):
         self.name = "sapgd" if self.loss == "ce" else f"sapgd-{self.loss}"
         #: step sizes of the last run's iterations (for tests and logs)
         self.last_etas: list[float] = []
+
+    def params(self) -> dict[str, Any]:
+        """Constructor parameters; ``init`` and ``first_step`` only where not the defaults
+        (so every earlier log and statistics file reads as before)."""
+        params = super().params()
+        if self.init != "random" or self.first_step != 1.0:
+            params.update(init=self.init, first_step=self.first_step)
+        return params
 
     def perturb(
         self,
@@ -116,11 +140,23 @@ class SAPGD(Attack):
         del target
         loss_fn = get_loss(self.loss)
         best = WorstCase(x, is_success(predict_logits(model, x), y))
-        for _ in range(self.restarts):
+        start = self.given_start
+        if self.init == "given" and start is None:
+            raise UserError(
+                "sapgd init='given' needs start points (start=...): the evaluation gives each "
+                "sample's closest call; elsewhere use init='random'"
+            )
+        for restart in range(self.restarts):
             idx = best.remaining()
             if idx.numel() == 0:
                 break
-            self._run(model, x, y, idx, best, loss_fn, generator)
+            begin = None
+            if self.init == "given" and start is not None:
+                begin = start[idx]
+                if restart > 0:  # later restarts: near the given point, not on it
+                    jitter = 0.5 * self.first_step * self.eps
+                    begin = begin + jitter * unit_linf_noise(begin, generator)
+            self._run(model, x, y, idx, best, loss_fn, generator, begin)
         return best.x
 
     def _run(
@@ -132,9 +168,11 @@ class SAPGD(Attack):
         best: WorstCase,
         loss_fn: AttackLoss,
         generator: torch.Generator,
+        begin: Tensor | None = None,
     ) -> None:
-        """One SA-PGD run on the samples ``idx`` (global), results into ``best``."""
-        run = SAPGDRun(self, model, x, y, idx, best, loss_fn, generator)
+        """One SA-PGD run on the samples ``idx`` (global), results into ``best``; from
+        ``begin`` (rows of ``idx``) instead of a random start when given."""
+        run = SAPGDRun(self, model, x, y, idx, best, loss_fn, generator, begin)
         run.advance(self.steps)
         self.last_etas = run.etas
 
@@ -160,6 +198,7 @@ class SAPGDRun:
         best: WorstCase,
         loss_fn: AttackLoss,
         generator: torch.Generator,
+        begin: Tensor | None = None,
     ) -> None:
         self.attack, self.model, self.best, self.loss_fn = attack, model, best, loss_fn
         self.generator = generator
@@ -168,11 +207,14 @@ class SAPGDRun:
         begin_run(model, idx.numel())
         self.rows = torch.arange(idx.numel(), device=x.device)  # positions in this run
         self.x0, self.y0 = x[idx], y[idx]
-        self.x_adv = project(self.x0 + eps * unit_linf_noise(self.x0, generator), self.x0, eps)
+        if begin is None:
+            begin = self.x0 + eps * unit_linf_noise(self.x0, generator)
+        self.x_adv = project(begin, self.x0, eps)
         self.success, grad = self._score(self.x_adv, True)
         assert grad is not None
         self.grad = grad
-        self.eta, self.halve_after = eps, set(halving_iterations(attack.steps))
+        self.eta = eps * getattr(attack, "first_step", 1.0)
+        self.halve_after = set(halving_iterations(attack.steps))
         self.m = self.v = torch.zeros_like(self.x0)
         self.k = 0
         #: step sizes of the iterations run so far (for tests and logs)

@@ -315,6 +315,9 @@ class _BatchBook:
         # smallest any member's example reached (how close the attacks came)
         self.clean_margin = real_margin(logits, yb) if logits is not None else None
         self.closest = self.clean_margin.clone() if self.clean_margin is not None else None
+        # ... and where: the example that reached it (the clean image until one comes closer),
+        # the start of members that begin from the closest call (``init="given"``)
+        self.closest_x = xb.clone() if self.closest is not None else None
         self.correct = self.clean_pred == yb
         self.standing = self.correct.clone()
         self.prediction = self.clean_pred.clone()
@@ -348,6 +351,9 @@ class _BatchBook:
         if self.closest is not None and adv_logits is not None:
             reached = real_margin(adv_logits, y)
             reached[~valid] = math.inf
+            closer = reached < self.closest[idx]
+            if self.closest_x is not None and bool(closer.any()):
+                self.closest_x[idx[closer]] = x_adv[closer].to(self.closest_x.dtype)
             self.closest[idx] = torch.minimum(self.closest[idx], reached)
         fooled = (pred != y) & valid
         if self.clean_votes is not None and bool(fooled.any()):
@@ -458,7 +464,11 @@ def _run_batch(
             continue
         start = time.perf_counter()
         generator = seeded_generator(seed, xb.device, "batch", batch_index, "member", member.name)
-        x_adv = attack(view, xb[idx], yb[idx], generator=generator)
+        if getattr(attack, "init", None) == "given":  # begins at each sample's closest call
+            begin = (book.closest_x if book.closest_x is not None else xb)[idx]
+            x_adv = attack(view, xb[idx], yb[idx], generator=generator, start=begin)
+        else:
+            x_adv = attack(view, xb[idx], yb[idx], generator=generator)
         if x_adv.shape != xb[idx].shape:
             raise RuntimeError(f"member {member.name!r} returned examples of another shape")
         valid = _valid_or_warn(member.name, x_adv, xb[idx], eps, idx, book.refused)
