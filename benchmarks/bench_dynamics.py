@@ -1,8 +1,8 @@
 """Micro-benchmark of the spiking dynamics alone (no conv): robustsnn.snn.dynamics vs another copy.
 
 Runs the five spiking layers of the ``bench_layers`` workload (batch 32, T = 8: 64x32x32 static,
-128x16x16, 256x8x8, 256x8x8, 512) through ``if_forward`` (no grad), ``BPTTFunction`` and
-``BPTRFunction`` forward+backward (input and threshold gradients), interleaved round by round.
+128x16x16, 256x8x8, 256x8x8, 512) through ``if_forward`` (no grad), ``bptt`` and
+``bptr`` forward+backward (input and threshold gradients), interleaved round by round.
 Times are process CPU seconds (robust to other processes on a shared machine when single-threaded)
 and wall seconds.
 
@@ -21,9 +21,10 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from baseline_dynamics import load_dynamics
+from baseline_dynamics import entry_points, load_dynamics
 
 from robustsnn.snn import dynamics
+from robustsnn.snn.spec import Dynamics
 from robustsnn.snn.surrogates import Surrogate
 
 LAYERS = [
@@ -54,16 +55,19 @@ def run(
 ) -> None:
     sur = Surrogate(args.surrogate, args.gamma)
     soft = args.reset == "soft"
+    points = entry_points(mod)
     for x, static, grad in data:
         theta = torch.tensor(0.5, requires_grad=True)
         if kind == "fwd":
-            mod.if_forward(x, theta.detach(), args.T, args.leak, soft, static, False)
+            fixed = Dynamics(theta.detach(), args.T, args.leak, soft, static)
+            points["if_forward"](x, fixed, False)
             continue
         xx = x.detach().requires_grad_(True)
+        spec = Dynamics(theta, args.T, args.leak, soft, static)
         if kind == "bptt":
-            out = mod.BPTTFunction.apply(xx, theta, args.T, args.leak, soft, static, sur)
+            out = points["bptt"](xx, spec, sur)
         else:
-            out = mod.BPTRFunction.apply(xx, theta, args.T, args.leak, soft, static)
+            out = points["bptr"](xx, spec)
         torch.autograd.backward(out, grad)
 
 

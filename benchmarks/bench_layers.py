@@ -222,7 +222,7 @@ def build_robustsnn(ann: nn.Module, thetas: list[float], steps: int, naive: bool
 def _naive_neuron_class() -> type:
     """SpikingNeuron whose dynamics are plain per-step autograd ops (``reference_if``)."""
     from robustsnn.snn import SpikingNeuron
-    from robustsnn.snn.dynamics import reference_if
+    from robustsnn.snn.dynamics import Dynamics, reference_if
 
     class NaiveNeuron(SpikingNeuron):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,9 +232,8 @@ def _naive_neuron_class() -> type:
             inputs = x if static else x.view(steps, batch, *x.shape[1:])
             theta = self.threshold.clamp(min=self.threshold_min)
             surrogate = ctx.estimator.surrogate  # type: ignore[attr-defined]
-            out = reference_if(
-                inputs, theta, steps, self.leak, self.reset == "soft", surrogate, static
-            )
+            dynamics = Dynamics(theta, steps, self.leak, self.reset == "soft", static)
+            out = reference_if(inputs, dynamics, surrogate)
             return out.reshape(steps * batch, *x.shape[1:])
 
     return NaiveNeuron

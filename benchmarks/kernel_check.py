@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from robustsnn.snn import SpikingNeuron, parse_estimator, triton_kernels
-from robustsnn.snn.dynamics import BPTTFunction
+from robustsnn.snn.dynamics import Dynamics, bptt
 from robustsnn.snn.neuron import RUN_STATE_KEY
 from robustsnn.snn.run_state import RunState
 from robustsnn.snn.surrogates import Surrogate
@@ -66,7 +66,7 @@ def _bptt(
     upstream = torch.randn(full, generator=gen).to(device=device, dtype=dtype)
     leak = 0.9 if lif else 1.0
     surrogate = Surrogate(kind, KINDS[kind])
-    out = BPTTFunction.apply(x, theta, steps, leak, soft, static, surrogate, init)
+    out = bptt(x, Dynamics(theta, steps, leak, soft, static, init), surrogate)
     leaves = [x, theta] + ([init] if init is not None else [])
     grads = torch.autograd.grad(out, leaves, upstream)
     names = ["input", "theta", "init"][: len(grads)]
@@ -154,11 +154,11 @@ def timing(device: str, shape: tuple[int, ...], reps: int) -> dict[str, Any]:
 
     def fwd() -> None:
         with torch.no_grad():
-            BPTTFunction.apply(x, theta, steps, 1.0, False, False, surrogate)
+            bptt(x, Dynamics(theta, steps), surrogate)
 
     def fwdbwd() -> None:
         xx = x.detach().requires_grad_()
-        out = BPTTFunction.apply(xx, theta, steps, 1.0, False, False, surrogate)
+        out = bptt(xx, Dynamics(theta, steps), surrogate)
         torch.autograd.grad(out, (xx, theta), upstream)
 
     samples: dict[str, list[float]] = {}

@@ -18,6 +18,7 @@ from robustsnn.snn.estimator_backward import (
 )
 from robustsnn.snn.estimators import ASSG
 from robustsnn.snn.run_state import RunState
+from robustsnn.snn.spec import Dynamics
 
 ESTIMATORS = (
     "bptt-rel-pcw-0.5",
@@ -48,9 +49,13 @@ def _grads(
         theta = torch.tensor(0.45, requires_grad=True)
         init = torch.full((BATCH, WIDTH), 0.1, requires_grad=True)
         out = spiking_layer(
-            x, theta, STEPS, leak, soft, static, estimator,
-            layer="l", channel_dim=None, state=state, init=init,
-        )  # fmt: skip
+            x,
+            Dynamics(theta, STEPS, leak, soft, static, init),
+            estimator,
+            layer="l",
+            channel_dim=None,
+            state=state,
+        )
         upstream = torch.randn(out.shape, generator=gen)
         grads = torch.autograd.grad(out, [x, theta], upstream, allow_unused=True)
         theta_grad = grads[1] if grads[1] is not None else torch.zeros(())
@@ -164,9 +169,15 @@ def test_frozen_parameters_leave_the_attack_unchanged(name: str) -> None:
 
     torch.manual_seed(0)
     ann = build_model(
-        "cnn_small", num_classes=3, in_channels=1, image_size=8, mean=[0.5], std=[0.25],
-        width=4, fc=16,
-    ).eval()  # fmt: skip
+        "cnn_small",
+        num_classes=3,
+        in_channels=1,
+        image_size=8,
+        mean=[0.5],
+        std=[0.25],
+        width=4,
+        fc=16,
+    ).eval()
     x = torch.rand(6, 1, 8, 8)
     snn = convert(ann, x, T=4, calib_T=8, calib_batches=1, calib_batch_size=6, bn="keep")
     y = snn(x).argmax(1)

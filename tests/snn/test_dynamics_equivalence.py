@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from robustsnn.snn import dynamics
-from robustsnn.snn.dynamics import BPTRFunction, BPTTFunction, if_forward, reference_if
+from robustsnn.snn.dynamics import bptr, bptt, if_forward, reference_if
+from robustsnn.snn.spec import Dynamics
 from robustsnn.snn.surrogates import Surrogate, paper_surrogates
 
 STEPS = 6
@@ -61,7 +62,7 @@ def block(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> in
 def test_bptt_equals_reference(
     surrogate: Surrogate, fast: bool, block: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Outputs (bit for bit), input and threshold gradients of BPTTFunction == reference_if."""
+    """Outputs (bit for bit), input and threshold gradients of bptt == reference_if."""
     del block
     if not fast:
         monkeypatch.setattr(dynamics, "_FAST_SURROGATES", {})
@@ -71,9 +72,9 @@ def test_bptt_equals_reference(
         where = f"{surrogate.name} {reset} leak={leak} static={static}"
         currents, theta = _case(static, seed=case)
         before = currents.detach().clone()
-        ref = reference_if(currents, theta, STEPS, leak, soft, surrogate, static=static)
+        ref = reference_if(currents, Dynamics(theta, STEPS, leak, soft, static), surrogate)
         gi_ref, gt_ref = _grads(ref, (currents, theta), upstream)
-        out = BPTTFunction.apply(currents, theta, STEPS, leak, soft, static, surrogate)
+        out = bptt(currents, Dynamics(theta, STEPS, leak, soft, static), surrogate)
         gi, gt = _grads(out, (currents, theta), upstream)
         assert torch.equal(out, ref), where
         assert 0 < out.ne(0).sum() < out.numel(), f"{where}: no or only spikes"
@@ -95,7 +96,7 @@ def test_static_recomputation_equals_stored_membranes(
     for recompute in (True, False):
         monkeypatch.setattr(dynamics, "RECOMPUTE_STATIC", recompute)
         currents, theta = _case(static, seed=3)
-        out = BPTTFunction.apply(currents, theta, STEPS, leak, soft, static, sur)
+        out = bptt(currents, Dynamics(theta, STEPS, leak, soft, static), sur)
         results.append((out, *_grads(out, (currents, theta), _upstream())))
     for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
@@ -107,8 +108,8 @@ def test_bptr_forward_and_backward(reset: str, leak: float, static: bool, block:
     del block
     soft = reset == "soft"
     currents, theta = _case(static, seed=7)
-    ref = reference_if(currents, theta, STEPS, leak, soft, Surrogate("ste"), static=static)
-    out = BPTRFunction.apply(currents, theta, STEPS, leak, soft, static)
+    ref = reference_if(currents, Dynamics(theta, STEPS, leak, soft, static), Surrogate("ste"))
+    out = bptr(currents, Dynamics(theta, STEPS, leak, soft, static))
     assert torch.equal(out, ref)
     upstream = _upstream()
     gi, gt = _grads(out, (currents, theta), upstream)
@@ -126,10 +127,14 @@ def test_no_grad_forward_and_membranes(reset: str, leak: float, static: bool, bl
     del block
     soft = reset == "soft"
     currents, theta = _case(static, seed=11)
-    ref = reference_if(currents, theta, STEPS, leak, soft, Surrogate("pcw", 1.0), static=static)
-    plain, none = if_forward(currents.detach(), theta.detach(), STEPS, leak, soft, static, False)
+    ref = reference_if(currents, Dynamics(theta, STEPS, leak, soft, static), Surrogate("pcw", 1.0))
+    plain, none = if_forward(
+        currents.detach(), Dynamics(theta.detach(), STEPS, leak, soft, static), False
+    )
     assert torch.equal(plain, ref.detach()) and none == []
-    out, membranes = if_forward(currents.detach(), theta.detach(), STEPS, leak, soft, static)
+    out, membranes = if_forward(
+        currents.detach(), Dynamics(theta.detach(), STEPS, leak, soft, static)
+    )
     assert torch.equal(out, plain) and len(membranes) == STEPS
     # membranes recomputed with the reference's formulas
     u = torch.zeros(currents.shape[-2:], dtype=torch.float64)
@@ -148,8 +153,8 @@ def test_float32_and_non_contiguous_inputs(block: int) -> None:
     varying = currents.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_(True)
     upstream = _upstream(torch.float32)
     for soft in (False, True):
-        ref = reference_if(varying, theta, STEPS, 1.0, soft, sur)
-        out = BPTTFunction.apply(varying, theta, STEPS, 1.0, soft, False, sur)
+        ref = reference_if(varying, Dynamics(theta, STEPS, 1.0, soft, False), sur)
+        out = bptt(varying, Dynamics(theta, STEPS, 1.0, soft, False), sur)
         assert torch.equal(out, ref)
         for a, b in zip(
             _grads(out, (varying, theta), upstream),
@@ -164,7 +169,7 @@ def test_single_step_and_threshold_without_grad() -> None:
     sur = Surrogate("exp", 1.0)
     currents = torch.tensor([[0.2, 0.8, 1.0]], dtype=torch.float64, requires_grad=True)
     theta = torch.tensor(0.8, dtype=torch.float64)
-    out = BPTTFunction.apply(currents.unsqueeze(0), theta, 1, 1.0, False, False, sur)
+    out = bptt(currents.unsqueeze(0), Dynamics(theta, 1, 1.0, False, False), sur)
     assert out.flatten().tolist() == [0.0, 0.8, 0.8]
     (gi,) = torch.autograd.grad(out.sum(), (currents,))
     expected = 0.8 * torch.exp(-(currents.detach() - 0.8).abs())
@@ -179,8 +184,8 @@ def test_cuda_matches_reference(static: bool) -> None:
     upstream = _upstream(torch.float32, "cuda")
     for soft in (False, True):
         currents, theta = _case(static, seed=2, dtype=torch.float32, device="cuda")
-        ref = reference_if(currents, theta, STEPS, 0.99, soft, sur, static=static)
-        out = BPTTFunction.apply(currents, theta, STEPS, 0.99, soft, static, sur)
+        ref = reference_if(currents, Dynamics(theta, STEPS, 0.99, soft, static), sur)
+        out = bptt(currents, Dynamics(theta, STEPS, 0.99, soft, static), sur)
         assert torch.equal(out, ref)
         for a, b in zip(
             _grads(out, (currents, theta), upstream),
@@ -188,9 +193,9 @@ def test_cuda_matches_reference(static: bool) -> None:
             strict=True,
         ):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-        bptr = BPTRFunction.apply(currents, theta, STEPS, 0.99, soft, static)
-        assert torch.equal(bptr, ref)
-        bptr.sum().backward()
+        out_bptr = bptr(currents, Dynamics(theta, STEPS, 0.99, soft, static))
+        assert torch.equal(out_bptr, ref)
+        out_bptr.sum().backward()
 
 
 def test_neurons_are_blocked_on_cpu_only():

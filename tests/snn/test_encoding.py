@@ -23,6 +23,7 @@ from robustsnn.snn.encoding import (
 )
 from robustsnn.snn.network import SpikingNetwork
 from robustsnn.snn.neuron import SpikingNeuron, TimeContext
+from robustsnn.snn.spec import Dynamics
 
 FAST = dict(calib_T=6, calib_batches=1, calib_batch_size=16)
 
@@ -120,10 +121,10 @@ def test_threshold_noise_is_exactly_a_noisy_threshold_for_soft_reset(leak: float
 
 def test_threshold_noise_keeps_the_input_gradient_path() -> None:
     inputs = torch.rand(3, 4, 5, requires_grad=True)
-    shifted = threshold_noise_currents(inputs, torch.tensor(1.0), 0.2, 1.0, 3, static=False)
+    shifted = threshold_noise_currents(inputs, Dynamics(torch.tensor(1.0), 3), 0.2)
     (grad,) = torch.autograd.grad(shifted.sum(), inputs)
     assert torch.equal(grad, torch.ones_like(grad))
-    static = threshold_noise_currents(inputs[0], torch.tensor(1.0), 0.2, 1.0, 3, static=True)
+    static = threshold_noise_currents(inputs[0], Dynamics(torch.tensor(1.0), 3, static=True), 0.2)
     assert static.shape == (3, 4, 5)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from robustsnn.errors import UserError
-from robustsnn.snn.dynamics import BPTRFunction, BPTTFunction, if_forward, reference_if
+from robustsnn.snn.dynamics import bptr, bptt, if_forward, reference_if
 from robustsnn.snn.estimators import (
     BPTR,
     BPTT,
@@ -18,6 +18,7 @@ from robustsnn.snn.estimators import (
     paper_estimators,
     parse_estimator,
 )
+from robustsnn.snn.spec import Dynamics
 from robustsnn.snn.surrogates import Surrogate, paper_surrogates
 
 STEPS = 6
@@ -74,16 +75,16 @@ GRID = list(itertools.product(("hard", "soft"), (1.0, 0.9), (False, True)))
 
 @pytest.mark.parametrize("surrogate", paper_surrogates(), ids=lambda s: s.name)
 def test_fused_bptt_equals_per_step_reference(surrogate: Surrogate) -> None:
-    """Output, input gradient and threshold gradient of BPTTFunction == reference_if, all cases."""
+    """Output, input gradient and threshold gradient of bptt == reference_if, all cases."""
     for case, (reset, leak, static) in enumerate(GRID):
         soft = reset == "soft"
         currents, theta = _random_case(static, seed=case)
         upstream = torch.randn(STEPS, 3, 5, generator=torch.Generator().manual_seed(99)).double()
 
-        out_ref = reference_if(currents, theta, STEPS, leak, soft, surrogate, static=static)
+        out_ref = reference_if(currents, Dynamics(theta, STEPS, leak, soft, static), surrogate)
         gi_ref, gt_ref = torch.autograd.grad((out_ref * upstream).sum(), (currents, theta))
 
-        out = BPTTFunction.apply(currents, theta, STEPS, leak, soft, static, surrogate)
+        out = bptt(currents, Dynamics(theta, STEPS, leak, soft, static), surrogate)
         gi, gt = torch.autograd.grad((out * upstream).sum(), (currents, theta))
 
         where = f"{surrogate.name} {reset} leak={leak} static={static}"
@@ -97,24 +98,24 @@ def test_fused_bptt_equals_per_step_reference(surrogate: Surrogate) -> None:
 def test_fused_bptt_gradients_are_not_trivial() -> None:
     """Guards the comparison above: gradients through time and the reset are non-zero."""
     currents, theta = _random_case(False, seed=0)
-    out = BPTTFunction.apply(currents, theta, STEPS, 1.0, False, False, Surrogate("pcw", 1.0))
+    out = bptt(currents, Dynamics(theta, STEPS, 1.0, False, False), Surrogate("pcw", 1.0))
     gi, gt = torch.autograd.grad(out.sum(), (currents, theta))
     assert gi.abs().sum() > 0 and gt.abs() > 0
     # the first step's current influences later spikes through the membrane
     only_last = torch.zeros_like(out)
     only_last[-1] = 1.0
-    out = BPTTFunction.apply(currents, theta, STEPS, 1.0, False, False, Surrogate("pcw", 1.0))
+    out = bptt(currents, Dynamics(theta, STEPS, 1.0, False, False), Surrogate("pcw", 1.0))
     (g_first,) = torch.autograd.grad((out * only_last).sum(), (currents,))
     assert g_first[:-1].abs().sum() > 0
 
 
 def test_fused_bptt_matches_gradcheck_of_reference_on_smooth_surrogate() -> None:
-    """BPTTFunction passes torch's gradcheck against the reference's analytic gradients."""
+    """bptt passes torch's gradcheck against the reference's analytic gradients."""
     currents, theta = _random_case(False, seed=5)
     sur = Surrogate("exp", 1.0)
     for soft in (False, True):
-        out = BPTTFunction.apply(currents, theta, STEPS, 0.9, soft, False, sur)
-        ref = reference_if(currents, theta, STEPS, 0.9, soft, sur)
+        out = bptt(currents, Dynamics(theta, STEPS, 0.9, soft, False), sur)
+        ref = reference_if(currents, Dynamics(theta, STEPS, 0.9, soft, False), sur)
         for k in range(3):
             w = torch.randn(out.shape, generator=torch.Generator().manual_seed(k)).double()
             a = torch.autograd.grad((out * w).sum(), (currents, theta), retain_graph=True)
@@ -127,18 +128,19 @@ def test_fused_bptt_matches_gradcheck_of_reference_on_smooth_surrogate() -> None
 def test_bptt_and_bptr_forward_identical(reset: str, leak: float, static: bool) -> None:
     currents, theta = _random_case(static, seed=11)
     soft = reset == "soft"
-    bptt = BPTTFunction.apply(currents, theta, STEPS, leak, soft, static, Surrogate("rect", 0.5))
-    bptr = BPTRFunction.apply(currents, theta, STEPS, leak, soft, static)
-    plain, _ = if_forward(currents.detach(), theta.detach(), STEPS, leak, soft, static, False)
-    assert torch.equal(bptt, bptr)
-    assert torch.equal(bptt, plain)
+    dyn = Dynamics(theta, STEPS, leak, soft, static)
+    out_bptt = bptt(currents, dyn, Surrogate("rect", 0.5))
+    out_bptr = bptr(currents, dyn)
+    plain, _ = if_forward(currents.detach(), dyn.detached(), False)
+    assert torch.equal(out_bptt, out_bptr)
+    assert torch.equal(out_bptt, plain)
 
 
 @pytest.mark.parametrize(("reset", "leak", "static"), GRID)
 def test_bptr_backward_is_upstream_masked_by_fired(reset: str, leak: float, static: bool) -> None:
     currents, theta = _random_case(static, seed=21)
     soft = reset == "soft"
-    out = BPTRFunction.apply(currents, theta, STEPS, leak, soft, static)
+    out = bptr(currents, Dynamics(theta, STEPS, leak, soft, static))
     fired = out.detach().ne(0).any(0)  # [B, N]: fired at least once in T steps
     assert 0 < fired.sum() < fired.numel()
     upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).double()
@@ -154,7 +156,7 @@ def test_bptr_mask_hand_example() -> None:
     """Static currents 0.1 (never fires in 4 steps), 0.3 (fires at step 4), 2.0 (always)."""
     currents = torch.tensor([[0.1, 0.3, 2.0]], dtype=torch.float64, requires_grad=True)
     theta = torch.tensor(1.0, dtype=torch.float64)
-    out = BPTRFunction.apply(currents, theta, 4, 1.0, False, True)
+    out = bptr(currents, Dynamics(theta, 4, 1.0, False, True))
     assert out.squeeze(1).sum(0).tolist() == [0.0, 1.0, 4.0]
     upstream = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64).view(4, 1, 1).expand(4, 1, 3)
     (out * upstream).sum().backward()

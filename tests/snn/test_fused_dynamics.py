@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustsnn.snn.dynamics import BPTRFunction, BPTTFunction, if_forward, reference_if
+from robustsnn.snn.dynamics import bptr, bptt, if_forward, reference_if
+from robustsnn.snn.spec import Dynamics
 from robustsnn.snn.surrogates import Surrogate
 
 
@@ -27,8 +28,8 @@ def _compare(
     atol: float = 1e-12,
 ) -> None:
     wrt = [t for t in (inputs, theta) if t.requires_grad]
-    ref = reference_if(inputs, theta, steps, leak, soft, surrogate, static=static)
-    out = BPTTFunction.apply(inputs, theta, steps, leak, soft, static, surrogate)
+    ref = reference_if(inputs, Dynamics(theta, steps, leak, soft, static), surrogate)
+    out = bptt(inputs, Dynamics(theta, steps, leak, soft, static), surrogate)
     assert torch.equal(out, ref)
     g_ref = torch.autograd.grad(loss(ref), wrt)
     g_out = torch.autograd.grad(loss(out), wrt)
@@ -118,11 +119,11 @@ def test_inputs_are_never_modified(static: bool) -> None:
     before = x.detach().clone()
     for soft in (False, True):
         for leak in (1.0, 0.9):
-            if_forward(x.detach(), theta.detach(), steps, leak, soft, static, False)
-            if_forward(x.detach(), theta.detach(), steps, leak, soft, static, True)
-            out = BPTTFunction.apply(x, theta, steps, leak, soft, static, Surrogate("pcw", 1.0))
+            if_forward(x.detach(), Dynamics(theta.detach(), steps, leak, soft, static), False)
+            if_forward(x.detach(), Dynamics(theta.detach(), steps, leak, soft, static), True)
+            out = bptt(x, Dynamics(theta, steps, leak, soft, static), Surrogate("pcw", 1.0))
             out.sum().backward()
-            out = BPTRFunction.apply(x, theta, steps, leak, soft, static)
+            out = bptr(x, Dynamics(theta, steps, leak, soft, static))
             out.sum().backward()
             assert torch.equal(x.detach(), before)
     assert float(theta.detach()) == 0.5
@@ -133,7 +134,7 @@ def test_double_backward_through_retained_graph() -> None:
     steps = 5
     x = _currents((steps, 2, 3), 7, torch.float64).requires_grad_(True)
     theta = torch.tensor(0.6, dtype=torch.float64, requires_grad=True)
-    out = BPTTFunction.apply(x, theta, steps, 1.0, False, False, Surrogate("pcw", 1.0))
+    out = bptt(x, Dynamics(theta, steps, 1.0, False, False), Surrogate("pcw", 1.0))
     a = torch.autograd.grad(out.sum(), (x, theta), retain_graph=True)
     b = torch.autograd.grad(out.sum(), (x, theta))
     for p, q in zip(a, b, strict=True):

@@ -9,9 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustsnn.snn.dynamics import BPTRFunction, BPTTFunction, if_forward, reference_if
+from robustsnn.snn.dynamics import bptr, bptt, if_forward, reference_if
 from robustsnn.snn.estimators import BPTR, BPTT
 from robustsnn.snn.neuron import SpikingNeuron, TimeContext
+from robustsnn.snn.spec import Dynamics
 from robustsnn.snn.surrogates import Surrogate
 
 # name, currents (one per step; a float = static), theta, leak, reset, membranes h, spikes
@@ -109,7 +110,7 @@ def test_if_forward_golden(
     steps = len(spikes)
     inputs, static = _inputs(currents, steps)
     th = torch.tensor(theta, dtype=torch.float64)
-    out, h = if_forward(inputs, th, steps, leak, reset == "soft", static)
+    out, h = if_forward(inputs, Dynamics(th, steps, leak, reset == "soft", static))
     assert out.shape == (steps, 1, 1)
     expected_out = theta * torch.tensor(spikes, dtype=torch.float64).view(steps, 1, 1)
     assert torch.equal(out, expected_out), f"{name}: spikes {out.flatten().tolist()}"
@@ -130,7 +131,7 @@ def test_every_implementation_gives_the_golden_spikes(
     membranes: list[float],
     spikes: list[int],
 ) -> None:
-    """reference_if, BPTTFunction, BPTRFunction and the SpikingNeuron module all agree."""
+    """reference_if, bptt, bptr and the SpikingNeuron module all agree."""
     del membranes
     steps = len(spikes)
     inputs, static = _inputs(currents, steps)
@@ -140,9 +141,9 @@ def test_every_implementation_gives_the_golden_spikes(
     expected = theta * torch.tensor(spikes, dtype=torch.float64).view(steps, 1, 1)
     sur = Surrogate("pcw", 1.0)
     outs = {
-        "reference": reference_if(inputs, th, steps, leak, soft, sur, static=static),
-        "bptt": BPTTFunction.apply(inputs, th, steps, leak, soft, static, sur),
-        "bptr": BPTRFunction.apply(inputs, th, steps, leak, soft, static),
+        "reference": reference_if(inputs, Dynamics(th, steps, leak, soft, static), sur),
+        "bptt": bptt(inputs, Dynamics(th, steps, leak, soft, static), sur),
+        "bptr": bptr(inputs, Dynamics(th, steps, leak, soft, static)),
     }
     for estimator in (BPTT(sur), BPTR()):
         for grad in (True, False):
@@ -162,11 +163,11 @@ def test_neurons_are_elementwise_and_batched() -> None:
     steps = 8
     currents = torch.tensor([[0.0, 0.25, 0.5, 1.0, 2.0, -1.0]], dtype=torch.float64)
     th = torch.tensor(1.0, dtype=torch.float64)
-    out_soft, _ = if_forward(currents, th, steps, 1.0, True, True)
+    out_soft, _ = if_forward(currents, Dynamics(th, steps, 1.0, True, True))
     # soft reset IF with static current c in [0, theta]: exactly floor(T c / theta) spikes
     # (the residue carries over); a current >= theta fires at every step.
     assert out_soft.sum(0).flatten().tolist() == [0.0, 2.0, 4.0, 8.0, 8.0, 0.0]
-    out_hard, _ = if_forward(currents, th, steps, 1.0, False, True)
+    out_hard, _ = if_forward(currents, Dynamics(th, steps, 1.0, False, True))
     # hard reset: c=0.25 fires every 4th step, c=0.5 every 2nd, c>=1 every step
     assert out_hard.sum(0).flatten().tolist() == [0.0, 2.0, 4.0, 8.0, 8.0, 0.0]
     first_spike = out_hard.squeeze(1).argmax(0)
@@ -178,7 +179,7 @@ def test_soft_and_hard_reset_differ_on_excess_charge() -> None:
     steps = 4
     x = torch.full((1, 1), 1.5, dtype=torch.float64)
     th = torch.tensor(1.0, dtype=torch.float64)
-    _, h_soft = if_forward(x, th, steps, 1.0, True, True)
-    _, h_hard = if_forward(x, th, steps, 1.0, False, True)
+    _, h_soft = if_forward(x, Dynamics(th, steps, 1.0, True, True))
+    _, h_hard = if_forward(x, Dynamics(th, steps, 1.0, False, True))
     assert torch.stack(h_soft).flatten().tolist() == [1.5, 2.0, 2.5, 3.0]
     assert torch.stack(h_hard).flatten().tolist() == [1.5, 1.5, 1.5, 1.5]

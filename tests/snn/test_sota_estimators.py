@@ -13,7 +13,7 @@ from torch import nn
 
 from robustsnn.errors import UserError
 from robustsnn.snn import SpikingNetwork, SpikingNeuron, parse_estimator
-from robustsnn.snn.dynamics import BPTRFunction, BPTTFunction
+from robustsnn.snn.dynamics import bptr, bptt
 from robustsnn.snn.estimator_backward import (
     atan_sharpness,
     pdsg_sigma,
@@ -30,6 +30,7 @@ from robustsnn.snn.estimators import (
     sota_estimators,
 )
 from robustsnn.snn.run_state import RunState
+from robustsnn.snn.spec import Dynamics
 from robustsnn.snn.surrogates import Surrogate
 
 
@@ -58,11 +59,7 @@ def _layer_grad(
     x = inputs.clone().requires_grad_(True)
     out = spiking_layer(
         x,
-        torch.tensor(theta),
-        steps,
-        leak,
-        soft,
-        static,
+        Dynamics(torch.tensor(theta), steps, leak, soft, static),
         estimator,
         layer="l",
         channel_dim=None,
@@ -155,7 +152,7 @@ def test_elementwise_bptt_matches_autograd_reference(
     torch.testing.assert_close(got, want)
     if not detach:  # the per-element path agrees with the fused kernel too
         x = inputs.clone().requires_grad_(True)
-        out = BPTTFunction.apply(x, torch.tensor(theta), steps, leak, soft, static, surrogate)
+        out = bptt(x, Dynamics(torch.tensor(theta), steps, leak, soft, static), surrogate)
         (fused,) = torch.autograd.grad(out, x, upstream)
         torch.testing.assert_close(got, fused)
 
@@ -342,9 +339,9 @@ def test_rga_reaches_silent_neurons_and_shares_one_factor() -> None:
     out, grad = _layer_grad(RGA(), silent, theta, steps)
     assert out.abs().sum() == 0 and grad.abs().min() > 0
     x = silent.clone().requires_grad_(True)
-    out = BPTRFunction.apply(x, torch.tensor(theta), steps, 1.0, False, False)
-    (bptr,) = torch.autograd.grad(out, x, torch.ones_like(out))
-    assert bptr.abs().sum() == 0
+    out = bptr(x, Dynamics(torch.tensor(theta), steps, 1.0, False, False))
+    (bptr_grad,) = torch.autograd.grad(out, x, torch.ones_like(out))
+    assert bptr_grad.abs().sum() == 0
     varying = _currents(False, steps)
     upstream = torch.randn(steps, 3, 7, generator=torch.Generator().manual_seed(2))
     _, grad = _layer_grad(RGA(), varying, 0.4, steps, upstream=upstream)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from robustsnn.errors import UserError
-from robustsnn.snn.dynamics import BPTTFunction, reference_if
+from robustsnn.snn.dynamics import bptt, reference_if
+from robustsnn.snn.spec import Dynamics
 from robustsnn.snn.surrogates import (
     PAPER_GAMMAS,
     SURROGATE_KINDS,
@@ -66,9 +67,9 @@ def _spike_input_grad(fn: str, surrogate: Surrogate, x: torch.Tensor, theta: flo
     current = (x + theta).reshape(1, -1).clone().requires_grad_(True)  # [T=1, N]
     th = torch.tensor(theta, dtype=torch.float64)
     if fn == "reference":
-        out = reference_if(current, th, 1, 1.0, False, surrogate)
+        out = reference_if(current, Dynamics(th, 1, 1.0, False, False), surrogate)
     else:
-        out = BPTTFunction.apply(current, th, 1, 1.0, False, False, surrogate)
+        out = bptt(current, Dynamics(th, 1, 1.0, False, False), surrogate)
     out.sum().backward()
     assert current.grad is not None
     return current.grad.reshape(-1) / theta
@@ -93,7 +94,7 @@ def test_spike_function_backward_scales_with_theta() -> None:
     x = torch.tensor([0.0, 0.5, -1.0, 3.0], dtype=torch.float64)
     current = (x + theta).reshape(1, -1).requires_grad_(True)
     th = torch.tensor(theta, dtype=torch.float64)
-    out = reference_if(current, th, 1, 1.0, False, Surrogate("pcw", 2.0))
+    out = reference_if(current, Dynamics(th, 1, 1.0, False, False), Surrogate("pcw", 2.0))
     torch.testing.assert_close(out.reshape(-1), torch.tensor([2.0, 2.0, 0.0, 2.0]).double())
     out.sum().backward()
     expected = theta * torch.tensor([0.5, 0.375, 0.25, 0.0], dtype=torch.float64)

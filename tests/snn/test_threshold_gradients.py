@@ -19,6 +19,7 @@ from robustsnn.snn import parse_estimator, triton_kernels
 from robustsnn.snn.estimator_backward import backward_spec, spiking_layer
 from robustsnn.snn.estimators import gives_threshold_gradient
 from robustsnn.snn.run_state import RunState
+from robustsnn.snn.spec import Dynamics
 
 STEPS = 5
 
@@ -80,9 +81,13 @@ def _check_against_finite_differences(name, soft, leak, v_init):
     inputs = inputs0.clone().requires_grad_(True)
     init = theta * v_init if v_init else None
     out = spiking_layer(
-        inputs, theta, STEPS, leak, soft, False, estimator,
-        layer="l", channel_dim=None, state=None, init=init,
-    )  # fmt: skip
+        inputs,
+        Dynamics(theta, STEPS, leak, soft, False, init),
+        estimator,
+        layer="l",
+        channel_dim=None,
+        state=None,
+    )
     (out * weights).sum().backward()
 
     hs, ss = _nominal(inputs0, theta0, leak, soft, v_init)
@@ -93,9 +98,18 @@ def _check_against_finite_differences(name, soft, leak, v_init):
 
     def loss(theta_value, inputs_value):
         return _linearised_loss(
-            inputs_value, theta_value, weights, hs, ss, sg, theta0, leak, soft,
-            spec.detach_reset, v_init,
-        )  # fmt: skip
+            inputs_value,
+            theta_value,
+            weights,
+            hs,
+            ss,
+            sg,
+            theta0,
+            leak,
+            soft,
+            spec.detach_reset,
+            v_init,
+        )
 
     step = 1e-6
     fd_theta = (loss(theta0 + step, inputs0) - loss(theta0 - step, inputs0)) / (2 * step)
@@ -115,9 +129,13 @@ def test_relative_surrogate_threshold_gradient_is_not_zero_and_trains():
     theta = torch.tensor(0.5, requires_grad=True)
     inputs = torch.rand(4, 8, generator=gen)
     out = spiking_layer(
-        inputs, theta, 4, 1.0, True, True, parse_estimator("bptt-rel-pcw-1"),
-        layer="l", channel_dim=None, state=None, init=theta * 0.5,
-    )  # fmt: skip
+        inputs,
+        Dynamics(theta, 4, 1.0, True, True, theta * 0.5),
+        parse_estimator("bptt-rel-pcw-1"),
+        layer="l",
+        channel_dim=None,
+        state=None,
+    )
     out.sum().backward()
     assert theta.grad is not None and float(theta.grad) != 0.0
 

@@ -15,9 +15,10 @@ import torch
 
 from robustsnn.errors import UserError
 from robustsnn.snn import SpikingNeuron, parse_estimator, triton_kernels
-from robustsnn.snn.dynamics import BPTRFunction, BPTTFunction, _run, reference_if
+from robustsnn.snn.dynamics import _run, bptr, bptt, reference_if
 from robustsnn.snn.neuron import RUN_STATE_KEY
 from robustsnn.snn.run_state import RunState
+from robustsnn.snn.spec import Dynamics
 from robustsnn.snn.surrogates import Surrogate
 
 pytestmark = pytest.mark.skipif(
@@ -118,7 +119,7 @@ def test_triton_forward_is_bit_identical(
             _mode(monkeypatch, mode)
             membranes = torch.empty((steps, 3, 5, 7), dtype=dtype)
             fired = torch.empty((3, 5, 7), dtype=dtype)
-            out = _run(inputs, theta, steps, leak, soft, static, membranes, fired, init)
+            out = _run(inputs, Dynamics(theta, steps, leak, soft, static, init), membranes, fired)
             results.append((out, membranes, fired))
         launches += 1
         case = f"static={static} soft={soft} leak={leak} init={init_kind}"
@@ -163,9 +164,9 @@ def _bptt_case(
     inputs = currents if static else currents.view(steps, batch, hidden)
     surrogate = Surrogate(kind, GAMMA[kind])
     if reference:
-        out = reference_if(inputs, theta, steps, leak, soft, surrogate, static, init)
+        out = reference_if(inputs, Dynamics(theta, steps, leak, soft, static, init), surrogate)
     else:
-        out = BPTTFunction.apply(inputs, theta, steps, leak, soft, static, surrogate, init)
+        out = bptt(inputs, Dynamics(theta, steps, leak, soft, static, init), surrogate)
     leaves = {"z": z, "weight": weight, "theta": theta, "current": currents}
     if init_kind == "per-neuron":
         assert init is not None
@@ -233,7 +234,7 @@ def test_kernel_bptr_matches_reference(monkeypatch: pytest.MonkeyPatch, calls: C
             _mode(monkeypatch, mode)
             x = inputs.clone().requires_grad_()
             theta = torch.tensor(0.4, requires_grad=True)
-            out = BPTRFunction.apply(x, theta, 8, 0.9, soft, static)
+            out = bptr(x, Dynamics(theta, 8, 0.9, soft, static))
             results.append((out.detach(), *torch.autograd.grad(out, (x, theta), upstream)))
         assert torch.equal(results[0][0], results[1][0])
         for ref, got in zip(results[0][1:], results[1][1:], strict=True):
@@ -406,9 +407,9 @@ def test_unknown_surrogate_kind_keeps_the_reference_backward(
         x = inputs.clone().requires_grad_()
         theta = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
         if fused:
-            out = BPTTFunction.apply(x, theta, 6, 0.9, False, False, surrogate)
+            out = bptt(x, Dynamics(theta, 6, 0.9, False, False), surrogate)
         else:
-            out = reference_if(x, theta, 6, 0.9, False, surrogate)
+            out = reference_if(x, Dynamics(theta, 6, 0.9, False, False), surrogate)
         grads.append(torch.autograd.grad(out, (x, theta), upstream))
     assert (calls.forward, calls.backward) == (1, 0)
     for got, expected in zip(*grads, strict=True):
@@ -450,15 +451,11 @@ def test_kernel_threshold_and_init_gradients_with_detached_reset(soft: bool) -> 
     expected = torch.autograd.grad(torch.stack(outs), (x, theta, init), upstream)
 
     membranes = torch.empty((steps, 3, 5), dtype=torch.float64)
-    out = triton_kernels.forward(
-        inputs, theta.detach(), steps, leak, soft, False, membranes, init=init0
-    )
+    dynamics = Dynamics(theta.detach(), steps, leak, soft, False, init0)
+    out = triton_kernels.forward(inputs, dynamics, membranes)
     grad_in, grad_theta, grad_h0 = triton_kernels.backward(
         upstream,
-        theta.detach(),
-        leak,
-        soft,
-        False,
+        dynamics,
         membranes=membranes,
         out=out,
         multiplier=surrogate.grad(membranes - theta.detach()),

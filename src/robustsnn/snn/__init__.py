@@ -12,6 +12,7 @@ from robustsnn.snn.estimators import (
 )
 from robustsnn.snn.network import EstimatorView, SpikingNetwork
 from robustsnn.snn.neuron import THRESHOLD_MIN, SpikingNeuron
+from robustsnn.snn.spec import Dynamics
 from robustsnn.snn.surrogates import Surrogate, paper_surrogates, parse_surrogate
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "BPTR",
     "BPTT",
     "DEFAULT_ESTIMATOR",
+    "Dynamics",
     "Estimator",
     "EstimatorView",
     "SpikingNetwork",

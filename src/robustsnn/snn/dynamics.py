@@ -18,6 +18,11 @@ surrogate in place of dH/dx, or backpropagation through rate (BPTR).
 Inputs are either time-major ``[T, B, ...]`` currents or a static ``[B, ...]`` current repeated
 at every step (direct input coding: the first layer's current is computed once, not T times).
 
+Every function here takes the layer's dynamics (threshold, steps, leak, reset, static input,
+initial membrane) as one :class:`~robustsnn.snn.spec.Dynamics` value: :func:`if_forward` (no
+autograd), :func:`bptt` and :func:`bptr` (the fused autograd layers), :func:`reference_if` (the
+per-step ground truth).
+
 What the backward keeps (the memory of one layer, besides its output):
 
 * time-varying input: the membranes ``h`` as one ``[T, B, ...]`` tensor;
@@ -42,11 +47,13 @@ kernel launch each (``snn/triton_kernels.py``; ``ROBUSTSNN_KERNELS=reference`` s
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
 from robustsnn.snn import surrogates as _surrogates
 from robustsnn.snn import triton_kernels
+from robustsnn.snn.spec import Dynamics
 from robustsnn.snn.surrogates import Surrogate
 
 # Recompute the membranes of a static-input layer in the backward instead of storing T copies.
@@ -79,24 +86,25 @@ def _blocks(numel: int, block: int) -> list[slice]:
 
 def _forward_block(
     currents: list[torch.Tensor],
-    theta: torch.Tensor,
-    leak: float,
-    soft_reset: bool,
+    dynamics: Dynamics,
     outs: list[torch.Tensor],
     membranes: list[torch.Tensor] | None,
     fired: torch.Tensor | None,
     spike: torch.Tensor,
     u_scratch: torch.Tensor,
-    init: torch.Tensor | None = None,
 ) -> None:
-    """All T steps of one block of neurons (every argument is a flat view of the same length).
+    """All T steps of one block of neurons (every tensor argument is a flat view of the same
+    length).
 
     ``outs``: T rows receiving ``theta * s`` (may all be one scratch row); ``membranes``: T rows
     receiving ``h`` or None; ``fired``: receives max_t s or None; ``spike`` and ``u_scratch``:
-    scratch rows. ``currents`` are never written. ``init``: the initial membrane ``u[-1]`` (a
-    0-dim tensor or a flat row of the block's length; None = zero, the paper's start), so that
-    ``h[0] = leak * init + I[0]``.
+    scratch rows. ``currents`` are never written. ``dynamics.init`` is this block's initial
+    membrane ``u[-1]`` (a 0-dim tensor or a flat row of the block's length, see
+    :func:`_block_dynamics`; None = zero, the paper's start), so that ``h[0] = leak * init +
+    I[0]``.
     """
+    theta, leak, init = dynamics.theta, dynamics.leak, dynamics.init
+    soft_reset = dynamics.soft_reset
     steps = len(currents)
     u: torch.Tensor | None = None  # membrane after the reset, u[t-1]; None = zero
     for t in range(steps):
@@ -140,34 +148,28 @@ def _forward_block(
 
 def _run(
     inputs: torch.Tensor,
-    theta: torch.Tensor,
-    steps: int,
-    leak: float,
-    soft_reset: bool,
-    static: bool,
+    dynamics: Dynamics,
     membranes: torch.Tensor | None = None,
     fired: torch.Tensor | None = None,
-    init: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The forward loop, no autograd; returns ``theta * s`` as one ``[T, B, ...]`` tensor.
 
     ``membranes``: optional contiguous ``[T, B, ...]`` buffer that receives ``h[t]``. ``fired``:
     optional contiguous ``[B, ...]`` buffer (input dtype) that receives 1 where the neuron spiked
-    at least once, else 0. The caller's ``inputs`` are never written. ``init``: the initial
-    membrane, a 0-dim tensor or a ``[B, ...]`` tensor (None = zero; see :func:`_forward_block`).
+    at least once, else 0. The caller's ``inputs`` are never written. ``dynamics.init``: the
+    initial membrane, a 0-dim tensor or a ``[B, ...]`` tensor (None = zero).
 
     The neurons are processed in blocks of ``BLOCK`` elements, all T steps of one block before
     the next, so the membrane and spike scratch stay in cache; spikes are float 0/1 (comparisons
     and products on bool tensors are several times slower on CPU).
     """
     if triton_kernels.use_kernels(inputs):  # one fused launch (CUDA; see triton_kernels)
-        return triton_kernels.forward(
-            inputs, theta, steps, leak, soft_reset, static, membranes, fired, init
-        )
+        return triton_kernels.forward(inputs, dynamics, membranes, fired)
+    steps, static = dynamics.steps, dynamics.static
     currents = _flat_currents(inputs, steps, static)
     first = currents[0]
     numel = first.numel()
-    shape = inputs.shape if static else inputs.shape[1:]
+    shape = dynamics.state_shape(inputs)
     dtype, device = first.dtype, first.device
     out = torch.empty((steps, numel), dtype=dtype, device=device)
     flat_h = membranes.view(steps, numel) if membranes is not None else None
@@ -176,20 +178,17 @@ def _run(
     width = min(block_size, numel)
     spike_buf = torch.empty(width, dtype=dtype, device=device)  # s[t] as 0.0 / 1.0
     u_buf = torch.empty(width, dtype=dtype, device=device)
-    flat_init = _flat_init(init, numel)
+    flat_init = _flat_init(dynamics.init, numel)
     for block in _blocks(numel, block_size):
         n = block.stop - block.start
         _forward_block(
             [c[block] for c in currents],
-            theta,
-            leak,
-            soft_reset,
+            _block_dynamics(dynamics, flat_init, block),
             list(out[:, block].unbind(0)),
             list(flat_h[:, block].unbind(0)) if flat_h is not None else None,
             flat_fired[block] if flat_fired is not None else None,
             spike_buf[:n],
             u_buf[:n],
-            **_init_kwarg(flat_init, block),
         )
     return out.view(steps, *shape)
 
@@ -204,34 +203,26 @@ def _flat_init(init: torch.Tensor | None, numel: int) -> torch.Tensor | None:
     return flat.contiguous()
 
 
-def _init_kwarg(flat_init: torch.Tensor | None, block: slice) -> dict[str, torch.Tensor]:
-    """``{"init": ...}`` for one block, or nothing (callers without an initial membrane pass
-    exactly the arguments they passed before it existed)."""
-    if flat_init is None:
-        return {}
-    return {"init": flat_init if flat_init.dim() == 0 else flat_init[block]}
+def _block_dynamics(dynamics: Dynamics, flat_init: torch.Tensor | None, block: slice) -> Dynamics:
+    """``dynamics`` for one block of neurons: its initial membrane is ``flat_init``'s (see
+    :func:`_flat_init`) slice of the block, or the one 0-dim value, or None."""
+    if flat_init is None or flat_init.dim() == 0:
+        return dynamics
+    return replace(dynamics, init=flat_init[block])
 
 
 def if_forward(
-    inputs: torch.Tensor,
-    theta: torch.Tensor,
-    steps: int,
-    leak: float,
-    soft_reset: bool,
-    static: bool,
-    keep_membranes: bool = True,
-    init: torch.Tensor | None = None,
+    inputs: torch.Tensor, dynamics: Dynamics, keep_membranes: bool = True
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Run the dynamics without autograd; return spikes*theta ``[T, B, ...]`` and membranes h.
-
-    ``init``: the initial membrane (0-dim or ``[B, ...]``; None = zero)."""
+    """Run the dynamics without autograd; return spikes*theta ``[T, B, ...]`` and membranes h."""
     with torch.no_grad():
         membranes = None
         if keep_membranes:
-            shape = inputs.shape if static else inputs.shape[1:]
-            membranes = torch.empty((steps, *shape), dtype=inputs.dtype, device=inputs.device)
-        extra = {"init": init} if init is not None else {}
-        out = _run(inputs, theta, steps, leak, soft_reset, static, membranes=membranes, **extra)
+            shape = dynamics.state_shape(inputs)
+            membranes = torch.empty(
+                (dynamics.steps, *shape), dtype=inputs.dtype, device=inputs.device
+            )
+        out = _run(inputs, dynamics, membranes=membranes)
         return out, (list(membranes.unbind(0)) if membranes is not None else [])
 
 
@@ -292,18 +283,14 @@ def _bptt_backward(
     out: torch.Tensor,
     saved: torch.Tensor,
     recompute: bool,
-    theta: torch.Tensor,
-    leak: float,
-    soft_reset: bool,
-    static: bool,
+    dynamics: Dynamics,
     surrogate: Surrogate,
     need_theta: bool,
-    init: torch.Tensor | None = None,
     grad_init: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Exact BPTT through the reset; returns (grad of the input, grad of theta or None).
 
-    ``init``: the initial membrane of the forward pass (needed to recompute static membranes).
+    ``dynamics``: the forward pass's (its ``init`` is needed to recompute static membranes).
     ``grad_init``: optional flat ``[B*...]`` buffer that receives ``dL/dh[0]`` (the gradient of
     the initial membrane is ``leak`` times it).
 
@@ -313,17 +300,18 @@ def _bptt_backward(
         dL/dh[t] = dL/ds[t] * sg[t] + gu * (1 - s[t])  (hard)  dL/ds[t] * sg[t] + gu  (soft)
         dL/dtheta = sum_t g[t].s[t] - dL/ds[t].sg[t]  (- gu.s[t] for the soft reset)
 
-    Blocks of ``BLOCK`` neurons run all T steps before the next block (cache-resident scratch).
-    ``saved``: the membranes ``[T, B, ...]``, or with ``recompute`` the static input current
-    ``[B, ...]``, from which each block's membranes are recomputed into a block-sized buffer.
+    Blocks of ``BLOCK`` neurons run all T steps before the next block (cache-resident scratch;
+    one block's reverse loop is :func:`_bptt_block`). ``saved``: the membranes ``[T, B, ...]``,
+    or with ``recompute`` the static input current ``[B, ...]``, from which each block's
+    membranes are recomputed into a block-sized buffer.
     """
     fast = _fast_surrogate(surrogate)
     kernel_surrogate = fast is not None and triton_kernels.supports_surrogate(surrogate.kind)
     if kernel_surrogate and triton_kernels.use_kernels(grad_out):
         return _kernel_backward(
-            grad_out, out, saved, recompute, theta, leak, soft_reset, static, surrogate,
-            need_theta, init, grad_init,
-        )  # fmt: skip
+            grad_out, out, saved, recompute, dynamics, surrogate, need_theta, grad_init
+        )
+    theta, static = dynamics.theta, dynamics.static
     steps = grad_out.shape[0]
     shape = grad_out.shape[1:]
     grads = grad_out.reshape(steps, -1)
@@ -341,15 +329,14 @@ def _bptt_backward(
     acc = buffer(numel) if static else None  # static input: sum over t of dL/dh[t]
     ping_pong = (buffer(), buffer()) if static else None
     scratch_buf = buffer()
-    kept_buf = None if soft_reset else buffer()  # dL/dh[t+1] * (1 - s[t])
-    spike_dots: list[torch.Tensor] = []  # sum over t of (g[t] - gu).s[t] * theta, per block
-    surrogate_sums: list[torch.Tensor] = []  # sum over t of dL/ds[t] * sg[t]
-    theta_scaled: torch.Tensor | None = None  # theta * scale, made once
+    kept_buf = None if dynamics.soft_reset else buffer()  # dL/dh[t+1] * (1 - s[t])
+    # sum over t of (g[t] - gu).s[t] * theta, and of dL/ds[t] * sg[t], per block and step
+    sums: tuple[list[torch.Tensor], list[torch.Tensor]] | None = ([], []) if need_theta else None
     if recompute:
         static_current = saved.reshape(numel)
         local_h = torch.empty((steps, width), dtype=dtype, device=device)
         spike_buf, u_buf = buffer(), buffer()
-        flat_init = _flat_init(init, numel)
+        flat_init = _flat_init(dynamics.init, numel)
     for block in _blocks(numel, block_size):
         n = block.stop - block.start
         scratch = scratch_buf[:n]
@@ -359,73 +346,107 @@ def _bptt_backward(
             current = static_current[block]
             _forward_block(
                 [current] * steps,
-                theta,
-                leak,
-                soft_reset,
+                _block_dynamics(dynamics, flat_init, block),
                 [scratch] * steps,
                 rows,
                 None,
                 spike_buf[:n],
                 u_buf[:n],
-                **_init_kwarg(flat_init, block),
             )
         else:
             rows = list(hs[:, block].unbind(0))
-        gh_next: torch.Tensor | None = None  # dL/dh[t+1]
-        for t in range(steps - 1, -1, -1):
-            h, g = rows[t], grads[t, block]
-            x = torch.sub(theta, h, out=scratch)  # theta - h: > 0 exactly where s[t] = 0
-            if gh_next is not None and kept is not None:
-                _threshold_backward_out(gh_next, x, 0, grad_input=kept)
-            if fast is not None:
-                sg, scale = fast(x, surrogate.gamma)  # destroys x
-            else:
-                sg, scale = surrogate.grad(h - theta), 1.0
-            # gs = scale * dL/ds[t], in the buffer that ends up holding dL/dh[t]
-            if grad_in is not None:
-                gs = grad_in[t, block]
-            else:
-                assert ping_pong is not None
-                gs = ping_pong[t % 2][:n]
-            if theta_scaled is None:
-                theta_scaled = theta * scale
-            if gh_next is None:
-                torch.mul(g, theta_scaled, out=gs)
-            elif soft_reset:
-                torch.sub(g, gh_next, alpha=leak, out=gs).mul_(theta_scaled)
-            else:
-                torch.mul(g, theta_scaled, out=gs).addcmul_(gh_next, h, value=-leak * scale)
-            if need_theta:
-                # g[t].s[t] (- gu.s[t] for the soft reset) with s = o / theta exactly
-                spikes = outs[t, block]
-                if soft_reset and gh_next is not None:
-                    # gs = scale * theta * (g - gu): one dot for both terms
-                    spike_dots.append(torch.dot(gs, spikes) / scale)
-                else:
-                    spike_dots.append(torch.dot(g, spikes) * theta)
-            if sg is not None:
-                gs.mul_(sg)  # p = dL/ds[t] * sg[t]
-            if need_theta:
-                surrogate_sums.append(gs.sum())
-            if gh_next is not None:
-                gs.add_(kept if kept is not None else gh_next, alpha=leak)  # dL/dh[t]
-            if acc is not None:
-                if gh_next is None:
-                    acc[block].copy_(gs)
-                else:
-                    acc[block].add_(gs)
-            gh_next = gs
-        if grad_init is not None and gh_next is not None:
-            grad_init[block].copy_(gh_next)  # dL/dh[0]
-    grad_theta = None
-    if need_theta:
-        # dots carry theta^2 * s; one division at the end
-        grad_theta = (
-            torch.stack(spike_dots).sum() / (theta * theta) - torch.stack(surrogate_sums).sum()
+        if grad_in is not None:
+            targets = list(grad_in[:, block].unbind(0))
+        else:
+            assert ping_pong is not None
+            targets = [ping_pong[t % 2][:n] for t in range(steps)]
+        gh0 = _bptt_block(
+            rows,
+            grads[:, block],
+            outs[:, block],
+            targets,
+            acc[block] if acc is not None else None,
+            dynamics,
+            surrogate,
+            (scratch, kept),
+            sums,
         )
+        if grad_init is not None and gh0 is not None:
+            grad_init[block].copy_(gh0)  # dL/dh[0]
+    grad_theta = None
+    if sums is not None:
+        # dots carry theta^2 * s; one division at the end
+        grad_theta = torch.stack(sums[0]).sum() / (theta * theta) - torch.stack(sums[1]).sum()
     result = acc if acc is not None else grad_in
     assert result is not None
     return result.view(shape if static else grad_out.shape), grad_theta
+
+
+def _bptt_block(
+    rows: list[torch.Tensor],
+    grads: torch.Tensor,
+    outs: torch.Tensor,
+    targets: list[torch.Tensor],
+    acc: torch.Tensor | None,
+    dynamics: Dynamics,
+    surrogate: Surrogate,
+    scratch: tuple[torch.Tensor, torch.Tensor | None],
+    sums: tuple[list[torch.Tensor], list[torch.Tensor]] | None,
+) -> torch.Tensor | None:
+    """The reverse time loop of :func:`_bptt_backward` over one block of neurons; returns
+    ``dL/dh[0]`` of the block (a view of ``targets[0]``).
+
+    ``rows``: the block's membranes ``h[t]``; ``grads``, ``outs``: ``[T, n]`` views of the
+    upstream gradient and the output ``theta * s``; ``targets``: T rows that receive
+    ``scale * dL/ds[t]`` and then ``dL/dh[t]`` (the input gradient's rows, or two alternating
+    buffers for a static input, whose gradient accumulates in ``acc``); ``scratch``: a row for
+    ``theta - h`` and, for the hard reset, one for ``dL/dh[t+1] * (1 - s[t])``; ``sums``: the
+    lists of the threshold gradient's terms, appended to (None: no threshold gradient).
+    """
+    theta, leak, soft_reset = dynamics.theta, dynamics.leak, dynamics.soft_reset
+    fast = _fast_surrogate(surrogate)
+    scratch_row, kept = scratch
+    theta_scaled: torch.Tensor | None = None  # theta * scale, made once
+    gh_next: torch.Tensor | None = None  # dL/dh[t+1]
+    for t in range(len(rows) - 1, -1, -1):
+        h, g = rows[t], grads[t]
+        x = torch.sub(theta, h, out=scratch_row)  # theta - h: > 0 exactly where s[t] = 0
+        if gh_next is not None and kept is not None:
+            _threshold_backward_out(gh_next, x, 0, grad_input=kept)
+        if fast is not None:
+            sg, scale = fast(x, surrogate.gamma)  # destroys x
+        else:
+            sg, scale = surrogate.grad(h - theta), 1.0
+        gs = targets[t]  # gs = scale * dL/ds[t], in the buffer that ends up holding dL/dh[t]
+        if theta_scaled is None:
+            theta_scaled = theta * scale
+        if gh_next is None:
+            torch.mul(g, theta_scaled, out=gs)
+        elif soft_reset:
+            torch.sub(g, gh_next, alpha=leak, out=gs).mul_(theta_scaled)
+        else:
+            torch.mul(g, theta_scaled, out=gs).addcmul_(gh_next, h, value=-leak * scale)
+        if sums is not None:
+            # g[t].s[t] (- gu.s[t] for the soft reset) with s = o / theta exactly
+            spikes = outs[t]
+            if soft_reset and gh_next is not None:
+                # gs = scale * theta * (g - gu): one dot for both terms
+                sums[0].append(torch.dot(gs, spikes) / scale)
+            else:
+                sums[0].append(torch.dot(g, spikes) * theta)
+        if sg is not None:
+            gs.mul_(sg)  # p = dL/ds[t] * sg[t]
+        if sums is not None:
+            sums[1].append(gs.sum())
+        if gh_next is not None:
+            gs.add_(kept if kept is not None else gh_next, alpha=leak)  # dL/dh[t]
+        if acc is not None:
+            if gh_next is None:
+                acc.copy_(gs)
+            else:
+                acc.add_(gs)
+        gh_next = gs
+    return gh_next
 
 
 def _kernel_backward(
@@ -433,30 +454,20 @@ def _kernel_backward(
     out: torch.Tensor,
     saved: torch.Tensor,
     recompute: bool,
-    theta: torch.Tensor,
-    leak: float,
-    soft_reset: bool,
-    static: bool,
+    dynamics: Dynamics,
     surrogate: Surrogate,
     need_theta: bool,
-    init: torch.Tensor | None,
     grad_init: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`_bptt_backward` through the Triton kernels (a static layer's membranes are
     recomputed by one forward launch first)."""
     membranes = saved
     if recompute:
-        steps = grad_out.shape[0]
         membranes = torch.empty_like(grad_out)
-        triton_kernels.forward(
-            saved, theta, steps, leak, soft_reset, static, membranes=membranes, init=init
-        )
+        triton_kernels.forward(saved, dynamics, membranes=membranes)
     grad_in, grad_theta, grad_h0 = triton_kernels.backward(
         grad_out,
-        theta,
-        leak,
-        soft_reset,
-        static,
+        dynamics,
         membranes=membranes,
         surrogate=(surrogate.kind, surrogate.gamma),
         need_theta=need_theta,
@@ -468,93 +479,77 @@ def _kernel_backward(
 
 
 class BPTTFunction(torch.autograd.Function):
-    """Fused IF/LIF layer with surrogate-gradient BPTT."""
+    """Fused IF/LIF layer with surrogate-gradient BPTT (call :func:`bptt`).
+
+    ``theta`` and ``init`` are ``dynamics.theta`` and ``dynamics.init``, passed again as
+    arguments so that autograd differentiates them.
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx,
         inputs: torch.Tensor,
         theta: torch.Tensor,
-        steps: int,
-        leak: float,
-        soft_reset: bool,
-        static: bool,
+        init: torch.Tensor | None,
+        dynamics: Dynamics,
         surrogate: Surrogate,
-        init: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # init: optional initial membrane (0-dim or [B, ...]); its gradient is exact BPTT too
-        extra = {"init": init} if init is not None else {}
+        static = dynamics.static
         recompute = static and RECOMPUTE_STATIC
         if recompute:
-            out = _run(inputs, theta, steps, leak, soft_reset, static, **extra)
+            out = _run(inputs, dynamics)
             saved = inputs
         else:
-            shape = inputs.shape if static else inputs.shape[1:]
-            saved = torch.empty((steps, *shape), dtype=inputs.dtype, device=inputs.device)
-            out = _run(inputs, theta, steps, leak, soft_reset, static, membranes=saved, **extra)
+            shape = dynamics.state_shape(inputs)
+            saved = torch.empty((dynamics.steps, *shape), dtype=inputs.dtype, device=inputs.device)
+            out = _run(inputs, dynamics, membranes=saved)
         # the output is the tensor the next layer keeps anyway: saving it costs no memory
         if init is None:
             ctx.save_for_backward(saved, theta, out)
         else:
             ctx.save_for_backward(saved, theta, out, init)
-        ctx.config = (steps, leak, soft_reset, static, surrogate, recompute)
+        ctx.dynamics = dynamics
+        ctx.config = (surrogate, recompute)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         saved, theta, out, *rest = ctx.saved_tensors
         init = rest[0] if rest else None
-        steps, leak, soft_reset, static, surrogate, recompute = ctx.config
+        dynamics = replace(ctx.dynamics, theta=theta, init=init)  # the saved tensors
+        surrogate, recompute = ctx.config
         need_theta = ctx.needs_input_grad[1]
-        need_init = init is not None and ctx.needs_input_grad[7]
         grad_h0 = None
-        if need_init:
+        if init is not None and ctx.needs_input_grad[2]:
             grad_h0 = torch.empty(out[0].numel(), dtype=grad_out.dtype, device=grad_out.device)
-        extra = {"init": init, "grad_init": grad_h0} if init is not None else {}
         grad_in, grad_theta = _bptt_backward(
-            grad_out,
-            out,
-            saved,
-            recompute,
-            theta,
-            leak,
-            soft_reset,
-            static,
-            surrogate,
-            need_theta,
-            **extra,
+            grad_out, out, saved, recompute, dynamics, surrogate, need_theta, grad_h0
         )
         if grad_theta is not None:
             grad_theta = grad_theta.reshape(theta.shape).to(theta.dtype)
         grad_init = None
         if grad_h0 is not None and init is not None:
             # h[0] = leak * init + I[0]: dL/dinit = leak * dL/dh[0], summed where init broadcasts
-            grad_init = grad_h0.mul_(leak).view(out.shape[1:])
+            grad_init = grad_h0.mul_(dynamics.leak).view(out.shape[1:])
             grad_init = grad_init.sum() if init.dim() == 0 else grad_init.view(init.shape)
-        return grad_in, grad_theta, None, None, None, None, None, grad_init
+        return grad_in, grad_theta, grad_init, None, None
 
 
 class BPTRFunction(torch.autograd.Function):
-    """Exact spiking forward; backward passes the upstream gradient where the neuron fired."""
+    """Exact spiking forward; backward passes the upstream gradient where the neuron fired
+    (call :func:`bptr`; ``theta`` is ``dynamics.theta``, passed again for autograd)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx,
-        inputs: torch.Tensor,
-        theta: torch.Tensor,
-        steps: int,
-        leak: float,
-        soft_reset: bool,
-        static: bool,
-        init: torch.Tensor | None = None,
+        ctx, inputs: torch.Tensor, theta: torch.Tensor, dynamics: Dynamics
     ) -> torch.Tensor:
-        # init: optional initial membrane; BPTR gives it no gradient (like theta's rate path)
-        shape = inputs.shape if static else inputs.shape[1:]
+        # the initial membrane gets no gradient under BPTR (like theta's rate path)
+        shape = dynamics.state_shape(inputs)
         fired = torch.empty(shape, dtype=inputs.dtype, device=inputs.device)
-        extra = {"init": init} if init is not None else {}
-        out = _run(inputs, theta, steps, leak, soft_reset, static, fired=fired, **extra)
+        out = _run(inputs, dynamics, fired=fired)
         ctx.save_for_backward(fired, theta, out)
-        ctx.static = static
+        ctx.static = dynamics.static
         return out
 
     @staticmethod
@@ -569,22 +564,25 @@ class BPTRFunction(torch.autograd.Function):
             # Only the amplitude path d(theta * s)/d theta; the rate path is what BPTR ignores.
             dot = torch.dot(grad_out.reshape(-1), out.reshape(-1)) / theta
             grad_theta = dot.reshape(theta.shape).to(theta.dtype)
-        return grad_in, grad_theta, None, None, None, None, None
+        return grad_in, grad_theta, None
 
 
-def reference_if(
-    inputs: torch.Tensor,
-    theta: torch.Tensor,
-    steps: int,
-    leak: float,
-    soft_reset: bool,
-    surrogate: Surrogate,
-    static: bool = False,
-    init: torch.Tensor | None = None,
-) -> torch.Tensor:
+def bptt(inputs: torch.Tensor, dynamics: Dynamics, surrogate: Surrogate) -> torch.Tensor:
+    """The fused layer under surrogate-gradient BPTT: ``theta * s`` as ``[T, B, ...]``, with
+    exact BPTT gradients for the input, the threshold and the initial membrane."""
+    return BPTTFunction.apply(inputs, dynamics.theta, dynamics.init, dynamics, surrogate)
+
+
+def bptr(inputs: torch.Tensor, dynamics: Dynamics) -> torch.Tensor:
+    """The fused layer under backpropagation through rate (the initial membrane gets no
+    gradient)."""
+    return BPTRFunction.apply(inputs, dynamics.theta, dynamics)
+
+
+def reference_if(inputs: torch.Tensor, dynamics: Dynamics, surrogate: Surrogate) -> torch.Tensor:
     """Plain per-step autograd implementation (slow): the ground truth the fused one must match.
 
-    ``init``: the initial membrane u[-1] (broadcastable; None = zero)."""
+    ``dynamics.init``: the initial membrane u[-1] (broadcastable; None = zero)."""
 
     class _Spike(torch.autograd.Function):
         @staticmethod
@@ -597,11 +595,13 @@ def reference_if(
             (x,) = ctx.saved_tensors
             return g * surrogate.grad(x)
 
+    theta, leak, static = dynamics.theta, dynamics.leak, dynamics.static
+    soft_reset = dynamics.soft_reset
     u = torch.zeros_like(inputs if static else inputs[0])
-    if init is not None:
-        u = u + init
+    if dynamics.init is not None:
+        u = u + dynamics.init
     outs = []
-    for t in range(steps):
+    for t in range(dynamics.steps):
         h = leak * u + (inputs if static else inputs[t])
         s = _Spike.apply(h - theta)
         u = h - s * theta if soft_reset else h * (1 - s)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from robustsnn.errors import UserError
+from robustsnn.snn.spec import Dynamics
 
 INPUT_ENCODINGS = ("direct", "poisson")
 
@@ -64,13 +65,14 @@ def poisson_encode(x: Tensor, steps: int) -> Tensor:
     return coded.reshape(steps * x.shape[0], *x.shape[1:])
 
 
-def threshold_noise_currents(
-    inputs: Tensor, theta: Tensor, sigma: float, leak: float, steps: int, static: bool
-) -> Tensor:
+def threshold_noise_currents(inputs: Tensor, dynamics: Dynamics, sigma: float) -> Tensor:
     """Input currents ``[T, B, ...]`` whose noise-free dynamics fire as the neuron with a
     threshold ``theta (1 + sigma xi[t])`` would (exact for soft reset; see the module doc).
 
-    ``inputs``: ``[B, ...]`` (static, the same at every step) or ``[T, B, ...]``."""
+    ``inputs``: ``[B, ...]`` (``dynamics.static``: the same at every step) or ``[T, B, ...]``;
+    the currents returned are per step (run them with ``static=False``)."""
+    theta, leak, steps = dynamics.theta, dynamics.leak, dynamics.steps
+    static = dynamics.static
     currents = inputs.unsqueeze(0).expand(steps, *inputs.shape) if static else inputs
     noise = torch.randn(currents.shape, dtype=currents.dtype, device=currents.device)
     noise = noise.mul_(sigma * theta.detach())

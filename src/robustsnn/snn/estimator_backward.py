@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ from robustsnn.snn import triton_kernels
 from robustsnn.snn.dynamics import _block_size, _blocks, _run
 from robustsnn.snn.estimators import ASSG, BPTT, HART, PDSG, RGA, Estimator, RelativeBPTT
 from robustsnn.snn.run_state import Moments, RunState
+from robustsnn.snn.spec import Dynamics
 
 Multiplier = Callable[[Tensor, Tensor], Tensor]
 """``(membranes h [T, B, ...], theta) -> dS/dh [T, B, ...]`` evaluated at ``x = h - theta``."""
@@ -289,46 +290,41 @@ class ElementwiseBPTT(torch.autograd.Function):
         ctx,
         inputs: Tensor,
         theta: Tensor,
-        steps: int,
-        leak: float,
-        soft_reset: bool,
-        static: bool,
-        spec: BackwardSpec,
         init: Tensor | None,
+        dynamics: Dynamics,
+        spec: BackwardSpec,
     ) -> Tensor:
-        shape = inputs.shape if static else inputs.shape[1:]
-        membranes = torch.empty((steps, *shape), dtype=inputs.dtype, device=inputs.device)
-        options = {} if init is None else {"init": init.detach()}
-        out = _run(inputs, theta, steps, leak, soft_reset, static, membranes=membranes, **options)
+        shape = dynamics.state_shape(inputs)
+        membranes = torch.empty((dynamics.steps, *shape), dtype=inputs.dtype, device=inputs.device)
+        out = _run(inputs, dynamics, membranes=membranes)
         lazy = spec.elementwise and not triton_kernels.use_kernels(inputs)
         if lazy:
             sg = membranes  # placeholder: the backward evaluates the multiplier from h
         else:
             with torch.no_grad():
                 sg = spec.multiplier(membranes, theta.detach()).expand_as(membranes)
-        keep_h = lazy or not (soft_reset or spec.detach_reset or spec.cut_temporal)
+        keep_h = lazy or not (dynamics.soft_reset or spec.detach_reset or spec.cut_temporal)
         ctx.save_for_backward(sg, theta, out, membranes if keep_h else theta)
-        ctx.config = (steps, leak, soft_reset, static, spec, lazy)
+        ctx.config = (dynamics, spec, lazy)
         ctx.init_shape = None if init is None else init.shape
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         sg, theta, out, h_all = ctx.saved_tensors
-        steps, leak, soft_reset, static, spec, lazy = ctx.config
+        forward_dynamics, spec, lazy = ctx.config
         theta = theta.detach()
+        dynamics = replace(forward_dynamics, theta=theta, init=None)
+        leak, soft_reset, static = dynamics.leak, dynamics.soft_reset, dynamics.static
         if triton_kernels.use_kernels(grad_out):  # the recursion in one launch (CUDA)
             keep_h = not (soft_reset or spec.detach_reset or spec.cut_temporal)
             fused_theta = ctx.needs_input_grad[1] and not spec.cut_temporal
             fused_h0 = (
-                ctx.init_shape is not None and ctx.needs_input_grad[7] and not spec.cut_temporal
+                ctx.init_shape is not None and ctx.needs_input_grad[2] and not spec.cut_temporal
             )
             grad_in, grad_theta_k, grad_h0 = triton_kernels.backward(
                 grad_out,
-                theta,
-                leak,
-                soft_reset,
-                static,
+                dynamics,
                 membranes=h_all if keep_h else None,
                 out=out,
                 multiplier=sg,
@@ -341,7 +337,7 @@ class ElementwiseBPTT(torch.autograd.Function):
             if fused_h0 and grad_h0 is not None:
                 first = grad_h0.view(grad_out.shape[1:]) * leak
                 init_grad = _sum_to_shape(first, ctx.init_shape)
-            return grad_in, grad_theta_k, None, None, None, None, None, init_grad
+            return grad_in, grad_theta_k, init_grad, None, None
         grad_out = grad_out.contiguous()
         multiplier_rows = _multiplier_rows(spec, theta, h_all if lazy else None, sg)
         if spec.cut_temporal:
@@ -351,31 +347,21 @@ class ElementwiseBPTT(torch.autograd.Function):
                 grad_in = local.sum(0)
             else:
                 grad_in = local.mean(0, keepdim=True).expand_as(local).clone()
-            return grad_in, None, None, None, None, None, None, None
+            return grad_in, None, None, None, None
         # dL/ds[t] * sg[t] for every step, kept only for the threshold's gradient
         products = torch.empty_like(grad_out) if ctx.needs_input_grad[1] else None
         grad_steps = _blocked_backward(
-            grad_out,
-            theta,
-            out,
-            h_all,
-            leak,
-            soft_reset,
-            spec.detach_reset,
-            multiplier_rows,
-            products,
+            grad_out, out, h_all, dynamics, spec.detach_reset, multiplier_rows, products
         )
         grad_theta_out = None
         if products is not None:
-            grad_theta_out = _threshold_gradient(
-                grad_out, grad_steps, products, out, theta, leak, soft_reset
-            )
+            grad_theta_out = _threshold_gradient(grad_out, grad_steps, products, out, dynamics)
         grad_in = grad_steps.sum(0) if static else grad_steps
         grad_init = None
-        if ctx.init_shape is not None and ctx.needs_input_grad[7]:
+        if ctx.init_shape is not None and ctx.needs_input_grad[2]:
             # h[0] = leak * init + I[0]: the initial membrane's gradient, summed to its shape
             grad_init = _sum_to_shape(grad_steps[0] * leak, ctx.init_shape)
-        return grad_in, grad_theta_out, None, None, None, None, None, grad_init
+        return grad_in, grad_theta_out, grad_init, None, None
 
 
 RowMultiplier = Callable[[int, slice], Tensor]
@@ -412,18 +398,17 @@ def _blocked_products(grad_out: Tensor, theta: Tensor, multiplier_rows: RowMulti
 
 def _blocked_backward(
     grad_out: Tensor,
-    theta: Tensor,
     out: Tensor,
     membranes: Tensor,
-    leak: float,
-    soft_reset: bool,
+    dynamics: Dynamics,
     detach_reset: bool,
     multiplier_rows: RowMultiplier,
     products: Tensor | None = None,
 ) -> Tensor:
     """``dL/dh[t]`` for every step as ``[T, ...]``: BPTT through the reset, block by block.
 
-    ``products``: optional ``[T, ...]`` tensor that receives ``dL/ds[t] * sg[t]``.
+    ``dynamics``: the forward's, with a detached threshold. ``products``: optional ``[T, ...]``
+    tensor that receives ``dL/ds[t] * sg[t]``.
 
     Per step, with ``gu = leak * dL/dh[t+1]`` (the order of operations is that of the
     whole-tensor loop this replaced, so every value is bit for bit the same)::
@@ -432,6 +417,7 @@ def _blocked_backward(
                                                (reset detached: g[t] * theta)
         dL/dh[t] = dL/ds[t] * sg[t] + gu       (soft)   ... + gu * [s[t] == 0]     (hard)
     """
+    theta, leak, soft_reset = dynamics.theta, dynamics.leak, dynamics.soft_reset
     steps = grad_out.shape[0]
     grads = grad_out.reshape(steps, -1)
     numel = grads.shape[1]
@@ -471,19 +457,14 @@ def _blocked_backward(
 
 
 def _threshold_gradient(
-    grad_out: Tensor,
-    grad_steps: Tensor,
-    products: Tensor,
-    out: Tensor,
-    theta: Tensor,
-    leak: float,
-    soft: bool,
+    grad_out: Tensor, grad_steps: Tensor, products: Tensor, out: Tensor, dynamics: Dynamics
 ) -> Tensor:
     """``dL/dtheta = sum_t g[t].s[t] - dL/ds[t].sg[t]`` (``- gu.s[t]`` for the soft reset).
 
     The output ``theta * s``, the spike ``H(h - theta)`` and the soft reset's ``theta * s``.
     ``products[t]`` holds ``dL/ds[t].sg[t]``; sums run over whole steps, last step first.
     """
+    theta, leak, soft = dynamics.theta, dynamics.leak, dynamics.soft_reset
     steps = grad_out.shape[0]
     grad_theta = torch.zeros((), dtype=grad_out.dtype, device=grad_out.device)
     for t in range(steps - 1, -1, -1):
@@ -499,28 +480,21 @@ class RateGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx,
-        inputs: Tensor,
-        theta: Tensor,
-        steps: int,
-        leak: float,
-        soft_reset: bool,
-        static: bool,
-        estimator: RGA,
-        run_options: dict[str, Any],
+        ctx, inputs: Tensor, theta: Tensor, dynamics: Dynamics, estimator: RGA
     ) -> Tensor:
-        out = _run(inputs, theta, steps, leak, soft_reset, static, **run_options)
+        out = _run(inputs, dynamics)
         with torch.no_grad():
-            mean_current = inputs if static else inputs.mean(0)
-            ctx.save_for_backward(rga_factor(mean_current, theta.detach(), leak, estimator))
-        ctx.static = static
+            mean_current = inputs if dynamics.static else inputs.mean(0)
+            factor = rga_factor(mean_current, theta.detach(), dynamics.leak, estimator)
+            ctx.save_for_backward(factor)
+        ctx.static = dynamics.static
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         (factor,) = ctx.saved_tensors
         grad_in = grad_out.sum(0) * factor if ctx.static else grad_out * factor
-        return grad_in, None, None, None, None, None, None, None
+        return grad_in, None, None, None
 
 
 def rga_factor(mean_current: Tensor, theta: Tensor, leak: float, estimator: RGA) -> Tensor:
@@ -577,27 +551,20 @@ def backward_spec(
 
 def spiking_layer(
     inputs: Tensor,
-    theta: Tensor,
-    steps: int,
-    leak: float,
-    soft_reset: bool,
-    static: bool,
+    dynamics: Dynamics,
     estimator: Estimator,
     *,
     layer: str,
     channel_dim: int | None,
     state: RunState | None,
-    init: Tensor | None = None,
 ) -> Tensor:
     """One spiking layer under a per-element estimator: ``theta * s`` as ``[T, B, ...]``.
 
-    ``init``: the initial membrane (0-dim or ``[B, ...]``; None = zero); its gradient (and
-    through it the threshold's, ``init = v_init * theta``) flows under every BPTT-type estimator.
+    ``dynamics.init``: the initial membrane (0-dim or ``[B, ...]``; None = zero); its gradient
+    (and through it the threshold's, ``init = v_init * theta``) flows under every BPTT-type
+    estimator.
     """
     if isinstance(estimator, RGA):
-        options = {} if init is None else {"init": init.detach()}
-        return RateGradient.apply(
-            inputs, theta, steps, leak, soft_reset, static, estimator, options
-        )
+        return RateGradient.apply(inputs, dynamics.theta, dynamics, estimator)
     spec = backward_spec(estimator, layer, channel_dim, state)
-    return ElementwiseBPTT.apply(inputs, theta, steps, leak, soft_reset, static, spec, init)
+    return ElementwiseBPTT.apply(inputs, dynamics.theta, dynamics.init, dynamics, spec)

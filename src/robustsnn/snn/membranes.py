@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from robustsnn.snn.spec import Dynamics
+
 
 @dataclass(frozen=True)
 class MembraneTrace:
@@ -40,23 +42,18 @@ class MembraneTrace:
 
 
 def membrane_trace(
-    layer: str,
-    inputs: Tensor,
-    emitted: Tensor,
-    theta: Tensor,
-    steps: int,
-    leak: float,
-    soft_reset: bool,
-    static: bool,
-    init: Tensor | None = None,
+    layer: str, inputs: Tensor, emitted: Tensor, dynamics: Dynamics
 ) -> MembraneTrace:
     """The pre-spike membranes of one spiking layer's forward (see the module docstring).
 
     ``inputs``: the currents as the layer ran them (``[T, B, ...]``, or a static ``[B, ...]``);
     ``emitted``: the layer's output ``theta * s`` (any shape with ``T * B * n`` elements; only
-    which entries are non-zero is read); ``init``: the initial membrane (None = 0, a 0-dim
-    tensor, or one per neuron ``[B, ...]``).
+    which entries are non-zero is read); ``dynamics``: the layer's, its threshold and initial
+    membrane (None = 0, a 0-dim tensor, or one per neuron ``[B, ...]``) as the forward used
+    them (the trace differentiates them).
     """
+    theta, steps, leak = dynamics.theta, dynamics.steps, dynamics.leak
+    soft_reset, static, init = dynamics.soft_reset, dynamics.static, dynamics.init
     batch = inputs.shape[0] if static else inputs.shape[1]
     currents = inputs.reshape(1 if static else steps, batch, -1)
     spikes = emitted.detach().reshape(steps, batch, -1).ne(0).to(currents.dtype)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from robustsnn.models.qcfs import qcfs
-from robustsnn.snn.dynamics import BPTRFunction, BPTTFunction, if_forward
+from robustsnn.snn.dynamics import bptr, bptt, if_forward
 from robustsnn.snn.encoding import threshold_noise_currents
 from robustsnn.snn.estimator_backward import spiking_layer
 from robustsnn.snn.estimators import (
@@ -21,6 +21,7 @@ from robustsnn.snn.estimators import (
     uses_fused_kernels,
 )
 from robustsnn.snn.membranes import MembraneTrace, membrane_trace
+from robustsnn.snn.spec import Dynamics
 
 THRESHOLD_MIN = 0.03
 EMIT_MODES = ("scaled", "binary")
@@ -200,46 +201,33 @@ class SpikingNeuron(nn.Module):
             theta = strict_threshold(theta)
         inputs = x if static else x.view(steps, batch, *x.shape[1:])
         if self.threshold_noise:
-            inputs = threshold_noise_currents(
-                inputs, theta, self.threshold_noise, self.leak, steps, static
-            )
+            noisy = Dynamics(theta, steps, self.leak, static=static)
+            inputs = threshold_noise_currents(inputs, noisy, self.threshold_noise)
             static = False
-        soft = self.reset == "soft"
         init = self.initial_membrane(theta, batch, x.shape[1:], channels_last)
+        dynamics = Dynamics(theta, steps, self.leak, self.reset == "soft", static, init)
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or theta.requires_grad)
         if not needs_grad:
-            extra = {"init": init.detach()} if init is not None else {}
-            out, _ = if_forward(
-                inputs, theta.detach(), steps, self.leak, soft, static, False, **extra
-            )
+            out, _ = if_forward(inputs, dynamics.detached(), False)
         elif not uses_fused_kernels(ctx.estimator):
             # the estimators of the later attack literature (ASSG, PDSG, RGA, HART, relative
             # widths, detached reset): per-element backward, state per attack run
             out = spiking_layer(
                 inputs,
-                theta,
-                steps,
-                self.leak,
-                soft,
-                static,
+                dynamics,
                 ctx.estimator,
                 layer=self.name,
                 channel_dim=_channel_dim(inputs.dim() - (1 if static else 2), channels_last),
                 state=ctx.extra.get(RUN_STATE_KEY),
-                init=init,
             )
         elif isinstance(ctx.estimator, BPTT):
-            out = BPTTFunction.apply(
-                inputs, theta, steps, self.leak, soft, static, ctx.estimator.surrogate, init
-            )
+            out = bptt(inputs, dynamics, ctx.estimator.surrogate)
         elif isinstance(ctx.estimator, BPTR):
-            out = BPTRFunction.apply(inputs, theta, steps, self.leak, soft, static, init)
+            out = bptr(inputs, dynamics)
         else:
             raise TypeError(f"unsupported estimator {ctx.estimator!r}")
         if ctx.membranes is not None:
-            ctx.membranes.append(
-                membrane_trace(self.name, inputs, out, theta, steps, self.leak, soft, static, init)
-            )
+            ctx.membranes.append(membrane_trace(self.name, inputs, out, dynamics))
         if self.emit == "binary":
             out = out / theta  # theta * 1 / theta == 1 exactly
         if ctx.record is not None:

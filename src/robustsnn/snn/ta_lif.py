@@ -43,6 +43,7 @@ from robustsnn.io.formats import register_body_transform
 from robustsnn.snn.encoding import threshold_noise_currents
 from robustsnn.snn.estimators import BPTT, ANNProxy, Estimator, RelativeBPTT
 from robustsnn.snn.neuron import SpikingNeuron, strict_threshold
+from robustsnn.snn.spec import Dynamics
 from robustsnn.snn.surrogates import Surrogate
 
 TA_LIF = "ta_lif"
@@ -140,7 +141,7 @@ class ThresholdAdaptingNeuron(SpikingNeuron):
         theta = self.threshold.clamp(min=self.threshold_min)
         if self.threshold_noise:  # the noise shift of robustsnn.snn.encoding (approximate here)
             currents = threshold_noise_currents(
-                currents, theta, self.threshold_noise, self.leak, steps, False
+                currents, Dynamics(theta, steps, self.leak), self.threshold_noise
             )
         surrogate, relative, detach_reset = _surrogate(ctx.estimator)
         scale = theta.detach() if relative else torch.ones_like(theta.detach())

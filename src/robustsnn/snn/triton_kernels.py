@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 
 from robustsnn.errors import UserError
+from robustsnn.snn.spec import Dynamics
 
 # Optional dependency, imported on first use (the kernels' bodies read the module global ``tl``;
 # their ``tl.constexpr`` annotations are strings, so this module imports without triton).
@@ -365,25 +366,23 @@ def _params(
 
 def forward(
     inputs: Tensor,
-    theta: Tensor,
-    steps: int,
-    leak: float,
-    soft_reset: bool,
-    static: bool,
+    dynamics: Dynamics,
     membranes: Tensor | None = None,
     fired: Tensor | None = None,
-    init: Tensor | None = None,
 ) -> Tensor:
     """The spiking forward in one launch: ``theta * s`` as ``[T, B, ...]`` (``dynamics._run``'s
     contract: ``membranes`` [T, B, ...] and ``fired`` [B, ...] are optional contiguous outputs,
-    ``init`` the initial membrane, 0-dim or [B, ...], None = zero)."""
-    shape = inputs.shape if static else inputs.shape[1:]
+    ``dynamics.init`` the initial membrane, 0-dim or [B, ...], None = zero). The kernel takes
+    the dynamics as scalars and compile-time flags."""
+    steps, leak, static = dynamics.steps, dynamics.leak, dynamics.static
+    shape = dynamics.state_shape(inputs)
     currents = inputs.detach().contiguous()
     numel = currents.numel() // (1 if static else steps)
     dtype, device = currents.dtype, currents.device
     out = torch.empty((steps, *shape), dtype=dtype, device=device)
-    theta = theta.detach().to(dtype).reshape(1)
+    theta = dynamics.theta.detach().to(dtype).reshape(1)
     init_mode, init_arg = 0, out
+    init = dynamics.init
     if init is not None:
         init = init.detach().to(dtype)
         if init.dim() == 0:
@@ -413,7 +412,7 @@ def forward(
             numel,
             steps,
             STATIC=static,
-            SOFT=soft_reset,
+            SOFT=dynamics.soft_reset,
             LEAKY=leak != 1.0,
             INIT=init_mode,
             KEEP_H=membranes is not None,
@@ -426,10 +425,7 @@ def forward(
 
 def backward(
     grad_out: Tensor,
-    theta: Tensor,
-    leak: float,
-    soft_reset: bool,
-    static: bool,
+    dynamics: Dynamics,
     *,
     membranes: Tensor | None = None,
     out: Tensor | None = None,
@@ -442,7 +438,8 @@ def backward(
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """BPTT of one layer in one launch; returns (grad of the input, of theta, ``dL/dh[0]``).
 
-    ``grad_out`` [T, B, ...]; ``membranes`` h [T, B, ...] (needed by an in-kernel surrogate and
+    ``dynamics``: the forward's (its ``init`` is not read: the initial membrane enters only
+    through ``dL/dh[0]``). ``grad_out`` [T, B, ...]; ``membranes`` h [T, B, ...] (needed by an in-kernel surrogate and
     by the hard reset through the reset path) and/or ``out`` (``theta * s``, for the spikes when
     no membranes are given); exactly one of ``surrogate`` (``(kind, gamma)``, a kind of
     :data:`SURROGATE_CODES`) or ``multiplier`` (``dS/dh`` [T, B, ...]). Static input: the input
@@ -454,6 +451,7 @@ def backward(
     ``dL/dh[0]`` is a flat ``[B*...]`` tensor (the initial membrane's gradient is ``leak``
     times it).
     """
+    leak, soft_reset, static = dynamics.leak, dynamics.soft_reset, dynamics.static
     if (surrogate is None) == (multiplier is None):
         raise ValueError("give exactly one of surrogate or multiplier")
     if membranes is None and (
@@ -492,7 +490,7 @@ def backward(
                 h,
                 spikes,
                 sg,
-                theta.detach().to(dtype).reshape(1),
+                dynamics.theta.detach().to(dtype).reshape(1),
                 _params(dtype, device, leak, gamma, steps),
                 grad_in,
                 grad_h0 if grad_h0 is not None else grad_in,
