@@ -1,9 +1,32 @@
-"""Spiking neuron layer (IF/LIF, hard/soft reset, one learnable threshold) on time-merged batches."""
+"""Spiking neuron layer (IF/LIF, hard/soft reset, one learnable threshold) on time-merged batches.
+
+Backends. A layer runs its forward and backward on one of four backends, chosen from the table
+:data:`BACKENDS` for the gradient estimator of the network's time context: the first row whose
+test accepts the estimator. The neuron chooses when that estimator changes (another object in
+``context.estimator``; :attr:`SpikingNeuron.backend`) and keeps the choice, so a forward call
+makes no type tests::
+
+    backend       accepts                                  runs
+    -----------   --------------------------------------   ---------------------------------------
+    ann-proxy     ANNProxy                                 ReLU, or QCFS for a layer converted from
+                                                           a QCFS ANN (no spiking dynamics)
+    bptt          BPTT with the reset path (exact type)    dynamics.bptt: fused forward and BPTT
+    bptr          BPTR                                     dynamics.bptr: fused forward, BPTR
+    per-element   every other estimator: BPTT -dr,         estimator_backward.spiking_layer:
+                  bptt-rel, ASSG, PDSG, HART, RGA          ElementwiseBPTT / RateGradient
+
+``bptt`` and ``bptr`` accept exactly the estimators of :func:`~robustsnn.snn.estimators.
+uses_fused_kernels`. Whatever the backend, a spiking forward that needs no gradient (under
+``torch.no_grad()``, or when neither the input nor the threshold requires one) runs
+``dynamics.if_forward`` instead: the same spikes without an autograd node. Every backend gets
+the layer's dynamics as one :class:`~robustsnn.snn.spec.Dynamics` value.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -12,15 +35,9 @@ from robustsnn.models.qcfs import qcfs
 from robustsnn.snn.dynamics import bptr, bptt, if_forward
 from robustsnn.snn.encoding import threshold_noise_currents
 from robustsnn.snn.estimator_backward import spiking_layer
-from robustsnn.snn.estimators import (
-    BPTR,
-    BPTT,
-    DEFAULT_ESTIMATOR,
-    ANNProxy,
-    Estimator,
-    uses_fused_kernels,
-)
+from robustsnn.snn.estimators import BPTR, BPTT, DEFAULT_ESTIMATOR, ANNProxy, Estimator
 from robustsnn.snn.membranes import MembraneTrace, membrane_trace
+from robustsnn.snn.run_state import RunState
 from robustsnn.snn.spec import Dynamics
 
 THRESHOLD_MIN = 0.03
@@ -67,6 +84,98 @@ class TimeContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class LayerSite(NamedTuple):
+    """Where a layer runs: what the per-element estimators need besides the dynamics (the
+    layer's name and channel axis for ASSG's and PDSG's statistics, the attack run's state)."""
+
+    layer: str
+    channel_dim: int | None
+    state: RunState | None
+
+
+LayerRun = Callable[[torch.Tensor, Dynamics, Estimator, LayerSite], torch.Tensor]
+"""``(inputs, dynamics, estimator, site) -> theta * s [T, B, ...]``: one backend's layer."""
+
+
+def _run_exact(
+    inputs: torch.Tensor, dynamics: Dynamics, estimator: Estimator, site: LayerSite
+) -> torch.Tensor:
+    """The forward without autograd (no gradient needed), for every estimator."""
+    del estimator, site
+    out, _ = if_forward(inputs, dynamics.detached(), False)
+    return out
+
+
+def _run_bptt(
+    inputs: torch.Tensor, dynamics: Dynamics, estimator: Estimator, site: LayerSite
+) -> torch.Tensor:
+    del site
+    return bptt(inputs, dynamics, cast(BPTT, estimator).surrogate)
+
+
+def _run_bptr(
+    inputs: torch.Tensor, dynamics: Dynamics, estimator: Estimator, site: LayerSite
+) -> torch.Tensor:
+    del estimator, site
+    return bptr(inputs, dynamics)
+
+
+def _run_per_element(
+    inputs: torch.Tensor, dynamics: Dynamics, estimator: Estimator, site: LayerSite
+) -> torch.Tensor:
+    # the estimators of the later attack literature (ASSG, PDSG, RGA, HART, relative widths,
+    # detached reset): per-element backward, state per attack run
+    return spiking_layer(
+        inputs,
+        dynamics,
+        estimator,
+        layer=site.layer,
+        channel_dim=site.channel_dim,
+        state=site.state,
+    )
+
+
+def _is_proxy(estimator: Estimator) -> bool:
+    return isinstance(estimator, ANNProxy)
+
+
+def _is_fused_bptt(estimator: Estimator) -> bool:
+    return type(estimator) is BPTT and not estimator.detach_reset
+
+
+def _is_bptr(estimator: Estimator) -> bool:
+    return isinstance(estimator, BPTR)
+
+
+def _any(estimator: Estimator) -> bool:
+    del estimator
+    return True
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One row of :data:`BACKENDS`: a name, which estimators it accepts, and the layer it runs
+    (None: the ANN proxy, which runs no spiking dynamics)."""
+
+    name: str
+    accepts: Callable[[Estimator], bool]
+    run: LayerRun | None
+
+
+BACKENDS: tuple[Backend, ...] = (
+    Backend("ann-proxy", _is_proxy, None),
+    Backend("bptt", _is_fused_bptt, _run_bptt),
+    Backend("bptr", _is_bptr, _run_bptr),
+    Backend("per-element", _any, _run_per_element),
+)
+"""The backend table (see the module docstring); the first row that accepts an estimator wins."""
+
+
+def select_backend(estimator: Estimator) -> Backend:
+    """The row of :data:`BACKENDS` for ``estimator``."""
+    return next(backend for backend in BACKENDS if backend.accepts(estimator))
+
+
 class CalibrationCapture(Exception):
     """Raised by the layer under calibration to stop the forward pass once its input is seen."""
 
@@ -95,6 +204,9 @@ class SpikingNeuron(nn.Module):
     """
 
     init_membrane: torch.Tensor | None
+    # the backend chosen for the estimator _backend_estimator (class defaults: none chosen yet)
+    _backend_estimator: Estimator | None = None
+    _backend: Backend | None = None
 
     def __init__(
         self,
@@ -169,17 +281,32 @@ class SpikingNeuron(nn.Module):
         with torch.no_grad():
             self.threshold.clamp_(min=self.threshold_min)
 
+    @property
+    def backend(self) -> Backend:
+        """The backend of the context's estimator: chosen from :data:`BACKENDS` when the
+        estimator changes, then kept."""
+        estimator = self.context.estimator
+        if estimator is not self._backend_estimator or self._backend is None:
+            self._backend = select_backend(estimator)
+            self._backend_estimator = estimator
+        return self._backend
+
+    def _proxy(self, x: torch.Tensor) -> torch.Tensor:
+        """The ANN proxy: ReLU (divided by theta for binary emission), or QCFS."""
+        if self.proxy_levels is None:
+            proxy = torch.relu(x)  # binary emission: relu(x) / theta, the rate it approximates
+            if self.emit == "binary":
+                proxy = proxy / self.threshold.clamp(min=self.threshold_min)
+            return proxy
+        return qcfs(x, self.threshold.clamp(min=self.threshold_min), self.proxy_levels)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ctx = self.context
         if ctx.calibrate is self:
             raise CalibrationCapture(x.detach())
-        if isinstance(ctx.estimator, ANNProxy):
-            if self.proxy_levels is None:
-                proxy = torch.relu(x)  # binary emission: relu(x) / theta, the rate it approximates
-                if self.emit == "binary":
-                    proxy = proxy / self.threshold.clamp(min=self.threshold_min)
-                return proxy
-            return qcfs(x, self.threshold.clamp(min=self.threshold_min), self.proxy_levels)
+        backend = self.backend
+        if backend.run is None:
+            return self._proxy(x)
         steps, batch = ctx.steps, ctx.batch
         # channels-last [N, C, H, W] is a contiguous [N, H, W, C]: run the (elementwise)
         # dynamics on that view and hand back the same layout
@@ -207,25 +334,10 @@ class SpikingNeuron(nn.Module):
         init = self.initial_membrane(theta, batch, x.shape[1:], channels_last)
         dynamics = Dynamics(theta, steps, self.leak, self.reset == "soft", static, init)
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or theta.requires_grad)
-        if not needs_grad:
-            out, _ = if_forward(inputs, dynamics.detached(), False)
-        elif not uses_fused_kernels(ctx.estimator):
-            # the estimators of the later attack literature (ASSG, PDSG, RGA, HART, relative
-            # widths, detached reset): per-element backward, state per attack run
-            out = spiking_layer(
-                inputs,
-                dynamics,
-                ctx.estimator,
-                layer=self.name,
-                channel_dim=_channel_dim(inputs.dim() - (1 if static else 2), channels_last),
-                state=ctx.extra.get(RUN_STATE_KEY),
-            )
-        elif isinstance(ctx.estimator, BPTT):
-            out = bptt(inputs, dynamics, ctx.estimator.surrogate)
-        elif isinstance(ctx.estimator, BPTR):
-            out = bptr(inputs, dynamics)
-        else:
-            raise TypeError(f"unsupported estimator {ctx.estimator!r}")
+        run = backend.run if needs_grad else _run_exact
+        channel_dim = _channel_dim(inputs.dim() - (1 if static else 2), channels_last)
+        site = LayerSite(self.name, channel_dim, ctx.extra.get(RUN_STATE_KEY))
+        out = run(inputs, dynamics, ctx.estimator, site)
         if ctx.membranes is not None:
             ctx.membranes.append(membrane_trace(self.name, inputs, out, dynamics))
         if self.emit == "binary":

@@ -120,7 +120,7 @@ class ThresholdAdaptingNeuron(SpikingNeuron):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ctx = self.context
-        if ctx.calibrate is self or isinstance(ctx.estimator, ANNProxy):
+        if ctx.calibrate is self or self.backend.run is None:  # the ANN proxy's row
             return super().forward(x)
         steps, batch = ctx.steps, ctx.batch
         if steps != self.signature.shape[0]:
