@@ -30,10 +30,10 @@ from typing import Any
 
 import torch
 
-from robustsnn.io.atomic import atomic_write_json, atomic_write_text
 from robustsnn.evaluation import run_evaluation
 from robustsnn.evaluation.ensembles import REFERENCE_POOL_VERSION
 from robustsnn.evaluation.intervals import wilson_interval
+from robustsnn.io.atomic import atomic_write_json, atomic_write_text
 
 POOL = "reference-pool"
 GROUND_TRUTH = (POOL, "reliable-v1")
