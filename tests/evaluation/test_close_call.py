@@ -111,6 +111,9 @@ def _covers(strong: Member, weak: Member) -> bool:
             return False
     elif strong.close_call is not None:
         return False
+    for key, default in (("init", "random"), ("loss", "ce"), ("first_step", 1.0)):
+        if strong.params.get(key, default) != weak.params.get(key, default):
+            return False  # another start or loss is another attack
     if weak.attack == "race":
         bigger = set(weak.params["estimators"]) <= set(strong.params["estimators"])
         return bigger and strong.params["steps"] >= weak.params["steps"]
@@ -212,3 +215,17 @@ def test_sapgd_from_a_given_start_begins_there() -> None:
     with pytest.raises(UserError, match="first_step"):
         SAPGD(eps, first_step=0.0)
     assert "init" not in SAPGD(eps).params()  # earlier logs read as before
+
+
+def test_reliable_is_reliable_v2_then_the_warm_start_round() -> None:
+    """`reliable` runs `reliable-v2`'s members first, the same members in the same order (so
+    the same seeds and targets: every break of `reliable-v2` stands), then the warm-start
+    round, whose members all start at the closest call."""
+    from robustsnn.evaluation.ensembles import ENSEMBLES
+
+    new = ENSEMBLES.get("reliable").members
+    v2 = ENSEMBLES.get("reliable-v2").members
+    assert new[: len(v2)] == v2
+    warm = new[len(v2) :]
+    assert warm and all(m.params.get("init") == "given" for m in warm)
+    assert all(m.close_call is not None for m in warm)  # only where the attacks came close

@@ -535,6 +535,42 @@ def close_call_members(
     return (*round_of(loose, 1), *round_of(tight, 2))
 
 
+WARM_START_ESTIMATORS = (
+    ("assg-atan-0.4-dr", "ce"),
+    ("assg-pcw-0.85-dr", "ce"),
+    ("bptt-rel-pcw-0.5", "dlr"),
+    (ANCHOR_ESTIMATOR, "dlr"),
+)
+"""(estimator, loss) of the warm-start round: the close-call budget's estimators, the
+threshold-relative width and ASSG with the DLR loss (scale-free) as its APGD-DLR members."""
+
+
+def warm_start_members(
+    fraction: float = CLOSE_CALL_TIGHT, steps: int = 100, restarts: int = 3
+) -> tuple[Member, ...]:
+    """The warm-start round: where the attacks came within ``fraction`` of the clean margin,
+    SA-PGD-``steps`` that **starts at the sample's closest call** (``init="given"``, first step
+    eps / 4; later restarts within eps / 8 of it) through each of
+    :data:`WARM_START_ESTIMATORS`. A sample on a spike-count tie (margin 0) sits one nudge from
+    a break that a fresh random start throws away (measured: the snnTorch CSNN's #170, which
+    the reference pool broke and the close-call budget's restarts did not)."""
+    return tuple(
+        Member(
+            "sapgd",
+            estimator,
+            {
+                "steps": steps,
+                "init": "given",
+                "first_step": 0.25,
+                "restarts": restarts,
+                "loss": loss,
+            },
+            close_call=fraction,
+        )
+        for estimator, loss in WARM_START_ESTIMATORS
+    )
+
+
 def adaptive_members(
     race: Member,
     square_queries: int = 1000,
@@ -564,14 +600,24 @@ def adaptive_members(
     return tuple(members)
 
 
+RELIABLE_V2 = adaptive_members(race_member(finisher_iter=0), close_calls=close_call_members())
 _add(
     "reliable",
-    adaptive_members(race_member(finisher_iter=0), close_calls=close_call_members()),
+    (*RELIABLE_V2, *warm_start_members()),
     "the default evaluation: SA-PGD-100 through ASSG (a = 0.425 / 0.4 / 0.45, reset "
     "detached) and APGD-T (3 targets) through ASSG on every standing sample, then a per-sample "
     "race of SA-PGD-100 through 11 more estimators (threshold-relative widths 0.125-2, ASSG "
     "0.35, PDSG, RGA, HART, BPTR, the ANN proxy: all run 8 iterations, the 4 best per sample "
-    "by the real model's margin continue to 30, the best 2 to 100), then Square (1000 queries)",
+    "by the real model's margin continue to 30, the best 2 to 100), then Square (1000 queries); "
+    "where the attacks came within 0.5 of the clean margin, the close-call budget (SA-PGD-300, "
+    "APGD-T with 9 targets, APGD-DLR-300), within 0.2 the same from 2 more random starts and "
+    "SA-PGD-100 started at the closest call",
+)
+_add(
+    "reliable-v2",
+    RELIABLE_V2,
+    "`reliable` of issue 30's second design (the anchored race and the close-call budget, "
+    "without the warm-start round), kept so its numbers can be reproduced",
 )
 _add(
     "reliable-v1",
@@ -752,9 +798,10 @@ _add(
         Member("apgd-dlr", "bptt-rel-pcw-0.5", {"n_iter": 300}),
         Member("apgd-dlr", ANCHOR_ESTIMATOR, {"n_iter": 300}),
         *(m for m in close_call_members() if m.close_call == CLOSE_CALL_TIGHT),
+        *warm_start_members(CLOSE_CALL_LOOSE),
     ),
     "escalation level 2: a race of SA-PGD-300 through the reference pool's 28 scale-free "
     "estimators (keep 8/4/2 after 10/40/120 iterations, APGD-T with 9 targets through the "
     "winner), every member of reliable-plus-v1, APGD-DLR-300 through the relative width 0.5 and "
-    "ASSG, and reliable's restarted close-call round",
+    "ASSG, reliable's restarted close-call round and its warm-start round (within 0.5)",
 )
