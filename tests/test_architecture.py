@@ -29,11 +29,6 @@ OVERSIZED = {
     "robustsnn.models.vgg:__init__": "the VGG family's width, depth and head options",
     "robustsnn.snn.triton_kernels:_forward_kernel": "a Triton kernel takes the dynamics as scalars (no structs)",
     "robustsnn.snn.triton_kernels:_backward_kernel": "a Triton kernel takes the dynamics as scalars (no structs)",
-    "robustsnn.training.ann:train_ann": "the ANN training options; to take a config object",
-    "robustsnn.training.snn:_fit_and_evaluate": "forwards train_snn's options",
-    "robustsnn.training.snn:finetune_snn": "the finetuning options; to take a config object",
-    "robustsnn.training.snn:train_snn": "the SNN training options; to take a config object",
-    "robustsnn.training.trainer:__init__": "the trainer's options; to take a config object",
 }
 
 CIRCLES = {

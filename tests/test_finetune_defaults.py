@@ -23,10 +23,17 @@ def test_the_command_line_default_is_the_config_default() -> None:
 
 
 def test_the_library_default_is_the_config_default() -> None:
+    """finetune_snn takes the config object and has no defaults of its own; its old keyword
+    style (deprecated) fills the missing keywords from FinetuneConfig too."""
     params = inspect.signature(finetune_snn).parameters
+    assert params["config"].annotation in ("FinetuneConfig | None", FinetuneConfig | None)
+    assert not set(RECIPE) & set(params)
+    from robustsnn.config import OptimizerConfig
+
     ft = FinetuneConfig()
-    for key in (*RECIPE, "momentum", "weight_decay"):
-        assert params[key].default == getattr(ft, key), key
+    assert ft.optimizer_config() == OptimizerConfig(
+        "sgd", ft.lr, ft.momentum, ft.weight_decay, "cosine"
+    )
 
 
 def test_the_papers_recipe_stays_a_named_option() -> None:

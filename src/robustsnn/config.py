@@ -1,12 +1,24 @@
-"""Validated run configuration: YAML files plus ``--set section.key=value`` overrides.
+"""Validated run configuration: YAML files plus ``--set section.key=value`` overrides, and the
+typed configs of the training entry points.
 
 Unknown keys and wrong types are a one-line UserError naming the key. eps values accept
 fractions such as ``8/255``.
+
+The config objects are the one API of the training functions and hold their defaults, once:
+:func:`~robustsnn.training.ann.train_ann` takes an :class:`ANNConfig`,
+:func:`~robustsnn.training.snn.finetune_snn` a :class:`FinetuneConfig`,
+:func:`~robustsnn.training.snn.train_snn` an :class:`SNNTrainingConfig` (each with a
+:class:`RunContext`: where the result goes and how the step runs), and
+:class:`~robustsnn.training.trainer.Trainer` a ``TrainerConfig`` with an
+:class:`OptimizerConfig`. ``robustsnn run`` (the YAML sections) and the command line build
+these objects; where their defaults differ, a named profile here says so and why
+(:meth:`ANNConfig.command_line`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -35,6 +47,49 @@ def eps_field(default: float) -> Any:
     return field(default=default, metadata={EPS: True})
 
 
+def validate_optimizer(lr: float, momentum: float, weight_decay: float, where: str = "") -> None:
+    """One-line UserError unless lr > 0, 0 <= momentum < 1 and weight_decay >= 0 (all finite).
+
+    ``where`` prefixes the names (``ann.`` or ``finetune.`` for config keys)."""
+    problems = []
+    if not (math.isfinite(lr) and lr > 0):
+        problems.append(f"{where}lr must be > 0 (got {lr:g})")
+    if not (math.isfinite(momentum) and 0 <= momentum < 1):
+        problems.append(f"{where}momentum must be in [0, 1) (got {momentum:g})")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        problems.append(f"{where}weight_decay must be >= 0 (got {weight_decay:g})")
+    if problems:
+        raise UserError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """An optimizer and its learning-rate schedule (per optimizer step), as the trainer runs
+    them: ``name`` sgd (with ``momentum``) or adam; ``schedule`` cosine or constant."""
+
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a training entry point writes and how it runs, not what it trains: the output
+    folder and checkpoint name (None = the entry point's own: ``ann`` or ``snn``), the seed, the
+    torch device, progress bars off (``quiet``), the dataset folder, and how many stratified
+    test images the saved checkpoint's clean and PGD-20 accuracy is measured on (``eval_n``)."""
+
+    out_dir: str | Path
+    name: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    quiet: bool = False
+    data_dir: str | Path | None = None
+    eval_n: int = 1000
+
+
 @dataclass
 class DataConfig:
     dataset: str = "mnist5k"
@@ -51,9 +106,22 @@ class ModelConfig:
     qcfs_levels: int | None = None  # QCFS quantisation levels L (default 8)
     qcfs_lam: float | None = None  # initial QCFS clip level lam (default 8.0, the QCFS code's)
 
+    def kwargs(self) -> dict[str, Any]:
+        """The zoo model's keyword arguments: the options that are set (None = the model's)."""
+        names = ("width", "fc", "activation", "qcfs_levels", "qcfs_lam")
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+
+
+STEPS_OBJECTIVES = ("pgd_at", "mart", "trades")
+"""The ANN objectives that take ``ANNConfig.steps`` (their attack's steps)."""
+
 
 @dataclass
 class ANNConfig:
+    """ANN training (step 1): the ``ann`` section of a run config and the config of
+    :func:`~robustsnn.training.ann.train_ann`. ``ANNConfig()`` is the run's (quickstart)
+    default; :meth:`command_line` is ``robustsnn train-ann``'s."""
+
     objective: str = "pgd_at"
     eps: float = eps_field(0.1)
     epochs: int = 3
@@ -66,6 +134,31 @@ class ANNConfig:
     augment: bool = True
     momentum: float = 0.9
     cutout: int | None = None  # cutout hole side; None = the dataset's default, 0 = off
+
+    @classmethod
+    def command_line(cls) -> ANNConfig:
+        """``robustsnn train-ann``'s defaults: training radius 2/255 and 10 epochs, where the
+        run config (``ANNConfig()``) has 0.1 and 3. Both are kept as they are (every entry point
+        keeps its effective defaults): the run's default is the minutes-long CPU quickstart on
+        MNIST-5k, whose radius is the quickstart's evaluation radius; the command trains one
+        ANN on its own, longer, at a small radius. Everything else is the same."""
+        return cls(eps=2 / 255, epochs=10)
+
+    def optimizer_config(self) -> OptimizerConfig:
+        """The optimizer with the cosine schedule the ANN trains with."""
+        return OptimizerConfig(
+            name=self.optimizer, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+
+    def objective_params(self) -> dict[str, Any]:
+        """The objective's parameters this section sets: ``beta`` when given (else the
+        objective's: TRADES 6, MART 4) and ``steps`` for the PGD-based objectives."""
+        params: dict[str, Any] = {}
+        if self.beta is not None:
+            params["beta"] = self.beta
+        if self.objective in STEPS_OBJECTIVES:
+            params["steps"] = self.steps
+        return params
 
 
 @dataclass
@@ -128,6 +221,42 @@ class FinetuneConfig:
     teacher: str | None = None  # distill: None/"source" = the source ANN, "proxy", or a path
     T: int | None = None  # finetune (and save) at this T; null = the conversion's snn.T
     T_choices: list[int] | None = None  # latency-aware: each batch at a T drawn from e.g. [4, 8]
+
+    def optimizer_config(self) -> OptimizerConfig:
+        """SGD with momentum and the cosine schedule, as finetuning always runs."""
+        return OptimizerConfig(
+            name="sgd", lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+
+
+@dataclass(frozen=True)
+class SNNTrainingConfig:
+    """An SNN baseline trained from scratch with BPTT (PAPER.md section 6,
+    :func:`~robustsnn.training.snn.train_snn`); the defaults are ``robustsnn train-snn``'s.
+
+    The network: the zoo model with IF (``leak=1``) or LIF neurons at ``T`` steps, ``reset``,
+    thresholds learnable from ``init_threshold``, ``bntt`` (one BatchNorm per step), a random
+    SNN's ``input_encoding`` (direct, poisson) and ``threshold_noise``. The training:
+    ``objective`` (natural, rfgsm_at, snn_rat = rfgsm_at + the orthogonality regularizer, or
+    any registered one) with ``objective_options``, at radius ``eps``; ``snn_rat`` adds the
+    regularizer ``orth_beta * sum ||W W^T - I||_F^2`` to any objective."""
+
+    objective: str = "natural"
+    objective_options: dict[str, Any] = field(default_factory=dict)
+    T: int = 8
+    leak: float = 1.0
+    reset: str = "hard"
+    bntt: bool = False
+    init_threshold: float = 1.0
+    input_encoding: str = "direct"
+    threshold_noise: float = 0.0
+    snn_rat: bool = False
+    orth_beta: float = 1e-3
+    eps: float = 8 / 255
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    augment: bool = True
 
 
 @dataclass
@@ -300,8 +429,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def validate_config(config: RunConfig) -> None:
     """Values no stage can run with, named by their config key (one-line UserError)."""
-    from robustsnn.training.trainer import validate_optimizer
-
     a, f = config.ann, config.finetune
     validate_optimizer(a.lr, a.momentum, a.weight_decay, where="ann.")
     validate_optimizer(f.lr, f.momentum, f.weight_decay, where="finetune.")

@@ -11,6 +11,7 @@ Rank 0 decides which stages are done and alone writes the run folder's own files
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from robustsnn import distributed
-from robustsnn.config import RunConfig, dump_config, load_config
+from robustsnn.config import RunConfig, RunContext, dump_config, load_config
 from robustsnn.conversion import ConversionConfig
 from robustsnn.errors import UserError
 from robustsnn.io.atomic import atomic_write_json, atomic_write_text
@@ -75,6 +76,15 @@ def conversion_config(cfg: RunConfig) -> ConversionConfig:
     )  # fmt: skip
 
 
+def _run_context(cfg: RunConfig, run_dir: Path, quiet: bool, device: str) -> RunContext:
+    """Where and how the run's training stages run: into the run folder, with the run's seed
+    and dataset folder, their checkpoints measured on ``eval.n`` test images."""
+    return RunContext(
+        out_dir=run_dir, seed=cfg.seed, device=device, quiet=quiet, data_dir=cfg.data.data_dir,
+        eval_n=cfg.eval.n,
+    )  # fmt: skip
+
+
 def default_run_dir(config_path: str | Path | None, cfg: RunConfig) -> Path:
     name = cfg.name or (Path(config_path).stem if config_path else "quickstart")
     return Path("runs") / name
@@ -115,27 +125,9 @@ def run_pipeline(
     def train() -> None:
         from robustsnn.training.ann import train_ann
 
-        a = cfg.ann
-        params: dict[str, Any] = {}
-        if a.beta is not None:
-            params["beta"] = a.beta
-        if a.objective in ("pgd_at", "mart", "trades"):
-            params["steps"] = a.steps
-        m = cfg.model
-        model_kwargs = {
-            k: v
-            for k, v in (
-                ("width", m.width), ("fc", m.fc), ("activation", m.activation),
-                ("qcfs_levels", m.qcfs_levels), ("qcfs_lam", m.qcfs_lam),
-            )
-            if v is not None
-        }  # fmt: skip
         train_ann(
-            cfg.data.dataset, cfg.model.name, a.objective, eps=a.eps, epochs=a.epochs,
-            out_dir=run_dir, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer,
-            weight_decay=a.weight_decay, seed=cfg.seed, data_dir=cfg.data.data_dir,
-            model_kwargs=model_kwargs, eval_n=cfg.eval.n, augment=a.augment, quiet=quiet,
-            device=device, momentum=a.momentum, cutout=a.cutout, **params,
+            cfg.data.dataset, cfg.model.name, cfg.ann, _run_context(cfg, run_dir, quiet, device),
+            model_kwargs=cfg.model.kwargs(),
         )  # fmt: skip
 
     def convert() -> None:
@@ -151,18 +143,11 @@ def run_pipeline(
     def finetune() -> None:
         from robustsnn.training.snn import finetune_snn
 
-        f = cfg.finetune
-        finetune_snn(
-            conv_path, out_dir=run_dir, beta=f.beta, epochs=f.epochs, lr=f.lr, momentum=f.momentum,
-            weight_decay=f.weight_decay, batch_size=f.batch_size, eps=f.eps, alpha=f.alpha,
-            adversary_steps=f.adversary_steps,
-            train_thresholds=f.train_thresholds, train_weights=f.train_weights, seed=cfg.seed,
-            add_biases=f.add_biases, cutout=f.cutout, estimator=f.estimator,
-            adversary=f.adversary, objective=f.objective, objective_options=f.objective_options,
-            teacher=f.teacher if f.teacher is not None else str(ann_path),
-            T=f.T, T_choices=f.T_choices,
-            data_dir=cfg.data.data_dir, quiet=quiet, device=device, eval_n=cfg.eval.n, name="snn",
-        )  # fmt: skip
+        # distillation's default teacher in a run: the run's own ANN
+        teacher = cfg.finetune.teacher if cfg.finetune.teacher is not None else str(ann_path)
+        config = dataclasses.replace(cfg.finetune, teacher=teacher)
+        run = dataclasses.replace(_run_context(cfg, run_dir, quiet, device), name="snn")
+        finetune_snn(conv_path, config, run)
 
     _stage(run_dir, "train_ann", ann_path, train, quiet, every_rank=True)
     _stage(run_dir, "convert", conv_path, convert, quiet)

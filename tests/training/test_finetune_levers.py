@@ -3,6 +3,7 @@ membrane-margin objective option and latency-aware finetuning (a T drawn per bat
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -223,8 +224,8 @@ def test_levers_reach_finetune_snn_from_the_command_line_and_the_config(monkeypa
 
     calls: list[dict[str, Any]] = []
 
-    def fake_finetune(checkpoint: Any, **kw: Any) -> Any:
-        calls.append(kw)
+    def fake_finetune(checkpoint: Any, config: Any, run: Any) -> Any:
+        calls.append(dataclasses.asdict(config))
         raise UserError("stop here")
 
     monkeypatch.setattr(snn_training, "finetune_snn", fake_finetune)

@@ -14,6 +14,7 @@ from torch import nn
 
 import robustsnn.training.objectives as objectives_module
 import robustsnn.training.snn as snn_training
+from robustsnn.config import FinetuneConfig, RunContext
 from robustsnn.conversion import convert
 from robustsnn.errors import UserError
 from robustsnn.io.checkpoint import load_tensors
@@ -27,6 +28,7 @@ from robustsnn.training import (
     stratified_indices,
     train_snn,
 )
+from robustsnn.training.legacy import RUN_FIELDS
 
 T_SOURCE = 3
 SMALL = {"width": 4, "fc": 16}
@@ -70,7 +72,8 @@ def finetune(source: Path, out: Path, **kw: Any) -> Path:
     args.update(objective="robust_finetune", adversary=None, estimator="bptt-pcw-1", beta=2.0,
                 eps=2 / 255)  # fmt: skip
     args.update(kw)
-    return finetune_snn(source, out_dir=out, **args)
+    run = {k: args.pop(k) for k in list(args) if k in RUN_FIELDS}
+    return finetune_snn(source, FinetuneConfig(**args), RunContext(out_dir=out, **run))
 
 
 def split_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

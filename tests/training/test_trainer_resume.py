@@ -13,6 +13,7 @@ from torch import nn
 from robustsnn.errors import UserError
 from robustsnn.io.checkpoint import load_tensors
 from robustsnn.training import Trainer, build_objective
+from robustsnn.training.trainer import TrainerConfig
 
 
 class Killed(Exception):
@@ -30,9 +31,8 @@ def kill_after(epoch: int):
 def make_trainer(model: nn.Module, out: Path, epochs: int = 2, **kw: Any) -> Trainer:
     # pgd_at draws attack random starts from the trainer's generator: resume must restore it.
     objective = build_objective("pgd_at", eps=8 / 255, steps=2)
-    return Trainer(
-        model, objective, epochs=epochs, out_dir=out, name="ann", batch_size=16, quiet=True, **kw
-    )
+    config = TrainerConfig(epochs=epochs, out_dir=out, name="ann", batch_size=16, quiet=True)
+    return Trainer(model, objective, config, **kw)
 
 
 def read_log(out: Path) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -93,18 +93,35 @@ def _model_kwargs(a: argparse.Namespace) -> dict[str, Any] | None:
     return kwargs or None
 
 
+def _from_args(base: Any, a: argparse.Namespace, names: Sequence[str]) -> Any:
+    """``base`` (a config object: the command's profile) with the options ``names`` as given
+    on the command line (each option's destination is the config field of that name)."""
+    return dataclasses.replace(base, **{name: getattr(a, name) for name in names})
+
+
+def _run_context(a: argparse.Namespace, out: str | Path, eval_n: int | None = None) -> Any:
+    """The command's :class:`~robustsnn.config.RunContext`: ``out`` and the common options."""
+    from robustsnn.config import RunContext
+
+    return RunContext(
+        out_dir=out, seed=a.seed, device=a.device, quiet=a.quiet,
+        data_dir=getattr(a, "data_dir", None), eval_n=a.eval_n if eval_n is None else eval_n,
+    )  # fmt: skip
+
+
+ANN_OPTIONS = ("objective", "eps", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
+               "cutout", "beta")  # fmt: skip
+"""``train-ann``'s options that are :class:`~robustsnn.config.ANNConfig` fields."""
+
+
 def cmd_train_ann(a: argparse.Namespace) -> None:
+    from robustsnn.config import ANNConfig
     from robustsnn.training.ann import train_ann
 
-    params: dict[str, Any] = {}
-    if a.beta is not None:
-        params["beta"] = a.beta
+    config = _from_args(ANNConfig.command_line(), a, ANN_OPTIONS)
     path = train_ann(
-        a.dataset, a.model, a.objective, eps=a.eps, epochs=a.epochs, out_dir=a.out,
-        batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, seed=a.seed, data_dir=a.data_dir,
-        model_kwargs=_model_kwargs(a), eval_n=a.eval_n, quiet=a.quiet, device=a.device,
-        weight_decay=a.weight_decay, cutout=a.cutout, **params,
-    )  # fmt: skip
+        a.dataset, a.model, config, _run_context(a, a.out), model_kwargs=_model_kwargs(a)
+    )
     meta = json.loads(path.with_suffix(".json").read_text())
     print(f"wrote {path}: {_metrics(meta)} at eps {a.eps:.4f}")
 
@@ -147,44 +164,55 @@ def _key_values(items: list[str], option: str) -> dict[str, object]:
     return values
 
 
+FINETUNE_OPTIONS = ("beta", "epochs", "lr", "eps", "alpha", "adversary_steps", "batch_size",
+                    "add_biases", "estimator", "objective", "teacher", "T", "T_choices")  # fmt: skip
+"""``finetune``'s options that are :class:`~robustsnn.config.FinetuneConfig` fields as they are
+(``--freeze-*``, ``--adversary none`` and ``--objective-option`` are translated)."""
+
+
 def cmd_finetune(a: argparse.Namespace) -> None:
+    from robustsnn.config import FinetuneConfig
     from robustsnn.training.snn import finetune_snn
 
     out = Path(a.out) if a.out else Path(a.checkpoint).parent / "finetuned"
-    path = finetune_snn(
-        a.checkpoint, out_dir=out, beta=a.beta, epochs=a.epochs, lr=a.lr, eps=a.eps,
-        alpha=a.alpha, adversary_steps=a.adversary_steps, batch_size=a.batch_size,
+    config = dataclasses.replace(
+        _from_args(FinetuneConfig(), a, FINETUNE_OPTIONS),
         train_thresholds=not a.freeze_thresholds, train_weights=not a.freeze_weights,
-        add_biases=a.add_biases, estimator=a.estimator,
         adversary=None if str(a.adversary).lower() in ("none", "null") else a.adversary,
-        objective=a.objective, objective_options=_key_values(a.objective_option, "--objective-option"),
-        teacher=a.teacher, T=a.T, T_choices=a.T_choices,
-        seed=a.seed, data_dir=a.data_dir, quiet=a.quiet, device=a.device, eval_n=a.eval_n,
+        objective_options=_key_values(a.objective_option, "--objective-option"),
     )  # fmt: skip
+    path = finetune_snn(a.checkpoint, config, _run_context(a, out))
     meta = json.loads(path.with_suffix(".json").read_text())
     print(f"wrote {path}: {_metrics(meta)}")
 
 
+TRAIN_SNN_OPTIONS = ("T", "epochs", "leak", "reset", "bntt", "eps", "batch_size",
+                     "input_encoding", "threshold_noise")  # fmt: skip
+"""``train-snn``'s options that are :class:`~robustsnn.config.SNNTrainingConfig` fields."""
+
+
 def cmd_train_snn(a: argparse.Namespace) -> None:
-    from robustsnn.training.snn import train_snn
+    from robustsnn.config import SNNTrainingConfig
+    from robustsnn.training.snn import TRAIN_SNN_KEYWORDS, train_snn
 
     objective, snn_rat = a.objective, False
     if objective == "snn_rat":
         objective, snn_rat = "rfgsm_at", True
     options: dict[str, Any] = dict(_key_values(a.objective_option, "--objective-option"))
-    taken = sorted(set(options) & set(inspect.signature(train_snn).parameters))
+    taken = sorted(set(options) & TRAIN_SNN_KEYWORDS)
     if taken:
         raise UserError(
             f"--objective-option {', '.join(taken)}: set by train-snn's own option "
             f"(--{taken[0].replace('_', '-')}), not as an objective option"
         )
-    path = train_snn(
-        a.dataset, a.model, objective, T=a.T, epochs=a.epochs, out_dir=a.out, leak=a.leak,
-        reset=a.reset, bntt=a.bntt, snn_rat=snn_rat, eps=a.eps, lr=a.lr, batch_size=a.batch_size,
-        seed=a.seed, model_kwargs=_model_kwargs(a), quiet=a.quiet,
-        device=a.device, eval_n=a.eval_n, input_encoding=a.input_encoding,
-        threshold_noise=a.threshold_noise, **options,
+    base = SNNTrainingConfig()
+    config = dataclasses.replace(
+        _from_args(base, a, TRAIN_SNN_OPTIONS), objective=objective, objective_options=options,
+        snn_rat=snn_rat, optimizer=dataclasses.replace(base.optimizer, lr=a.lr),
     )  # fmt: skip
+    path = train_snn(
+        a.dataset, a.model, config, _run_context(a, a.out), model_kwargs=_model_kwargs(a)
+    )
     meta = json.loads(path.with_suffix(".json").read_text())
     print(f"wrote {path}: {_metrics(meta)}")
 

@@ -58,21 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_train_ann_parser(sub: SubParsers) -> None:
+    from robustsnn.config import ANNConfig
+
+    d = ANNConfig.command_line()  # this command's defaults (the run config's differ, see there)
     p = sub.add_parser("train-ann", help="train a (robust) ANN")
     _dataset(
         p, "mnist5k",
         "mnist5k, cifar10, cifar100, svhn, tinyimagenet, npz:PATH, imagefolder:PATH",
     )  # fmt: skip
     _model(p, "model name (see models registry)")
-    p.add_argument("--objective", default="pgd_at", help="natural, pgd_at, trades, mart")
-    _eps_option(p, 2 / 255, "training radius, e.g. 2/255")
-    _epochs(p)
-    _batch_size(p, 64)
-    _lr(p)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay (>= 0)")
+    p.add_argument("--objective", default=d.objective, help="natural, pgd_at, trades, mart")
+    _eps_option(p, d.eps, "training radius, e.g. 2/255")
+    _epochs(p, d.epochs)
+    _batch_size(p, d.batch_size)
+    _lr(p, d.lr)
+    p.add_argument("--optimizer", default=d.optimizer, choices=["sgd", "adam"])
     p.add_argument(
-        "--cutout", type=int, default=None,
+        "--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay (>= 0)"
+    )
+    p.add_argument(
+        "--cutout", type=int, default=d.cutout,
         help="cutout hole side in pixels, 0 = off (default: the dataset's, 8 on 32x32 color)",
     )  # fmt: skip
     _model_size(p)
@@ -81,7 +86,7 @@ def _add_train_ann_parser(sub: SubParsers) -> None:
         help="ANN activation: relu, or qcfs (quantised clip, converts near-losslessly)",
     )  # fmt: skip
     p.add_argument("--qcfs-levels", type=int, default=None, help="QCFS levels L (default 8)")
-    p.add_argument("--beta", type=float, default=None, help="TRADES/MART beta")
+    p.add_argument("--beta", type=float, default=d.beta, help="TRADES/MART beta")
     _data_dir(p)
     _eval_n(p)
     _out(p, "runs/ann")
@@ -189,22 +194,25 @@ def _add_finetune_parser(sub: SubParsers) -> None:
 
 
 def _add_train_snn_parser(sub: SubParsers) -> None:
+    from robustsnn.config import SNNTrainingConfig
+
+    d = SNNTrainingConfig()
     p = sub.add_parser("train-snn", help="train an SNN baseline from scratch with BPTT")
     _dataset(p, "mnist5k")
     _model(p)
     p.add_argument(
-        "--objective", default="natural",
+        "--objective", default=d.objective,
         help="natural, rfgsm_at, snn_rat, tgo (Threshold Guarding Optimization), or any "
         "registered objective",
     )  # fmt: skip
     _objective_option(p, "a parameter of the objective, e.g. weight=1 or delta=0.2 (tgo)")
-    _time_steps(p, 8)
-    _epochs(p)
-    _eps_option(p)
-    _lr(p)
-    _batch_size(p, 64)
+    _time_steps(p, d.T)
+    _epochs(p, d.epochs)
+    _eps_option(p, d.eps)
+    _lr(p, d.optimizer.lr)
+    _batch_size(p, d.batch_size)
     _leak(p)
-    _reset(p, "hard")
+    _reset(p, d.reset)
     p.add_argument("--bntt", action="store_true", help="a separate BatchNorm per time step")
     _model_size(p)
     _stochastic_parts(p)

@@ -15,7 +15,7 @@ from robustsnn.training.objectives import (
 )
 from robustsnn.training.regularizers import OrthogonalityRegularizer, orthogonality_penalty
 from robustsnn.training.snn import evaluate_snn, finetune_snn, stratified_indices, train_snn
-from robustsnn.training.trainer import Trainer
+from robustsnn.training.trainer import Trainer, TrainerConfig
 
 __all__ = [
     "OBJECTIVES",
@@ -23,6 +23,7 @@ __all__ = [
     "OrthogonalityRegularizer",
     "Regularizer",
     "Trainer",
+    "TrainerConfig",
     "build_objective",
     "evaluate_accuracy",
     "evaluate_snn",

@@ -13,7 +13,7 @@ keep the resumable ``<out>/<name>.state.safetensors`` and append to ``<out>/log.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+import robustsnn.training.legacy as legacy
 from robustsnn import distributed
 from robustsnn.attacks import build_attack
-from robustsnn.config import FinetuneConfig
+from robustsnn.config import FinetuneConfig, OptimizerConfig, RunContext, SNNTrainingConfig
 from robustsnn.conversion import ConversionConfig, spiking_body
 from robustsnn.data import Dataset, DatasetInfo, load_dataset, stratified_indices
 from robustsnn.errors import UserError
@@ -47,12 +48,13 @@ from robustsnn.training.objectives import (
     prepare_model,
 )
 from robustsnn.training.regularizers import OrthogonalityRegularizer
-from robustsnn.training.trainer import Trainer
+from robustsnn.training.trainer import Trainer, TrainerConfig
 
 FINETUNE_PHASE = "finetune"
 TRAIN_SNN_PHASE = "train_snn"
 EVAL_BATCH_SIZE = 128
 SNN_RAT = "snn_rat"
+SNN_NAME = "snn"  # the checkpoint name of finetune_snn and train_snn (RunContext.name None)
 # Metadata keys that save_snn regenerates from the network itself.
 _SNN_KEYS = {
     "format_version",
@@ -167,55 +169,39 @@ def _fit_and_evaluate(
     snn: SpikingNetwork,
     loss: Objective,
     data: Dataset,
+    config: TrainerConfig,
     *,
-    phase: str,
-    epochs: int,
-    out: Path,
-    name: str,
-    batch_size: int,
-    optimizer: str,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
     freeze: Iterable[str] = (),
-    seed: int,
-    device: str,
-    augment: bool,
-    quiet: bool,
     setup: dict[str, Any],
     eps: float,
     eval_n: int,
     estimator: Estimator = DEFAULT_ESTIMATOR,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Train ``snn`` through ``estimator`` (BPTT with PCW(1) by default; cosine schedule,
-    thresholds clamped after every step), then evaluate it (:func:`evaluate_snn`); returns the
-    history and evaluation."""
+    """Train ``snn`` through ``estimator`` (BPTT with PCW(1) by default; thresholds clamped
+    after every step), then evaluate it (:func:`evaluate_snn`); returns the history and
+    evaluation."""
     trainer = Trainer(
-        snn,
-        loss,
-        epochs=epochs,
-        out_dir=out,
-        name=name,
-        phase=phase,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        schedule="cosine",
-        freeze=freeze,
-        clamp=_clamp_thresholds,
-        seed=seed,
-        device=device,
-        augment=augment,
-        quiet=quiet,
-        fingerprint_extra=setup,
+        snn, loss, config, freeze=freeze, clamp=_clamp_thresholds, fingerprint_extra=setup
     )
     with snn.use_estimator(estimator):
         history = trainer.fit(data)
     snn.eval()
-    evaluation = evaluate_snn(snn, data, eps=float(eps), eval_n=eval_n, seed=seed, quiet=quiet)
+    evaluation = evaluate_snn(
+        snn, data, eps=float(eps), eval_n=eval_n, seed=config.seed, quiet=config.quiet
+    )
     return history, evaluation
+
+
+def _trainer_config(
+    run: RunContext, phase: str, epochs: int, batch_size: int, optimizer: OptimizerConfig,
+    augment: bool,
+) -> TrainerConfig:  # fmt: skip
+    """The trainer's config of an SNN entry point: its run context, ``phase`` and options."""
+    return TrainerConfig(
+        epochs=epochs, out_dir=Path(run.out_dir), name=run.name or SNN_NAME, phase=phase,
+        batch_size=batch_size, optimizer=optimizer, seed=run.seed, device=run.device,
+        augment=augment, quiet=run.quiet,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ finetune
@@ -284,49 +270,25 @@ def _check_teacher_matches(
             )
 
 
-_RECIPE = FinetuneConfig()
-"""The one default finetuning recipe (``robustsnn run``, ``robustsnn finetune`` and
-:func:`finetune_snn`): the config object is its source of truth."""
-
-
 def finetune_snn(
     snn_checkpoint: str | Path,
+    config: FinetuneConfig | None = None,
+    run: RunContext | None = None,
     *,
-    out_dir: str | Path,
-    beta: float = _RECIPE.beta,
-    epochs: int = _RECIPE.epochs,
-    lr: float = _RECIPE.lr,
-    momentum: float = _RECIPE.momentum,
-    weight_decay: float = _RECIPE.weight_decay,
-    batch_size: int = _RECIPE.batch_size,
-    eps: float = _RECIPE.eps,
-    alpha: float = _RECIPE.alpha,
-    adversary_steps: int = _RECIPE.adversary_steps,
-    T: int | None = None,
-    train_thresholds: bool = True,
-    train_weights: bool = True,
-    add_biases: bool = False,
-    cutout: int | None = None,
-    seed: int = 0,
-    data_dir: str | Path | None = None,
     augment: bool = True,
-    quiet: bool = False,
-    device: str = "cpu",
-    eval_n: int = 1000,
-    name: str = "snn",
-    estimator: str = _RECIPE.estimator,
-    adversary: str | Mapping[str, Any] | None = _RECIPE.adversary,
-    objective: str = _RECIPE.objective,
-    objective_options: Mapping[str, Any] | None = None,
-    teacher: str | None = None,
-    T_choices: Sequence[int] | None = None,
+    **keywords: Any,
 ) -> Path:
     """Robust finetuning of an SNN checkpoint (the paper's step 3); returns the new checkpoint.
 
-    The defaults are the one recipe of ``robustsnn run`` and ``robustsnn finetune``
-    (:class:`robustsnn.config.FinetuneConfig`: ``distill`` from the source ANN on PGD-3 examples
-    through drawn estimators, loss through ``bptt-rel-pcw-1``); the paper's finetuning is
-    ``objective="robust_finetune", adversary=None, estimator="bptt-pcw-1", beta=2, lr=1e-3``.
+    ``finetune_snn(path, FinetuneConfig(...), RunContext(out_dir=...))``. ``FinetuneConfig()``
+    is the one default recipe of ``robustsnn run``, ``robustsnn finetune`` and this function
+    (``distill`` from the source ANN on PGD-3 examples through drawn estimators, loss through
+    ``bptt-rel-pcw-1``); the paper's finetuning is ``objective="robust_finetune",
+    adversary=None, estimator="bptt-pcw-1", beta=2, lr=1e-3``. ``augment=False`` trains on the
+    plain images (no crop, flip or cutout). The old call ``finetune_snn(path, out_dir=...,
+    beta=..., ...)`` (the config's and the run context's fields as keywords) still works for
+    one release, with a DeprecationWarning.
+
     ``adversary`` (a :mod:`~robustsnn.training.adversaries` spec, e.g.
     ``"pgd[steps=3]/bptt-rel-pcw-1+ann-proxy"``; None = the paper's KL adversary with
     ``adversary_steps`` through ``estimator``) generates ``x_adv`` at ``eps`` independently of
@@ -365,175 +327,80 @@ def finetune_snn(
     and PGD-20 accuracy at ``eps`` on ``eval_n`` stratified test images, provenance); a rerun
     resumes an interrupted run from ``<out>/<name>.state.safetensors`` or only re-evaluates.
     """
-    out = Path(out_dir)
-    source = Path(snn_checkpoint)
-    path = out / f"{name}.safetensors"
+    if config is None and run is None:
+        legacy.warn(
+            "finetune_snn(path, out_dir=..., beta=..., ...)",
+            "finetune_snn(path, FinetuneConfig(...), RunContext(out_dir=...))",
+        )
+        run, options = legacy.split_run(keywords)
+        config = FinetuneConfig(**options)
+    elif keywords:
+        raise TypeError(f"finetune_snn: pass {', '.join(keywords)} in the config or run context")
+    if config is None or run is None:
+        raise TypeError("finetune_snn(path, config, run): give both")
+    return _finetune(Path(snn_checkpoint), config, run, augment)
+
+
+def _finetune(source: Path, config: FinetuneConfig, run: RunContext, augment: bool) -> Path:
+    """:func:`finetune_snn` with its arguments checked: load, build the loss, train, save."""
+    c = config
+    out = Path(run.out_dir)
+    path = out / f"{run.name or SNN_NAME}.safetensors"
     if path.resolve() == source.resolve():
         raise UserError(
             f"finetuning would overwrite its source checkpoint {source}; use another --out or name"
         )
-    if not (train_thresholds or train_weights):
-        raise UserError("finetune: nothing to train (train_thresholds and train_weights are off)")
-    try:
-        train_estimator = parse_estimator(estimator)
-    except ValueError as exc:
-        raise UserError(f"finetune estimator: {exc}") from None
-    if train_thresholds and not gives_threshold_gradient(train_estimator):
-        raise UserError(
-            f"finetune estimator {train_estimator.name!r} gives the thresholds no gradient (its "
-            "backward is written for attacks); use a BPTT-type estimator (e.g. bptt-rel-pcw-1, "
-            "bptt-pcw-4, assg-atan-0.425-dr) or bptr, or freeze the thresholds"
-        )
-    if objective not in FINETUNE_OBJECTIVES:
-        raise UserError(
-            f"unknown finetuning objective {objective!r}; valid: {', '.join(FINETUNE_OBJECTIVES)}"
-        )
-    adversary_spec = None if adversary is None else parse_adversary(adversary)
-    model, meta = load_model(source, device)
-    if not isinstance(model, SpikingNetwork):
-        raise UserError(
-            f"finetune needs an SNN checkpoint, {source} holds a {meta.get('kind')!r} model; "
-            "convert it first (robustsnn convert)"
-        )
-    snn = model
-    spec = (meta.get("dataset") or {}).get("spec")
-    if not spec:
-        raise UserError(
-            f"checkpoint {source} does not name its dataset (metadata dataset.spec); "
-            "it was not written by robustsnn convert/train-snn"
-        )
-    if T is not None and int(T) != snn.T:
-        if BNTT in getattr(snn, "transforms", []):
-            raise UserError(
-                f"{source} is a BNTT network with one BatchNorm per step for T={snn.T}; "
-                f"it cannot be finetuned at T={T}"
-            )
-        if int(T) < 1:
-            raise UserError(f"T must be >= 1, got {T}")
-        snn.T = int(T)
-    if T_choices is not None and BNTT in getattr(snn, "transforms", []):
-        raise UserError(
-            f"{source} is a BNTT network with one BatchNorm per step for T={snn.T}; "
-            "it cannot be finetuned at drawn T values (T_choices)"
-        )
-    if add_biases:
-        from robustsnn.models import add_zero_biases
-
-        if add_zero_biases(snn.body):
-            snn.arch = {**snn.arch, "bias": True}  # type: ignore[assignment, dict-item]
-    torch.manual_seed(seed)  # dropout masks; everything else draws from the trainer's generator
-    data = load_dataset(str(spec), data_dir)
-    if cutout is not None:
-        if cutout < 0:
-            raise UserError(f"cutout must be >= 0 (0 = off), got {cutout}")
-        data = dataclasses.replace(data, info=dataclasses.replace(data.info, cutout=int(cutout)))
-
-    shared: dict[str, Any] = {"eps": float(eps), "beta": float(beta), "alpha": float(alpha)}
-    shared["steps"] = int(adversary_steps)
-    accepted = objective_params(objective)
-    loss: Objective = build_objective(
-        objective,
-        **{k: v for k, v in shared.items() if k in accepted},
-        **dict(objective_options or {}),
+    train_estimator, adversary_spec = _check_finetune_options(c)
+    snn, meta = _load_finetune_source(source, c, run.device)
+    torch.manual_seed(run.seed)  # dropout masks; everything else: the trainer's generator
+    data = load_dataset(str(meta["dataset"]["spec"]), run.data_dir)
+    if c.cutout is not None:
+        if c.cutout < 0:
+            raise UserError(f"cutout must be >= 0 (0 = off), got {c.cutout}")
+        data = dataclasses.replace(data, info=dataclasses.replace(data.info, cutout=int(c.cutout)))
+    loss, adversary_spec, finetune_adversary, teacher_name, freeze = _finetune_loss(
+        c, snn, meta, source, run.device, adversary_spec
     )
-    if not getattr(loss, "uses_adversary", True):
-        adversary_spec = None  # a loss without an adversarial term (tgo by default) runs no attack
-    prepare_model(loss, snn)  # tgo: noisy neurons, trained with and saved
-    teacher_name = None
-    finetune_adversary = None
-    if adversary_spec is not None:
-        finetune_adversary = FinetuneAdversary(adversary_spec, eps=float(eps), alpha=float(alpha))
-        loss.adversary = finetune_adversary  # type: ignore[attr-defined]
-    if objective == "distill":
-        loss.teacher, teacher_name = load_teacher(teacher, snn, meta, source, device)  # type: ignore[attr-defined]
-    threshold_names, weight_names = _parameter_names(snn)
-    freeze: list[str] = []
-    if not train_thresholds:
-        freeze += threshold_names
-    if not train_weights:
-        freeze += weight_names
-        loss = FrozenBatchNormStatistics(loss)
-    if T_choices is not None:
-        loss = TimeStepDraw(loss, T_choices)
     setup = {
         "source": str(source),
         "T": snn.T,
-        "momentum": momentum,
-        "train_thresholds": train_thresholds,
-        "train_weights": train_weights,
+        "momentum": c.momentum,
+        "train_thresholds": c.train_thresholds,
+        "train_weights": c.train_weights,
         "augment": augment,
         "estimator": train_estimator.name,
     }
-    if add_biases:  # only when on: older runs' resume fingerprints stay valid
+    if c.add_biases:  # only when on: older runs' resume fingerprints stay valid
         setup["add_biases"] = True
-    if objective != "robust_finetune" or objective_options:
+    if c.objective != "robust_finetune" or c.objective_options:
         setup["objective"] = loss.describe()
     if adversary_spec is not None:
         setup["adversary"] = adversary_spec.describe()
     if teacher_name is not None:
         setup["teacher"] = teacher_name
-    if cutout is not None:
-        setup["cutout"] = int(cutout)
-    if T_choices is not None:
-        setup["T_choices"] = list(T_choices)
-    history, evaluation = _fit_and_evaluate(
-        snn,
-        loss,
-        data,
-        phase=FINETUNE_PHASE,
-        epochs=epochs,
-        out=out,
-        name=name,
-        batch_size=batch_size,
-        optimizer="sgd",
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        freeze=freeze,
-        seed=seed,
-        device=device,
-        augment=augment,
-        quiet=quiet,
-        setup=setup,
-        eps=eps,
-        eval_n=eval_n,
-        estimator=train_estimator,
+    if c.cutout is not None:
+        setup["cutout"] = int(c.cutout)
+    if c.T_choices is not None:
+        setup["T_choices"] = list(c.T_choices)
+    trainer = _trainer_config(
+        run, FINETUNE_PHASE, c.epochs, c.batch_size, c.optimizer_config(), augment
     )
-
-    finetune = {
-        "objective": loss.describe(),
-        "beta": float(beta),
-        "eps": float(eps),
-        "alpha": float(alpha),
-        "adversary_steps": int(adversary_steps),
-        "add_biases": add_biases,
-        "cutout": data.info.cutout if augment else 0,
-        "epochs": epochs,
-        "lr": lr,
-        "momentum": momentum,
-        "weight_decay": weight_decay,
-        "batch_size": batch_size,
-        "optimizer": "sgd",
-        "schedule": "cosine",
-        "T": snn.T,
-        "T_choices": list(T_choices) if T_choices is not None else None,
-        "train_thresholds": train_thresholds,
-        "train_weights": train_weights,
-        "augment": augment,
-        "estimator": train_estimator.name,
-        "adversary": (
-            finetune_adversary.describe()
-            if finetune_adversary is not None
-            else None
-            if not getattr(loss, "uses_adversary", True)
-            else parse_adversary(
-                {"attack": "kl", "params": {"steps": int(adversary_steps)}},
-                default_estimator=train_estimator.name,
-            ).describe()
-        ),
-        "teacher": teacher_name,
-        "seed": seed,
-    }
+    history, evaluation = _fit_and_evaluate(
+        snn, loss, data, trainer, freeze=freeze, setup=setup, eps=c.eps, eval_n=run.eval_n,
+        estimator=train_estimator,
+    )  # fmt: skip
+    adversary = (
+        finetune_adversary.describe()
+        if finetune_adversary is not None
+        else None
+        if not getattr(loss, "uses_adversary", True)
+        else parse_adversary(
+            {"attack": "kl", "params": {"steps": int(c.adversary_steps)}},
+            default_estimator=train_estimator.name,
+        ).describe()
+    )
+    finetune = _finetune_metadata(c, loss, snn, data, augment, train_estimator, run.seed)
+    finetune.update(adversary=adversary, teacher=teacher_name)
     source_meta = {
         "path": str(source),
         "T": meta.get("T"),
@@ -550,12 +417,153 @@ def finetune_snn(
         **extra,
         finetune=finetune,
         source=source_meta,
-        eps=float(eps),
+        eps=float(c.eps),
         **evaluation,
         train=history[-1] if history else None,
-        provenance=provenance(device),
+        provenance=provenance(run.device),
     )
     return path
+
+
+def _check_finetune_options(c: FinetuneConfig) -> tuple[Estimator, Any]:
+    """The loss's estimator and the adversary spec (None: the objective's own KL adversary),
+    or a one-line UserError for options no finetuning can run with."""
+    if not (c.train_thresholds or c.train_weights):
+        raise UserError("finetune: nothing to train (train_thresholds and train_weights are off)")
+    try:
+        train_estimator = parse_estimator(c.estimator)
+    except ValueError as exc:
+        raise UserError(f"finetune estimator: {exc}") from None
+    if c.train_thresholds and not gives_threshold_gradient(train_estimator):
+        raise UserError(
+            f"finetune estimator {train_estimator.name!r} gives the thresholds no gradient (its "
+            "backward is written for attacks); use a BPTT-type estimator (e.g. bptt-rel-pcw-1, "
+            "bptt-pcw-4, assg-atan-0.425-dr) or bptr, or freeze the thresholds"
+        )
+    if c.objective not in FINETUNE_OBJECTIVES:
+        raise UserError(
+            f"unknown finetuning objective {c.objective!r}; valid: {', '.join(FINETUNE_OBJECTIVES)}"
+        )
+    return train_estimator, None if c.adversary is None else parse_adversary(c.adversary)
+
+
+def _load_finetune_source(
+    source: Path, c: FinetuneConfig, device: str
+) -> tuple[SpikingNetwork, dict[str, Any]]:
+    """The SNN to finetune, at ``c.T`` and with ``c.add_biases``, and its checkpoint metadata."""
+    model, meta = load_model(source, device)
+    if not isinstance(model, SpikingNetwork):
+        raise UserError(
+            f"finetune needs an SNN checkpoint, {source} holds a {meta.get('kind')!r} model; "
+            "convert it first (robustsnn convert)"
+        )
+    snn = model
+    if not (meta.get("dataset") or {}).get("spec"):
+        raise UserError(
+            f"checkpoint {source} does not name its dataset (metadata dataset.spec); "
+            "it was not written by robustsnn convert/train-snn"
+        )
+    T = c.T
+    if T is not None and int(T) != snn.T:
+        if BNTT in getattr(snn, "transforms", []):
+            raise UserError(
+                f"{source} is a BNTT network with one BatchNorm per step for T={snn.T}; "
+                f"it cannot be finetuned at T={T}"
+            )
+        if int(T) < 1:
+            raise UserError(f"T must be >= 1, got {T}")
+        snn.T = int(T)
+    if c.T_choices is not None and BNTT in getattr(snn, "transforms", []):
+        raise UserError(
+            f"{source} is a BNTT network with one BatchNorm per step for T={snn.T}; "
+            "it cannot be finetuned at drawn T values (T_choices)"
+        )
+    if c.add_biases:
+        from robustsnn.models import add_zero_biases
+
+        if add_zero_biases(snn.body):
+            snn.arch = {**snn.arch, "bias": True}  # type: ignore[assignment, dict-item]
+    return snn, meta
+
+
+def _finetune_loss(
+    c: FinetuneConfig,
+    snn: SpikingNetwork,
+    meta: dict[str, Any],
+    source: Path,
+    device: str,
+    adversary_spec: Any,
+) -> tuple[Objective, Any, FinetuneAdversary | None, str | None, list[str]]:
+    """The finetuning loss (objective, adversary, teacher, frozen BatchNorm statistics, drawn
+    T), the adversary spec it runs (None: none or the objective's own), its adversary, the
+    teacher's name and the names of the frozen parameters."""
+    shared: dict[str, Any] = {"eps": float(c.eps), "beta": float(c.beta), "alpha": float(c.alpha)}
+    shared["steps"] = int(c.adversary_steps)
+    accepted = objective_params(c.objective)
+    loss: Objective = build_objective(
+        c.objective,
+        **{k: v for k, v in shared.items() if k in accepted},
+        **dict(c.objective_options or {}),
+    )
+    if not getattr(loss, "uses_adversary", True):
+        adversary_spec = None  # a loss without an adversarial term (tgo by default) runs no attack
+    prepare_model(loss, snn)  # tgo: noisy neurons, trained with and saved
+    teacher_name = None
+    finetune_adversary = None
+    if adversary_spec is not None:
+        finetune_adversary = FinetuneAdversary(
+            adversary_spec, eps=float(c.eps), alpha=float(c.alpha)
+        )
+        loss.adversary = finetune_adversary  # type: ignore[attr-defined]
+    if c.objective == "distill":
+        loss.teacher, teacher_name = load_teacher(c.teacher, snn, meta, source, device)  # type: ignore[attr-defined]
+    threshold_names, weight_names = _parameter_names(snn)
+    freeze: list[str] = []
+    if not c.train_thresholds:
+        freeze += threshold_names
+    if not c.train_weights:
+        freeze += weight_names
+        loss = FrozenBatchNormStatistics(loss)
+    if c.T_choices is not None:
+        loss = TimeStepDraw(loss, c.T_choices)
+    return loss, adversary_spec, finetune_adversary, teacher_name, freeze
+
+
+def _finetune_metadata(
+    c: FinetuneConfig,
+    loss: Objective,
+    snn: SpikingNetwork,
+    data: Dataset,
+    augment: bool,
+    estimator: Estimator,
+    seed: int,
+) -> dict[str, Any]:
+    """The checkpoint's ``finetune`` metadata (adversary and teacher added by the caller)."""
+    return {
+        "objective": loss.describe(),
+        "beta": float(c.beta),
+        "eps": float(c.eps),
+        "alpha": float(c.alpha),
+        "adversary_steps": int(c.adversary_steps),
+        "add_biases": c.add_biases,
+        "cutout": data.info.cutout if augment else 0,
+        "epochs": c.epochs,
+        "lr": c.lr,
+        "momentum": c.momentum,
+        "weight_decay": c.weight_decay,
+        "batch_size": c.batch_size,
+        "optimizer": "sgd",
+        "schedule": "cosine",
+        "T": snn.T,
+        "T_choices": list(c.T_choices) if c.T_choices is not None else None,
+        "train_thresholds": c.train_thresholds,
+        "train_weights": c.train_weights,
+        "augment": augment,
+        "estimator": estimator.name,
+        "adversary": None,
+        "teacher": None,
+        "seed": seed,
+    }
 
 
 # ----------------------------------------------------------------------------- from scratch
@@ -608,82 +616,122 @@ def build_spiking_model(
     return snn
 
 
+_OPTIMIZER_KEYWORDS = {"optimizer": "name", "lr": "lr", "momentum": "momentum",
+                       "weight_decay": "weight_decay"}  # fmt: skip
+TRAIN_SNN_KEYWORDS = frozenset(
+    {*legacy.config_fields(SNNTrainingConfig), *legacy.RUN_FIELDS, *_OPTIMIZER_KEYWORDS,
+     "model_kwargs", "dataset_spec", "model_name"}
+)  # fmt: skip
+"""Keywords of :func:`train_snn`'s old call style that are its own options (not the objective's
+parameters): ``robustsnn train-snn --objective-option`` refuses them."""
+
+
+def _train_snn_keywords(
+    objective: str | None, keywords: dict[str, Any]
+) -> tuple[SNNTrainingConfig, RunContext, dict[str, Any] | None]:
+    """The config, run context and model keywords of ``train_snn(dataset, model, objective,
+    T=..., epochs=..., out_dir=..., lr=..., **objective_params)``."""
+    legacy.warn(
+        "train_snn(dataset, model, objective, T=..., out_dir=..., ...)",
+        "train_snn(dataset, model, SNNTrainingConfig(...), RunContext(out_dir=...))",
+    )
+    run, rest = legacy.split_run(keywords)
+    model_kwargs = rest.pop("model_kwargs", None)
+    optimizer = {v: rest.pop(k) for k, v in _OPTIMIZER_KEYWORDS.items() if k in rest}
+    fields = legacy.config_fields(SNNTrainingConfig)
+    options = {k: v for k, v in rest.items() if k in fields}
+    objective_options = {k: v for k, v in rest.items() if k not in fields}
+    if objective is None:
+        objective = options.pop("objective")
+    config = SNNTrainingConfig(
+        **options,
+        objective=objective,
+        objective_options=objective_options,
+        optimizer=OptimizerConfig(**optimizer),
+    )
+    return config, run, model_kwargs
+
+
 def train_snn(
-    dataset_spec: str,
-    model_name: str,
-    objective: str,
+    dataset: str,
+    model: str,
+    config: SNNTrainingConfig | str | None = None,
+    run: RunContext | None = None,
     *,
-    T: int = 8,
-    epochs: int,
-    out_dir: str | Path,
-    leak: float = 1.0,
-    reset: str = "hard",
-    bntt: bool = False,
-    snn_rat: bool = False,
-    orth_beta: float = 1e-3,
-    eps: float = 8 / 255,
-    lr: float = 0.1,
-    optimizer: str = "sgd",
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    batch_size: int = 64,
-    seed: int = 0,
-    data_dir: str | Path | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-    init_threshold: float = 1.0,
-    augment: bool = True,
-    quiet: bool = False,
-    device: str = "cpu",
-    eval_n: int = 1000,
-    name: str = "snn",
-    input_encoding: str = "direct",
-    threshold_noise: float = 0.0,
-    **objective_params_: Any,
+    model_kwargs: Mapping[str, Any] | None = None,
+    **keywords: Any,
 ) -> Path:
     """Train an SNN baseline from scratch with BPTT (PCW surrogate, gamma 1); returns its path.
 
-    The network is the zoo model ``model_name`` with IF (``leak=1``) or LIF (e.g. ``leak=0.99,
-    reset="soft"``) neurons in place of its ReLUs, thresholds learnable from ``init_threshold``
-    (clamped to >= 0.03 after every step). ``objective``: ``natural`` (vanilla SNN),
-    ``rfgsm_at`` (RFGSM adversarial training at ``eps``), or any registered objective;
+    ``train_snn(dataset, model, SNNTrainingConfig(...), RunContext(out_dir=...))``: the zoo
+    model ``model`` (with ``model_kwargs``) for the dataset spec ``dataset``, with IF
+    (``leak=1``) or LIF (e.g. ``leak=0.99, reset="soft"``) neurons in place of its ReLUs,
+    thresholds learnable from ``init_threshold`` (clamped to >= 0.03 after every step).
+    ``objective``: ``natural`` (vanilla SNN), ``rfgsm_at`` (RFGSM adversarial training at
+    ``eps``), or any registered objective (``objective_options``: its parameters);
     ``snn_rat=True`` adds the orthogonality regularizer ``orth_beta * sum ||W W^T - I||_F^2``
     (:class:`~robustsnn.training.regularizers.OrthogonalityRegularizer`), which with
     ``rfgsm_at`` is the SNN-RAT baseline (``objective="snn_rat"`` is shorthand for exactly that).
     ``bntt=True`` gives every BatchNorm one copy per time step (:mod:`robustsnn.snn.bntt`).
     ``input_encoding="poisson"`` / ``threshold_noise`` train (and save) a random SNN
     (:mod:`robustsnn.snn.encoding`). Adversaries are generated against the SNN itself with the
-    same BPTT estimator.
+    same BPTT estimator. The old call ``train_snn(dataset, model, objective, T=...,
+    out_dir=..., lr=..., **objective_params)`` still works for one release, with a
+    DeprecationWarning.
 
     Writes ``<out>/<name>.safetensors`` + ``.json`` (settings, dataset, clean and PGD-20
     accuracy at ``eps`` on ``eval_n`` stratified test images, provenance); resumable.
     """
+    if config is None or isinstance(config, str):
+        if run is not None:
+            raise TypeError(
+                "train_snn(dataset, model, config, run): config is an SNNTrainingConfig"
+            )
+        config, run, model_kwargs = _train_snn_keywords(
+            config, {**keywords, "model_kwargs": model_kwargs}
+        )
+    elif keywords:
+        raise TypeError(f"train_snn: pass {', '.join(keywords)} in the config or run context")
+    if run is None:
+        raise TypeError("train_snn(dataset, model, config, run): give the run context")
+    return _train_snn(dataset, model, config, run, dict(model_kwargs or {}))
+
+
+def _train_snn(
+    dataset_spec: str,
+    model_name: str,
+    c: SNNTrainingConfig,
+    run: RunContext,
+    model_kwargs: dict[str, Any],
+) -> Path:
+    """:func:`train_snn` with its arguments checked."""
+    objective, snn_rat = c.objective, c.snn_rat
     if objective == SNN_RAT:
         objective, snn_rat = "rfgsm_at", True
-    out = Path(out_dir)
-    torch.manual_seed(seed)  # weight initialization and dropout; the rest uses generators
-    data = load_dataset(dataset_spec, data_dir)
+    torch.manual_seed(run.seed)  # weight initialization and dropout; the rest uses generators
+    data = load_dataset(dataset_spec, run.data_dir)
     info = data.info
     snn = build_spiking_model(
         model_name,
         info,
-        T=T,
-        leak=leak,
-        reset=reset,
-        bntt=bntt,
-        init_threshold=init_threshold,
+        T=c.T,
+        leak=c.leak,
+        reset=c.reset,
+        bntt=c.bntt,
+        init_threshold=c.init_threshold,
         model_kwargs=model_kwargs,
     )
-    configure_stochastic(snn, input_encoding, threshold_noise)
-    params = dict(objective_params_)
+    configure_stochastic(snn, c.input_encoding, c.threshold_noise)
+    params = dict(c.objective_options)
     if "eps" in objective_params(objective):
-        params.setdefault("eps", float(eps))
-    if objective == "tgo" and threshold_noise:  # --threshold-noise is TGO's noisy-neuron std
-        if params.setdefault("noise", float(threshold_noise)) != float(threshold_noise):
+        params.setdefault("eps", float(c.eps))
+    if objective == "tgo" and c.threshold_noise:  # --threshold-noise is TGO's noisy-neuron std
+        if params.setdefault("noise", float(c.threshold_noise)) != float(c.threshold_noise):
             raise UserError(
-                f"train-snn: threshold_noise={threshold_noise} and the tgo objective's "
+                f"train-snn: threshold_noise={c.threshold_noise} and the tgo objective's "
                 f"noise={params['noise']} disagree; give one of them"
             )
-    regularizer = OrthogonalityRegularizer(orth_beta) if snn_rat else None
+    regularizer = OrthogonalityRegularizer(c.orth_beta) if snn_rat else None
     loss = build_objective(objective, regularizer=regularizer, **params)
     prepare_model(loss, snn)  # tgo: noisy neurons, trained with and saved
     baseline = (
@@ -693,66 +741,49 @@ def train_snn(
         if objective == "natural" and not snn_rat
         else objective
     )
+    opt = c.optimizer
     setup = {
         "dataset": dataset_spec,
         "model": model_name,
         "model_kwargs": model_kwargs or {},
-        "T": T,
-        "leak": leak,
-        "reset": reset,
-        "bntt": bntt,
-        "init_threshold": init_threshold,
-        "momentum": momentum,
-        "augment": augment,
+        "T": c.T,
+        "leak": c.leak,
+        "reset": c.reset,
+        "bntt": c.bntt,
+        "init_threshold": c.init_threshold,
+        "momentum": opt.momentum,
+        "augment": c.augment,
         "estimator": DEFAULT_ESTIMATOR.name,
     }
-    if input_encoding != "direct" or threshold_noise:  # part of the resume key when set
-        setup.update(input_encoding=input_encoding, threshold_noise=threshold_noise)
+    if c.input_encoding != "direct" or c.threshold_noise:  # part of the resume key when set
+        setup.update(input_encoding=c.input_encoding, threshold_noise=c.threshold_noise)
+    trainer = _trainer_config(run, TRAIN_SNN_PHASE, c.epochs, c.batch_size, opt, c.augment)
     history, evaluation = _fit_and_evaluate(
-        snn,
-        loss,
-        data,
-        phase=TRAIN_SNN_PHASE,
-        epochs=epochs,
-        out=out,
-        name=name,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        seed=seed,
-        device=device,
-        augment=augment,
-        quiet=quiet,
-        setup=setup,
-        eps=eps,
-        eval_n=eval_n,
+        snn, loss, data, trainer, setup=setup, eps=c.eps, eval_n=run.eval_n
     )
-
     training = {
         "baseline": baseline,
         "objective": loss.describe(),
-        "eps": float(eps),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "optimizer": optimizer,
-        "lr": lr,
-        "momentum": momentum,
-        "weight_decay": weight_decay,
-        "schedule": "cosine",
-        "T": T,
-        "leak": leak,
-        "reset": reset,
-        "bntt": bntt,
+        "eps": float(c.eps),
+        "epochs": c.epochs,
+        "batch_size": c.batch_size,
+        "optimizer": opt.name,
+        "lr": opt.lr,
+        "momentum": opt.momentum,
+        "weight_decay": opt.weight_decay,
+        "schedule": opt.schedule,
+        "T": c.T,
+        "leak": c.leak,
+        "reset": c.reset,
+        "bntt": c.bntt,
         "snn_rat": snn_rat,
-        "orth_beta": orth_beta if snn_rat else None,
-        "init_threshold": init_threshold,
-        "augment": augment,
+        "orth_beta": c.orth_beta if snn_rat else None,
+        "init_threshold": c.init_threshold,
+        "augment": c.augment,
         "estimator": DEFAULT_ESTIMATOR.name,
-        "seed": seed,
+        "seed": run.seed,
     }
-    path = out / f"{name}.safetensors"
+    path = Path(run.out_dir) / f"{run.name or SNN_NAME}.safetensors"
     _save_snn_on_main(
         path,
         snn,
@@ -760,10 +791,10 @@ def train_snn(
         normalization={"mean": list(info.mean), "std": list(info.std)},
         objective=loss.describe(),
         training=training,
-        eps=float(eps),
+        eps=float(c.eps),
         **evaluation,
         train=history[-1] if history else None,
-        provenance=provenance(device),
+        provenance=provenance(run.device),
     )
     return path
 

@@ -32,10 +32,12 @@ DistributedDataParallel with the schedule of one process:
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from robustsnn import distributed
+from robustsnn.config import OptimizerConfig, validate_optimizer
 from robustsnn.data import Dataset, iterate_batches
 from robustsnn.errors import UserError
 from robustsnn.io.atomic import atomic_write_text
@@ -61,6 +64,41 @@ SCHEDULES = ("cosine", "constant")
 LOG_NAME = "log.jsonl"
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """What one :class:`Trainer` run is: ``epochs`` over the training set in batches of
+    ``batch_size`` (augmented when ``augment``; ``drop_last`` drops a short last batch) with
+    ``optimizer``; its state and log go to ``out_dir`` as ``<name>.state.safetensors`` and
+    ``log.jsonl`` lines of ``phase`` (None = ``name``); ``seed`` seeds data order, augmentation
+    and attack starts; ``eval_every``: epochs between ``epoch_eval`` calls."""
+
+    epochs: int
+    out_dir: str | Path
+    name: str = "train"
+    phase: str | None = None
+    batch_size: int = 64
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    seed: int = 0
+    device: str | torch.device = "cpu"
+    augment: bool = True
+    drop_last: bool = False
+    quiet: bool = False
+    eval_every: int = 1
+
+
+_OPTIMIZER_KEYWORDS = {"optimizer": "name", "lr": "lr", "momentum": "momentum",
+                       "weight_decay": "weight_decay", "schedule": "schedule"}  # fmt: skip
+
+
+def trainer_config_from_keywords(**kwargs: Any) -> TrainerConfig:
+    """The :class:`TrainerConfig` of the old keyword style ``Trainer(model, objective,
+    epochs=..., out_dir=..., lr=...)`` (``optimizer`` a name, ``lr`` ... flat)."""
+    optimizer = {
+        _OPTIMIZER_KEYWORDS[k]: kwargs.pop(k) for k in list(kwargs) if k in _OPTIMIZER_KEYWORDS
+    }
+    return TrainerConfig(**kwargs, optimizer=OptimizerConfig(**optimizer))
+
+
 def _rank_and_world() -> tuple[int, int]:
     return distributed.rank(), distributed.world_size()
 
@@ -71,21 +109,6 @@ def shard_rows(n: int, rank: int, world: int) -> slice:
     base, extra = divmod(n, world)
     start = rank * base + min(rank, extra)
     return slice(start, start + base + (1 if rank < extra else 0))
-
-
-def validate_optimizer(lr: float, momentum: float, weight_decay: float, where: str = "") -> None:
-    """One-line UserError unless lr > 0, 0 <= momentum < 1 and weight_decay >= 0 (all finite).
-
-    ``where`` prefixes the names (``ann.`` or ``finetune.`` for config keys)."""
-    problems = []
-    if not (math.isfinite(lr) and lr > 0):
-        problems.append(f"{where}lr must be > 0 (got {lr:g})")
-    if not (math.isfinite(momentum) and 0 <= momentum < 1):
-        problems.append(f"{where}momentum must be in [0, 1) (got {momentum:g})")
-    if not (math.isfinite(weight_decay) and weight_decay >= 0):
-        problems.append(f"{where}weight_decay must be >= 0 (got {weight_decay:g})")
-    if problems:
-        raise UserError("; ".join(problems))
 
 
 def schedule_factor(schedule: str, step: int, total_steps: int) -> float:
@@ -160,7 +183,11 @@ def report_progress(objective: Any, fraction: float) -> None:
 class Trainer:
     """Runs an objective over a dataset with SGD/Adam, a per-step cosine schedule and resume.
 
-    ``param_groups``: optional list of dicts, each with ``"params"`` (parameter names, glob
+    ``Trainer(model, objective, TrainerConfig(epochs=..., out_dir=..., optimizer=
+    OptimizerConfig(...)), ...)``: the config is what the run is (its defaults live there); the
+    keywords are what the caller hooks in. The old keyword style ``Trainer(model, objective,
+    epochs=..., out_dir=..., lr=..., ...)`` still works for one release, with a
+    DeprecationWarning. ``param_groups``: optional list of dicts, each with ``"params"`` (parameter names, glob
     patterns such as ``"*.threshold"``, or parameter tensors) and optimizer options
     (``lr``, ``weight_decay``, ...); a parameter joins the first group that matches, the rest
     form a default group with the trainer's ``lr``/``weight_decay``. ``freeze``: names or glob
@@ -176,62 +203,60 @@ class Trainer:
         self,
         model: nn.Module,
         objective: ObjectiveFn,
+        config: TrainerConfig | None = None,
         *,
-        epochs: int,
-        out_dir: str | Path,
-        name: str = "train",
-        phase: str | None = None,
-        batch_size: int = 64,
-        optimizer: str = "sgd",
-        lr: float = 0.1,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        schedule: str = "cosine",
         param_groups: Sequence[Mapping[str, Any]] | None = None,
         freeze: Iterable[str] = (),
         clamp: Clamp | None = None,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        augment: bool = True,
-        drop_last: bool = False,
-        quiet: bool = False,
         callbacks: Sequence[Callback] = (),
         epoch_eval: EpochEval | None = None,
-        eval_every: int = 1,
         fingerprint_extra: Mapping[str, Any] | None = None,
+        **keywords: Any,
     ) -> None:
-        if epochs < 0:
-            raise UserError(f"epochs must be >= 0, got {epochs}")
-        if batch_size < 1:
-            raise UserError(f"batch size must be >= 1, got {batch_size}")
-        if optimizer not in OPTIMIZERS:
-            raise UserError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        if schedule not in SCHEDULES:
-            raise UserError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-        validate_optimizer(lr, momentum, weight_decay)
+        if config is None:
+            warnings.warn(
+                "Trainer(model, objective, epochs=..., out_dir=..., lr=...) is deprecated and "
+                "goes in the next release; pass Trainer(model, objective, TrainerConfig(...))",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            config = trainer_config_from_keywords(**keywords)
+        elif keywords:
+            raise TypeError(f"Trainer: pass {', '.join(keywords)} in the TrainerConfig")
+        opt = config.optimizer
+        if config.epochs < 0:
+            raise UserError(f"epochs must be >= 0, got {config.epochs}")
+        if config.batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {config.batch_size}")
+        if opt.name not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {opt.name!r}; valid: {', '.join(OPTIMIZERS)}")
+        if opt.schedule not in SCHEDULES:
+            raise UserError(f"unknown schedule {opt.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        validate_optimizer(opt.lr, opt.momentum, opt.weight_decay)
+        self.config = config
         self.rank, self.world_size = _rank_and_world()
         self.is_main = self.rank == 0
-        self.device = torch.device(device)
+        self.device = torch.device(config.device)
         self.model = model.to(self.device)
         self.objective = objective
-        self.epochs = epochs
-        self.out_dir = Path(out_dir)
-        self.name = name
-        self.phase = phase or name
-        self.batch_size = batch_size
-        self.optimizer_name = optimizer
-        self.lr = lr
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.schedule = schedule
+        self.epochs = config.epochs
+        self.out_dir = Path(config.out_dir)
+        self.name = config.name
+        self.phase = config.phase or config.name
+        self.batch_size = config.batch_size
+        self.optimizer_name = opt.name
+        self.lr = opt.lr
+        self.momentum = opt.momentum
+        self.weight_decay = opt.weight_decay
+        self.schedule = opt.schedule
         self.clamp = clamp
-        self.seed = seed
-        self.augment = augment
-        self.drop_last = drop_last
-        self.quiet = quiet
+        self.seed = config.seed
+        self.augment = config.augment
+        self.drop_last = config.drop_last
+        self.quiet = config.quiet
         self.callbacks = list(callbacks)
         self.epoch_eval = epoch_eval
-        self.eval_every = max(1, eval_every)
+        self.eval_every = max(1, config.eval_every)
         # JSON round trip: the saved fingerprint is compared after being read back from JSON.
         self.fingerprint_extra = json.loads(json.dumps(dict(fingerprint_extra or {}), default=str))
         self.history: list[dict[str, Any]] = []
@@ -242,7 +267,7 @@ class Trainer:
         # Data order, augmentation and (one process) attack random starts draw from this one
         # generator; it is the same on every rank, so all ranks build the same global batches.
         self.generator = torch.Generator(device="cpu")
-        self.generator.manual_seed(seed)
+        self.generator.manual_seed(self.seed)
         # With several processes, randomness inside a step draws from a per-rank stream.
         self.step_generator = self.generator
         if self.world_size > 1:
