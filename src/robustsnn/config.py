@@ -191,9 +191,13 @@ surrogate."""
 
 @dataclass
 class FinetuneConfig:
-    """The default is issue 21's recipe (distillation from the source ANN on adversarial
-    examples from drawn estimators, loss through the threshold-relative surrogate); the paper's
-    finetuning is ``objective: robust_finetune``, ``adversary: null``, ``estimator:
+    """Robust finetuning (step 3): the ``finetune`` section of a run config and the config of
+    :func:`~robustsnn.training.snn.finetune_snn`. ``FinetuneConfig()`` is the one recipe of
+    ``robustsnn run``, ``robustsnn finetune`` and the library (no separate command-line profile:
+    the two entry points agree on every field); a run only fills ``teacher`` with its own ANN
+    where it is null. The default is issue 21's recipe (distillation from the source ANN on
+    adversarial examples from drawn estimators, loss through the threshold-relative surrogate);
+    the paper's finetuning is ``objective: robust_finetune``, ``adversary: null``, ``estimator:
     bptt-pcw-1``, ``beta: 2``, ``lr: 0.001`` (configs/paper/*.yaml)."""
 
     epochs: int = 2

@@ -132,3 +132,43 @@ def test_finetune_snn_old_keywords_warn_and_finetune_the_same(tmp_path, toy_data
     _same_tensors(new, old)
     with pytest.raises(TypeError, match="beta"):
         finetune_snn(source, FinetuneConfig(), run, beta=1.0)
+
+
+# ---------------------------------------------------------------------- the command line
+def test_the_commands_build_their_configs_from_the_profiles(monkeypatch, tmp_path) -> None:
+    """train-ann, train-snn and finetune hand the library a config built from their profile
+    and the options given, and a RunContext with the common options (--data-dir included)."""
+    from robustsnn.cli import main
+    from robustsnn.errors import UserError
+
+    calls: dict[str, tuple[Any, ...]] = {}
+
+    def fake(name: str) -> Any:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            calls[name] = (*args, kwargs)
+            raise UserError("stop here")
+
+        return record
+
+    monkeypatch.setattr(ann_training, "train_ann", fake("ann"))
+    monkeypatch.setattr(snn_training, "train_snn", fake("snn"))
+    monkeypatch.setattr(snn_training, "finetune_snn", fake("finetune"))
+    common = ["--data-dir", str(tmp_path / "data"), "--seed", "4", "--quiet"]
+    assert main(["train-ann", "--out", str(tmp_path / "a"), "--lr", "0.02", *common]) == 2
+    assert main(["train-snn", "--out", str(tmp_path / "s"), "--objective", "snn_rat", "--lr",
+                 "0.02", *common]) == 2  # fmt: skip
+    assert main(["finetune", str(tmp_path / "snn.safetensors"), "--freeze-weights",
+                 "--adversary", "none", *common]) == 2  # fmt: skip
+    dataset, model, config, run, kwargs = calls["ann"]
+    assert (dataset, model, kwargs) == ("mnist5k", "cnn_small", {"model_kwargs": None})
+    assert config == dataclasses.replace(ANNConfig.command_line(), lr=0.02)
+    assert run == RunContext(out_dir=str(tmp_path / "a"), seed=4, quiet=True,
+                             data_dir=str(tmp_path / "data"))  # fmt: skip
+    _, _, config, run, _ = calls["snn"]
+    assert config == SNNTrainingConfig(
+        objective="rfgsm_at", snn_rat=True, optimizer=OptimizerConfig(lr=0.02)
+    )
+    assert run.data_dir == str(tmp_path / "data") and run.seed == 4
+    _, config, run, _ = calls["finetune"]
+    assert config == dataclasses.replace(FinetuneConfig(), train_weights=False, adversary=None)
+    assert run.out_dir == tmp_path / "finetuned" and run.eval_n == 1000
