@@ -14,7 +14,7 @@ from torch import nn
 
 import robustsnn.training.objectives as objectives_module
 import robustsnn.training.snn as snn_training
-from robustsnn.config import FinetuneConfig, RunContext
+from robustsnn.config import FinetuneConfig, OptimizerConfig, RunContext, SNNTrainingConfig
 from robustsnn.conversion import convert
 from robustsnn.errors import UserError
 from robustsnn.io.checkpoint import load_tensors
@@ -253,7 +253,7 @@ def test_finetune_needs_an_snn(tmp_path, small_cnn):
     ann = small_cnn()
     path = save_ann(tmp_path / "ann.safetensors", ann, dataset={"spec": "toy"})
     with pytest.raises(UserError, match="SNN checkpoint"):
-        finetune_snn(path, out_dir=tmp_path / "ft", quiet=True)
+        finetune_snn(path, FinetuneConfig(), RunContext(out_dir=tmp_path / "ft", quiet=True))
 
 
 # ------------------------------------------------------------------------- from scratch
@@ -279,21 +279,12 @@ def test_train_snn_checkpoint_reloads_with_identical_outputs(
 
     monkeypatch.setattr(snn_training, "save_snn", capture)
     kw = dict(VARIANTS[variant])
-    path = train_snn(
-        "toy",
-        "cnn_small",
-        kw.pop("objective"),
-        T=2,
-        epochs=1,
-        out_dir=tmp_path,
-        batch_size=16,
-        lr=0.05,
-        model_kwargs=SMALL,
-        init_threshold=0.5,
-        eval_n=8,
-        quiet=True,
+    config = SNNTrainingConfig(
+        T=2, epochs=1, batch_size=16, optimizer=OptimizerConfig(lr=0.05), init_threshold=0.5,
         **kw,
-    )
+    )  # fmt: skip
+    run = RunContext(out_dir=tmp_path, eval_n=8, quiet=True)
+    path = train_snn("toy", "cnn_small", config, run, model_kwargs=SMALL)
     model, meta = load_model(path)
     (trained,) = saved
     trained.eval()
@@ -325,32 +316,18 @@ def test_train_snn_checkpoint_reloads_with_identical_outputs(
 
 
 def test_train_snn_objective_snn_rat_is_shorthand(tmp_path, toy_data):
-    path = train_snn(
-        "toy",
-        "cnn_small",
-        "snn_rat",
-        T=2,
-        epochs=0,
-        out_dir=tmp_path,
-        model_kwargs=SMALL,
-        eval_n=0,
-        quiet=True,
-    )
+    config = SNNTrainingConfig(objective="snn_rat", T=2, epochs=0)
+    run = RunContext(out_dir=tmp_path, eval_n=0, quiet=True)
+    path = train_snn("toy", "cnn_small", config, run, model_kwargs=SMALL)
     meta = load_model(path)[1]
     assert meta["training"]["baseline"] == "snn_rat"
     assert meta["objective"]["name"] == "rfgsm_at"
     assert meta["objective"]["params"]["regularizer"] == "orthogonality(beta=0.001)"
     with pytest.raises(UserError, match="init_threshold"):
         train_snn(
-            "toy",
-            "cnn_small",
-            "natural",
-            epochs=0,
-            out_dir=tmp_path / "x",
-            model_kwargs=SMALL,
-            init_threshold=0.0,
-            quiet=True,
-        )
+            "toy", "cnn_small", SNNTrainingConfig(epochs=0, init_threshold=0.0),
+            RunContext(out_dir=tmp_path / "x", quiet=True), model_kwargs=SMALL,
+        )  # fmt: skip
 
 
 # -------------------------------------------------------------------------- regularizer
@@ -535,8 +512,8 @@ def test_latency_aware_finetuning_with_the_margin_term(tmp_path, source, monkeyp
 
 def test_t_choices_refuse_a_bntt_network(tmp_path, toy_data):
     path = train_snn(
-        "toy", "cnn_small", "natural", T=2, epochs=0, out_dir=tmp_path / "bntt", bntt=True,
-        model_kwargs=SMALL, eval_n=0, quiet=True,
+        "toy", "cnn_small", SNNTrainingConfig(T=2, epochs=0, bntt=True),
+        RunContext(out_dir=tmp_path / "bntt", eval_n=0, quiet=True), model_kwargs=SMALL,
     )  # fmt: skip
     with pytest.raises(UserError, match="BNTT"):
         finetune(path, tmp_path / "ft", T_choices=[1, 2])

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import robustsnn.training.snn as snn_training
+from robustsnn.config import FinetuneConfig, OptimizerConfig, RunContext, SNNTrainingConfig
 from robustsnn.conversion import convert
 from robustsnn.data import to_float
 from robustsnn.errors import UserError
@@ -23,7 +24,7 @@ from robustsnn.evaluation.stochastic import detect_randomness
 from robustsnn.io.models import load_model, save_snn
 from robustsnn.snn import SpikingNetwork, SpikingNeuron
 from robustsnn.snn.membranes import MembraneTrace
-from robustsnn.training import Trainer, finetune_snn, train_snn
+from robustsnn.training import Trainer, TrainerConfig, finetune_snn, train_snn
 from robustsnn.training.objectives import (
     FINETUNE_OBJECTIVES,
     Regularized,
@@ -217,7 +218,8 @@ def test_trainer_reports_the_fraction_of_steps_done_through_every_wrapper(
     tmp_path, toy_dataset, small_cnn
 ):
     spy = ProgressSpy()
-    trainer = Trainer(small_cnn(), spy, epochs=2, out_dir=tmp_path, batch_size=16, quiet=True)
+    config = TrainerConfig(epochs=2, out_dir=tmp_path, batch_size=16, quiet=True)
+    trainer = Trainer(small_cnn(), spy, config)
     trainer.fit(toy_dataset)  # 48 images: 3 steps per epoch, 6 in all
     assert spy.seen == [i / 6 for i in range(6)]
     tgo = build_objective("tgo")
@@ -250,10 +252,12 @@ def toy_data(monkeypatch, toy_dataset):
 
 
 def test_train_snn_with_tgo_trains_a_noisy_snn_end_to_end(tmp_path, toy_data):
-    path = train_snn(
-        "toy", "cnn_small", "tgo", T=3, epochs=1, out_dir=tmp_path, batch_size=16, lr=0.05,
-        model_kwargs=SMALL, init_threshold=0.2, eval_n=8, quiet=True, weight=0.5, delta=0.25,
+    config = SNNTrainingConfig(
+        objective="tgo", objective_options={"weight": 0.5, "delta": 0.25}, T=3, epochs=1,
+        batch_size=16, optimizer=OptimizerConfig(lr=0.05), init_threshold=0.2,
     )  # fmt: skip
+    run = RunContext(out_dir=tmp_path, eval_n=8, quiet=True)
+    path = train_snn("toy", "cnn_small", config, run, model_kwargs=SMALL)
     model, meta = load_model(path)
     assert meta["objective"]["name"] == "tgo"
     assert meta["objective"]["params"]["weight"] == 0.5
@@ -264,8 +268,11 @@ def test_train_snn_with_tgo_trains_a_noisy_snn_end_to_end(tmp_path, toy_data):
     assert detect_randomness(model, to_float(toy_data.x_test[:8]), seed=0)[0]
     # --threshold-noise is TGO's noise; two different values are refused
     with pytest.raises(UserError, match="disagree"):
-        train_snn("toy", "cnn_small", "tgo", T=2, epochs=0, out_dir=tmp_path / "x",
-                  model_kwargs=SMALL, quiet=True, threshold_noise=0.3, noise=0.1)  # fmt: skip
+        config = SNNTrainingConfig(
+            objective="tgo", objective_options={"noise": 0.1}, T=2, epochs=0, threshold_noise=0.3
+        )
+        train_snn("toy", "cnn_small", config, RunContext(out_dir=tmp_path / "x", quiet=True),
+                  model_kwargs=SMALL)  # fmt: skip
 
 
 def test_train_snn_command_line_takes_objective_options(tmp_path, toy_data):
@@ -302,10 +309,9 @@ def test_finetune_with_tgo_runs_no_attack_and_saves_the_noisy_snn(
         raise AssertionError("tgo without adversarial_weight must not attack")
 
     monkeypatch.setattr(snn_training.FinetuneAdversary, "__call__", no_attack)
-    path = finetune_snn(
-        source, out_dir=tmp_path / "ft", objective="tgo", epochs=1, batch_size=16, lr=0.01,
-        eval_n=8, quiet=True, objective_options={"weight": 2.0, "noise": 0.15},
-    )  # fmt: skip
+    config = FinetuneConfig(objective="tgo", epochs=1, batch_size=16, lr=0.01,
+                            objective_options={"weight": 2.0, "noise": 0.15})  # fmt: skip
+    path = finetune_snn(source, config, RunContext(out_dir=tmp_path / "ft", eval_n=8, quiet=True))
     model, meta = load_model(Path(path))
     assert meta["finetune"]["objective"]["name"] == "tgo"
     assert meta["finetune"]["adversary"] is None

@@ -9,6 +9,7 @@ import torch
 
 import robustsnn.training.ann as ann_module
 from robustsnn.attacks import build_attack
+from robustsnn.config import ANNConfig, RunContext
 from robustsnn.io.checkpoint import load_state_into, load_tensors
 from robustsnn.models import rebuild_model
 from robustsnn.training import evaluate_accuracy, train_ann
@@ -22,19 +23,9 @@ def test_train_ann_writes_loadable_checkpoint(tmp_path, monkeypatch, toy_dataset
         return toy_dataset
 
     monkeypatch.setattr(ann_module, "load_dataset", fake_load)
-    path = train_ann(
-        "toy",
-        "cnn_small",
-        "trades",
-        eps=4 / 255,
-        epochs=1,
-        batch_size=16,
-        out_dir=tmp_path,
-        model_kwargs={"width": 4, "fc": 16},
-        eval_n=16,
-        quiet=True,
-        steps=2,
-    )
+    config = ANNConfig(objective="trades", eps=4 / 255, epochs=1, batch_size=16, steps=2)
+    run = RunContext(out_dir=tmp_path, eval_n=16, quiet=True)
+    path = train_ann("toy", "cnn_small", config, run, model_kwargs={"width": 4, "fc": 16})
     assert path == tmp_path / "ann.safetensors" and requested == [("toy", None)]
     tensors, meta = load_tensors(path)
     assert json.loads((tmp_path / "ann.json").read_text()) == meta

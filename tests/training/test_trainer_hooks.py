@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from robustsnn.config import OptimizerConfig
 from robustsnn.errors import UserError
 from robustsnn.io.checkpoint import load_tensors
-from robustsnn.training import Trainer, build_objective
+from robustsnn.training import Trainer, TrainerConfig, build_objective
 from robustsnn.training.trainer import (
     optimizer_state_from_tensors,
     optimizer_state_to_tensors,
@@ -43,14 +44,16 @@ def test_clamp_param_groups_and_freeze(tmp_path, toy_dataset, small_cnn):
     trainer = Trainer(
         model,
         build_objective("natural", regularizer=lambda m: 10.0 * m.threshold),
-        epochs=2,
-        out_dir=tmp_path,
-        batch_size=16,
-        lr=0.05,
+        TrainerConfig(
+            epochs=2,
+            out_dir=tmp_path,
+            batch_size=16,
+            quiet=True,
+            optimizer=OptimizerConfig(lr=0.05),
+        ),
         param_groups=[{"params": ["threshold"], "lr": 1.0, "weight_decay": 0.0}],
         freeze=["inner.features.0.*"],
         clamp=clamp,
-        quiet=True,
     )
     groups = trainer.optimizer.param_groups
     assert [g["base_lr"] for g in groups] == [1.0, 0.05]
@@ -71,12 +74,9 @@ def test_cosine_schedule_per_step_and_log_fields(tmp_path, toy_dataset, small_cn
     trainer = Trainer(
         small_cnn(),
         build_objective("natural"),
-        epochs=2,
-        out_dir=tmp_path,
-        batch_size=16,
-        lr=0.1,
+        # quiet False: exercise the progress bar and the summary line
+        TrainerConfig(epochs=2, out_dir=tmp_path, batch_size=16, quiet=False),
         epoch_eval=lambda m: {"clean_accuracy": 0.5},
-        quiet=False,  # exercise the progress bar and the summary line
     )
     trainer.fit(toy_dataset)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -103,13 +103,11 @@ def test_adam_state_round_trips_through_safetensors(tmp_path, toy_dataset, small
     trainer = Trainer(
         small_cnn(),
         build_objective("natural"),
-        epochs=1,
-        out_dir=tmp_path,
-        batch_size=16,
-        optimizer="adam",
-        lr=1e-3,
-        quiet=True,
-    )
+        TrainerConfig(
+            epochs=1, out_dir=tmp_path, batch_size=16, quiet=True,
+            optimizer=OptimizerConfig(name="adam", lr=1e-3),
+        ),
+    )  # fmt: skip
     trainer.fit(toy_dataset)
     tensors, meta = optimizer_state_to_tensors(trainer.optimizer)
     assert any(k.endswith(".exp_avg") for k in tensors)
@@ -128,10 +126,11 @@ def test_adam_state_round_trips_through_safetensors(tmp_path, toy_dataset, small
 def test_bad_options_fail_clearly(tmp_path, small_cnn):
     objective = build_objective("natural")
     with pytest.raises(UserError, match="valid: sgd, adam"):
-        Trainer(small_cnn(), objective, epochs=1, out_dir=tmp_path, optimizer="lbfgs")
-    with pytest.raises(UserError, match="matches no parameter"):
-        Trainer(small_cnn(), objective, epochs=1, out_dir=tmp_path, freeze=["nope.*"])
-    with pytest.raises(UserError, match="matches no trainable parameter"):
         Trainer(
-            small_cnn(), objective, epochs=1, out_dir=tmp_path, param_groups=[{"params": ["x"]}]
+            small_cnn(), objective, TrainerConfig(1, tmp_path, optimizer=OptimizerConfig("lbfgs"))
         )
+    config = TrainerConfig(epochs=1, out_dir=tmp_path)
+    with pytest.raises(UserError, match="matches no parameter"):
+        Trainer(small_cnn(), objective, config, freeze=["nope.*"])
+    with pytest.raises(UserError, match="matches no trainable parameter"):
+        Trainer(small_cnn(), objective, config, param_groups=[{"params": ["x"]}])
