@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from robustsnn.cli import main
-from robustsnn.config import load_config
+from robustsnn.config import OptimizerConfig, load_config
 from robustsnn.data import datasets
 from robustsnn.errors import UserError
-from robustsnn.training.trainer import Trainer
+from robustsnn.training.trainer import Trainer, TrainerConfig
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
@@ -85,7 +85,8 @@ def test_config_rejects_bad_optimiser_values(key: str, value: str, needle: str) 
 def test_trainer_rejects_bad_optimiser_values(tmp_path: Path, bad: dict[str, float]) -> None:
     model = nn.Linear(2, 2)
     with pytest.raises(UserError):
-        Trainer(model, lambda *a: (torch.zeros(()), None), epochs=1, out_dir=tmp_path, **bad)  # type: ignore[arg-type]
+        config = TrainerConfig(epochs=1, out_dir=tmp_path, optimizer=OptimizerConfig(**bad))
+        Trainer(model, lambda *a: (torch.zeros(()), None), config)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------ download

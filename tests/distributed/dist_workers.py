@@ -203,25 +203,20 @@ def train(
 ) -> dict:  # type: ignore[type-arg]
     """Train the tiny CNN on the toy dataset; returns its parameters and the history."""
     make_toy_dataset = _load("training_conftest", HERE.parent / "training" / "conftest.py")
+    from robustsnn.config import OptimizerConfig
     from robustsnn.training.objectives import build_objective
-    from robustsnn.training.trainer import Trainer
+    from robustsnn.training.trainer import Trainer, TrainerConfig
 
     data = make_toy_dataset(n_train=TRAIN_N, n_test=4)
     model = tiny_bn_cnn() if batchnorm else tiny_cnn()
     params = {"eps": 0.05, "steps": 2} if objective == "pgd_at" else {}
-    trainer = Trainer(
-        model,
-        build_objective(objective, **params),
-        epochs=epochs,
-        out_dir=out,
-        batch_size=TRAIN_BATCH,
-        lr=0.05,
-        momentum=0.9,
-        weight_decay=0.0,
-        seed=5,
-        quiet=True,
-        **extra,
-    )
+    optimizer = OptimizerConfig(lr=0.05, momentum=0.9, weight_decay=0.0)
+    callbacks = extra.pop("callbacks", ())
+    config = TrainerConfig(
+        epochs=epochs, out_dir=out, batch_size=TRAIN_BATCH, optimizer=optimizer, seed=5,
+        quiet=True, **extra,
+    )  # fmt: skip
+    trainer = Trainer(model, build_objective(objective, **params), config, callbacks=callbacks)
     history = trainer.fit(data)
     return {
         "params": {k: v.tolist() for k, v in model.state_dict().items()},
