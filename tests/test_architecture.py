@@ -43,9 +43,6 @@ CIRCLES = {
         }
     ): "submodules import names from the package that re-exports them",
     frozenset(
-        {"robustsnn.data", "robustsnn.data.datasets"}
-    ): "datasets imports from the package that re-exports it",
-    frozenset(
         {
             "robustsnn.evaluation",
             "robustsnn.evaluation.escalate",

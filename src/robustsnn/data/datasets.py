@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustsnn.data import cache, formats
+import robustsnn.data.cache as cache
+import robustsnn.data.formats as formats
 from robustsnn.data.download import download_file
 from robustsnn.data.types import Dataset, DatasetInfo, Splits, channel_stats
 from robustsnn.errors import UserError
