@@ -34,16 +34,6 @@ OVERSIZED = {
 CIRCLES = {
     frozenset(
         {
-            "robustsnn.snn",
-            "robustsnn.snn.dynamics",
-            "robustsnn.snn.encoding",
-            "robustsnn.snn.estimator_backward",
-            "robustsnn.snn.network",
-            "robustsnn.snn.neuron",
-        }
-    ): "submodules import names from the package that re-exports them",
-    frozenset(
-        {
             "robustsnn.evaluation",
             "robustsnn.evaluation.escalate",
             "robustsnn.evaluation.evaluate",

@@ -51,8 +51,8 @@ from dataclasses import replace
 
 import torch
 
-from robustsnn.snn import surrogates as _surrogates
-from robustsnn.snn import triton_kernels
+import robustsnn.snn.surrogates as _surrogates
+import robustsnn.snn.triton_kernels as triton_kernels
 from robustsnn.snn.spec import Dynamics
 from robustsnn.snn.surrogates import Surrogate
 

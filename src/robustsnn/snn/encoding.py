@@ -26,13 +26,19 @@ from __future__ import annotations
 
 import math
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from robustsnn.errors import UserError
-from robustsnn.snn.spec import Dynamics
+from robustsnn.snn.network import SpikingNetwork
+from robustsnn.snn.stochastic import INPUT_ENCODINGS, poisson_encode, threshold_noise_currents
 
-INPUT_ENCODINGS = ("direct", "poisson")
+__all__ = [
+    "INPUT_ENCODINGS",
+    "check_stochastic_options",
+    "configure_stochastic",
+    "poisson_encode",
+    "threshold_noise_currents",
+]
 
 
 def check_stochastic_options(
@@ -56,38 +62,10 @@ def check_stochastic_options(
         )
 
 
-def poisson_encode(x: Tensor, steps: int) -> Tensor:
-    """Bernoulli rate code of ``x`` in [0, 1]: ``[T*B, ...]`` time-major spikes (0/1 values)
-    whose gradient is straight-through (that of the expected value ``x``)."""
-    expanded = x.unsqueeze(0).expand(steps, *x.shape)
-    spikes = torch.bernoulli(expanded.detach().clamp(0.0, 1.0))
-    coded = expanded + (spikes - expanded).detach()
-    return coded.reshape(steps * x.shape[0], *x.shape[1:])
-
-
-def threshold_noise_currents(inputs: Tensor, dynamics: Dynamics, sigma: float) -> Tensor:
-    """Input currents ``[T, B, ...]`` whose noise-free dynamics fire as the neuron with a
-    threshold ``theta (1 + sigma xi[t])`` would (exact for soft reset; see the module doc).
-
-    ``inputs``: ``[B, ...]`` (``dynamics.static``: the same at every step) or ``[T, B, ...]``;
-    the currents returned are per step (run them with ``static=False``)."""
-    theta, leak, steps = dynamics.theta, dynamics.leak, dynamics.steps
-    static = dynamics.static
-    currents = inputs.unsqueeze(0).expand(steps, *inputs.shape) if static else inputs
-    noise = torch.randn(currents.shape, dtype=currents.dtype, device=currents.device)
-    noise = noise.mul_(sigma * theta.detach())
-    shift = -noise
-    if steps > 1:
-        shift[1:] += leak * noise[:-1]
-    return currents + shift
-
-
 def configure_stochastic(
     snn: nn.Module, input_encoding: str = "direct", threshold_noise: float = 0.0
 ) -> nn.Module:
     """Set a SpikingNetwork's input encoding and every neuron's threshold noise (checked)."""
-    from robustsnn.snn.network import SpikingNetwork
-
     check_stochastic_options(input_encoding, threshold_noise)
     if not isinstance(snn, SpikingNetwork):
         raise UserError("input encoding and threshold noise apply to spiking networks only")

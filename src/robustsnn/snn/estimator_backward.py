@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from robustsnn.snn import triton_kernels
+import robustsnn.snn.triton_kernels as triton_kernels
 from robustsnn.snn.dynamics import _block_size, _blocks, _run
 from robustsnn.snn.estimators import ASSG, BPTT, HART, PDSG, RGA, Estimator, RelativeBPTT
 from robustsnn.snn.run_state import Moments, RunState

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustsnn.snn.encoding import INPUT_ENCODINGS, poisson_encode
 from robustsnn.snn.estimators import ANNProxy, Estimator
 from robustsnn.snn.membranes import MembraneTrace
 from robustsnn.snn.neuron import RUN_STATE_KEY, SpikingNeuron, TimeContext
 from robustsnn.snn.run_state import RunState
+from robustsnn.snn.stochastic import INPUT_ENCODINGS, poisson_encode
 
 # On CPU the network runs in channels-last (NHWC) layout: oneDNN's convolutions are faster
 # there (benchmarks/: forward+backward about 7%, forward up to 30% on the 2-core EPYC), and the

@@ -33,12 +33,12 @@ from torch import nn
 
 from robustsnn.models.qcfs import qcfs
 from robustsnn.snn.dynamics import bptr, bptt, if_forward
-from robustsnn.snn.encoding import threshold_noise_currents
 from robustsnn.snn.estimator_backward import spiking_layer
 from robustsnn.snn.estimators import BPTR, BPTT, DEFAULT_ESTIMATOR, ANNProxy, Estimator
 from robustsnn.snn.membranes import MembraneTrace, membrane_trace
 from robustsnn.snn.run_state import RunState
 from robustsnn.snn.spec import Dynamics
+from robustsnn.snn.stochastic import threshold_noise_currents
 
 THRESHOLD_MIN = 0.03
 EMIT_MODES = ("scaled", "binary")

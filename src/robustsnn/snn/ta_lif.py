@@ -40,10 +40,10 @@ from torch import nn
 
 from robustsnn.errors import UserError
 from robustsnn.io.formats import register_body_transform
-from robustsnn.snn.encoding import threshold_noise_currents
 from robustsnn.snn.estimators import BPTT, ANNProxy, Estimator, RelativeBPTT
 from robustsnn.snn.neuron import SpikingNeuron, strict_threshold
 from robustsnn.snn.spec import Dynamics
+from robustsnn.snn.stochastic import threshold_noise_currents
 from robustsnn.snn.surrogates import Surrogate
 
 TA_LIF = "ta_lif"
