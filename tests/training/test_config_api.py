@@ -80,9 +80,12 @@ def _same_tensors(a: Path, b: Path) -> None:
 
 def test_trainer_old_keywords_warn_and_build_the_same_config(tmp_path, small_cnn) -> None:
     objective = build_objective("natural")
-    with pytest.warns(DeprecationWarning, match=r"Trainer\(model, objective, TrainerConfig"):
+    with pytest.warns(
+        DeprecationWarning, match=r"Trainer\(model, objective, TrainerConfig"
+    ) as warned:
         old = Trainer(small_cnn(), objective, epochs=2, out_dir=tmp_path, lr=0.05,
                       optimizer="adam", batch_size=16, quiet=True)  # fmt: skip
+    assert warned[0].filename == __file__
     assert old.config == TrainerConfig(
         epochs=2, out_dir=tmp_path, batch_size=16, quiet=True,
         optimizer=OptimizerConfig(name="adam", lr=0.05),
@@ -95,11 +98,12 @@ def test_train_ann_old_keywords_warn_and_train_the_same(tmp_path, toy_data) -> N
     run = RunContext(out_dir=tmp_path / "new", eval_n=0, quiet=True)
     config = ANNConfig(objective="pgd_at", eps=4 / 255, epochs=1, batch_size=16, lr=0.05)
     new = train_ann("toy", "cnn_small", config, run, model_kwargs=SMALL)
-    with pytest.warns(DeprecationWarning, match="train_ann"):
+    with pytest.warns(DeprecationWarning, match="train_ann") as warned:
         old = train_ann("toy", "cnn_small", "pgd_at", eps=4 / 255, epochs=1, batch_size=16,
                         lr=0.05, out_dir=tmp_path / "old", model_kwargs=SMALL, eval_n=0,
                         quiet=True, steps=10)  # fmt: skip
     _same_tensors(new, old)
+    assert warned[0].filename == __file__  # the warning names the caller's line
 
 
 def test_train_snn_old_keywords_warn_and_train_the_same(tmp_path, toy_data) -> None:
@@ -109,11 +113,12 @@ def test_train_snn_old_keywords_warn_and_train_the_same(tmp_path, toy_data) -> N
         optimizer=OptimizerConfig(lr=0.05), objective_options={"alpha": 0.01},
     )  # fmt: skip
     new = train_snn("toy", "cnn_small", config, run, model_kwargs=SMALL)
-    with pytest.warns(DeprecationWarning, match="train_snn"):
+    with pytest.warns(DeprecationWarning, match="train_snn") as warned:
         old = train_snn("toy", "cnn_small", "rfgsm_at", T=2, epochs=1, batch_size=16, lr=0.05,
                         init_threshold=0.5, out_dir=tmp_path / "old", model_kwargs=SMALL,
                         eval_n=0, quiet=True, alpha=0.01)  # fmt: skip
     _same_tensors(new, old)
+    assert warned[0].filename == __file__  # the warning names the caller's line
 
 
 def test_finetune_snn_old_keywords_warn_and_finetune_the_same(tmp_path, toy_data) -> None:
@@ -127,9 +132,10 @@ def test_finetune_snn_old_keywords_warn_and_finetune_the_same(tmp_path, toy_data
     )  # fmt: skip
     run = RunContext(out_dir=tmp_path / "new", eval_n=0, quiet=True)
     new = finetune_snn(source, FinetuneConfig(**options), run)
-    with pytest.warns(DeprecationWarning, match="finetune_snn"):
+    with pytest.warns(DeprecationWarning, match="finetune_snn") as warned:
         old = finetune_snn(source, out_dir=tmp_path / "old", eval_n=0, quiet=True, **options)
     _same_tensors(new, old)
+    assert warned[0].filename == __file__  # the warning names the caller's line
     with pytest.raises(TypeError, match="beta"):
         finetune_snn(source, FinetuneConfig(), run, beta=1.0)
 

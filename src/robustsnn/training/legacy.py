@@ -19,7 +19,8 @@ RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunContext))
 
 
 def warn(old: str, new: str) -> None:
-    """The DeprecationWarning of an old call style, pointing at the caller of the entry point."""
+    """The DeprecationWarning of an old call style, pointing at the caller of the entry point
+    (called from the entry point's helper that reads the old keywords)."""
     warnings.warn(
         f"{old} is deprecated and goes in the next release; call {new}",
         DeprecationWarning,

@@ -328,17 +328,22 @@ def finetune_snn(
     resumes an interrupted run from ``<out>/<name>.state.safetensors`` or only re-evaluates.
     """
     if config is None and run is None:
-        legacy.warn(
-            "finetune_snn(path, out_dir=..., beta=..., ...)",
-            "finetune_snn(path, FinetuneConfig(...), RunContext(out_dir=...))",
-        )
-        run, options = legacy.split_run(keywords)
-        config = FinetuneConfig(**options)
+        config, run = _finetune_keywords(keywords)
     elif keywords:
         raise TypeError(f"finetune_snn: pass {', '.join(keywords)} in the config or run context")
     if config is None or run is None:
         raise TypeError("finetune_snn(path, config, run): give both")
     return _finetune(Path(snn_checkpoint), config, run, augment)
+
+
+def _finetune_keywords(keywords: dict[str, Any]) -> tuple[FinetuneConfig, RunContext]:
+    """The config and run context of the old call ``finetune_snn(path, out_dir=..., beta=...)``."""
+    legacy.warn(
+        "finetune_snn(path, out_dir=..., beta=..., ...)",
+        "finetune_snn(path, FinetuneConfig(...), RunContext(out_dir=...))",
+    )
+    run, options = legacy.split_run(keywords)
+    return FinetuneConfig(**options), run
 
 
 def _finetune(source: Path, config: FinetuneConfig, run: RunContext, augment: bool) -> Path:
