@@ -33,16 +33,6 @@ OVERSIZED = {
 
 CIRCLES = {
     frozenset(
-        {
-            "robustsnn.evaluation",
-            "robustsnn.evaluation.escalate",
-            "robustsnn.evaluation.evaluate",
-            "robustsnn.evaluation.run",
-            "robustsnn.evaluation.sharding",
-            "robustsnn.evaluation.workers",
-        }
-    ): "workers and sharding call back into evaluate/run through the package",
-    frozenset(
         {"robustsnn.interop.adapters", "robustsnn.interop.stepwise"}
     ): "private names imported both ways; to be cut by a shared framework-reading module",
 }

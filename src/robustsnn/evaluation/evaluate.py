@@ -37,10 +37,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+import robustsnn.evaluation.adversarial as adv_store
 from robustsnn.attacks import Attack
 from robustsnn.attacks.race import real_margin
 from robustsnn.errors import UserError
-from robustsnn.evaluation import adversarial as adv_store
 from robustsnn.evaluation.diagnostics import DiagnosticsConfig, resolve_config, run_diagnostics
 from robustsnn.evaluation.ensembles import (
     Ensemble,

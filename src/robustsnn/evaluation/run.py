@@ -15,17 +15,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
+import robustsnn.evaluation.adversarial as adversarial
 from robustsnn import distributed
 from robustsnn.attacks import ATTACKS
 from robustsnn.data import load_dataset, to_float
 from robustsnn.data.subsets import stratified_indices as data_stratified_indices
 from robustsnn.errors import UserError
-from robustsnn.evaluation import adversarial
 from robustsnn.evaluation.diagnostics import DiagnosticsConfig
 from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member, resolve_ensemble
 from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating
 from robustsnn.evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate, parse_eps
 from robustsnn.evaluation.sharding import BatchShard, current_shard
+from robustsnn.evaluation.views import model_digest
 from robustsnn.evaluation.workers import resolve_workers, run_in_workers
 from robustsnn.integrity import with_integrity
 from robustsnn.io.atomic import atomic_write_json, atomic_write_text
@@ -254,8 +255,6 @@ def adversarial_metadata(
     result: Mapping[str, Any], model: torch.nn.Module, records: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """What a saved-examples file says about the evaluation that made it."""
-    from robustsnn.evaluation.views import model_digest
-
     members = sorted({str(r["broken_by"]) for r in records if r.get("broken_by")})
     return {
         "model": result.get("model"),
