@@ -31,11 +31,7 @@ OVERSIZED = {
     "robustsnn.snn.triton_kernels:_backward_kernel": "a Triton kernel takes the dynamics as scalars (no structs)",
 }
 
-CIRCLES = {
-    frozenset(
-        {"robustsnn.interop.adapters", "robustsnn.interop.stepwise"}
-    ): "private names imported both ways; to be cut by a shared framework-reading module",
-}
+CIRCLES: dict[frozenset[str], str] = {}
 
 
 def _modules() -> dict[str, ast.Module]:

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from robustsnn.errors import UserError
-from robustsnn.interop.adapters import _adapt, _Neuron, _neuron_spec, _scalar
+from robustsnn.interop.adapters import _adapt, _Neuron, _neuron_spec
+from robustsnn.interop.frameworks import scalar
 from robustsnn.snn.estimators import parse_estimator
 
 
@@ -173,6 +174,6 @@ def test_subclassed_torch_layer_is_refused() -> None:
 
 
 def test_per_neuron_values_are_refused() -> None:
-    assert _scalar("n", "threshold", torch.full((3,), 0.5)) == 0.5
+    assert scalar("n", "threshold", torch.full((3,), 0.5)) == 0.5
     with pytest.raises(UserError, match="differs between neurons"):
-        _scalar("n", "threshold", torch.tensor([0.5, 1.0]))
+        scalar("n", "threshold", torch.tensor([0.5, 1.0]))

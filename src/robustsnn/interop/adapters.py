@@ -59,16 +59,18 @@ when a membrane lies within rounding of its threshold, and the verification then
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from robustsnn.errors import UserError
+from robustsnn.interop.frameworks import SJ_WHY, SNNTORCH_WHY, AdapterInfo, SpikeCounter, scalar
 from robustsnn.interop.graph import safe_key
 from robustsnn.interop.nir_import import ImportedGraph, _fold_gains, build_network
-from robustsnn.interop.verify import Verification, require, verify
+from robustsnn.interop.stepwise import wrap
+from robustsnn.interop.verify import require, verify
 from robustsnn.models.layers import Normalize
 from robustsnn.snn.network import SpikingNetwork
 from robustsnn.snn.neuron import THRESHOLD_MIN
@@ -84,20 +86,6 @@ _READOUT_REFUSALS = {
     "last": "robustsnn's logits average over all T steps; a last-step readout has no equivalent",
     "max": "robustsnn's logits average over all T steps; a max-over-time readout has no equivalent",
 }
-
-
-@dataclass
-class AdapterInfo:
-    """What an adapter read and assumed, kept on the adapted network as ``snn.adapter``."""
-
-    framework: str
-    version: str
-    T: int
-    readout: str
-    time_convention: str
-    reset_gradient: str
-    notes: list[str] = field(default_factory=list)
-    verification: Verification | None = None
 
 
 @dataclass
@@ -204,40 +192,10 @@ def _stateless(name: str, m: nn.Module) -> tuple[dict[str, Any], dict[str, torch
 # --------------------------------------------------------------------------- neurons
 
 
-def _scalar(name: str, what: str, value: Any) -> float:
-    """One number for a whole layer; per-neuron values are refused."""
-    tensor = torch.as_tensor(value).detach().double().reshape(-1)
-    if tensor.numel() == 0:
-        raise UserError(f"neuron {name!r}: {what} is empty")
-    if not torch.all(tensor == tensor[0]):
-        raise UserError(
-            f"neuron {name!r}: {what} differs between neurons (per-neuron values); robustsnn "
-            "runs one value per layer"
-        )
-    return float(tensor[0])
-
-
 def _neuron_spec(leak: float, reset: str, fire_at_equal: bool, theta: float) -> dict[str, Any]:
     return {"op": "neuron", "leak": float(leak), "reset": reset, "emit": "binary",
             "fire_at_equal": fire_at_equal,
             "threshold_min": min(THRESHOLD_MIN, theta)}  # fmt: skip
-
-
-_SJ_WHY = {
-    "ParametricLIFNode": "its time constant is learnt through a sigmoid (a charge formula "
-    "robustsnn does not run)",
-    "HalfThresholdIFNode": "it starts from v = theta/2 (SpikingJelly's ann2snn node)",
-    "QIFNode": "quadratic integrate-and-fire dynamics",
-    "EIFNode": "exponential integrate-and-fire dynamics",
-    "IzhikevichNode": "two-variable Izhikevich dynamics",
-    "KLIFNode": "its output is a nonlinear function of the membrane, not a binary spike",
-    "LIAFNode": "it emits an analog activation, not binary spikes",
-    "PSN": "parallel spiking neurons mix time steps with a learnt matrix",
-    "MaskedPSN": "parallel spiking neurons mix time steps with a learnt matrix",
-    "SlidingPSN": "parallel spiking neurons mix time steps with a learnt matrix",
-    "NonSpikingIFNode": "a non-spiking integrator readout has no robustsnn layer",
-    "NonSpikingLIFNode": "a non-spiking integrator readout has no robustsnn layer",
-}
 
 
 def _sj_neuron(name: str, m: nn.Module) -> _Neuron | None:
@@ -253,18 +211,18 @@ def _sj_neuron(name: str, m: nn.Module) -> _Neuron | None:
     if not is_if and type(m) is not sjn.LIFNode:
         if "Dropout" in kind:
             return None
-        why = _SJ_WHY.get(kind, "robustsnn runs IF and LIF neurons with one threshold per "
-                          "layer, reset to 0 or by subtraction")  # fmt: skip
+        why = SJ_WHY.get(kind, "robustsnn runs IF and LIF neurons with one threshold per "
+                         "layer, reset to 0 or by subtraction")  # fmt: skip
         raise UserError(
             f"SpikingJelly module {name!r} ({kind}) has no exact robustsnn equivalent: {why}"
         )
-    theta = _scalar(name, "v_threshold", m.v_threshold)
+    theta = scalar(name, "v_threshold", m.v_threshold)
     if not theta > 0:
         raise UserError(f"neuron {name!r}: v_threshold = {theta:g}; robustsnn needs it > 0")
     v_reset = m.v_reset
     if v_reset is None:
         reset = "soft"
-    elif _scalar(name, "v_reset", v_reset) == 0.0:
+    elif scalar(name, "v_reset", v_reset) == 0.0:
         reset = "hard"
     else:
         raise UserError(
@@ -277,7 +235,7 @@ def _sj_neuron(name: str, m: nn.Module) -> _Neuron | None:
         )
     leak, gain = 1.0, 1.0
     if type(m) is sjn.LIFNode:
-        tau = _scalar(name, "tau", m.tau)
+        tau = scalar(name, "tau", m.tau)
         if not tau > 1.0:
             raise UserError(
                 f"neuron {name!r}: tau = {tau:g}; robustsnn's leak 1 - 1/tau must be in (0, 1]"
@@ -292,17 +250,6 @@ def _sj_neuron(name: str, m: nn.Module) -> _Neuron | None:
                    detach_reset=bool(m.detach_reset), surrogate=surrogate)  # fmt: skip
 
 
-_SNNTORCH_WHY = {
-    "RLeaky": "it has recurrent connections",
-    "RSynaptic": "it has recurrent connections and a synaptic current",
-    "Synaptic": "its synaptic current is a second state robustsnn neurons do not have",
-    "Alpha": "its alpha-shaped synapse needs two states",
-    "Lapicque": "its RC parameterisation is not checked against robustsnn's leak",
-    "SLSTM": "it is a spiking LSTM",
-    "SConv2dLSTM": "it is a spiking convolutional LSTM",
-}
-
-
 def _snntorch_neuron(name: str, m: nn.Module, last: bool) -> _Neuron | None:
     if not type(m).__module__.startswith("snntorch"):
         return None
@@ -312,7 +259,7 @@ def _snntorch_neuron(name: str, m: nn.Module, last: bool) -> _Neuron | None:
         return None
     kind = type(m).__name__
     if type(m) is not snn.Leaky:
-        why = _SNNTORCH_WHY.get(kind, "robustsnn runs Leaky (LIF) neurons only")
+        why = SNNTORCH_WHY.get(kind, "robustsnn runs Leaky (LIF) neurons only")
         raise UserError(
             f"snnTorch module {name!r} ({kind}) has no exact robustsnn equivalent: {why}"
         )
@@ -327,10 +274,10 @@ def _snntorch_neuron(name: str, m: nn.Module, last: bool) -> _Neuron | None:
             f"neuron {name!r}: init_hidden=False returns (spk, mem), which the next layer of an "
             "nn.Sequential cannot read; build the neurons with init_hidden=True"
         )
-    theta = _scalar(name, "threshold", m.threshold)
+    theta = scalar(name, "threshold", m.threshold)
     if not theta > 0:
         raise UserError(f"neuron {name!r}: threshold = {theta:g}; robustsnn needs it > 0")
-    beta = min(max(_scalar(name, "beta", m.beta), 0.0), 1.0)  # snnTorch uses beta.clamp(0, 1)
+    beta = min(max(scalar(name, "beta", m.beta), 0.0), 1.0)  # snnTorch uses beta.clamp(0, 1)
     if not beta > 0:
         raise UserError(
             f"neuron {name!r}: beta = 0 keeps no membrane; robustsnn's leak is in (0, 1]"
@@ -356,7 +303,7 @@ def _snntorch_neuron(name: str, m: nn.Module, last: bool) -> _Neuron | None:
             f"neuron {name!r}: reset_mechanism={mechanism!r} (no reset) has no robustsnn "
             "equivalent; robustsnn neurons reset to 0 or subtract the threshold"
         )
-    graded = _scalar(name, "graded_spikes_factor", m.graded_spikes_factor)
+    graded = scalar(name, "graded_spikes_factor", m.graded_spikes_factor)
     surrogate = getattr(m.spike_grad, "__name__", type(m.spike_grad).__name__)
     return _Neuron(_neuron_spec(beta, reset, False, theta), theta, graded=graded,
                    detach_reset=True, surrogate=surrogate)  # fmt: skip
@@ -448,26 +395,6 @@ def _translate(
 # --------------------------------------------------------------------------- reference runs
 
 
-class _SpikeCounter:
-    """Forward hooks counting each sample's spikes over the source's neurons and steps."""
-
-    def __init__(self, neurons: Sequence[nn.Module], batch: int) -> None:
-        self.total = torch.zeros(batch, dtype=torch.float64)
-        self.handles = [n.register_forward_hook(self._hook) for n in neurons]
-
-    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        del inputs
-        spikes = output[0] if isinstance(output, tuple) else output
-        fired = spikes.detach().ne(0).double().cpu()
-        if getattr(module, "step_mode", "s") == "m":  # [T, B, ...]
-            fired = fired.transpose(0, 1)
-        self.total += fired.reshape(self.total.shape[0], -1).sum(1)
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-
 def _device(module: nn.Module) -> torch.device:
     for tensor in list(module.parameters()) + list(module.buffers()):
         return tensor.device
@@ -487,7 +414,7 @@ def _reference(
     """The source's logits (its readout over T steps) and spike counts per sample, in eval mode,
     its neurons reset before and after."""
     was_training = module.training
-    counter = _SpikeCounter(neurons, x.shape[0])
+    counter = SpikeCounter(neurons, x.shape[0])
     x = x.to(_device(module))
     module.eval()
     reset()
@@ -641,8 +568,6 @@ def _wrap_class_model(
     options: dict[str, Any],
 ) -> SpikingNetwork:
     """A class-style model: its own forward, neurons swapped (see :mod:`.stepwise`)."""
-    from robustsnn.interop.stepwise import wrap
-
     return wrap(module, T, example=example, input_shape=input_shape, readout=readout, **options)
 
 

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from robustsnn.errors import UserError
+from robustsnn.interop.frameworks import AdapterInfo
+from robustsnn.interop.stepwise import wrap
 
 SAFETENSORS = (".safetensors",)
 TORCH_STATE = (".pt", ".pth")
@@ -157,9 +159,6 @@ def load_foreign(
     device: str | torch.device = "cpu",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The wrapped model of ``module:factory`` and metadata for the evaluation."""
-    from robustsnn.interop.adapters import AdapterInfo
-    from robustsnn.interop.stepwise import wrap
-
     if T is None:
         raise UserError(f"{spec} is a model factory: pass --T, the time steps its forward runs")
     sample = tuple(int(s) for s in example.shape[1:])

@@ -58,7 +58,7 @@ import torch
 from torch import Tensor, nn
 
 from robustsnn.errors import UserError
-from robustsnn.interop.adapters import _SJ_WHY, _SNNTORCH_WHY, AdapterInfo, _scalar, _SpikeCounter
+from robustsnn.interop.frameworks import SJ_WHY, SNNTORCH_WHY, AdapterInfo, SpikeCounter, scalar
 from robustsnn.interop.verify import Verification, require, same_draws, verify
 from robustsnn.snn.estimator_backward import (
     assg_spread,
@@ -151,17 +151,17 @@ def _sj_rule(name: str, m: nn.Module) -> Rule:
 
     kind = type(m).__name__
     if type(m) not in (sjn.IFNode, sjn.LIFNode):
-        why = _SJ_WHY.get(kind, "robustsnn's step neurons run IFNode and LIFNode")
+        why = SJ_WHY.get(kind, "robustsnn's step neurons run IFNode and LIFNode")
         raise UserError(f"SpikingJelly module {name!r} ({kind}) cannot be wrapped: {why}")
     if getattr(m, "_neuron_precision", None) is not None:
         raise UserError(f"neuron {name!r} runs at a reduced precision; robustsnn runs float32")
-    theta = _scalar(name, "v_threshold", m.v_threshold)
+    theta = scalar(name, "v_threshold", m.v_threshold)
     if not theta > 0:
         raise UserError(f"neuron {name!r}: v_threshold = {theta:g}; it must be > 0")
-    v_reset = None if m.v_reset is None else _scalar(name, "v_reset", m.v_reset)
+    v_reset = None if m.v_reset is None else scalar(name, "v_reset", m.v_reset)
     tau, decay = 1.0, True
     if type(m) is sjn.LIFNode:
-        tau, decay = _scalar(name, "tau", m.tau), bool(m.decay_input)
+        tau, decay = scalar(name, "tau", m.tau), bool(m.decay_input)
         if not tau >= 1.0:
             raise UserError(f"neuron {name!r}: tau = {tau:g}; the leak 1 - 1/tau must be >= 0")
     return Rule("spikingjelly", "lif" if type(m) is sjn.LIFNode else "if", theta, tau=tau,
@@ -174,7 +174,7 @@ def _snntorch_rule(name: str, m: nn.Module) -> Rule:
 
     kind = type(m).__name__
     if type(m) is not snntorch.Leaky:
-        why = _SNNTORCH_WHY.get(kind, "robustsnn's step neurons run Leaky only")
+        why = SNNTORCH_WHY.get(kind, "robustsnn's step neurons run Leaky only")
         raise UserError(f"snnTorch module {name!r} ({kind}) cannot be wrapped: {why}")
     if m.inhibition or m.state_quant:
         raise UserError(
@@ -186,12 +186,12 @@ def _snntorch_rule(name: str, m: nn.Module) -> Rule:
             f"neuron {name!r}: reset_delay=False resets within the step with a double-reset "
             "correction; robustsnn's step neuron runs snnTorch's default reset_delay=True"
         )
-    theta = _scalar(name, "threshold", m.threshold)
+    theta = scalar(name, "threshold", m.threshold)
     if not theta > 0:
         raise UserError(f"neuron {name!r}: threshold = {theta:g}; it must be > 0")
-    beta = min(max(_scalar(name, "beta", m.beta), 0.0), 1.0)
+    beta = min(max(scalar(name, "beta", m.beta), 0.0), 1.0)
     return Rule("snntorch", "leaky", theta, beta=beta, mechanism=str(m.reset_mechanism),
-                graded=_scalar(name, "graded_spikes_factor", m.graded_spikes_factor),
+                graded=scalar(name, "graded_spikes_factor", m.graded_spikes_factor),
                 detach_reset=True, hidden=bool(m.init_hidden),
                 output=bool(getattr(m, "output", False)))  # fmt: skip
 
@@ -618,7 +618,7 @@ def _check(
     """Compare the wrapped model with the original on ``x``; refuse a mismatch."""
     was_training = model.training
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    counter = _SpikeCounter(sources, x.shape[0])
+    counter = SpikeCounter(sources, x.shape[0])
     model.eval()
     _reset_source(model)
     try:
