@@ -77,6 +77,17 @@ OLD_PATHS: dict[str, dict[str, list[str]]] = {
         ],
         "robustsnn.interop.stepwise": ["SourceSurrogate", "WrappedNetwork", "wrap"],
     },
+    "robustsnn.reference_sim": {
+        "robustsnn.snn.reference": [
+            "Simulation",
+            "conv2d",
+            "is_random_network",
+            "pool2d",
+            "simulate_network",
+            "simulate_nir",
+            "trace_network",
+        ],
+    },
 }
 
 # switched to the new paths separately (issue 34): not held to the no-warning rule yet

@@ -11,7 +11,7 @@ from robustsnn.conversion import convert
 from robustsnn.errors import UserError
 from robustsnn.models.layers import Normalize
 from robustsnn.models.resnet import ResNet20
-from robustsnn.reference_sim import conv2d, pool2d, simulate_network
+from robustsnn.snn.reference import conv2d, pool2d, simulate_network
 from robustsnn.snn import SpikingNetwork
 from robustsnn.snn.neuron import SpikingNeuron
 

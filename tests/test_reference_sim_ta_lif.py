@@ -12,7 +12,7 @@ import torch
 from robustsnn.conversion import convert
 from robustsnn.errors import UserError
 from robustsnn.models import build_model
-from robustsnn.reference_sim import simulate_network
+from robustsnn.snn.reference import simulate_network
 from robustsnn.snn import SpikingNetwork
 from robustsnn.snn.ta_lif import ThresholdAdaptingNeuron, apply_ta_lif
 

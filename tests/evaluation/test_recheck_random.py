@@ -17,7 +17,7 @@ from robustsnn.evaluation.recheck import random_model_draws, recheck_folder
 from robustsnn.evaluation.views import model_digest
 from robustsnn.io.models import load_model, save_snn
 from robustsnn.models import build_model
-from robustsnn.reference_sim import is_random_network, simulate_network
+from robustsnn.snn.reference import is_random_network, simulate_network
 from robustsnn.snn import SpikingNetwork, SpikingNeuron
 from robustsnn.snn.encoding import configure_stochastic
 

@@ -1,7 +1,7 @@
-"""The numpy NIR reference simulator, now part of the package (:mod:`robustsnn.reference_sim`)."""
+"""The numpy NIR reference simulator, now part of the package (:mod:`robustsnn.snn.reference`)."""
 
 from __future__ import annotations
 
-from robustsnn.reference_sim import simulate_nir as simulate
+from robustsnn.snn.reference import simulate_nir as simulate
 
 __all__ = ["simulate"]

@@ -8,7 +8,7 @@ that found it:
   clean image is the dataset's (when the dataset can be loaded);
 - the model's own forward pass in float64 misclassifies it (the true class's logit strictly
   below another class's: a tie does not count);
-- the independent reference simulator (:mod:`robustsnn.reference_sim`, numpy, float64, no code
+- the independent reference simulator (:mod:`robustsnn.snn.reference`, numpy, float64, no code
   shared with the SNN's fast path) misclassifies it too;
 - the float32 forward reproduces the recorded logits (reported; bit for bit on the machine that
   wrote them, not required elsewhere);
@@ -269,7 +269,7 @@ def _reference_verdict(
     (``draws`` > 0): by a strict majority of ``draws`` of its own numpy draws, with the counts."""
     import numpy as np
 
-    from robustsnn.reference_sim import simulate_network
+    from robustsnn.snn.reference import simulate_network
 
     if not draws:
         sim = simulate_network(model, adv.double())
