@@ -11,9 +11,9 @@ from robustsnn.conversion import convert
 from robustsnn.errors import UserError
 from robustsnn.models.layers import Normalize
 from robustsnn.models.resnet import ResNet20
-from robustsnn.snn.reference import conv2d, pool2d, simulate_network
 from robustsnn.snn import SpikingNetwork
 from robustsnn.snn.neuron import SpikingNeuron
+from robustsnn.snn.reference import conv2d, pool2d, simulate_network
 
 
 def _randomize_bn(model: nn.Module, seed: int) -> None:

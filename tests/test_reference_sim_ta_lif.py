@@ -12,8 +12,8 @@ import torch
 from robustsnn.conversion import convert
 from robustsnn.errors import UserError
 from robustsnn.models import build_model
-from robustsnn.snn.reference import simulate_network
 from robustsnn.snn import SpikingNetwork
+from robustsnn.snn.reference import simulate_network
 from robustsnn.snn.ta_lif import ThresholdAdaptingNeuron, apply_ta_lif
 
 

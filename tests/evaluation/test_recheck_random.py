@@ -17,9 +17,9 @@ from robustsnn.evaluation.recheck import random_model_draws, recheck_folder
 from robustsnn.evaluation.views import model_digest
 from robustsnn.io.models import load_model, save_snn
 from robustsnn.models import build_model
-from robustsnn.snn.reference import is_random_network, simulate_network
 from robustsnn.snn import SpikingNetwork, SpikingNeuron
 from robustsnn.snn.encoding import configure_stochastic
+from robustsnn.snn.reference import is_random_network, simulate_network
 
 
 def _one_neuron(reset: str, noise: float, encoding: str = "direct") -> SpikingNetwork:
