@@ -17,13 +17,9 @@ MAX_PARAMS = 12
 
 OVERSIZED = {
     "robustsnn.evaluation.diagnostics:run_diagnostics": "each check's options as arguments; to take DiagnosticsConfig only",
-    "robustsnn.evaluation.escalate:evaluate_escalating": "forwards evaluate()'s options; to take a config object",
     "robustsnn.evaluation.evaluate:_run_batch": "one batch through every member with its bookkeeping",
-    "robustsnn.evaluation.evaluate:evaluate": "the public evaluate(); to take a config object",
     "robustsnn.evaluation.evaluate:_summarize": "the evaluation.json assembly from many parts",
-    "robustsnn.evaluation.latency:latency_curve": "forwards evaluate()'s options per T",
     "robustsnn.evaluation.recheck:_recheck_examples": "float64, reference-simulator and random-model rechecks in one loop",
-    "robustsnn.evaluation.run:run_evaluation": "the checkpoint-level evaluation entry; to take a config object",
     "robustsnn.interop.adapters:_adapt": "every wrap() option forwarded",
     "robustsnn.interop.nir_import:nir_to_graph": "one branch per NIR node type",
     "robustsnn.models.vgg:__init__": "the VGG family's width, depth and head options",

@@ -192,19 +192,25 @@ def _evaluate(
     device: str,
     at_least: str | None = None,
 ) -> None:
-    from robustsnn.evaluation import run_evaluation
+    from robustsnn.evaluation import EvaluationConfig, EvaluationRun, run_evaluation
     from robustsnn.evaluation.escalate import EscalationPolicy
     from robustsnn.evaluation.stochastic import StochasticConfig
 
     out = run_dir / "eval" / model
-    escalate = cfg.eval.escalate and EscalationPolicy(cfg.eval.escalate_levels, None, at_least)
-    run_evaluation(
-        path, ensemble=cfg.eval.ensemble, eps=cfg.eval.eps, n=cfg.eval.n, out_dir=out,
-        seed=cfg.seed, batch_size=cfg.eval.batch_size, quiet=quiet, device=device,
-        data_dir=cfg.data.data_dir, diagnostics=cfg.eval.diagnostics, split=cfg.eval.split,
-        escalate=escalate, save_adversarial=cfg.eval.save_adversarial, workers=cfg.eval.workers,
+    escalate = None
+    if cfg.eval.escalate:
+        escalate = EscalationPolicy(cfg.eval.escalate_levels, None, at_least)
+    config = EvaluationConfig(
+        eps=cfg.eval.eps, ensemble=cfg.eval.ensemble, seed=cfg.seed,
+        batch_size=cfg.eval.batch_size, diagnostics=cfg.eval.diagnostics,
+        save_adversarial=cfg.eval.save_adversarial,
         randomness=StochasticConfig(cfg.eval.randomness, cfg.eval.prediction_draws),
     )  # fmt: skip
+    run = EvaluationRun(
+        n=cfg.eval.n, split=cfg.eval.split, data_dir=cfg.data.data_dir, escalate=escalate,
+        out_dir=out, device=device, workers=cfg.eval.workers, quiet=quiet,
+    )  # fmt: skip
+    run_evaluation(path, config, run)
     if distributed.is_main():
         shutil.copyfile(out / "evaluation.json", run_dir / f"evaluation-{model}.json")
 
@@ -247,6 +253,7 @@ def _latency(
     """Robustness vs latency of one SNN: the run's ensemble, eps and images at each
     ``eval.latency_T``, escalated (when the run escalates) at least to the preset the run's
     rows were matched on."""
+    from robustsnn.evaluation import EvaluationConfig, EvaluationRun
     from robustsnn.evaluation.escalate import EscalationPolicy, final_preset
     from robustsnn.evaluation.latency import latency_curve
 
@@ -254,12 +261,15 @@ def _latency(
     policy = None
     if cfg.eval.escalate:
         policy = EscalationPolicy(cfg.eval.escalate_levels, None, final_preset(evaluation))
-    latency_curve(
-        path, cfg.eval.latency_T, out_dir=run_dir / "latency" / model, ensemble=cfg.eval.ensemble,
-        eps=cfg.eval.eps, n=cfg.eval.n, label=model, seed=cfg.seed,
-        batch_size=cfg.eval.batch_size, device=device, data_dir=cfg.data.data_dir,
-        diagnostics=cfg.eval.diagnostics, escalation=policy, quiet=quiet,
+    config = EvaluationConfig(
+        eps=cfg.eval.eps, ensemble=cfg.eval.ensemble, seed=cfg.seed,
+        batch_size=cfg.eval.batch_size, diagnostics=cfg.eval.diagnostics,
     )  # fmt: skip
+    run = EvaluationRun(
+        n=cfg.eval.n, data_dir=cfg.data.data_dir, escalate=policy,
+        out_dir=run_dir / "latency" / model, device=device, quiet=quiet,
+    )  # fmt: skip
+    latency_curve(path, cfg.eval.latency_T, config, run, label=model)
 
 
 def _statistics(cfg: RunConfig, run_dir: Path, model: str, path: Path, device: str) -> None:

@@ -275,15 +275,19 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 def _run_evaluation(a: argparse.Namespace, out: Path, escalate: Any, loaded: Any) -> Any:
-    from robustsnn.evaluation import run_evaluation
+    from robustsnn.evaluation import EvaluationConfig, EvaluationRun, run_evaluation
 
-    return run_evaluation(
-        a.checkpoint, attack=a.attack, ensemble=a.ensemble, estimator=a.estimator, eps=a.eps,
-        n=a.n, out_dir=out, seed=a.seed, batch_size=a.batch_size, quiet=a.quiet, device=a.device,
-        data_dir=a.data_dir, transfer_from=a.transfer_from, diagnostics=a.diagnostics,
-        escalate=escalate, dataset=a.dataset, split=a.split, loaded=loaded,
-        save_adversarial=a.save_adversarial, workers=a.workers, randomness=_randomness(a),
+    config = EvaluationConfig(
+        eps=a.eps, attacks=a.attack, ensemble=a.ensemble, seed=a.seed, batch_size=a.batch_size,
+        diagnostics=a.diagnostics, save_adversarial=a.save_adversarial,
+        randomness=_randomness(a),
     )  # fmt: skip
+    run = EvaluationRun(
+        n=a.n, split=a.split, dataset=a.dataset, data_dir=a.data_dir, estimator=a.estimator,
+        transfer_from=a.transfer_from, escalate=escalate or None, out_dir=out, device=a.device,
+        workers=a.workers, quiet=a.quiet,
+    )  # fmt: skip
+    return run_evaluation(a.checkpoint, config, run, loaded=loaded)
 
 
 def _randomness(a: argparse.Namespace) -> Any:
@@ -388,15 +392,19 @@ def cmd_latency(a: argparse.Namespace) -> None:
 
 
 def _latency(a: argparse.Namespace, out: Path, steps: list[int]) -> Any:
+    from robustsnn.evaluation import EvaluationConfig, EvaluationRun
     from robustsnn.evaluation.escalate import EscalationPolicy
     from robustsnn.evaluation.latency import latency_curve
 
-    return latency_curve(
-        a.checkpoint, steps, out_dir=out, ensemble=a.ensemble, eps=a.eps, n=a.n, seed=a.seed,
-        label=a.label,
-        batch_size=a.batch_size, device=a.device, data_dir=a.data_dir, diagnostics=a.diagnostics,
-        escalation=EscalationPolicy(a.escalate_levels) if a.escalate else None, quiet=a.quiet,
+    config = EvaluationConfig(
+        eps=a.eps, ensemble=a.ensemble, seed=a.seed, batch_size=a.batch_size,
+        diagnostics=a.diagnostics,
     )  # fmt: skip
+    run = EvaluationRun(
+        n=a.n, data_dir=a.data_dir, out_dir=out, device=a.device, quiet=a.quiet,
+        escalate=EscalationPolicy(a.escalate_levels) if a.escalate else None,
+    )  # fmt: skip
+    return latency_curve(a.checkpoint, steps, config, run, label=a.label)
 
 
 def cmd_recheck(a: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ gradient estimator, and every verdict uses the SNN's real forward pass.
 
 from __future__ import annotations
 
+from robustsnn.evaluation.config import EvaluationConfig, EvaluationContext, EvaluationRun
 from robustsnn.evaluation.diagnostics import (
     CHECKS,
     DIAGNOSTICS_MODES,
@@ -49,6 +50,9 @@ __all__ = [
     "STATE_FILE",
     "DiagnosticsConfig",
     "Ensemble",
+    "EvaluationConfig",
+    "EvaluationContext",
+    "EvaluationRun",
     "Member",
     "attack_grid",
     "attack_view",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,19 @@ from torch import Tensor, nn
 
 from robustsnn.errors import UserError
 from robustsnn.evaluation.adversarial import AdversarialSet, concat, ordered_like
+from robustsnn.evaluation.config import (
+    EscalationPolicy,
+    EvaluationConfig,
+    EvaluationContext,
+    split_keywords,
+    warn_old_call,
+)
 from robustsnn.evaluation.diagnostics import resolve_config, run_diagnostics
 from robustsnn.evaluation.ensembles import ENSEMBLES, ESCALATION_LADDER
-from robustsnn.evaluation.evaluate import EnsembleLike, _model_device, evaluate
+from robustsnn.evaluation.evaluate import _model_device, evaluate
 from robustsnn.evaluation.intervals import wilson_interval
-from robustsnn.evaluation.stochastic import restore_randomness, step_config
+from robustsnn.evaluation.stochastic import restore_randomness
+from robustsnn.evaluation.stochastic import step_config as randomness_step
 from robustsnn.evaluation.views import eval_mode
 
 LATE_FRACTION = 0.5
@@ -71,18 +79,6 @@ def next_preset(current: str, ladder: Sequence[str] = ESCALATION_LADDER) -> str 
     return ladder[1] if len(ladder) > 1 else None
 
 
-@dataclass(frozen=True)
-class EscalationPolicy:
-    """How far an evaluation escalates: at most ``levels`` steps, none started after ``seconds``,
-    and at least up to the preset ``at_least`` whatever the checks say (so that rows compared
-    with each other, e.g. an ANN and its SNNs, end on the same preset of the ladder; steps
-    taken for it do not count against ``levels``)."""
-
-    levels: int = 2
-    seconds: float | None = None
-    at_least: str | None = None
-
-
 def final_preset(evaluation: dict[str, Any]) -> str | None:
     """The strongest preset an evaluation ran: its last escalation step's, else its start."""
     escalation = evaluation.get("escalation") or {}
@@ -102,68 +98,51 @@ def evaluate_escalating(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
+    config: EvaluationConfig | None = None,
+    context: EvaluationContext | None = None,
+    policy: EscalationPolicy | None = None,
     *,
-    eps: float | str,
-    ensemble: EnsembleLike = "reliable",
-    max_levels: int = 2,
-    budget_seconds: float | None = None,
     ladder: Sequence[str] = ESCALATION_LADDER,
-    state_dir: str | Path | None = None,
-    indices: Sequence[int] | Tensor | None = None,
-    diagnostics: str = "fast",
-    diagnostics_n: int | None = None,
-    seed: int = 0,
-    quiet: bool = False,
     log: Callable[[str], None] | None = None,
     step_batch_size: int | None = None,
-    at_least: str | None = None,
-    **kwargs: Any,
+    **old: Any,
 ) -> dict[str, Any]:
     """:func:`~robustsnn.evaluation.evaluate.evaluate`, then escalate (see the module doc).
 
     Args:
-        ensemble: the preset (or ensemble) to start with.
-        max_levels: at most this many escalation steps.
-        budget_seconds: no new step starts after this much time (None: no limit).
+        config: the first evaluation's :class:`EvaluationConfig`; its ``ensemble`` is the
+            preset (or ensemble) to start with. The steps take the same config with the
+            step's preset, no diagnostics of their own and ``step_batch_size``.
+        context: the :class:`EvaluationContext`; each step resumes in
+            ``escalation-<k>-<preset>`` inside ``state_dir``.
+        policy: how far to escalate (:class:`EscalationPolicy`: at most ``levels`` steps, none
+            started after ``seconds``, at least up to ``at_least`` whatever the checks say,
+            the reason recorded being the match; those steps ignore ``levels``).
         ladder: presets in order of strength.
-        state_dir: resume folder; each step resumes in ``escalation-<k>-<preset>`` inside it.
+        log: called with a line per step taken.
         step_batch_size: batch size of the escalation steps (default: ``batch_size``); the
             few standing samples of a strong preset are worth saving (resuming) more often.
-        at_least: escalate at least up to this ladder preset, whether or not a check asks
-            for it (the reason recorded is the match); these steps ignore ``max_levels``.
-        kwargs: passed to every ``evaluate`` call (batch_size, transfer_source, meta, ...).
+        old: the old keyword style (``eps=..., ensemble=..., max_levels=...``), deprecated.
 
     Returns:
         The evaluation.json dict of the first run with the final per-sample records and
         headline, an ensemble row ``"<start> + escalation"`` and ``escalation``: the steps
         taken, why, and the checks that still fail.
     """
+    config, context, policy = _escalation_configs(config, context, policy, old)
+    max_levels = policy.levels
     if isinstance(max_levels, bool) or not isinstance(max_levels, int) or max_levels < 0:
         raise UserError(f"max escalation levels must be an integer >= 0, got {max_levels!r}")
     for name in ladder:
         ENSEMBLES.get(name)
+    at_least = policy.at_least
     if at_least is not None and at_least not in ladder:
         raise UserError(f"escalation target {at_least!r} is not on the ladder {', '.join(ladder)}")
     say = log or (lambda message: None)
     started = time.perf_counter()
-    result = evaluate(
-        model,
-        x,
-        y,
-        eps=eps,
-        ensemble=ensemble,
-        state_dir=state_dir,
-        indices=indices,
-        diagnostics=diagnostics,
-        diagnostics_n=diagnostics_n,
-        seed=seed,
-        quiet=quiet,
-        **kwargs,
-    )
+    result = evaluate(model, x, y, config, context)
     start_name = result.get("ensemble") or "clean"
-    randomness = result.get("randomness")
     current = start_name
-    config = resolve_config(diagnostics, diagnostics_n)
     records = result["records"]
     steps: list[dict[str, Any]] = []
     target = ladder_level(at_least, ladder)
@@ -177,6 +156,7 @@ def evaluate_escalating(
     forced = matching()
     stopped = "checks passed" if not reasons else ""
     n = len(records)
+    budget_seconds = policy.seconds
     while reasons or forced:
         preset = next_preset(current, ladder)
         if preset is None:
@@ -186,7 +166,7 @@ def evaluate_escalating(
             stopped = f"level limit ({max_levels}) reached"
             break
         if budget_seconds is not None and _on_main(
-            kwargs, lambda: time.perf_counter() - started > budget_seconds
+            context, lambda: time.perf_counter() - started > budget_seconds
         ):  # sharded: rank 0's clock decides, so every rank takes the same branch
             stopped = f"time budget ({budget_seconds:g} s) spent"
             break
@@ -194,71 +174,13 @@ def evaluate_escalating(
         why = ", ".join(reasons + forced)
         say(f"escalating to {preset} on {len(standing)} standing samples: {why}")
         step_started = time.perf_counter()
-        broken = 0
-        sub: dict[str, Any] | None = None
-        if standing:
-            rows = torch.tensor(standing)
-            step_kwargs = dict(kwargs)
-            # a random model: the first evaluation's K and M, without a new variance check
-            step_kwargs["randomness"] = step_config(randomness, kwargs.get("randomness"))
-            if step_batch_size is not None:
-                step_kwargs["batch_size"] = step_batch_size
-            sub = evaluate(
-                model,
-                x[rows],
-                y[rows],
-                eps=eps,
-                ensemble=preset,
-                state_dir=None
-                if state_dir is None
-                else Path(state_dir) / f"escalation-{len(steps) + 1}-{preset}",
-                indices=[records[i]["index"] for i in standing],
-                diagnostics="none",
-                seed=seed,
-                quiet=quiet,
-                **step_kwargs,
-            )
-            for i, record in zip(standing, sub["records"], strict=True):
-                if not record["robust"] and record["clean_correct"]:
-                    records[i]["robust"] = False
-                    records[i]["broken_by"] = f"{preset}:{record['broken_by']}"
-                    records[i]["prediction"] = record["prediction"]
-                    broken += 1
-            # members the model cannot run (a wrapped model's HART), with their reasons
-            result.setdefault("left_out", {}).update(sub.get("left_out", {}))
-            if "adversarial" in result and "adversarial" in sub:
-                result["adversarial"] = _merge_examples(
-                    result["adversarial"], sub["adversarial"], preset, records
-                )
-        members = ENSEMBLES.get(preset).for_model(model).members
-        robust_mask = torch.tensor([r["robust"] for r in records], dtype=torch.bool)
-        clean_mask = torch.tensor([r["clean_correct"] for r in records], dtype=torch.bool)
-
-        def diagnose_step(
-            clean_mask: Tensor = clean_mask,
-            robust_mask: Tensor = robust_mask,
-            members: tuple[Any, ...] = tuple(members),
-        ) -> dict[str, Any]:
-            handling = restore_randomness(model, randomness, seed)
-            with eval_mode(model), handling.scope():
-                return handling.with_check(
-                    run_diagnostics(
-                        model,
-                        x,
-                        y,
-                        clean_mask,
-                        robust_mask,
-                        eps=result["eps"],
-                        members=members,
-                        config=config,
-                        seed=seed,
-                        device=_model_device(model, x.device),
-                    )
-                )
-
-        diag = _on_main(kwargs, diagnose_step)
+        step_config, step_context = _step_configs(
+            config, context, result, preset, len(steps) + 1, step_batch_size
+        )
+        broken, sub = _attack_standing(model, x, y, result, standing, step_config, step_context)
+        diag = _on_main(context, _step_diagnostics(model, x, y, result, config, preset))
         late = late_breaks(sub) if sub is not None else 0
-        robust_now = int(robust_mask.sum())
+        robust_now = sum(bool(r["robust"]) for r in records)
         steps.append(
             {
                 "level": len(steps) + 1,
@@ -279,22 +201,7 @@ def evaluate_escalating(
         forced = matching()
         if not reasons:
             stopped = "checks passed"
-    robust_count = sum(bool(r["robust"]) for r in records)
-    result["records"] = records
-    if steps:
-        final = robust_count / n
-        result["robust_accuracy"] = final
-        result["robust_accuracy_ci95"] = list(wilson_interval(robust_count, n))
-        result["ensembles"][f"{start_name} + escalation"] = {
-            "robust_accuracy": final,
-            "robust_accuracy_ci95": list(wilson_interval(robust_count, n)),
-            "members": sum(len(ENSEMBLES.get(s["preset"]).for_model(model)) for s in steps)
-            + int(result["ensembles"].get(start_name, {}).get("members", 0)),
-            "seconds": sum(s["seconds"] for s in steps),
-            "mode": "escalated",
-            "steps": [s["preset"] for s in steps],
-        }
-        result["ensemble"] = f"{start_name} + escalation"
+    _finish(model, result, start_name, steps)
     result["escalation"] = {
         "start": start_name,
         "ladder": list(ladder),
@@ -303,10 +210,180 @@ def evaluate_escalating(
         "still_failing": failing_checks(result["diagnostics"]),
         "max_levels": max_levels,
         "at_least": at_least,
-        "budget_seconds": budget_seconds,
+        "budget_seconds": policy.seconds,
         "seconds": time.perf_counter() - started,
     }
     return result
+
+
+def _escalation_configs(
+    config: EvaluationConfig | None,
+    context: EvaluationContext | None,
+    policy: EscalationPolicy | None,
+    old: dict[str, Any],
+) -> tuple[EvaluationConfig, EvaluationContext, EscalationPolicy]:
+    """The call's config, context and policy; the old keyword style is read (and warned
+    about): its ensemble defaulted to ``reliable``."""
+    if old:
+        if config is not None or context is not None or policy is not None:
+            raise TypeError("evaluate_escalating() takes configs or the old keywords, not both")
+        config, context, rest = split_keywords(
+            old, "evaluate_escalating", defaults={"ensemble": "reliable"}
+        )
+        unknown = set(rest) - set(_OLD_POLICY)
+        if unknown:
+            raise TypeError(
+                f"evaluate_escalating() got unexpected keyword arguments: {', '.join(sorted(unknown))}"
+            )
+        policy = EscalationPolicy(**{_OLD_POLICY[k]: v for k, v in rest.items()})
+        warn_old_call(
+            "evaluate_escalating(model, x, y, eps=..., max_levels=..., ...)",
+            "evaluate_escalating(model, x, y, EvaluationConfig(...), EvaluationContext(...), "
+            "EscalationPolicy(...))",
+        )
+    if config is None:
+        raise TypeError(
+            "evaluate_escalating() missing its config: "
+            "evaluate_escalating(model, x, y, EvaluationConfig(eps=..., ensemble=...))"
+        )
+    return (
+        config,
+        context if context is not None else EvaluationContext(),
+        policy if policy is not None else EscalationPolicy(),
+    )
+
+
+_OLD_POLICY = {"max_levels": "levels", "budget_seconds": "seconds", "at_least": "at_least"}
+
+
+def _step_configs(
+    config: EvaluationConfig,
+    context: EvaluationContext,
+    result: dict[str, Any],
+    preset: str,
+    level: int,
+    step_batch_size: int | None,
+) -> tuple[EvaluationConfig, EvaluationContext]:
+    """The config and context of escalation step ``level``: its preset, no diagnostics of its
+    own, a random model's K and M from the first evaluation (without a new variance check),
+    ``step_batch_size``, and its resume folder ``escalation-<level>-<preset>`` in
+    ``state_dir``."""
+    step_config = replace(
+        config,
+        ensemble=preset,
+        diagnostics="none",
+        diagnostics_n=None,
+        randomness=randomness_step(result.get("randomness"), config.randomness),
+        batch_size=step_batch_size if step_batch_size is not None else config.batch_size,
+    )
+    state_dir = context.state_dir
+    step_context = replace(
+        context,
+        state_dir=None if state_dir is None else Path(state_dir) / f"escalation-{level}-{preset}",
+    )
+    return step_config, step_context
+
+
+def _attack_standing(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    result: dict[str, Any],
+    standing: list[int],
+    config: EvaluationConfig,
+    context: EvaluationContext,
+) -> tuple[int, dict[str, Any] | None]:
+    """One escalation step's evaluation of the standing samples; the records it breaks are
+    updated in ``result`` (its left-out members and kept examples too). Returns how many it
+    broke and its result (None: nothing was standing)."""
+    if not standing:
+        return 0, None
+    records = result["records"]
+    preset = config.ensemble
+    rows = torch.tensor(standing)
+    sub = evaluate(
+        model,
+        x[rows],
+        y[rows],
+        config,
+        replace(context, indices=[records[i]["index"] for i in standing]),
+    )
+    broken = 0
+    for i, record in zip(standing, sub["records"], strict=True):
+        if not record["robust"] and record["clean_correct"]:
+            records[i]["robust"] = False
+            records[i]["broken_by"] = f"{preset}:{record['broken_by']}"
+            records[i]["prediction"] = record["prediction"]
+            broken += 1
+    # members the model cannot run (a wrapped model's HART), with their reasons
+    result.setdefault("left_out", {}).update(sub.get("left_out", {}))
+    if "adversarial" in result and "adversarial" in sub:
+        result["adversarial"] = _merge_examples(
+            result["adversarial"], sub["adversarial"], str(preset), records
+        )
+    return broken, sub
+
+
+def _step_diagnostics(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    result: dict[str, Any],
+    config: EvaluationConfig,
+    preset: str,
+) -> Callable[[], dict[str, Any]]:
+    """The diagnostics of an escalation step (with the preset's members) on the current
+    records, as a function to run (on rank 0 when sharded)."""
+    records = result["records"]
+    members = tuple(ENSEMBLES.get(preset).for_model(model).members)
+    robust_mask = torch.tensor([r["robust"] for r in records], dtype=torch.bool)
+    clean_mask = torch.tensor([r["clean_correct"] for r in records], dtype=torch.bool)
+    randomness = result.get("randomness")
+    diagnostics = resolve_config(config.diagnostics, config.diagnostics_n)
+
+    def diagnose_step() -> dict[str, Any]:
+        handling = restore_randomness(model, randomness, config.seed)
+        with eval_mode(model), handling.scope():
+            return handling.with_check(
+                run_diagnostics(
+                    model,
+                    x,
+                    y,
+                    clean_mask,
+                    robust_mask,
+                    eps=result["eps"],
+                    members=members,
+                    config=diagnostics,
+                    seed=config.seed,
+                    device=_model_device(model, x.device),
+                )
+            )
+
+    return diagnose_step
+
+
+def _finish(
+    model: nn.Module, result: dict[str, Any], start_name: str, steps: list[dict[str, Any]]
+) -> None:
+    """The final headline and the ``"<start> + escalation"`` ensemble row (after any step)."""
+    records = result["records"]
+    n = len(records)
+    robust_count = sum(bool(r["robust"]) for r in records)
+    if not steps:
+        return
+    final = robust_count / n
+    result["robust_accuracy"] = final
+    result["robust_accuracy_ci95"] = list(wilson_interval(robust_count, n))
+    result["ensembles"][f"{start_name} + escalation"] = {
+        "robust_accuracy": final,
+        "robust_accuracy_ci95": list(wilson_interval(robust_count, n)),
+        "members": sum(len(ENSEMBLES.get(s["preset"]).for_model(model)) for s in steps)
+        + int(result["ensembles"].get(start_name, {}).get("members", 0)),
+        "seconds": sum(s["seconds"] for s in steps),
+        "mode": "escalated",
+        "steps": [s["preset"] for s in steps],
+    }
+    result["ensemble"] = f"{start_name} + escalation"
 
 
 def _reasons(diagnostics: dict[str, Any], late: int) -> list[str]:
@@ -316,9 +393,10 @@ def _reasons(diagnostics: dict[str, Any], late: int) -> list[str]:
     return reasons
 
 
-def _on_main(kwargs: dict[str, Any], fn: Callable[[], Any]) -> Any:
-    """``fn()``; in a sharded evaluation (``shard`` in kwargs) once on rank 0, result to all."""
-    shard = kwargs.get("shard")
+def _on_main(context: EvaluationContext, fn: Callable[[], Any]) -> Any:
+    """``fn()``; in a sharded evaluation (a ``shard`` in the context) once on rank 0, result
+    to all."""
+    shard = context.shard
     return fn() if shard is None else shard.on_main(fn)
 
 

@@ -29,9 +29,10 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +42,15 @@ import robustsnn.evaluation.adversarial as adv_store
 from robustsnn.attacks import Attack
 from robustsnn.attacks.race import real_margin
 from robustsnn.errors import UserError
+from robustsnn.evaluation.config import (
+    DEFAULT_BATCH_SIZE,
+    BatchShard,
+    EnsembleLike,
+    EvaluationConfig,
+    EvaluationContext,
+    split_keywords,
+    warn_old_call,
+)
 from robustsnn.evaluation.diagnostics import DiagnosticsConfig, resolve_config, run_diagnostics
 from robustsnn.evaluation.ensembles import (
     Ensemble,
@@ -51,14 +61,12 @@ from robustsnn.evaluation.ensembles import (
 )
 from robustsnn.evaluation.intervals import wilson_interval
 from robustsnn.evaluation.stochastic import (
-    StochasticConfig,
+    Randomness,
     misclassification_interval,
     resolve_randomness,
     seeded_global_rng,
 )
 from robustsnn.evaluation.views import (
-    ViewFactory,
-    attack_view,
     derive_seed,
     eval_mode,
     is_snn,
@@ -72,30 +80,20 @@ from robustsnn.evaluation.views import (
 )
 from robustsnn.io.atomic import atomic_write_json
 
-DEFAULT_BATCH_SIZE = 128
 STATE_FILE = "evaluation-state.json"
 STATE_VERSION = 1
 _RANGE_TOLERANCE = 1e-5
 
-EnsembleLike = str | Ensemble | Sequence[Mapping[str, Any] | str | Member]
-
-
-class BatchShard(Protocol):
-    """This process's part of a sharded evaluation (see :mod:`robustsnn.evaluation.sharding`)."""
-
-    state_name: str
-
-    def batches(self, n_batches: int) -> Collection[int]:
-        """The batch indices this process attacks (iterated once, in order)."""
-        ...
-
-    def gather(self, done: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
-        """Every rank's finished batches, keyed by batch index (a collective)."""
-        ...
-
-    def on_main(self, fn: Callable[[], Any]) -> Any:
-        """``fn()`` run on rank 0, its result given to every rank (a collective)."""
-        ...
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "STATE_FILE",
+    "BatchShard",
+    "EnsembleLike",
+    "EvaluationConfig",
+    "EvaluationContext",
+    "evaluate",
+    "parse_eps",
+]
 
 
 def parse_eps(value: str | float | int) -> float:
@@ -508,25 +506,9 @@ def evaluate(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    *,
-    eps: float | str,
-    ensemble: EnsembleLike | None = None,
-    attacks: str | Sequence[Mapping[str, Any] | str | Member] | None = None,
-    independent: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    seed: int = 0,
-    state_dir: str | Path | None = None,
-    quiet: bool = False,
-    diagnostics: str | DiagnosticsConfig = "fast",
-    diagnostics_n: int | None = None,
-    transfer_source: nn.Module | None = None,
-    meta: Mapping[str, Any] | None = None,
-    indices: Sequence[int] | Tensor | None = None,
-    view_factory: ViewFactory = attack_view,
-    callback: Callable[[int], None] | None = None,
-    shard: BatchShard | None = None,
-    save_adversarial: bool = False,
-    randomness: StochasticConfig | str | Mapping[str, Any] | None = None,
+    config: EvaluationConfig | None = None,
+    context: EvaluationContext | None = None,
+    **old: Any,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``(x, y)`` against an ensemble; return the evaluation.json dict.
 
@@ -534,46 +516,116 @@ def evaluate(
         model: an ANN or a SpikingNetwork (x in [0, 1] -> logits); evaluated in eval mode, its
             train/eval flags are restored afterwards.
         x, y: images ``[N, C, H, W]`` in [0, 1] (uint8 accepted) and labels ``[N]``.
-        eps: L-inf radius in pixels, as a float or a string (``"8/255"``).
-        ensemble: preset name (``ENSEMBLES``), :class:`Ensemble` or a spec list of
-            ``{attack, estimator, params}`` dicts. None with ``attacks`` None: clean only.
-        attacks: an attack name (``"pgd"``: with every estimator for an SNN) or a member list,
-            run independently to fill ``attacks``; their per-sample worst case is reported as an
-            ensemble when there are several.
-        independent: run every ensemble member on every clean-correct sample (fills
-            ``attacks``); the ensemble result is then the per-sample AND.
-        batch_size: samples per attack call (results depend on it: part of the resume key).
-        seed: seeds every attack's generator together with the batch index and member name.
-        state_dir: folder for the resume state (``evaluation-state.json``).
-        quiet: no progress bars or messages.
-        diagnostics: "fast", "full", "none" or a :class:`DiagnosticsConfig`.
-        diagnostics_n: samples per diagnostic check (default: the mode's).
-        transfer_source: a model to craft transfer attacks on (enables
-            ``transfer_vs_white_box``).
-        meta: ``model``, ``dataset``, ``split`` and any extra keys for the result.
-        indices: dataset indices of the samples, for the records (default ``0..N-1``).
-        view_factory: ``(model, estimator) -> callable`` an attack runs on (default
-            :func:`attack_view`); the verdict always uses the real forward pass.
-        callback: called with the batch index after each batch is finished and saved.
-        shard: this process's share of a sharded evaluation (None: every batch); the per-rank
-            resume file is ``shard.state_name`` in ``state_dir``.
-        save_adversarial: keep every break's adversarial example and logits
-            (:mod:`robustsnn.evaluation.adversarial`; resumable with ``state_dir``), returned
-            as ``adversarial`` (an :class:`~robustsnn.evaluation.adversarial.AdversarialSet`).
-        randomness: how a random model is handled (:mod:`robustsnn.evaluation.stochastic`):
-            "auto" (default: detect; if random, EOT views and majority votes), "off", "force"
-            or a :class:`~robustsnn.evaluation.stochastic.StochasticConfig`. A deterministic
-            model's results do not depend on it.
+        config: what is measured (:class:`EvaluationConfig`: radius, ensemble, batch size,
+            seed, diagnostics, randomness, saved examples).
+        context: how this call runs (:class:`EvaluationContext`: resume folder, progress,
+            metadata, sample indices, transfer source, view factory, callback, shard);
+            None: the defaults.
+        old: the old keyword style (``eps=..., ensemble=..., state_dir=...``), deprecated: it
+            warns and goes in the next release.
 
     Returns:
         The evaluation.json dict (DESIGN.md section 5) plus ``robust_accuracy`` (headline),
-        ``records`` (one dict per sample), ``members``, ``settings`` and ``seconds``.
+        ``records`` (one dict per sample), ``members``, ``settings`` and ``seconds``; with
+        ``save_adversarial``, ``adversarial`` (an
+        :class:`~robustsnn.evaluation.adversarial.AdversarialSet`).
     """
-    eps = parse_eps(eps)
+    config, context = _configs(config, context, old)
+    plan = _plan(model, x, y, config, context)
+    started = time.perf_counter()
+    with eval_mode(model, context.transfer_source), plan.handling.scope():
+        done, parts = _attack_batches(model, plan, context)
+        batches = [done[b] for b in range(plan.n_batches) if b in done]
+        records = [r for batch in batches for r in batch["records"]]
+        if [r["index"] for r in records] != plan.index_list:
+            raise RuntimeError("the finished batches do not hold every sample exactly once")
+        attack_seconds = time.perf_counter() - started
+        diag_started = time.perf_counter()
+        diag_results = _diagnose(model, plan, context, records)
+        diag_seconds = time.perf_counter() - diag_started
+
+    summary = _summarize(
+        model,
+        plan.meta,
+        records,
+        batches,
+        plan.chosen,
+        plan.from_attacks,
+        plan.independent,
+        eps=plan.eps,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        config=plan.diagnostics,
+        diagnostics=diag_results,
+        seconds={"attacks": attack_seconds, "diagnostics": diag_seconds},
+    )
+    summary["randomness"] = plan.handling.describe(records)
+    if plan.store is not None:
+        summary["adversarial"] = adv_store.concat([parts[b] for b in range(plan.n_batches)])
+    return summary
+
+
+def _configs(
+    config: EvaluationConfig | None, context: EvaluationContext | None, old: dict[str, Any]
+) -> tuple[EvaluationConfig, EvaluationContext]:
+    """The call's config and context; the old keyword style is read (and warned about)."""
+    if old:
+        if config is not None or context is not None:
+            raise TypeError("evaluate() takes a config or the old keywords, not both")
+        config, context, rest = split_keywords(old, "evaluate")
+        if rest:
+            raise TypeError(f"evaluate() got unexpected keyword arguments: {', '.join(rest)}")
+        warn_old_call(
+            "evaluate(model, x, y, eps=..., ...)",
+            "evaluate(model, x, y, EvaluationConfig(eps=..., ...), EvaluationContext(...))",
+        )
+    if config is None:
+        raise TypeError(
+            "evaluate() missing its config: evaluate(model, x, y, EvaluationConfig(eps=...))"
+        )
+    return config, context if context is not None else EvaluationContext()
+
+
+@dataclass
+class _Plan:
+    """What an evaluation call settled before its first batch."""
+
+    eps: float
+    x: Tensor
+    y: Tensor
+    index_list: list[int]
+    diagnostics: DiagnosticsConfig
+    chosen: Ensemble | None
+    from_attacks: bool
+    independent: bool
+    members: tuple[Member, ...]
+    meta: dict[str, Any]
+    log: Callable[[str], None]
+    device: torch.device
+    handling: Randomness
+    seed: int
+    batch_size: int
+    state: _ResumeState
+    store: adv_store.PartStore | None
+    built: list[Attack]
+    views: list[Any]
+
+    @property
+    def n_batches(self) -> int:
+        return math.ceil(self.x.shape[0] / self.batch_size)
+
+
+def _plan(
+    model: nn.Module, x: Tensor, y: Tensor, config: EvaluationConfig, context: EvaluationContext
+) -> _Plan:
+    """Check the inputs, resolve the members, the randomness and the resume state."""
+    eps = parse_eps(config.eps)
     x, y = _check_data(x, y)
+    batch_size, seed, quiet = config.batch_size, config.seed, context.quiet
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
     n = x.shape[0]
+    indices = context.indices
     if indices is None:
         index_list = list(range(n))
     else:
@@ -582,11 +634,10 @@ def evaluate(
         ]
         if len(index_list) != n:
             raise UserError(f"indices has {len(index_list)} entries for {n} samples")
-    config = resolve_config(diagnostics, diagnostics_n)
-    chosen, from_attacks = _resolve_members(model, ensemble, attacks)
-    independent = bool(independent or from_attacks)
+    diagnostics = resolve_config(config.diagnostics, config.diagnostics_n)
+    chosen, from_attacks = _resolve_members(model, config.ensemble, config.attacks)
+    independent = bool(config.independent or from_attacks)
     members: tuple[Member, ...] = chosen.members if chosen is not None else ()
-    meta = dict(meta or {})
 
     def log(message: str) -> None:
         if not quiet:
@@ -598,14 +649,13 @@ def evaluate(
         x,
         y,
         seed=seed,
-        config=randomness,
-        view_factory=view_factory,
+        config=config.randomness,
+        view_factory=context.view_factory,
         estimator=next((m.estimator for m in members if not m.black_box), None),
         device=device,
         eps=eps,
         attacked=bool(members),
     )
-    view_factory = handling.view_factory
     fingerprint: dict[str, Any] = {
         "eps": eps,
         "seed": int(seed),
@@ -619,139 +669,131 @@ def evaluate(
     }
     if handling.active:
         fingerprint["randomness"] = handling.fingerprint()
+    shard, state_dir = context.shard, context.state_dir
     state = _ResumeState(
         state_dir, fingerprint, log, shard.state_name if shard is not None else STATE_FILE
     )
-    store = adv_store.PartStore(state_dir, fingerprint) if save_adversarial else None
+    store = adv_store.PartStore(state_dir, fingerprint) if config.save_adversarial else None
     built = [m.build(eps) for m in members]
     views = [
-        member_view(model, m.estimator, a, view_factory)
+        member_view(model, m.estimator, a, handling.view_factory)
         for m, a in zip(members, built, strict=True)
     ]
+    return _Plan(
+        eps, x, y, index_list, diagnostics, chosen, from_attacks, independent, members,
+        dict(context.meta or {}), log, device, handling, seed, batch_size, state, store, built,
+        views,
+    )  # fmt: skip
 
-    n_batches = math.ceil(n / batch_size)
-    mine = list(range(n_batches)) if shard is None else shard.batches(n_batches)
+
+def _attack_batches(
+    model: nn.Module, plan: _Plan, context: EvaluationContext
+) -> tuple[dict[int, dict[str, Any]], dict[int, Any]]:
+    """Run (or resume) this process's batches; every rank's finished batches and kept
+    examples, by batch index."""
+    shard, members, store, device = context.shard, plan.members, plan.store, plan.device
+    x, y, n, batch_size = plan.x, plan.y, plan.x.shape[0], plan.batch_size
+    mine = list(range(plan.n_batches)) if shard is None else shard.batches(plan.n_batches)
     done: dict[int, dict[str, Any]] = {}
-    started = time.perf_counter()
-    with eval_mode(model, transfer_source), handling.scope():
-        name = chosen.name if chosen is not None else "clean"
-        bar = tqdm(
-            total=len(mine) * max(1, len(members)),
-            desc=f"evaluate {name}",
-            unit="attack" if members else "batch",
-            disable=quiet,
-            leave=False,
-            file=sys.stderr,
-        )
-
-        def on_member(member_name: str) -> None:
-            bar.set_postfix_str(member_name, refresh=False)
-            bar.update(1)
-
-        try:
-            for b in mine:
-                saved = state.batch(b)
-                if saved is not None and (store is None or store.load(b)):
-                    done[b] = saved
-                    bar.update(max(1, len(members)))
-                    continue
-                lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-                keep: dict[int, tuple[Tensor, str]] | None = {} if store is not None else None
-                result = _run_batch(
-                    model,
-                    x[lo:hi].to(device),
-                    y[lo:hi].to(device),
-                    index_list[lo:hi],
-                    members,
-                    built,
-                    views,
-                    eps=eps,
-                    independent=independent,
-                    seed=seed,
-                    batch_index=b,
-                    on_member=on_member,
-                    keep=keep,
-                )
-                if not members:
-                    bar.update(1)
-                if store is not None and keep is not None:
-                    rows = sorted(keep)
-                    # the saved logits of a random model repeat too (one seeded draw)
-                    with seeded_global_rng(derive_seed(seed, "batch", b, "kept"), device):
-                        kept = _kept(model, x, y, index_list, lo, rows, keep, device)
-                    store.save(b, kept)
-                state.save_batch(b, result)
-                done[b] = _normalized(result)
-                if callback is not None:
-                    callback(b)
-        finally:
-            bar.close()
-        if shard is not None:
-            done = shard.gather(done)
-        parts: dict[int, Any] = {}
-        if store is not None:
-            parts = store.parts if shard is None else shard.gather(dict(store.parts))  # type: ignore[arg-type]
-        batches = [done[b] for b in range(n_batches) if b in done]
-        records = [r for batch in batches for r in batch["records"]]
-        if [r["index"] for r in records] != index_list:
-            raise RuntimeError("the finished batches do not hold every sample exactly once")
-        attack_seconds = time.perf_counter() - started
-
-        clean_correct = torch.tensor([r["clean_correct"] for r in records], dtype=torch.bool)
-        robust = torch.tensor([r["robust"] for r in records], dtype=torch.bool)
-        diag_started = time.perf_counter()
-        diag_fingerprint = {
-            "config": config.describe(),
-            "transfer": model_digest(transfer_source) if transfer_source is not None else None,
-        }
-
-        def diagnose() -> dict[str, Any]:
-            cached = state.diagnostics(diag_fingerprint) if members else {}
-            if cached is not None:  # clean accuracy only (no attack): nothing to diagnose
-                return cached
-            results = run_diagnostics(
-                model,
-                x,
-                y,
-                clean_correct,
-                robust,
-                eps=eps,
-                members=members,
-                config=config,
-                seed=seed,
-                transfer_source=transfer_source,
-                view_factory=view_factory,
-                device=device,
-                progress=lambda check: log(f"diagnostics: {check}"),
-            )
-            if results:
-                state.save_diagnostics(diag_fingerprint, results)
-            return results
-
-        # sharded: once, on rank 0 (the checks draw their own seeded samples), result to all
-        diag_results = diagnose() if shard is None else shard.on_main(diagnose)
-        diag_results = handling.with_check(diag_results)
-        diag_seconds = time.perf_counter() - diag_started
-
-    summary = _summarize(
-        model,
-        meta,
-        records,
-        batches,
-        chosen,
-        from_attacks,
-        independent,
-        eps=eps,
-        seed=seed,
-        batch_size=batch_size,
-        config=config,
-        diagnostics=diag_results,
-        seconds={"attacks": attack_seconds, "diagnostics": diag_seconds},
+    name = plan.chosen.name if plan.chosen is not None else "clean"
+    bar = tqdm(
+        total=len(mine) * max(1, len(members)),
+        desc=f"evaluate {name}",
+        unit="attack" if members else "batch",
+        disable=context.quiet,
+        leave=False,
+        file=sys.stderr,
     )
-    summary["randomness"] = handling.describe(records)
+
+    def on_member(member_name: str) -> None:
+        bar.set_postfix_str(member_name, refresh=False)
+        bar.update(1)
+
+    try:
+        for b in mine:
+            saved = plan.state.batch(b)
+            if saved is not None and (store is None or store.load(b)):
+                done[b] = saved
+                bar.update(max(1, len(members)))
+                continue
+            lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+            keep: dict[int, tuple[Tensor, str]] | None = {} if store is not None else None
+            result = _run_batch(
+                model,
+                x[lo:hi].to(device),
+                y[lo:hi].to(device),
+                plan.index_list[lo:hi],
+                members,
+                plan.built,
+                plan.views,
+                eps=plan.eps,
+                independent=plan.independent,
+                seed=plan.seed,
+                batch_index=b,
+                on_member=on_member,
+                keep=keep,
+            )
+            if not members:
+                bar.update(1)
+            if store is not None and keep is not None:
+                rows = sorted(keep)
+                # the saved logits of a random model repeat too (one seeded draw)
+                with seeded_global_rng(derive_seed(plan.seed, "batch", b, "kept"), device):
+                    kept = _kept(model, x, y, plan.index_list, lo, rows, keep, device)
+                store.save(b, kept)
+            plan.state.save_batch(b, result)
+            done[b] = _normalized(result)
+            if context.callback is not None:
+                context.callback(b)
+    finally:
+        bar.close()
+    if shard is not None:
+        done = shard.gather(done)
+    parts: dict[int, Any] = {}
     if store is not None:
-        summary["adversarial"] = adv_store.concat([parts[b] for b in range(n_batches)])
-    return summary
+        parts = store.parts if shard is None else shard.gather(dict(store.parts))  # type: ignore[arg-type]
+    return done, parts
+
+
+def _diagnose(
+    model: nn.Module, plan: _Plan, context: EvaluationContext, records: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The masking checks (cached in the resume state); sharded: once, on rank 0 (the checks
+    draw their own seeded samples), the result given to every rank."""
+    clean_correct = torch.tensor([r["clean_correct"] for r in records], dtype=torch.bool)
+    robust = torch.tensor([r["robust"] for r in records], dtype=torch.bool)
+    transfer_source = context.transfer_source
+    diag_fingerprint = {
+        "config": plan.diagnostics.describe(),
+        "transfer": model_digest(transfer_source) if transfer_source is not None else None,
+    }
+
+    def diagnose() -> dict[str, Any]:
+        cached = plan.state.diagnostics(diag_fingerprint) if plan.members else {}
+        if cached is not None:  # clean accuracy only (no attack): nothing to diagnose
+            return cached
+        results = run_diagnostics(
+            model,
+            plan.x,
+            plan.y,
+            clean_correct,
+            robust,
+            eps=plan.eps,
+            members=plan.members,
+            config=plan.diagnostics,
+            seed=plan.seed,
+            transfer_source=transfer_source,
+            view_factory=plan.handling.view_factory,
+            device=plan.device,
+            progress=lambda check: plan.log(f"diagnostics: {check}"),
+        )
+        if results:
+            plan.state.save_diagnostics(diag_fingerprint, results)
+        return results
+
+    shard = context.shard
+    diag_results = diagnose() if shard is None else shard.on_main(diagnose)
+    return plan.handling.with_check(diag_results)  # type: ignore[no-any-return]
 
 
 def _kept(

@@ -19,12 +19,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from robustsnn.data import load_dataset, to_float
 from robustsnn.errors import UserError
-from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating
+from robustsnn.evaluation.config import (
+    RUN_FIELDS,
+    EvaluationConfig,
+    EvaluationContext,
+    EvaluationRun,
+    split_keywords,
+    warn_old_call,
+)
+from robustsnn.evaluation.escalate import evaluate_escalating
 from robustsnn.evaluation.evaluate import evaluate, parse_eps
 from robustsnn.evaluation.intervals import wilson_interval
 from robustsnn.evaluation.run import dataset_spec_from_meta, stratified_indices
@@ -60,25 +69,26 @@ def _row(T: int, result: dict[str, Any], n: int) -> dict[str, Any]:
 def latency_curve(
     checkpoint: str | Path,
     steps: Sequence[int],
+    config: EvaluationConfig | None = None,
+    run: EvaluationRun | None = None,
     *,
-    out_dir: str | Path,
-    ensemble: str = "reliable",
-    eps: float | str,
-    n: int,
     label: str | None = None,
-    seed: int = 0,
-    batch_size: int = 100,
-    device: str = "cpu",
-    data_dir: str | Path | None = None,
-    diagnostics: str = "fast",
-    escalation: EscalationPolicy | None = None,
-    quiet: bool = True,
+    **old: Any,
 ) -> dict[str, Any]:
     """Evaluate the SNN checkpoint at each T in ``steps``; write and return ``latency.json``.
 
-    ``escalation`` None evaluates with ``ensemble`` alone; a policy escalates at each T as
-    ``evaluate --escalate`` does (the number then names ``<ensemble> + escalation``).
+    ``config`` is each T's evaluation (its ``eps``, ``ensemble``, ``batch_size``, ``seed`` and
+    ``diagnostics``); ``run`` says where (``out_dir``, required), on which images (``n``,
+    ``data_dir``), the device, progress, and ``escalate``: None evaluates with the ensemble
+    alone, a policy escalates at each T as ``evaluate --escalate`` does (the number then names
+    ``<ensemble> + escalation``). ``label`` names the curves (default: the checkpoint's name).
+    The old keyword style (``out_dir=..., eps=..., n=..., escalation=...``) is deprecated.
     """
+    config, run = _latency_configs(config, run, old)
+    if run.out_dir is None:
+        raise TypeError("latency_curve() needs an output folder: EvaluationRun(out_dir=...)")
+    ensemble, eps, seed = config.ensemble, config.eps, config.seed
+    n, device, escalation = run.n, run.device, run.escalate
     Ts = [int(t) for t in steps]
     if not Ts or any(t < 1 for t in Ts):
         raise UserError(f"latency: time steps must be integers >= 1, got {list(steps)}")
@@ -89,10 +99,10 @@ def latency_curve(
     spec = dataset_spec_from_meta(meta)
     if spec is None:
         raise UserError(f"checkpoint {path} does not name its dataset (metadata 'dataset')")
-    data = load_dataset(spec, data_dir)
+    data = load_dataset(spec, run.data_dir)
     index = stratified_indices(data.y_test, n, data.info.num_classes)
     x, y = to_float(data.x_test[index]).to(device), data.y_test[index].to(device)
-    out = Path(out_dir)
+    out = Path(run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     eps_value = parse_eps(eps)
     name = label or path.stem
@@ -109,6 +119,7 @@ def latency_curve(
     rows: dict[int, dict[str, Any]] = {}
     if previous.get("setup") == setup:
         rows = {int(r["T"]): r for r in previous.get("rows", [])}
+    at_T = replace(config, eps=eps_value)
     original_T = model.T
     try:
         for T in Ts:
@@ -116,23 +127,48 @@ def latency_curve(
                 continue
             model.T = T
             state = out / f"T{T}"
-            common: dict[str, Any] = dict(
-                eps=eps_value, ensemble=ensemble, batch_size=batch_size, seed=seed,
-                state_dir=state, quiet=quiet, diagnostics=diagnostics,
-                indices=index.tolist(),
-            )  # fmt: skip
+            context = EvaluationContext(state_dir=state, quiet=run.quiet, indices=index.tolist())
             if escalation is None:
-                result = evaluate(model, x, y, **common)
+                result = evaluate(model, x, y, at_T, context)
             else:
-                result = evaluate_escalating(
-                    model, x, y, max_levels=escalation.levels,
-                    budget_seconds=escalation.seconds, at_least=escalation.at_least, **common,
-                )  # fmt: skip
+                result = evaluate_escalating(model, x, y, at_T, context, escalation)
             rows[T] = _row(T, result, len(index))
             _write(file, setup, rows, name)
     finally:
         model.T = original_T
     return _write(file, setup, rows, name)
+
+
+def _latency_configs(
+    config: EvaluationConfig | None, run: EvaluationRun | None, old: dict[str, Any]
+) -> tuple[EvaluationConfig, EvaluationRun]:
+    """The call's config and run; the old keyword style (its defaults: ``reliable``, batches of
+    100, quiet) is read and warned about."""
+    if old:
+        if config is not None or run is not None:
+            raise TypeError("latency_curve() takes configs or the old keywords, not both")
+        keywords = {"quiet": True, **old}
+        if "escalation" in keywords:
+            keywords["escalate"] = keywords.pop("escalation")
+        config, _, rest = split_keywords(
+            {k: v for k, v in keywords.items() if k not in RUN_FIELDS},
+            "latency_curve",
+            defaults={"ensemble": "reliable", "batch_size": 100},
+        )
+        if rest:
+            raise TypeError(f"latency_curve() got unexpected keyword arguments: {', '.join(rest)}")
+        run = EvaluationRun(**{k: v for k, v in keywords.items() if k in RUN_FIELDS})
+        warn_old_call(
+            "latency_curve(path, steps, out_dir=..., eps=..., ...)",
+            "latency_curve(path, steps, EvaluationConfig(eps=..., ...), "
+            "EvaluationRun(out_dir=..., n=..., ...))",
+        )
+    if config is None or run is None:
+        raise TypeError(
+            "latency_curve() missing its configs: "
+            "latency_curve(path, steps, EvaluationConfig(eps=...), EvaluationRun(out_dir=...))"
+        )
+    return config, run
 
 
 def _write(

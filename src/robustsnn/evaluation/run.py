@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,18 @@ from robustsnn.attacks import ATTACKS
 from robustsnn.data import load_dataset, to_float
 from robustsnn.data.subsets import stratified_indices as data_stratified_indices
 from robustsnn.errors import UserError
-from robustsnn.evaluation.diagnostics import DiagnosticsConfig
+from robustsnn.evaluation.config import (
+    RUN_FIELDS,
+    EscalationPolicy,
+    EvaluationConfig,
+    EvaluationContext,
+    EvaluationRun,
+    split_keywords,
+    warn_old_call,
+)
 from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member, resolve_ensemble
-from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating
-from robustsnn.evaluation.evaluate import DEFAULT_BATCH_SIZE, evaluate, parse_eps
+from robustsnn.evaluation.escalate import evaluate_escalating
+from robustsnn.evaluation.evaluate import evaluate, parse_eps
 from robustsnn.evaluation.sharding import BatchShard, current_shard
 from robustsnn.evaluation.views import model_digest
 from robustsnn.evaluation.workers import resolve_workers, run_in_workers
@@ -67,12 +76,12 @@ def dataset_spec_from_meta(meta: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _choose(
-    attack: str | None, ensemble: str | Any | None, estimator: str | None
-) -> tuple[Any, Any]:
+def _choose(attack: Any, ensemble: Any, estimator: str | None) -> tuple[Any, Any]:
     """(ensemble, attacks) arguments of :func:`evaluate` for the CLI's flags."""
     if attack is not None and ensemble is not None:
         raise UserError("give either --attack or --ensemble, not both")
+    if attack is not None and not isinstance(attack, str):
+        return None, attack  # a member list, as evaluate() takes it
     if attack is not None:
         name = attack.strip()
         if name.lower() == "none":
@@ -92,143 +101,143 @@ def _choose(
 
 def run_evaluation(
     checkpoint_path: str | Path,
+    config: EvaluationConfig | None = None,
+    run: EvaluationRun | None = None,
     *,
-    attack: str | None = None,
-    ensemble: str | Any | None = None,
-    estimator: str | None = None,
-    eps: float | str,
-    n: int | None,
-    out_dir: str | Path | None = None,
-    seed: int = 0,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    quiet: bool = False,
-    device: str = "cpu",
-    data_dir: str | Path | None = None,
-    transfer_from: str | Path | None = None,
-    diagnostics: str | DiagnosticsConfig = "fast",
-    split: str = "test",
-    dataset: str | None = None,
-    diagnostics_n: int | None = None,
-    escalate: bool | EscalationPolicy = False,
-    escalate_levels: int = 2,
-    escalate_seconds: float | None = None,
     loaded: tuple[torch.nn.Module, dict[str, Any]] | None = None,
-    save_adversarial: bool = False,
-    workers: int = 1,
-    randomness: Any = None,
+    **old: Any,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint and write ``<out_dir>/evaluation.json`` and ``records.jsonl``.
 
     Args:
         checkpoint_path: an ANN or SNN ``.safetensors`` checkpoint.
-        attack: one attack name (with every estimator, independently, for an SNN), or "none"
-            for clean accuracy only. A preset name is accepted too.
-        ensemble: a preset name, an Ensemble or a spec list; default ``reliable`` when
-            neither ``attack`` nor ``ensemble`` is given.
-        estimator: restrict the members to this gradient estimator.
-        eps: radius (``"8/255"`` or a float). n: number of stratified samples (None: all).
-        out_dir: output folder (default: ``<checkpoint folder>/eval-<checkpoint name>``); it
-            also holds the resume state, so re-running the same command resumes.
-        dataset: dataset spec overriding the one in the checkpoint metadata.
+        config: what is measured (:class:`EvaluationConfig`); here ``attacks`` is one attack
+            name (with every estimator, independently, for an SNN; a preset name is accepted
+            too) or "none" for clean accuracy only, and ``ensemble`` None with ``attacks`` None
+            is the preset ``reliable``.
+        run: the data, the escalation and where and how it runs (:class:`EvaluationRun`);
+            None: the defaults (every test image, no escalation, the default folder).
         loaded: an already built ``(model, metadata)`` (a wrapped foreign model) instead of
             loading ``checkpoint_path``, which then only names the run.
-        escalate: escalate to stronger presets while checks fail or late members still break
-            samples (:mod:`robustsnn.evaluation.escalate`), at most ``escalate_levels`` steps,
-            none started after ``escalate_seconds``; an :class:`EscalationPolicy` instead of
-            True carries those settings and ``at_least`` (a preset to reach in any case).
-        save_adversarial: write every break's adversarial example, member and logits to
-            ``<out_dir>/adversarial.safetensors`` (:mod:`robustsnn.evaluation.adversarial`).
-        randomness: how a random model is evaluated (a mode "auto" / "off" / "force" or a
-            :class:`~robustsnn.evaluation.stochastic.StochasticConfig`; None: "auto").
-        workers: processes on a CPU (:mod:`robustsnn.evaluation.workers`): the batches are
-            shared out as under torchrun, with the same result; 0 = one per core.
+        old: the old keyword style (``eps=..., n=..., out_dir=..., escalate=...``), deprecated.
 
     Under torchrun every rank attacks its share of the batches
     (:mod:`robustsnn.evaluation.sharding`) and returns the same dict; only rank 0 writes.
+    With ``save_adversarial``, every break's adversarial example, member and logits go to
+    ``<out_dir>/adversarial.safetensors`` (:mod:`robustsnn.evaluation.adversarial`).
 
     Returns:
         The dict written to evaluation.json (records are in ``records.jsonl``).
     """
-    eps_value = parse_eps(eps)
-    if split not in SPLITS:
-        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    config, run = _run_configs(config, run, old)
+    eps_value = parse_eps(config.eps)
     path = Path(checkpoint_path)
-    model, meta = loaded if loaded is not None else load_model(path, device)
-    if estimator is not None and meta.get("kind") == "ann":
-        raise UserError(
-            f"--estimator {estimator}: gradient estimators are for SNNs; {path} is an ANN, whose "
-            "attacks use its one true gradient: drop --estimator"
+    model, meta, spec, index, x, y = _load(path, run, loaded)
+    chosen, attacks = _choose(config.attacks, config.ensemble, run.estimator)
+    device = run.device
+    source = None
+    if run.transfer_from is not None:
+        source = load_model(Path(run.transfer_from), device)[0]
+    out = Path(run.out_dir) if run.out_dir is not None else path.parent / f"eval-{path.stem}"
+    policy = run.escalate
+    if policy is not None and attacks is not None:
+        raise UserError("--escalate works with an ensemble, not with --attack")
+    shard = current_shard()
+    quiet = run.quiet or not distributed.is_main()
+    processes = 1 if shard is not None else resolve_workers(run.workers, device)
+    evaluation = replace(config, eps=eps_value, ensemble=chosen, attacks=attacks)
+    context = EvaluationContext(
+        state_dir=out,
+        quiet=quiet,
+        meta={
+            "model": str(checkpoint_path),
+            "dataset": spec,
+            "split": run.split,
+            "checkpoint_kind": meta.get("kind"),
+            "selection": "stratified",
+            "transfer_from": str(run.transfer_from) if run.transfer_from is not None else None,
+        },
+        indices=index,
+        transfer_source=source,
+    )
+
+    def job(local_shard: BatchShard | None, is_main: bool) -> dict[str, Any]:
+        silent = quiet or not is_main
+        used = shard if shard is not None else local_shard
+        here = replace(context, quiet=silent, shard=used)
+        if policy is None:
+            return evaluate(model, x, y, evaluation, here)
+        say = None if silent else (lambda m: print(m, file=sys.stderr))
+        return evaluate_escalating(model, x, y, evaluation, here, policy, log=say)
+
+    return _write(run_in_workers(processes, job), out, model)
+
+
+def _run_configs(
+    config: EvaluationConfig | None, run: EvaluationRun | None, old: dict[str, Any]
+) -> tuple[EvaluationConfig, EvaluationRun]:
+    """The call's config and run; the old keyword style is read (and warned about)."""
+    if old:
+        if config is not None or run is not None:
+            raise TypeError("run_evaluation() takes configs or the old keywords, not both")
+        keywords = dict(old)
+        if "attack" in keywords:
+            keywords["attacks"] = keywords.pop("attack")
+        escalate = keywords.pop("escalate", False)
+        levels = keywords.pop("escalate_levels", 2)
+        seconds = keywords.pop("escalate_seconds", None)
+        if escalate:
+            keywords["escalate"] = (
+                escalate
+                if isinstance(escalate, EscalationPolicy)
+                else EscalationPolicy(levels, seconds)
+            )
+        config, _, rest = split_keywords(
+            {k: v for k, v in keywords.items() if k not in RUN_FIELDS}, "run_evaluation"
         )
-    spec = dataset or dataset_spec_from_meta(meta)
+        if rest:
+            raise TypeError(f"run_evaluation() got unexpected keyword arguments: {', '.join(rest)}")
+        run = EvaluationRun(**{k: v for k, v in keywords.items() if k in RUN_FIELDS})
+        warn_old_call(
+            "run_evaluation(path, eps=..., n=..., ...)",
+            "run_evaluation(path, EvaluationConfig(eps=..., ...), EvaluationRun(n=..., ...))",
+        )
+    if config is None:
+        raise TypeError(
+            "run_evaluation() missing its config: run_evaluation(path, EvaluationConfig(eps=...))"
+        )
+    return config, run if run is not None else EvaluationRun()
+
+
+def _load(
+    path: Path, run: EvaluationRun, loaded: tuple[torch.nn.Module, dict[str, Any]] | None
+) -> tuple[torch.nn.Module, dict[str, Any], str, Tensor, Tensor, Tensor]:
+    """The model, its metadata, the dataset spec, the stratified indices and their data."""
+    if run.split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {run.split!r}")
+    model, meta = loaded if loaded is not None else load_model(path, run.device)
+    if run.estimator is not None and meta.get("kind") == "ann":
+        raise UserError(
+            f"--estimator {run.estimator}: gradient estimators are for SNNs; {path} is an ANN, "
+            "whose attacks use its one true gradient: drop --estimator"
+        )
+    spec = run.dataset or dataset_spec_from_meta(meta)
     if spec is None:
         raise UserError(
             f"checkpoint {path} does not say which dataset it was trained on (no 'dataset' in "
             "its metadata); pass the dataset explicitly"
         )
-    data = load_dataset(spec, data_dir)
-    xs, ys = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
-    index = stratified_indices(ys, n, data.info.num_classes)
+    data = load_dataset(spec, run.data_dir)
+    test = run.split == "test"
+    xs, ys = (data.x_test, data.y_test) if test else (data.x_train, data.y_train)
+    index = stratified_indices(ys, run.n, data.info.num_classes)
     x, y = to_float(xs[index]), ys[index]
-    check_input(model, meta, x.to(device), spec)  # a dataset the model cannot read: one line
-    chosen, attacks = _choose(attack, ensemble, estimator)
-    source = load_model(Path(transfer_from), device)[0] if transfer_from is not None else None
-    out = Path(out_dir) if out_dir is not None else path.parent / f"eval-{path.stem}"
-    if escalate and attacks is not None:
-        raise UserError("--escalate works with an ensemble, not with --attack")
-    shard = current_shard()
-    quiet = quiet or not distributed.is_main()
-    processes = 1 if shard is not None else resolve_workers(workers, device)
-    runner: Any = evaluate
-    extra: dict[str, Any] = {"attacks": attacks}
-    if escalate:
-        policy = (
-            escalate
-            if isinstance(escalate, EscalationPolicy)
-            else EscalationPolicy(escalate_levels, escalate_seconds)
-        )
-        runner = evaluate_escalating
-        extra = {
-            "max_levels": policy.levels,
-            "budget_seconds": policy.seconds,
-            "at_least": policy.at_least,
-        }
+    check_input(model, meta, x.to(run.device), spec)  # a dataset the model cannot read: one line
+    return model, meta, spec, index, x, y
 
-    def job(local_shard: BatchShard | None, is_main: bool) -> dict[str, Any]:
-        silent = quiet or not is_main
-        logging: dict[str, Any] = {}
-        if escalate:
-            logging["log"] = None if silent else (lambda m: print(m, file=sys.stderr))
-        used = shard if shard is not None else local_shard
-        return runner(  # type: ignore[no-any-return]
-            model,
-            x,
-            y,
-            eps=eps_value,
-            ensemble=chosen,
-            **extra,
-            **logging,
-            batch_size=batch_size,
-            seed=seed,
-            state_dir=out,
-            quiet=silent,
-            diagnostics=diagnostics,
-            diagnostics_n=diagnostics_n,
-            transfer_source=source,
-            meta={
-                "model": str(checkpoint_path),
-                "dataset": spec,
-                "split": split,
-                "checkpoint_kind": meta.get("kind"),
-                "selection": "stratified",
-                "transfer_from": str(transfer_from) if transfer_from is not None else None,
-            },
-            indices=index,
-            **({"shard": used} if used is not None else {}),
-            **({"save_adversarial": True} if save_adversarial else {}),
-            **({"randomness": randomness} if randomness is not None else {}),
-        )
 
-    result = run_in_workers(processes, job)
+def _write(result: dict[str, Any], out: Path, model: torch.nn.Module) -> dict[str, Any]:
+    """Write evaluation.json, records.jsonl and the kept examples (rank 0); the dict written."""
     records = result.pop("records")
     result["records_file"] = RECORDS_FILE
     result["refused_examples"] = sum(len(r.get("refused_by", [])) for r in records)
