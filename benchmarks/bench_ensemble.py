@@ -178,25 +178,22 @@ def run_once(
     ensemble: Any,
     kernel_mode: str | None = None,
 ) -> dict[str, Any]:
-    from robustsnn.evaluation import evaluate
+    from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
     from robustsnn.snn import network, triton_kernels
 
     network.CHANNELS_LAST_ON_CPU = channels_last
     sync()
     wall, cpu = time.perf_counter(), time.process_time()
     with triton_kernels.kernel_override(kernel_mode):
-        res = evaluate(
-            model,
-            x,
-            y,
+        config = EvaluationConfig(
             eps=args.eps,
             ensemble=ensemble,
             independent=independent,
             batch_size=len(y),
             seed=args.seed,
-            quiet=True,
             diagnostics="none",
         )
+        res = evaluate(model, x, y, config, EvaluationContext(quiet=True))
         sync()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     name = res["ensemble"]

@@ -56,11 +56,12 @@ def run_row(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: str, preset: str
 ) -> dict[str, Any]:
     """One ``evaluate`` call: CPU and wall seconds, accuracies and per-sample verdicts."""
-    from robustsnn.evaluation import evaluate
+    from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
     from robustsnn.evaluation.intervals import wilson_interval
 
     cpu, wall = time.process_time(), time.perf_counter()
-    result = evaluate(model, x, y, eps=eps, ensemble=preset, diagnostics="none", quiet=True, seed=0)
+    config = EvaluationConfig(eps=eps, ensemble=preset, diagnostics="none", seed=0)
+    result = evaluate(model, x, y, config, EvaluationContext(quiet=True))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     n = int(result["n"])
     robust = sum(bool(r["robust"]) for r in result["records"])

@@ -21,7 +21,7 @@ import time
 import torch
 from torch import Tensor, nn
 
-from robustsnn.evaluation import evaluate
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
 from robustsnn.evaluation.intervals import format_accuracy
 
 
@@ -68,10 +68,10 @@ def main() -> None:
         ("deterministic twin", _linear(), "auto"),
     ):
         start = time.perf_counter()
-        result = evaluate(
-            model, x, y, eps=a.eps, attacks=members, quiet=True, seed=a.seed,
-            diagnostics_n=32, randomness=mode,
-        )  # fmt: skip
+        config = EvaluationConfig(
+            eps=a.eps, attacks=members, seed=a.seed, diagnostics_n=32, randomness=mode
+        )
+        result = evaluate(model, x, y, config, EvaluationContext(quiet=True))
         failing = [k for k, v in result["diagnostics"].items() if not v.get("passed", True)]
         info = result["randomness"]
         rows.append(

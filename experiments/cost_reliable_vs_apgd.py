@@ -6,7 +6,7 @@ import time
 import torch
 
 from robustsnn.data import load_dataset
-from robustsnn.evaluation import evaluate
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
 from robustsnn.io.models import load_model
 from robustsnn.stages import eval_subset
 
@@ -18,7 +18,8 @@ x, y = x[idx], y[idx]
 out = {}
 for name in ("reliable", "apgd-ensemble", "reliable", "apgd-ensemble"):
     t = time.process_time()
-    r = evaluate(m, x, y, eps="8/255", ensemble=name, quiet=True, diagnostics="none", batch_size=40)
+    config = EvaluationConfig(eps="8/255", ensemble=name, diagnostics="none", batch_size=40)
+    r = evaluate(m, x, y, config, EvaluationContext(quiet=True))
     out.setdefault(name, []).append(
         {
             "cpu_seconds": time.process_time() - t,

@@ -15,14 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from robustsnn.data import load_dataset
-from robustsnn.evaluation import evaluate
-from robustsnn.evaluation.escalate import evaluate_escalating, failing_checks
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
+from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating, failing_checks
 from robustsnn.evaluation.intervals import wilson_interval
 from robustsnn.io.atomic import atomic_write_json
 from robustsnn.io.models import load_model
@@ -49,26 +50,27 @@ def run_column(
     levels: int = 2,
 ) -> dict[str, Any]:
     folder = out / column
-    common: dict[str, Any] = {"eps": eps, "quiet": True, "batch_size": 50, "diagnostics": "fast"}
+    common = EvaluationConfig(eps=eps, batch_size=50, diagnostics="fast")
     started = time.perf_counter()
     if column == "sapgd-rows":
         attacks = [
             {"attack": "sapgd", "estimator": e, "params": {"steps": 100}} for e in SAPGD_ESTIMATORS
         ]
-        result = evaluate(model, x, y, attacks=attacks, state_dir=folder, **common)
+        config = replace(common, attacks=attacks)
+        result = evaluate(model, x, y, config, EvaluationContext(state_dir=folder, quiet=True))
     elif column == "escalate":  # resumes the reliable column's first level from its state
         result = evaluate_escalating(
             model,
             x,
             y,
-            ensemble="reliable",
-            state_dir=out / "reliable",
-            max_levels=levels,
+            replace(common, ensemble="reliable"),
+            EvaluationContext(state_dir=out / "reliable", quiet=True),
+            EscalationPolicy(levels=levels),
             step_batch_size=10,
-            **common,
         )
     else:
-        result = evaluate(model, x, y, ensemble=column, state_dir=folder, **common)
+        config = replace(common, ensemble=column)
+        result = evaluate(model, x, y, config, EvaluationContext(state_dir=folder, quiet=True))
     result["wall_seconds"] = time.perf_counter() - started
     atomic_write_json(folder / "evaluation.json", result)
     return result

@@ -23,7 +23,7 @@ import torch
 from robustsnn.analysis import spike_statistics
 from robustsnn.config import parse_eps
 from robustsnn.data import load_dataset
-from robustsnn.evaluation import ensemble_from_spec, evaluate
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, ensemble_from_spec, evaluate
 from robustsnn.io.atomic import atomic_write_json
 from robustsnn.io.models import load_model
 from robustsnn.snn import SpikingNetwork
@@ -61,8 +61,13 @@ def main() -> None:
             if key in row:
                 continue
             start = time.perf_counter()
-            res = evaluate(model, x, y, eps=parse_eps(eps_text), ensemble=ensemble_from_spec(["pgd/bptt-pcw-1"]),
-                           seed=a.seed, quiet=True, diagnostics="none")  # fmt: skip
+            config = EvaluationConfig(
+                eps=parse_eps(eps_text),
+                ensemble=ensemble_from_spec(["pgd/bptt-pcw-1"]),
+                seed=a.seed,
+                diagnostics="none",
+            )
+            res = evaluate(model, x, y, config, EvaluationContext(quiet=True))
             row["clean_accuracy"] = res["clean_accuracy"]
             row[key] = res["robust_accuracy"]
             row[key + "_seconds"] = round(time.perf_counter() - start, 1)
@@ -83,16 +88,8 @@ def main() -> None:
             xe, ye = eval_subset(data, n)
             xe, ye = xe.to(a.device), ye.to(a.device)
             start = time.perf_counter()
-            res = evaluate(
-                model,
-                xe,
-                ye,
-                eps=8 / 255,
-                ensemble=name,
-                seed=a.seed,
-                quiet=True,
-                diagnostics="none",
-            )
+            config = EvaluationConfig(eps=8 / 255, ensemble=name, seed=a.seed, diagnostics="none")
+            res = evaluate(model, xe, ye, config, EvaluationContext(quiet=True))
             row[key] = res["robust_accuracy"]
             row[key + "_n"] = n
             row[key + "_seconds"] = round(time.perf_counter() - start, 1)
