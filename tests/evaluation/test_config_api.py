@@ -19,6 +19,7 @@ from robustsnn.conversion import convert
 from robustsnn.data import load_dataset, to_float
 from robustsnn.evaluation import (
     RECORDS_FILE,
+    DiagnosticsRun,
     EvaluationConfig,
     EvaluationContext,
     EvaluationRun,
@@ -26,6 +27,8 @@ from robustsnn.evaluation import (
     run_evaluation,
 )
 from robustsnn.evaluation.config import DEFAULT_BATCH_SIZE
+from robustsnn.evaluation.diagnostics import resolve_config, run_diagnostics
+from robustsnn.evaluation.ensembles import Member
 from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating
 from robustsnn.evaluation.evaluate import DEFAULT_BATCH_SIZE as OLD_DEFAULT_BATCH_SIZE
 from robustsnn.evaluation.latency import latency_curve
@@ -221,3 +224,23 @@ def test_latency_curve_with_configs_equals_the_old_keywords(checkpoint: Path) ->
     assert new["curves"] == old["curves"]
     with pytest.raises(TypeError, match="out_dir"):
         latency_curve(snn, [1], config, EvaluationRun(n=6))
+
+
+def test_run_diagnostics_with_a_run_equals_the_old_keywords() -> None:
+    snn, x, y = _data(6)
+    clean, robust = torch.ones(6, dtype=torch.bool), torch.zeros(6, dtype=torch.bool)
+    members = [Member("pgd", "bptt-exp-1", {"steps": 2})]
+    config = resolve_config("fast", 4)
+    kwargs = {"eps": 0.1, "members": members, "config": config}
+    new = run_diagnostics(snn, x, y, clean, robust, **kwargs, run=DiagnosticsRun(seed=2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        old = run_diagnostics(snn, x, y, clean, robust, **kwargs, seed=2)
+    deprecations = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert len(deprecations) == 1, [str(w.message) for w in caught]
+    assert deprecations[0].filename == __file__ and deprecations[0].lineno == line
+    for results in (new, old):
+        for check in results.values():
+            check.pop("seconds", None)
+    assert new == old

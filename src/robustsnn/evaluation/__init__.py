@@ -12,6 +12,7 @@ from robustsnn.evaluation.diagnostics import (
     CHECKS,
     DIAGNOSTICS_MODES,
     DiagnosticsConfig,
+    DiagnosticsRun,
     input_gradients,
     run_diagnostics,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "RECORDS_FILE",
     "STATE_FILE",
     "DiagnosticsConfig",
+    "DiagnosticsRun",
     "Ensemble",
     "EvaluationConfig",
     "EvaluationContext",

@@ -24,6 +24,7 @@ Every verdict uses the model's real forward pass, never an attack's logits.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -488,6 +489,19 @@ def check_transfer(
 # --------------------------------------------------------------------------- driver
 
 
+@dataclass(frozen=True)
+class DiagnosticsRun:
+    """How the checks run, beside what they check (:class:`DiagnosticsConfig`): the seed of
+    their attacks' generators, a model to craft transfer attacks on, the view factory an attack
+    runs on, the device the checked subsets move to, and a callback named with each check."""
+
+    seed: int = 0
+    transfer_source: nn.Module | None = None
+    view_factory: ViewFactory = attack_view
+    device: torch.device | str = "cpu"
+    progress: Callable[[str], None] | None = None
+
+
 def run_diagnostics(
     model: nn.Module,
     x: Tensor,
@@ -498,19 +512,34 @@ def run_diagnostics(
     eps: float,
     members: Sequence[Member],
     config: DiagnosticsConfig,
-    seed: int = 0,
-    transfer_source: nn.Module | None = None,
-    view_factory: ViewFactory = attack_view,
-    device: torch.device | str = "cpu",
-    progress: Callable[[str], None] | None = None,
+    run: DiagnosticsRun | None = None,
+    **old: Any,
 ) -> dict[str, dict[str, Any]]:
     """Run every applicable check; ``robust`` is None when no attack ran (clean only).
 
     Args:
-        x, y: the evaluated samples and labels (any device; subsets move to ``device``).
+        x, y: the evaluated samples and labels (any device; subsets move to ``run.device``).
         clean_correct, robust: per-sample bool outcomes of the main evaluation.
         members: the members that ran (white-box ones decide which estimators are checked).
+        run: the seed, transfer source, view factory, device and progress callback
+            (:class:`DiagnosticsRun`; None: the defaults).
+        old: those as keywords (``seed=..., device=...``), deprecated.
     """
+    if old:
+        if run is not None:
+            raise TypeError(
+                "run_diagnostics() takes a DiagnosticsRun or the old keywords, not both"
+            )
+        run = DiagnosticsRun(**old)
+        warnings.warn(
+            "run_diagnostics(..., seed=..., device=..., ...) is deprecated and goes in the next "
+            "release; call run_diagnostics(..., run=DiagnosticsRun(seed=..., device=..., ...))",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    run = run if run is not None else DiagnosticsRun()
+    seed, transfer_source, view_factory = run.seed, run.transfer_source, run.view_factory
+    device, progress = run.device, run.progress
     if config.mode == "none":
         return {}
     snn = is_snn(model)

@@ -36,7 +36,7 @@ from robustsnn.evaluation.config import (
     split_keywords,
     warn_old_call,
 )
-from robustsnn.evaluation.diagnostics import resolve_config, run_diagnostics
+from robustsnn.evaluation.diagnostics import DiagnosticsRun, resolve_config, run_diagnostics
 from robustsnn.evaluation.ensembles import ENSEMBLES, ESCALATION_LADDER
 from robustsnn.evaluation.evaluate import _model_device, evaluate
 from robustsnn.evaluation.intervals import wilson_interval
@@ -354,8 +354,7 @@ def _step_diagnostics(
                     eps=result["eps"],
                     members=members,
                     config=diagnostics,
-                    seed=config.seed,
-                    device=_model_device(model, x.device),
+                    run=DiagnosticsRun(seed=config.seed, device=_model_device(model, x.device)),
                 )
             )
 

@@ -51,7 +51,12 @@ from robustsnn.evaluation.config import (
     split_keywords,
     warn_old_call,
 )
-from robustsnn.evaluation.diagnostics import DiagnosticsConfig, resolve_config, run_diagnostics
+from robustsnn.evaluation.diagnostics import (
+    DiagnosticsConfig,
+    DiagnosticsRun,
+    resolve_config,
+    run_diagnostics,
+)
 from robustsnn.evaluation.ensembles import (
     Ensemble,
     Member,
@@ -781,11 +786,13 @@ def _diagnose(
             eps=plan.eps,
             members=plan.members,
             config=plan.diagnostics,
-            seed=plan.seed,
-            transfer_source=transfer_source,
-            view_factory=plan.handling.view_factory,
-            device=plan.device,
-            progress=lambda check: plan.log(f"diagnostics: {check}"),
+            run=DiagnosticsRun(
+                seed=plan.seed,
+                transfer_source=transfer_source,
+                view_factory=plan.handling.view_factory,
+                device=plan.device,
+                progress=lambda check: plan.log(f"diagnostics: {check}"),
+            ),
         )
         if results:
             plan.state.save_diagnostics(diag_fingerprint, results)
