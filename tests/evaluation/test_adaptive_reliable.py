@@ -13,7 +13,7 @@ from evaluation_test_utils import images, labels_of, strip_seconds, tiny_mlp, ti
 from torch import nn
 
 from robustsnn.attacks import sapgd
-from robustsnn.evaluation import STATE_FILE, evaluate
+from robustsnn.evaluation import STATE_FILE, EvaluationConfig, EvaluationContext, evaluate
 from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member
 from robustsnn.evaluation.views import eval_mode, member_view
 from robustsnn.snn import SpikingNetwork
@@ -106,13 +106,14 @@ def _run(state_dir: Path | None) -> dict:  # type: ignore[type-arg]
         tiny_snn(),
         x,
         labels_of(tiny_mlp(), x),
-        eps=0.06,
-        ensemble=Ensemble("cheap", (CHEAP_RACE, Member("square", None, {"n_queries": 20}))),
-        batch_size=4,
-        seed=5,
-        state_dir=state_dir,
-        quiet=True,
-        diagnostics="none",
+        EvaluationConfig(
+            eps=0.06,
+            ensemble=Ensemble("cheap", (CHEAP_RACE, Member("square", None, {"n_queries": 20}))),
+            batch_size=4,
+            seed=5,
+            diagnostics="none",
+        ),
+        EvaluationContext(state_dir=state_dir, quiet=True),
     )
 
 
@@ -146,13 +147,17 @@ def _gradient_checked(snn: object) -> list[str]:
 
     x = images(8)
     result = evaluate(
-        snn,  # type: ignore[arg-type]
+        snn,
         x,
         labels_of(tiny_mlp(), x),
-        eps=0.06,
-        ensemble=Ensemble("cheap", (CHEAP_RACE,)),
-        quiet=True,
-        diagnostics=DiagnosticsConfig(n=4, square_queries=10, base_steps=2, convergence_factor=2),
+        EvaluationConfig(
+            eps=0.06,
+            ensemble=Ensemble("cheap", (CHEAP_RACE,)),
+            diagnostics=DiagnosticsConfig(
+                n=4, square_queries=10, base_steps=2, convergence_factor=2
+            ),
+        ),
+        EvaluationContext(quiet=True),
     )
     return list(result["diagnostics"]["finite_gradients"]["estimators"])
 

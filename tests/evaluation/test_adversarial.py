@@ -12,8 +12,8 @@ from evaluation_test_utils import images, labels_of, tiny_mlp, tiny_snn
 
 from robustsnn.conversion import convert
 from robustsnn.data import load_dataset, to_float
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate, run_evaluation
 from robustsnn.evaluation import adversarial as adv
-from robustsnn.evaluation import evaluate, run_evaluation
 from robustsnn.evaluation.ensembles import Member
 from robustsnn.evaluation.evaluate import _run_batch
 from robustsnn.evaluation.recheck import (
@@ -134,10 +134,19 @@ def test_examples_outside_range_or_ball_are_refused() -> None:
 def _evaluate(state_dir: Path | None, callback=None) -> dict:  # type: ignore[no-untyped-def, type-arg]
     x = images(14)
     return evaluate(
-        tiny_snn(), x, labels_of(tiny_mlp(), x), eps=0.08, ensemble="pgd-fast", batch_size=5,
-        seed=3, state_dir=state_dir, quiet=True, diagnostics="none", callback=callback,
-        save_adversarial=True,
-    )  # fmt: skip
+        tiny_snn(),
+        x,
+        labels_of(tiny_mlp(), x),
+        EvaluationConfig(
+            eps=0.08,
+            ensemble="pgd-fast",
+            batch_size=5,
+            seed=3,
+            diagnostics="none",
+            save_adversarial=True,
+        ),
+        EvaluationContext(state_dir=state_dir, quiet=True, callback=callback),
+    )
 
 
 def test_resume_of_an_interrupted_run_gives_the_same_file(tmp_path: Path) -> None:

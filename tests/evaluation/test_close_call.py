@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from robustsnn.attacks.base import Attack, Model
 from robustsnn.attacks.registry import ATTACKS
 from robustsnn.errors import UserError
-from robustsnn.evaluation import evaluate
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
 from robustsnn.evaluation.ensembles import Ensemble, Member, ensemble_from_spec
 
 SEEN: list[Tensor] = []
@@ -61,7 +61,11 @@ def test_records_carry_exact_clean_and_closest_margins() -> None:
     model, x, y, s = _linear()
     eps = 0.05
     result = evaluate(
-        model, x, y, eps=eps, ensemble=[{"attack": "fgsm"}], quiet=True, diagnostics="none"
+        model,
+        x,
+        y,
+        EvaluationConfig(eps=eps, ensemble=[{"attack": "fgsm"}], diagnostics="none"),
+        EvaluationContext(quiet=True),
     )
     l1 = 1.0  # ||w||_1
     for r, si in zip(result["records"], s.tolist(), strict=True):
@@ -79,7 +83,13 @@ def test_a_gated_member_attacks_exactly_the_close_calls(fraction: float) -> None
         "gated",
         (Member("fgsm"), Member("test-recorder", close_call=fraction)),
     )
-    result = evaluate(model, x, y, eps=eps, ensemble=ensemble, quiet=True, diagnostics="none")
+    result = evaluate(
+        model,
+        x,
+        y,
+        EvaluationConfig(eps=eps, ensemble=ensemble, diagnostics="none"),
+        EvaluationContext(quiet=True),
+    )
     reached = s - eps  # the FGSM example's s; margin 2 * reached, clean margin 2 * s
     standing = reached > 0
     expected = standing & (reached <= fraction * s)
@@ -177,7 +187,13 @@ def test_a_member_with_a_given_start_begins_at_each_samples_closest_call() -> No
     eps = 0.05
     STARTS.clear()
     ensemble = Ensemble("warm", (Member("fgsm"), Member("test-start-recorder")))
-    evaluate(model, x, y, eps=eps, ensemble=ensemble, quiet=True, diagnostics="none")
+    evaluate(
+        model,
+        x,
+        y,
+        EvaluationConfig(eps=eps, ensemble=ensemble, diagnostics="none"),
+        EvaluationContext(quiet=True),
+    )
     standing = (s - eps) > 0
     x_fgsm = (x - eps * torch.sign(model[1].weight[0]).view(1, 1, 2, 2)).clamp(0, 1)
     (given,) = STARTS

@@ -10,7 +10,7 @@ from evaluation_test_utils import images, labels_of, tiny_linear, tiny_mlp, tiny
 from torch import Tensor, nn
 
 from robustsnn.errors import UserError
-from robustsnn.evaluation import evaluate, parse_eps
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate, parse_eps
 from robustsnn.snn import estimator_names
 
 EPS = 0.08
@@ -56,13 +56,13 @@ def test_json_contract_keys_and_types() -> None:
         snn,
         x,
         y,
-        eps="8/255",
-        ensemble="pgd-fast",
-        independent=True,
-        batch_size=5,
-        quiet=True,
-        diagnostics="none",
-        meta={"model": "tiny.safetensors", "dataset": "toy", "split": "test", "extra": 1},
+        EvaluationConfig(
+            eps="8/255", ensemble="pgd-fast", independent=True, batch_size=5, diagnostics="none"
+        ),
+        EvaluationContext(
+            quiet=True,
+            meta={"model": "tiny.safetensors", "dataset": "toy", "split": "test", "extra": 1},
+        ),
     )
     json.dumps(result)  # JSON-serializable as it is
     assert result["model"] == "tiny.safetensors" and result["dataset"] == "toy"
@@ -92,7 +92,13 @@ def test_json_contract_keys_and_types() -> None:
             assert r["clean_correct"] and not r["robust"] and r["prediction"] != r["label"]
     # An ANN has T = null.
     ann = tiny_linear()
-    plain = evaluate(ann, x, labels_of(ann, x), eps=0.01, quiet=True, diagnostics="none")
+    plain = evaluate(
+        ann,
+        x,
+        labels_of(ann, x),
+        EvaluationConfig(eps=0.01, diagnostics="none"),
+        EvaluationContext(quiet=True),
+    )
     assert plain["T"] is None and plain["clean_accuracy"] == 1.0
     assert plain["attacks"] == {} and plain["ensembles"] == {}
 
@@ -101,7 +107,11 @@ def test_ensemble_is_never_above_any_member_per_sample() -> None:
     snn, x, y = _setup(10)
     grid = [{"attack": "pgd", "estimator": "all", "params": {"steps": 4}}]
     result = evaluate(
-        snn, x, y, eps=EPS, attacks=grid, batch_size=6, quiet=True, diagnostics="none"
+        snn,
+        x,
+        y,
+        EvaluationConfig(eps=EPS, attacks=grid, batch_size=6, diagnostics="none"),
+        EvaluationContext(quiet=True),
     )
     assert set(result["attacks"]) == {f"pgd[steps=4]/{e}" for e in estimator_names()}
     ensemble = result["ensembles"]["pgd (all estimators)"]
@@ -160,16 +170,23 @@ def test_attack_logits_are_never_trusted() -> None:
         snn,
         x,
         y,
-        eps=EPS,
-        ensemble=[{"attack": "pgd", "estimator": "bptr", "params": {"steps": 3}}],
-        view_factory=lambda model, estimator: _Negated(model),
-        quiet=True,
-        diagnostics="none",
+        EvaluationConfig(
+            eps=EPS,
+            ensemble=[{"attack": "pgd", "estimator": "bptr", "params": {"steps": 3}}],
+            diagnostics="none",
+        ),
+        EvaluationContext(view_factory=lambda model, estimator: _Negated(model), quiet=True),
     )
     assert lying["clean_accuracy"] == 1.0
     assert lying["ensembles"]["custom"]["robust_accuracy"] == 1.0
     assert all(r["broken_by"] is None for r in lying["records"])
-    honest = evaluate(snn, x, y, eps=EPS, ensemble="pgd-fast", quiet=True, diagnostics="none")
+    honest = evaluate(
+        snn,
+        x,
+        y,
+        EvaluationConfig(eps=EPS, ensemble="pgd-fast", diagnostics="none"),
+        EvaluationContext(quiet=True),
+    )
     assert honest["ensembles"]["pgd-fast"]["robust_accuracy"] < 1.0
 
 
@@ -198,10 +215,8 @@ def test_runs_in_eval_mode_and_restores_every_flag() -> None:
         model,
         x,
         labels_of(model.body, x),
-        eps=0.05,
-        ensemble="pgd-fast",
-        quiet=True,
-        diagnostics="none",
+        EvaluationConfig(eps=0.05, ensemble="pgd-fast", diagnostics="none"),
+        EvaluationContext(quiet=True),
     )
     assert model.modes == {False}
     assert model.training and model.dropout.training and not model.body.training
@@ -214,19 +229,39 @@ def test_runs_in_eval_mode_and_restores_every_flag() -> None:
 
 def test_clean_only_and_input_errors() -> None:
     snn, x, y = _setup(6)
-    clean = evaluate(snn, x, y, eps=0.0, quiet=True, diagnostics="fast")
+    clean = evaluate(
+        snn, x, y, EvaluationConfig(eps=0.0, diagnostics="fast"), EvaluationContext(quiet=True)
+    )
     assert clean["attacks"] == {} and clean["ensembles"] == {} and clean["diagnostics"] == {}
     assert clean["robust_accuracy"] is None
     assert all(r["robust"] == r["clean_correct"] for r in clean["records"])
-    uint8 = evaluate(snn, (x * 255).round().to(torch.uint8), y, eps=0.0, quiet=True)
+    uint8 = evaluate(
+        snn,
+        (x * 255).round().to(torch.uint8),
+        y,
+        EvaluationConfig(eps=0.0),
+        EvaluationContext(quiet=True),
+    )
     assert uint8["n"] == 6
     with pytest.raises(UserError, match=r"\[0, 1\]"):
-        evaluate(snn, x * 3, y, eps=0.1, quiet=True)
+        evaluate(snn, x * 3, y, EvaluationConfig(eps=0.1), EvaluationContext(quiet=True))
     with pytest.raises(UserError, match="labels"):
-        evaluate(snn, x, y[:3], eps=0.1, quiet=True)
+        evaluate(snn, x, y[:3], EvaluationConfig(eps=0.1), EvaluationContext(quiet=True))
     with pytest.raises(UserError, match="not both"):
-        evaluate(snn, x, y, eps=0.1, ensemble="pgd-fast", attacks="pgd", quiet=True)
+        evaluate(
+            snn,
+            x,
+            y,
+            EvaluationConfig(eps=0.1, ensemble="pgd-fast", attacks="pgd"),
+            EvaluationContext(quiet=True),
+        )
     with pytest.raises(UserError, match="batch_size"):
-        evaluate(snn, x, y, eps=0.1, batch_size=0, quiet=True)
+        evaluate(snn, x, y, EvaluationConfig(eps=0.1, batch_size=0), EvaluationContext(quiet=True))
     with pytest.raises(UserError, match="diagnostics"):
-        evaluate(snn, x, y, eps=0.1, diagnostics="fastest", quiet=True)
+        evaluate(
+            snn,
+            x,
+            y,
+            EvaluationConfig(eps=0.1, diagnostics="fastest"),
+            EvaluationContext(quiet=True),
+        )

@@ -6,7 +6,14 @@ import torch
 from evaluation_test_utils import SHAPE, HardStep, images, labels_of, tiny_linear, tiny_snn
 from torch import Tensor
 
-from robustsnn.evaluation import CHECKS, DiagnosticsConfig, evaluate, input_gradients
+from robustsnn.evaluation import (
+    CHECKS,
+    DiagnosticsConfig,
+    EvaluationConfig,
+    EvaluationContext,
+    evaluate,
+    input_gradients,
+)
 from robustsnn.evaluation.diagnostics import check_finite_gradients
 from robustsnn.evaluation.views import attack_view
 from robustsnn.snn import estimator_names
@@ -25,7 +32,13 @@ def test_masked_gradients_are_flagged() -> None:
     model = HardStep()
     x = _near_threshold(16)
     y = labels_of(model, x)
-    result = evaluate(model, x, y, eps=0.1, ensemble=NO_RANDOM_PGD, quiet=True, diagnostics=SMALL)
+    result = evaluate(
+        model,
+        x,
+        y,
+        EvaluationConfig(eps=0.1, ensemble=NO_RANDOM_PGD, diagnostics=SMALL),
+        EvaluationContext(quiet=True),
+    )
     assert result["ensembles"]["custom"]["robust_accuracy"] == 1.0  # white-box PGD is helpless
     diagnostics = result["diagnostics"]
     assert set(diagnostics) == set(CHECKS[:5])
@@ -42,7 +55,13 @@ def test_a_smooth_model_passes_the_masking_checks() -> None:
     model = tiny_linear()
     x = images(16)
     y = labels_of(model, x)
-    result = evaluate(model, x, y, eps=0.05, ensemble="pgd-fast", quiet=True, diagnostics=SMALL)
+    result = evaluate(
+        model,
+        x,
+        y,
+        EvaluationConfig(eps=0.05, ensemble="pgd-fast", diagnostics=SMALL),
+        EvaluationContext(quiet=True),
+    )
     diagnostics = result["diagnostics"]
     assert diagnostics["finite_gradients"]["passed"], diagnostics["finite_gradients"]["detail"]
     assert diagnostics["black_box_vs_white_box"]["passed"]
@@ -59,11 +78,8 @@ def test_transfer_from_a_smooth_source_beats_masked_gradients() -> None:
         model,
         x,
         y,
-        eps=0.1,
-        ensemble=NO_RANDOM_PGD,
-        transfer_source=source,
-        quiet=True,
-        diagnostics=SMALL,
+        EvaluationConfig(eps=0.1, ensemble=NO_RANDOM_PGD, diagnostics=SMALL),
+        EvaluationContext(transfer_source=source, quiet=True),
     )
     transfer = result["diagnostics"]["transfer_vs_white_box"]
     assert not transfer["passed"] and transfer["broken"] > 0
@@ -72,11 +88,8 @@ def test_transfer_from_a_smooth_source_beats_masked_gradients() -> None:
         smooth,
         x,
         labels_of(smooth, x),
-        eps=0.02,
-        ensemble="pgd-fast",
-        transfer_source=smooth,
-        quiet=True,
-        diagnostics=SMALL,
+        EvaluationConfig(eps=0.02, ensemble="pgd-fast", diagnostics=SMALL),
+        EvaluationContext(transfer_source=smooth, quiet=True),
     )
     assert clean["diagnostics"]["transfer_vs_white_box"]["passed"]
 
@@ -86,9 +99,13 @@ def test_none_skips_and_fast_is_default() -> None:
     x = images(4)
     y = labels_of(model, x)
     assert (
-        evaluate(model, x, y, eps=0.05, ensemble="pgd-fast", quiet=True, diagnostics="none")[
-            "diagnostics"
-        ]
+        evaluate(
+            model,
+            x,
+            y,
+            EvaluationConfig(eps=0.05, ensemble="pgd-fast", diagnostics="none"),
+            EvaluationContext(quiet=True),
+        )["diagnostics"]
         == {}
     )
     assert DiagnosticsConfig.preset("fast").n == 32 and DiagnosticsConfig.preset("full").n == 64

@@ -8,7 +8,13 @@ import pytest
 import torch
 from evaluation_test_utils import images, labels_of, tiny_mlp, tiny_snn
 
-from robustsnn.evaluation import ENSEMBLES, evaluate, input_gradients
+from robustsnn.evaluation import (
+    ENSEMBLES,
+    EvaluationConfig,
+    EvaluationContext,
+    evaluate,
+    input_gradients,
+)
 from robustsnn.snn import estimator_names, parse_estimator
 
 # Reduced budgets so that every preset runs in a fraction of a second on the tiny SNN.
@@ -30,14 +36,26 @@ def test_every_preset_runs_on_an_snn_and_an_ann(name: str) -> None:
     x = images(6)
     y = labels_of(tiny_mlp(), x)
     snn = tiny_snn()
-    result = evaluate(snn, x, y, eps=0.05, ensemble=cheap, quiet=True, diagnostics="none")
+    result = evaluate(
+        snn,
+        x,
+        y,
+        EvaluationConfig(eps=0.05, ensemble=cheap, diagnostics="none"),
+        EvaluationContext(quiet=True),
+    )
     entry = result["ensembles"][name]
     assert entry["members"] == len(preset.for_model(snn))
     if name.endswith("-ensemble"):
         assert entry["members"] == 19
     assert 0.0 <= entry["robust_accuracy"] <= result["clean_accuracy"]
     ann = tiny_mlp()
-    collapsed = evaluate(ann, x, y, eps=0.05, ensemble=cheap, quiet=True, diagnostics="none")
+    collapsed = evaluate(
+        ann,
+        x,
+        y,
+        EvaluationConfig(eps=0.05, ensemble=cheap, diagnostics="none"),
+        EvaluationContext(quiet=True),
+    )
     # an ANN has one gradient: members that differ only in their estimator become one
     distinct = {replace(m, estimator=None).name for m in cheap.members}
     assert collapsed["ensembles"][name]["members"] == len(distinct)

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from evaluation_test_utils import images, labels_of, strip_seconds, tiny_mlp, tiny_snn
 
-from robustsnn.evaluation import STATE_FILE, DiagnosticsConfig, evaluate
+from robustsnn.evaluation import (
+    STATE_FILE,
+    DiagnosticsConfig,
+    EvaluationConfig,
+    EvaluationContext,
+    evaluate,
+)
 
 # Cheap diagnostics, so that the resumed result includes (identical) diagnostics too.
 DIAGNOSTICS = DiagnosticsConfig(n=4, square_queries=10, base_steps=2, convergence_factor=2)
@@ -24,14 +30,10 @@ def _run(state_dir: Path | None, callback=None, eps: float = 0.08) -> dict:  # t
         tiny_snn(),
         x,
         labels_of(tiny_mlp(), x),
-        eps=eps,
-        ensemble="pgd-fast",
-        batch_size=5,
-        seed=3,
-        state_dir=state_dir,
-        quiet=True,
-        diagnostics=DIAGNOSTICS,
-        callback=callback,
+        EvaluationConfig(
+            eps=eps, ensemble="pgd-fast", batch_size=5, seed=3, diagnostics=DIAGNOSTICS
+        ),
+        EvaluationContext(state_dir=state_dir, quiet=True, callback=callback),
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from evaluation_test_utils import images, labels_of, tiny_snn
 
-from robustsnn.evaluation import evaluate
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
 from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member
 from robustsnn.evaluation.escalate import evaluate_escalating, late_breaks, next_preset
 from robustsnn.evaluation.intervals import format_accuracy, wilson_interval
@@ -46,7 +46,13 @@ def pair() -> tuple[SpikingNetwork, SpikingNetwork, torch.Tensor, torch.Tensor]:
 
 
 def _robust(model: SpikingNetwork, x, y, ensemble) -> float:  # type: ignore[no-untyped-def]
-    result = evaluate(model, x, y, eps=EPS, ensemble=ensemble, quiet=True, diagnostics="none")
+    result = evaluate(
+        model,
+        x,
+        y,
+        EvaluationConfig(eps=EPS, ensemble=ensemble, diagnostics="none"),
+        EvaluationContext(quiet=True),
+    )
     return float(result["robust_accuracy"])
 
 
@@ -109,7 +115,13 @@ def test_pgd_fast_is_not_fooled_by_a_rescaled_layer(pair) -> None:  # type: igno
 @pytest.mark.parametrize("preset", ["reliable", "reliable-v1"])
 def test_reliable_is_never_weaker_than_its_members(pair, preset) -> None:  # type: ignore[no-untyped-def]
     snn, _, x, y = pair
-    result = evaluate(snn, x, y, eps=EPS, ensemble=preset, quiet=True, diagnostics="none")
+    result = evaluate(
+        snn,
+        x,
+        y,
+        EvaluationConfig(eps=EPS, ensemble=preset, diagnostics="none"),
+        EvaluationContext(quiet=True),
+    )
     members = ENSEMBLES.get(preset).members
     for member in members[:4]:
         alone = _robust(snn, x, y, Ensemble("one", (member,)))
@@ -176,7 +188,11 @@ def test_wilson_interval_known_values() -> None:
 def test_every_accuracy_in_evaluation_json_has_an_interval(pair) -> None:  # type: ignore[no-untyped-def]
     snn, _, x, y = pair
     result = evaluate(
-        snn, x[:12], y[:12], eps=EPS, ensemble="pgd-fast", quiet=True, diagnostics="none"
+        snn,
+        x[:12],
+        y[:12],
+        EvaluationConfig(eps=EPS, ensemble="pgd-fast", diagnostics="none"),
+        EvaluationContext(quiet=True),
     )
     assert len(result["clean_accuracy_ci95"]) == 2 and len(result["robust_accuracy_ci95"]) == 2
     for row in result["ensembles"].values():

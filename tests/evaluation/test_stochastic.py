@@ -11,7 +11,7 @@ from evaluation_test_utils import images, labels_of, tiny_linear, tiny_mlp, tiny
 from torch import Tensor, nn
 
 from robustsnn.errors import UserError
-from robustsnn.evaluation import evaluate
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
 from robustsnn.evaluation.stochastic import (
     EOTView,
     StochasticConfig,
@@ -94,13 +94,28 @@ def test_detection_is_repeatable_and_sees_global_generator_draws() -> None:
 
 def test_single_draw_attacks_fail_and_eot_breaks_the_noisy_model() -> None:
     x, y = _data()
-    truth = evaluate(tiny_linear(0), x, y, eps=EPS, attacks=PGD, quiet=True, diagnostics="none")
+    truth = evaluate(
+        tiny_linear(0),
+        x,
+        y,
+        EvaluationConfig(eps=EPS, attacks=PGD, diagnostics="none"),
+        EvaluationContext(quiet=True),
+    )
     torch.manual_seed(0)
     single = evaluate(
-        NoisyGradient(), x, y, eps=EPS, attacks=PGD, quiet=True, diagnostics="none",
-        randomness="off",
-    )  # fmt: skip
-    eot = evaluate(NoisyGradient(), x, y, eps=EPS, attacks=PGD, quiet=True, diagnostics="none")
+        NoisyGradient(),
+        x,
+        y,
+        EvaluationConfig(eps=EPS, attacks=PGD, diagnostics="none", randomness="off"),
+        EvaluationContext(quiet=True),
+    )
+    eot = evaluate(
+        NoisyGradient(),
+        x,
+        y,
+        EvaluationConfig(eps=EPS, attacks=PGD, diagnostics="none"),
+        EvaluationContext(quiet=True),
+    )
     # the deterministic twin is breakable: about 70% of samples fall at this radius
     assert truth["robust_accuracy"] <= 0.4
     # one draw per step: sign PGD walks at random, most samples survive
@@ -130,15 +145,24 @@ def test_checks_flag_a_noisy_model_evaluated_without_eot_and_pass_with_it() -> N
     x, y = _data()
     torch.manual_seed(0)
     single = evaluate(
-        NoisyGradient(), x, y, eps=EPS, attacks=PGD, quiet=True, diagnostics_n=16,
-        randomness="off",
-    )  # fmt: skip
+        NoisyGradient(),
+        x,
+        y,
+        EvaluationConfig(eps=EPS, attacks=PGD, diagnostics_n=16, randomness="off"),
+        EvaluationContext(quiet=True),
+    )
     checks = single["diagnostics"]
     assert checks["randomness"]["passed"] is False
     assert "random" in checks["randomness"]["detail"]
     # the masking checks themselves see through the noise too (single draws fail them)
     assert not checks["black_box_vs_white_box"]["passed"]
-    eot = evaluate(NoisyGradient(), x, y, eps=EPS, attacks=PGD, quiet=True, diagnostics_n=16)
+    eot = evaluate(
+        NoisyGradient(),
+        x,
+        y,
+        EvaluationConfig(eps=EPS, attacks=PGD, diagnostics_n=16),
+        EvaluationContext(quiet=True),
+    )
     assert eot["diagnostics"]["randomness"]["passed"] is True
     failing = [name for name, c in eot["diagnostics"].items() if not c["passed"]]
     assert failing == []
@@ -147,7 +171,13 @@ def test_checks_flag_a_noisy_model_evaluated_without_eot_and_pass_with_it() -> N
 def test_clean_accuracy_of_a_random_model_is_a_majority_over_m_draws() -> None:
     x, y = _data(60)
     config = StochasticConfig(prediction_draws=21)
-    result = evaluate(NoisyLogits(), x, y, eps=EPS, quiet=True, randomness=config)
+    result = evaluate(
+        NoisyLogits(),
+        x,
+        y,
+        EvaluationConfig(eps=EPS, randomness=config),
+        EvaluationContext(quiet=True),
+    )
     info = result["randomness"]
     assert info["handled"] and info["prediction_draws"] == 21
     assert info["eot_draws"] == 1 and "eot_draws_check" not in info  # no attack, no gradient
@@ -183,12 +213,8 @@ def test_two_runs_with_one_seed_give_identical_records_with_the_global_generator
                 model,
                 x,
                 y,
-                eps=EPS,
-                attacks=PGD,
-                quiet=True,
-                diagnostics_n=8,
-                batch_size=10,
-                seed=5,
+                EvaluationConfig(eps=EPS, attacks=PGD, diagnostics_n=8, batch_size=10, seed=5),
+                EvaluationContext(quiet=True),
             )  # fmt: skip
         )
         assert torch.equal(torch.get_rng_state(), before)  # the caller's state is restored
@@ -210,12 +236,10 @@ def test_deterministic_results_are_unchanged_bit_for_bit(model_name: str) -> Non
             model,
             x,
             y,
-            eps=0.08,
-            ensemble=members,
-            quiet=True,
-            batch_size=7,
-            diagnostics_n=6,
-            randomness=mode,
+            EvaluationConfig(
+                eps=0.08, ensemble=members, batch_size=7, diagnostics_n=6, randomness=mode
+            ),
+            EvaluationContext(quiet=True),
         )  # fmt: skip
         for mode in ("off", "auto")
     }
@@ -227,9 +251,18 @@ def test_deterministic_results_are_unchanged_bit_for_bit(model_name: str) -> Non
     assert all("draws" not in r for r in runs["auto"]["records"])
     # handled as random with one draw each, the verdicts are the same
     forced = evaluate(
-        model, x, y, eps=0.08, ensemble=members, quiet=True, batch_size=7, diagnostics="none",
-        randomness=StochasticConfig(mode="force", prediction_draws=1, eot_draws=1),
-    )  # fmt: skip
+        model,
+        x,
+        y,
+        EvaluationConfig(
+            eps=0.08,
+            ensemble=members,
+            batch_size=7,
+            diagnostics="none",
+            randomness=StochasticConfig(mode="force", prediction_draws=1, eot_draws=1),
+        ),
+        EvaluationContext(quiet=True),
+    )
     keys = ("index", "clean_correct", "clean_prediction", "robust", "broken_by", "prediction")
     assert [{k: r[k] for k in keys} for r in forced["records"]] == [
         {k: r[k] for k in keys} for r in runs["auto"]["records"]

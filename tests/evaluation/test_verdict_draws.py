@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from robustsnn.attacks.base import Attack, Model
 from robustsnn.attacks.registry import ATTACKS
-from robustsnn.evaluation import evaluate
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
 from robustsnn.evaluation.stochastic import (
     StochasticConfig,
     resolve_randomness,
@@ -136,9 +136,19 @@ def test_an_ensemble_searching_over_members_counts_only_breaks_that_fresh_draws_
     model = CoinOffTheGrid()
     ensemble = [{"attack": "test-own-draw-hunter", "params": {"tries": 8 + k}} for k in range(6)]
     result = evaluate(
-        model, x, y, eps=EPS, ensemble=ensemble, quiet=True, diagnostics="none",
-        randomness=RANDOM, batch_size=20, save_adversarial=True,
-    )  # fmt: skip
+        model,
+        x,
+        y,
+        EvaluationConfig(
+            eps=EPS,
+            ensemble=ensemble,
+            diagnostics="none",
+            randomness=RANDOM,
+            batch_size=20,
+            save_adversarial=True,
+        ),
+        EvaluationContext(quiet=True),
+    )
     assert result["clean_accuracy"] == 1.0
     breaks = _breaks(result)
     assert len(breaks) <= 0.3 * n  # old code: 39 of 60
@@ -167,9 +177,19 @@ def test_an_attack_that_checks_candidates_with_real_predict_does_not_see_the_ver
     JUDGED.append(model)
     try:
         result = evaluate(
-            model, x, y, eps=EPS, ensemble=[{"attack": "test-judge-hunter"}], quiet=True,
-            diagnostics="none", randomness=RANDOM, batch_size=1, save_adversarial=True,
-        )  # fmt: skip
+            model,
+            x,
+            y,
+            EvaluationConfig(
+                eps=EPS,
+                ensemble=[{"attack": "test-judge-hunter"}],
+                diagnostics="none",
+                randomness=RANDOM,
+                batch_size=1,
+                save_adversarial=True,
+            ),
+            EvaluationContext(quiet=True),
+        )
     finally:
         JUDGED.pop()
     breaks = _breaks(result)

@@ -113,7 +113,7 @@ def test_block_size_of_the_spiking_layers_changes_no_verdict(
     """`reliable` on a tiny SNN with the per-element estimators' rows cut into blocks of 8
     neurons or left whole: the same per-sample records (the speed-ups of issue 22 are the same
     arithmetic)."""
-    from robustsnn.evaluation import evaluate
+    from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
     from robustsnn.snn import dynamics
 
     x = images(8)
@@ -122,9 +122,12 @@ def test_block_size_of_the_spiking_layers_changes_no_verdict(
     for block in (8, 1 << 20):
         monkeypatch.setattr(dynamics, "BLOCK", block)
         result = evaluate(
-            snn, x, y, eps=0.05, ensemble="reliable", diagnostics="none", quiet=True,
-            batch_size=4,
-        )  # fmt: skip
+            snn,
+            x,
+            y,
+            EvaluationConfig(eps=0.05, ensemble="reliable", diagnostics="none", batch_size=4),
+            EvaluationContext(quiet=True),
+        )
         results.append(result["records"])
     assert results[0] == results[1]
     # some samples break (some during the first member's run: its later passes cover fewer
