@@ -60,9 +60,9 @@ def test_reliable_breaks_what_reliable_v1_misses_on_a_narrow_width_model() -> No
     with torch.no_grad():
         assert bool((snn(x).argmax(1) == 0).all())
         assert bool((snn((x + EPS).clamp(0, 1)).argmax(1) == 1).all())  # the corner breaks
-    kw = {"eps": EPS, "quiet": True, "diagnostics": "none"}
-    old = evaluate(snn, x, y, ensemble="reliable-v1", **kw)
-    new = evaluate(snn, x, y, ensemble="reliable", **kw)
+    quiet = EvaluationContext(quiet=True)
+    old = evaluate(snn, x, y, EvaluationConfig(EPS, "reliable-v1", diagnostics="none"), quiet)
+    new = evaluate(snn, x, y, EvaluationConfig(EPS, "reliable", diagnostics="none"), quiet)
     old_broken = {r["index"] for r in old["records"] if not r["robust"]}
     new_broken = {r["index"] for r in new["records"] if not r["robust"]}
     assert old_broken <= new_broken == {0, 1, 2, 3}

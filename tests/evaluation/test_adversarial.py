@@ -12,7 +12,13 @@ from evaluation_test_utils import images, labels_of, tiny_mlp, tiny_snn
 
 from robustsnn.conversion import convert
 from robustsnn.data import load_dataset, to_float
-from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate, run_evaluation
+from robustsnn.evaluation import (
+    EvaluationConfig,
+    EvaluationContext,
+    EvaluationRun,
+    evaluate,
+    run_evaluation,
+)
 from robustsnn.evaluation import adversarial as adv
 from robustsnn.evaluation.ensembles import Member
 from robustsnn.evaluation.evaluate import _run_batch
@@ -214,10 +220,12 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     snn = convert(ann, calib, T=4, calib_T=8, calib_batches=2, calib_batch_size=16)
     paths["snn"] = save_snn(root / "snn.safetensors", snn, dataset=spec)
     for name in ("ann", "snn"):
+        config = EvaluationConfig(
+            eps=0.12, ensemble="pgd-fast", diagnostics="none", batch_size=10, save_adversarial=True
+        )
         run_evaluation(
-            paths[name], ensemble="pgd-fast", eps=0.12, n=24, out_dir=root / f"eval-{name}",
-            quiet=True, diagnostics="none", batch_size=10, save_adversarial=True,
-        )  # fmt: skip
+            paths[name], config, EvaluationRun(n=24, out_dir=root / f"eval-{name}", quiet=True)
+        )
     return {**paths, "root": root}
 
 
@@ -304,15 +312,20 @@ def test_transfer_matrix(evaluated: dict[str, Path]) -> None:
 
 def test_escalation_steps_add_their_examples_in_record_order() -> None:
     from robustsnn.evaluation import DiagnosticsConfig
-    from robustsnn.evaluation.escalate import evaluate_escalating
+    from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating
 
     x = images(24)  # the setting of the sharded escalation test, known to escalate once
-    result = evaluate_escalating(
-        tiny_snn(), x, labels_of(tiny_mlp(), x), eps=0.08,
+    config = EvaluationConfig(
+        eps=0.08,
         ensemble=[{"attack": "pgd", "estimator": "bptt-pcw-1"}],
-        ladder=("pgd-fast", "fgsm-ensemble"), max_levels=1, batch_size=5, seed=3, quiet=True,
+        batch_size=5,
+        seed=3,
         diagnostics=DiagnosticsConfig(n=4, square_queries=10, base_steps=2, convergence_factor=2),
         save_adversarial=True,
+    )
+    result = evaluate_escalating(
+        tiny_snn(), x, labels_of(tiny_mlp(), x), config, EvaluationContext(quiet=True),
+        EscalationPolicy(levels=1), ladder=("pgd-fast", "fgsm-ensemble"),
     )  # fmt: skip
     assert result["escalation"]["steps"], "the test needs an escalation step"
     broken = [r for r in result["records"] if r["clean_correct"] and not r["robust"]]

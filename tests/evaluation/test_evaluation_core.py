@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -128,9 +129,10 @@ def test_ensemble_is_never_above_any_member_per_sample() -> None:
 
 def test_early_exit_and_independent_agree_on_deterministic_members() -> None:
     snn, x, y = _setup(20)
-    kwargs = dict(eps=EPS, ensemble=DETERMINISTIC, batch_size=7, quiet=True, diagnostics="none")
-    early = evaluate(snn, x, y, **kwargs)  # type: ignore[arg-type]
-    both = evaluate(snn, x, y, independent=True, **kwargs)  # type: ignore[arg-type]
+    config = EvaluationConfig(eps=EPS, ensemble=DETERMINISTIC, batch_size=7, diagnostics="none")
+    quiet = EvaluationContext(quiet=True)
+    early = evaluate(snn, x, y, config, quiet)
+    both = evaluate(snn, x, y, replace(config, independent=True), quiet)
     assert early["attacks"] == {} and len(both["attacks"]) == 4
     assert early["ensembles"]["custom"]["mode"] == "early-exit"
     robust_early = [r["robust"] for r in early["records"]]
@@ -144,9 +146,9 @@ def test_early_exit_and_independent_agree_on_deterministic_members() -> None:
 
 def test_results_do_not_depend_on_later_batches() -> None:
     snn, x, y = _setup(15)
-    kwargs = dict(eps=EPS, ensemble="pgd-fast", batch_size=5, quiet=True, diagnostics="none")
-    short = evaluate(snn, x[:10], y[:10], **kwargs)  # type: ignore[arg-type]
-    long = evaluate(snn, x, y, **kwargs)  # type: ignore[arg-type]
+    config = EvaluationConfig(eps=EPS, ensemble="pgd-fast", batch_size=5, diagnostics="none")
+    short = evaluate(snn, x[:10], y[:10], config, EvaluationContext(quiet=True))
+    long = evaluate(snn, x, y, config, EvaluationContext(quiet=True))
     assert short["records"] == long["records"][:10]
 
 

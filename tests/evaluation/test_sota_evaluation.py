@@ -11,7 +11,12 @@ from evaluation_test_utils import images, labels_of, tiny_snn
 
 from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
 from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member
-from robustsnn.evaluation.escalate import evaluate_escalating, late_breaks, next_preset
+from robustsnn.evaluation.escalate import (
+    EscalationPolicy,
+    evaluate_escalating,
+    late_breaks,
+    next_preset,
+)
 from robustsnn.evaluation.intervals import format_accuracy, wilson_interval
 from robustsnn.evaluation.table import diagnostics_verdict, evaluation_lines
 from robustsnn.evaluation.views import eval_mode, member_view
@@ -106,8 +111,8 @@ def test_pgd_fast_is_not_fooled_by_a_rescaled_layer(pair) -> None:  # type: igno
     absolute = [{"attack": "pgd", "estimator": "bptt-pcw-1"}]
     assert _robust(copy_, x, y, "pgd-fast") <= _robust(snn, x, y, relative)
     assert _robust(copy_, x, y, absolute) > _robust(snn, x, y, absolute)
-    kwargs = {"eps": EPS, "quiet": True, "diagnostics": "fast", "diagnostics_n": 16}
-    checked = evaluate(copy_, x, y, ensemble="pgd-fast", **kwargs)
+    config = EvaluationConfig(eps=EPS, ensemble="pgd-fast", diagnostics="fast", diagnostics_n=16)
+    checked = evaluate(copy_, x, y, config, EvaluationContext(quiet=True))
     assert checked["diagnostics"]["trivial_radius"]["passed"]
     assert checked["ensembles"]["pgd-fast"]["member_names"][0] == "pgd/bptt-rel-pcw-1"
 
@@ -143,10 +148,11 @@ def test_reliable_members_are_all_scale_free(preset: str) -> None:
 
 def test_escalation_on_the_rescaled_copy(pair) -> None:  # type: ignore[no-untyped-def]
     snn, copy_, x, y = pair
-    kwargs = {"eps": EPS, "quiet": True, "diagnostics": "fast", "diagnostics_n": 16}
-    plain = evaluate(copy_, x, y, ensemble="pgd-ensemble", **kwargs)
+    config = EvaluationConfig(eps=EPS, ensemble="pgd-ensemble", diagnostics_n=16)
+    quiet, once = EvaluationContext(quiet=True), EscalationPolicy(levels=1)
+    plain = evaluate(copy_, x, y, config, quiet)
     assert not plain["diagnostics"]["trivial_radius"]["passed"]  # the sharper check sees it
-    escalated = evaluate_escalating(copy_, x, y, ensemble="pgd-ensemble", max_levels=1, **kwargs)
+    escalated = evaluate_escalating(copy_, x, y, config, quiet, once)
     steps = escalated["escalation"]["steps"]
     assert [s["preset"] for s in steps] == ["reliable"]
     assert "check trivial_radius failed" in steps[0]["reasons"]
@@ -156,7 +162,7 @@ def test_escalation_on_the_rescaled_copy(pair) -> None:  # type: ignore[no-untyp
     robust = sum(r["robust"] for r in escalated["records"]) / len(escalated["records"])
     assert escalated["robust_accuracy"] == robust
     # the original model passes its checks: nothing to escalate
-    calm = evaluate_escalating(snn, x, y, ensemble="pgd-ensemble", max_levels=1, **kwargs)
+    calm = evaluate_escalating(snn, x, y, config, quiet, once)
     assert calm["escalation"]["steps"] == [] and calm["escalation"]["stopped"] == "checks passed"
     lines = evaluation_lines(escalated)
     assert any("escalation 1: reliable" in line for line in lines)

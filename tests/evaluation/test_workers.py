@@ -9,7 +9,8 @@ import torch
 from evaluation_test_utils import images, labels_of, strip_seconds, tiny_mlp, tiny_snn
 
 from robustsnn.errors import UserError
-from robustsnn.evaluation.escalate import evaluate_escalating
+from robustsnn.evaluation.config import EvaluationConfig, EvaluationContext
+from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating
 from robustsnn.evaluation.sharding import BatchShard
 from robustsnn.evaluation.workers import (
     MAX_AUTO_WORKERS,
@@ -90,11 +91,10 @@ def test_workers_bring_back_records_and_adversarial_examples_bit_for_bit() -> No
     snn, y = tiny_snn(), labels_of(tiny_mlp(), images(10))
 
     def job(shard: BatchShard | None, is_main: bool) -> dict:  # type: ignore[type-arg]
-        return evaluate_escalating(
-            snn, x, y, eps=0.15, ensemble="pgd-fast", max_levels=1, at_least="reliable",
-            batch_size=3,
-            quiet=True, save_adversarial=True, **({"shard": shard} if shard else {}),
-        )  # fmt: skip
+        config = EvaluationConfig(0.15, "pgd-fast", batch_size=3, save_adversarial=True)
+        context = EvaluationContext(quiet=True, shard=shard)
+        policy = EscalationPolicy(levels=1, at_least="reliable")
+        return evaluate_escalating(snn, x, y, config, context, policy)
 
     one = run_in_workers(1, job)
     three = run_in_workers(3, job)
@@ -162,10 +162,9 @@ def test_workers_give_the_single_process_records_for_the_adaptive_members() -> N
     snn, y = tiny_snn(), labels_of(tiny_mlp(), images(12))
 
     def job(shard: BatchShard | None, is_main: bool) -> dict:  # type: ignore[type-arg]
-        return evaluate(
-            snn, x, y, eps=0.08, ensemble=Ensemble("tiny-adaptive", members), batch_size=3,
-            diagnostics="none", quiet=True, **({"shard": shard} if shard else {}),
-        )  # fmt: skip
+        ensemble = Ensemble("tiny-adaptive", members)
+        config = EvaluationConfig(0.08, ensemble, batch_size=3, diagnostics="none")
+        return evaluate(snn, x, y, config, EvaluationContext(quiet=True, shard=shard))
 
     one = run_in_workers(1, job)
     three = run_in_workers(3, job)
