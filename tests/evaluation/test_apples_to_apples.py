@@ -10,6 +10,7 @@ from torch import nn
 
 from robustsnn.analysis.verdict import run_verdict
 from robustsnn.errors import UserError
+from robustsnn.evaluation.config import EscalationPolicy, EvaluationConfig, EvaluationContext
 from robustsnn.evaluation.escalate import evaluate_escalating, final_preset, ladder_level
 from robustsnn.evaluation.intervals import format_ratio, paired_ratio_interval
 
@@ -61,15 +62,12 @@ def test_escalation_reaches_the_requested_preset_even_when_checks_pass():
     x = torch.rand(12, 1, 3, 4)
     y = model(x).argmax(1)
     ladder = ("fgsm-ensemble", "pgd-fast")
-    plain = evaluate_escalating(
-        model, x, y, eps=0.01, ensemble="fgsm-ensemble", ladder=ladder, diagnostics="none",
-        quiet=True, max_levels=0,
-    )  # fmt: skip
+    config = EvaluationConfig(eps=0.01, ensemble="fgsm-ensemble", diagnostics="none")
+    quiet = EvaluationContext(quiet=True)
+    plain = evaluate_escalating(model, x, y, config, quiet, EscalationPolicy(0), ladder=ladder)
     assert final_preset(plain) == "fgsm-ensemble" and not plain["escalation"]["steps"]
-    matched = evaluate_escalating(
-        model, x, y, eps=0.01, ensemble="fgsm-ensemble", ladder=ladder, diagnostics="none",
-        quiet=True, max_levels=0, at_least="pgd-fast",
-    )  # fmt: skip
+    to_pgd_fast = EscalationPolicy(levels=0, at_least="pgd-fast")
+    matched = evaluate_escalating(model, x, y, config, quiet, to_pgd_fast, ladder=ladder)
     steps = matched["escalation"]["steps"]
     assert [s["preset"] for s in steps] == ["pgd-fast"]
     assert "matching the protocol" in steps[0]["reasons"][-1]
@@ -78,9 +76,8 @@ def test_escalation_reaches_the_requested_preset_even_when_checks_pass():
     assert ladder_level("pgd-fast", ladder) == 1 and ladder_level("nope", ladder) == -1
     with pytest.raises(UserError, match="not on the ladder"):
         evaluate_escalating(
-            model, x, y, eps=0.01, ensemble="fgsm-ensemble", ladder=ladder,
-            diagnostics="none", quiet=True, at_least="reliable",
-        )  # fmt: skip
+            model, x, y, config, quiet, EscalationPolicy(at_least="reliable"), ladder=ladder
+        )
 
 
 def _row(robust: float, ratio=None, diagnostics="checks PASS (5)", **extra):
