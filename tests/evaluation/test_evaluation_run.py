@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,13 @@ from robustsnn.errors import UserError
 from robustsnn.evaluation import (
     EVALUATION_FILE,
     RECORDS_FILE,
+    EvaluationConfig,
+    EvaluationRun,
     dataset_spec_from_meta,
     run_evaluation,
     stratified_indices,
 )
+from robustsnn.evaluation.config import EscalationPolicy
 from robustsnn.io.models import save_ann, save_snn
 from robustsnn.models import build_model
 from robustsnn.snn import estimator_names
@@ -108,13 +112,8 @@ def test_attack_pgd_on_an_snn_runs_every_estimator(checkpoints: dict[str, Path])
     out = checkpoints["root"] / "eval-snn"
     result = run_evaluation(
         checkpoints["snn"],
-        attack="pgd",
-        eps="8/255",
-        n=3,
-        out_dir=out,
-        quiet=True,
-        diagnostics="none",
-        batch_size=2,
+        EvaluationConfig(attacks="pgd", eps="8/255", diagnostics="none", batch_size=2),
+        EvaluationRun(n=3, out_dir=out, quiet=True),
     )
     written = json.loads((out / EVALUATION_FILE).read_text())
     assert written == result
@@ -129,13 +128,8 @@ def test_attack_pgd_on_an_snn_runs_every_estimator(checkpoints: dict[str, Path])
     # Re-running the same command resumes from the saved state: same numbers.
     again = run_evaluation(
         checkpoints["snn"],
-        attack="pgd",
-        eps=8 / 255,
-        n=3,
-        out_dir=out,
-        quiet=True,
-        diagnostics="none",
-        batch_size=2,
+        EvaluationConfig(attacks="pgd", eps=8 / 255, diagnostics="none", batch_size=2),
+        EvaluationRun(n=3, out_dir=out, quiet=True),
     )
     assert strip_seconds(again) == strip_seconds(result)
 
@@ -143,41 +137,29 @@ def test_attack_pgd_on_an_snn_runs_every_estimator(checkpoints: dict[str, Path])
 def test_attack_none_ensemble_and_estimator(checkpoints: dict[str, Path]) -> None:
     root = checkpoints["root"]
     clean = run_evaluation(
-        checkpoints["ann"], attack="none", eps=0.0, n=9, out_dir=root / "clean", quiet=True
+        checkpoints["ann"],
+        EvaluationConfig(attacks="none", eps=0.0),
+        EvaluationRun(n=9, out_dir=root / "clean", quiet=True),
     )
     _check_contract(clean)
     assert clean["T"] is None and clean["attacks"] == {} and clean["ensembles"] == {}
     assert clean["n"] == 9
     one = run_evaluation(
         checkpoints["snn"],
-        attack="pgd",
-        estimator="bptr",
-        eps=0.03,
-        n=3,
-        out_dir=root / "one",
-        quiet=True,
-        diagnostics="none",
+        EvaluationConfig(attacks="pgd", eps=0.03, diagnostics="none"),
+        EvaluationRun(estimator="bptr", n=3, out_dir=root / "one", quiet=True),
     )
     assert list(one["attacks"]) == ["pgd/bptr"] and one["ensembles"] == {}
     fast = run_evaluation(
         checkpoints["ann"],
-        ensemble="pgd-fast",
-        eps=0.03,
-        n=3,
-        out_dir=root / "fast",
-        quiet=True,
-        diagnostics="none",
+        EvaluationConfig(ensemble="pgd-fast", eps=0.03, diagnostics="none"),
+        EvaluationRun(n=3, out_dir=root / "fast", quiet=True),
     )
     assert fast["ensembles"]["pgd-fast"]["members"] == 1  # collapsed for an ANN
     restricted = run_evaluation(
         checkpoints["snn"],
-        attack="pgd-fast",
-        estimator="ann-proxy",
-        eps=0.03,
-        n=3,
-        out_dir=root / "restricted",
-        quiet=True,
-        diagnostics="none",
+        EvaluationConfig(attacks="pgd-fast", eps=0.03, diagnostics="none"),
+        EvaluationRun(estimator="ann-proxy", n=3, out_dir=root / "restricted", quiet=True),
     )
     assert restricted["ensembles"]["pgd-fast"]["member_names"] == ["pgd/ann-proxy"]
 
@@ -186,16 +168,34 @@ def test_run_evaluation_errors(checkpoints: dict[str, Path]) -> None:
     root = checkpoints["root"]
     with pytest.raises(UserError, match="not both"):
         run_evaluation(
-            checkpoints["snn"], attack="pgd", ensemble="pgd-fast", eps=0.1, n=3, out_dir=root / "x"
+            checkpoints["snn"],
+            EvaluationConfig(attacks="pgd", ensemble="pgd-fast", eps=0.1),
+            EvaluationRun(n=3, out_dir=root / "x"),
         )
     with pytest.raises(UserError, match="more than the 30 samples"):
-        run_evaluation(checkpoints["snn"], attack="none", eps=0.1, n=31, out_dir=root / "x")
+        run_evaluation(
+            checkpoints["snn"],
+            EvaluationConfig(attacks="none", eps=0.1),
+            EvaluationRun(n=31, out_dir=root / "x"),
+        )
     with pytest.raises(UserError, match="which dataset"):
-        run_evaluation(checkpoints["bare"], attack="none", eps=0.1, n=3, out_dir=root / "x")
+        run_evaluation(
+            checkpoints["bare"],
+            EvaluationConfig(attacks="none", eps=0.1),
+            EvaluationRun(n=3, out_dir=root / "x"),
+        )
     with pytest.raises(UserError, match="unknown attack"):
-        run_evaluation(checkpoints["snn"], attack="pgx", eps=0.1, n=3, out_dir=root / "x")
+        run_evaluation(
+            checkpoints["snn"],
+            EvaluationConfig(attacks="pgx", eps=0.1),
+            EvaluationRun(n=3, out_dir=root / "x"),
+        )
     with pytest.raises(UserError, match="8/255"):
-        run_evaluation(checkpoints["snn"], attack="none", eps="8", n=3, out_dir=root / "x")
+        run_evaluation(
+            checkpoints["snn"],
+            EvaluationConfig(attacks="none", eps="8"),
+            EvaluationRun(n=3, out_dir=root / "x"),
+        )
 
 
 # ------------------------------------------------------------------ robustness vs latency
@@ -209,18 +209,26 @@ def test_latency_curve_evaluates_each_T_on_the_same_images_and_resumes(
 
     out = tmp_path / "run" / "latency" / "snn_converted"
     data = latency_curve(
-        checkpoints["snn"], [1, 4], out_dir=out, ensemble="pgd-fast", eps=0.05, n=9,
-        diagnostics="none", label="snn_converted",
-    )  # fmt: skip
+        checkpoints["snn"],
+        [1, 4],
+        EvaluationConfig(ensemble="pgd-fast", eps=0.05, diagnostics="none", batch_size=100),
+        EvaluationRun(out_dir=out, n=9, quiet=True),
+        label="snn_converted",
+    )
     assert data["T"] == [1, 4] and data["n"] == 9
     assert [r["T"] for r in data["rows"]] == [1, 4]
     assert set(data["curves"]) == {"snn_converted clean", "snn_converted robust"}
     # each row is what the evaluation at that T gives, on the stratified images
     for row in data["rows"]:
-        direct = run_evaluation(
-            checkpoints["snn"], ensemble="pgd-fast", eps=0.05, n=9, diagnostics="none",
-            out_dir=tmp_path / f"direct{row['T']}", quiet=True,
-        ) if row["T"] == 4 else None  # fmt: skip
+        direct = (
+            run_evaluation(
+                checkpoints["snn"],
+                EvaluationConfig(ensemble="pgd-fast", eps=0.05, diagnostics="none"),
+                EvaluationRun(n=9, out_dir=tmp_path / f"direct{row['T']}", quiet=True),
+            )
+            if row["T"] == 4
+            else None
+        )
         if direct is not None:  # the checkpoint's own T
             assert row["clean_accuracy"] == direct["clean_accuracy"]
             assert row["robust_accuracy"] == direct["robust_accuracy"]
@@ -233,14 +241,22 @@ def test_latency_curve_evaluates_each_T_on_the_same_images_and_resumes(
 
     monkeypatch.setattr(latency_module, "evaluate", no_more)
     again = latency_curve(
-        checkpoints["snn"], [1, 4], out_dir=out, ensemble="pgd-fast", eps=0.05, n=9,
-        diagnostics="none", label="snn_converted",
-    )  # fmt: skip
+        checkpoints["snn"],
+        [1, 4],
+        EvaluationConfig(ensemble="pgd-fast", eps=0.05, diagnostics="none", batch_size=100),
+        EvaluationRun(out_dir=out, n=9, quiet=True),
+        label="snn_converted",
+    )
     assert again["rows"] == data["rows"]
     made = make_run_figures(tmp_path / "run")
     assert (tmp_path / "run" / "figures" / "robust_accuracy_vs_T.png") in made
     with pytest.raises(UserError, match="SNN checkpoint"):
-        latency_curve(checkpoints["ann"], [1], out_dir=tmp_path / "x", eps=0.05, n=3)
+        latency_curve(
+            checkpoints["ann"],
+            [1],
+            EvaluationConfig(eps=0.05, batch_size=100),
+            EvaluationRun(out_dir=tmp_path / "x", n=3, quiet=True),
+        )
 
 
 def test_workers_give_the_single_process_result(
@@ -252,12 +268,15 @@ def test_workers_give_the_single_process_result(
     from workers: tests/evaluation/test_workers.py)."""
     escalate = False
     root = checkpoints["root"]
-    common = {
-        "ensemble": "pgd-fast", "eps": "16/255", "n": 9, "quiet": True, "batch_size": 2,
-        "diagnostics": "fast", "escalate": escalate, "escalate_levels": 1,
-    }  # fmt: skip
-    one = run_evaluation(checkpoints["snn"], out_dir=root / f"w1-{escalate}", workers=1, **common)
-    three = run_evaluation(checkpoints["snn"], out_dir=root / f"w3-{escalate}", workers=3, **common)
+    config = EvaluationConfig(eps="16/255", ensemble="pgd-fast", batch_size=2, diagnostics="fast")
+    common = EvaluationRun(n=9, quiet=True, escalate=EscalationPolicy(1) if escalate else None)
+
+    def run(folder: str, workers: int) -> dict:  # type: ignore[type-arg]
+        here = replace(common, out_dir=root / folder, workers=workers)
+        return run_evaluation(checkpoints["snn"], config, here)
+
+    one = run(f"w1-{escalate}", 1)
+    three = run(f"w3-{escalate}", 3)
     assert strip_seconds(three) == strip_seconds(one)
     assert (root / f"w3-{escalate}" / RECORDS_FILE).read_text() == (
         root / f"w1-{escalate}" / RECORDS_FILE
@@ -266,5 +285,5 @@ def test_workers_give_the_single_process_result(
     # worker that starts late may find none left: which ranks write depends on timing)
     ranks = {p.name for p in (root / f"w3-{escalate}").glob("evaluation-state.rank*.json")}
     assert ranks and ranks <= {f"evaluation-state.rank{r}.json" for r in range(3)}
-    again = run_evaluation(checkpoints["snn"], out_dir=root / f"w3-{escalate}", workers=2, **common)
+    again = run(f"w3-{escalate}", 2)
     assert strip_seconds(again) == strip_seconds(one)
