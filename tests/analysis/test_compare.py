@@ -13,7 +13,7 @@ from analysis_fixtures import write_run
 from robustsnn.analysis.compare import collect_rows, randomness_text, write_comparison
 from robustsnn.cli import main
 from robustsnn.errors import UserError
-from robustsnn.evaluation import evaluate
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
 from evaluation_test_utils import images, labels_of, tiny_linear  # noqa: E402
@@ -32,7 +32,13 @@ class _Noisy(torch.nn.Module):
 def _evaluation_folder(root: Path, name: str, model: torch.nn.Module) -> Path:
     x = images(12)
     y = labels_of(tiny_linear(0), x)
-    result = evaluate(model, x, y, eps=0.05, attacks="fgsm", quiet=True, diagnostics="none")
+    result = evaluate(
+        model,
+        x,
+        y,
+        EvaluationConfig(eps=0.05, attacks="fgsm", diagnostics="none"),
+        EvaluationContext(quiet=True),
+    )
     result.pop("records")
     folder = root / name
     folder.mkdir()

@@ -115,7 +115,7 @@ def eval_diagnostics() -> Any:
 def run_eval(state_dir: Path | None, out: Path, shard: Any, die_after: int | None = None) -> dict:  # type: ignore[type-arg]
     """One evaluation of the tiny SNN (sharded when ``shard`` is given); the batches this
     process attacked go to ``out``/ran.rank<r>.json, rank 0's result to ``out``/result.json."""
-    from robustsnn.evaluation import adversarial, evaluate
+    from robustsnn.evaluation import EvaluationConfig, EvaluationContext, adversarial, evaluate
 
     rank = shard.rank if shard is not None else 0
     ran: list[int] = []
@@ -132,16 +132,15 @@ def run_eval(state_dir: Path | None, out: Path, shard: Any, die_after: int | Non
         model,
         x,
         y,
-        eps=0.08,
-        ensemble="pgd-fast",
-        batch_size=EVAL_BATCH,
-        seed=3,
-        state_dir=state_dir,
-        quiet=True,
-        diagnostics=eval_diagnostics(),
-        callback=callback,
-        shard=shard,
-        save_adversarial=True,
+        EvaluationConfig(
+            eps=0.08,
+            ensemble="pgd-fast",
+            batch_size=EVAL_BATCH,
+            seed=3,
+            diagnostics=eval_diagnostics(),
+            save_adversarial=True,
+        ),
+        EvaluationContext(state_dir=state_dir, quiet=True, callback=callback, shard=shard),
     )
     # the saved examples' file bytes, digested: equal digests = the same file, bit for bit
     examples = result.pop("adversarial")
@@ -250,16 +249,19 @@ def run_escalation(state_dir: Path | None, out: Path, shard: Any) -> dict:  # ty
     """``evaluate --escalate`` on the tiny SNN from PGD with BPTT-PCW(1) alone, off the cheap
     two-rung ladder (pgd-fast, then the FGSM ensemble); at eps 0.08 it fails a check, so one
     escalation step (to the FGSM ensemble) runs."""
-    from robustsnn.evaluation import adversarial
-    from robustsnn.evaluation.escalate import evaluate_escalating
+    from robustsnn.evaluation import EvaluationConfig, EvaluationContext, adversarial
+    from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating
 
     model, x, y = eval_inputs()
-    extra = {"shard": shard} if shard is not None else {}
     result = evaluate_escalating(
-        model, x, y, eps=0.08, ensemble=[{"attack": "pgd", "estimator": "bptt-pcw-1"}],
+        model, x, y,
+        EvaluationConfig(
+            eps=0.08, ensemble=[{"attack": "pgd", "estimator": "bptt-pcw-1"}],
+            batch_size=EVAL_BATCH, seed=3, diagnostics=eval_diagnostics(), save_adversarial=True,
+        ),
+        EvaluationContext(state_dir=state_dir, quiet=True, shard=shard),
+        EscalationPolicy(levels=1),
         ladder=("pgd-fast", "fgsm-ensemble"),
-        max_levels=1, batch_size=EVAL_BATCH, seed=3, quiet=True, diagnostics=eval_diagnostics(),
-        state_dir=state_dir, save_adversarial=True, **extra,
     )  # fmt: skip
     examples = result.pop("adversarial")
     data = adversarial.to_bytes(examples, {"members": sorted(set(examples.member))})

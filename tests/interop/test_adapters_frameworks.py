@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from robustsnn.errors import UserError
-from robustsnn.evaluation import evaluate
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
 from robustsnn.interop.adapters import from_snntorch, from_spikingjelly
 from robustsnn.snn.estimators import parse_estimator
 
@@ -103,8 +103,11 @@ class TestSpikingJelly:
         assert torch.allclose(ours, theirs, rtol=0, atol=1e-5)
         assert (theirs.argmax(1) == y).float().mean() > 0.5  # it learnt something
         assert "bptt-<surrogate>" in snn.adapter.reset_gradient  # detach_reset=False
-        result = evaluate(snn, x[:4], y[:4], eps=0.03, ensemble="pgd-ensemble", quiet=True,
-                          diagnostics="none")  # fmt: skip
+        result = evaluate(
+            snn, x[:4], y[:4],
+            EvaluationConfig(eps=0.03, ensemble="pgd-ensemble", diagnostics="none"),
+            EvaluationContext(quiet=True),
+        )  # fmt: skip
         assert result["n"] == 4 and 0 <= result["robust_accuracy"] <= result["clean_accuracy"]
 
     @pytest.mark.parametrize("step_mode", ["s", "m"])
@@ -215,8 +218,11 @@ class TestSnnTorch:
         assert torch.equal(ours, theirs)  # spike counts, bit for bit
         assert (theirs.argmax(1) == y).float().mean() > 0.5
         assert "bptt-<surrogate>-dr" in snn.adapter.reset_gradient
-        result = evaluate(snn, x[:4], y[:4], eps=0.03, ensemble="pgd-ensemble", quiet=True,
-                          diagnostics="none")  # fmt: skip
+        result = evaluate(
+            snn, x[:4], y[:4],
+            EvaluationConfig(eps=0.03, ensemble="pgd-ensemble", diagnostics="none"),
+            EvaluationContext(quiet=True),
+        )  # fmt: skip
         assert result["n"] == 4 and 0 <= result["robust_accuracy"] <= result["clean_accuracy"]
 
     @pytest.mark.parametrize("reset", ["zero", "subtract"])

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustsnn.evaluation import evaluate
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
 from robustsnn.interop.stepwise import wrap
 
 needs_snntorch = pytest.mark.skipif(
@@ -71,12 +71,14 @@ def test_wrapped_poisson_model_is_verified_and_evaluated_with_eot() -> None:
                 net,
                 x,
                 y,
-                eps=0.1,
-                attacks=[{"attack": "fgsm", "estimator": "bptt-pcw-1"}],
-                quiet=True,
-                diagnostics="none",
-                seed=3,
-                randomness={"eot_draws": 4, "prediction_draws": 7},
+                EvaluationConfig(
+                    eps=0.1,
+                    attacks=[{"attack": "fgsm", "estimator": "bptt-pcw-1"}],
+                    diagnostics="none",
+                    seed=3,
+                    randomness={"eot_draws": 4, "prediction_draws": 7},
+                ),
+                EvaluationContext(quiet=True),
             )  # fmt: skip
         )
     info = runs[0]["randomness"]
@@ -115,8 +117,11 @@ def test_wrapped_spikingjelly_poisson_encoder_is_handled() -> None:
     net = wrap(SJPoisson(), T, example=x)
     assert net.adapter.verification.passed
     result = evaluate(
-        net, x, torch.zeros(12, dtype=torch.long), eps=0.1,
-        attacks=[{"attack": "fgsm", "estimator": "bptt-pcw-1"}], quiet=True,
-        diagnostics="none", randomness={"eot_draws": 2, "prediction_draws": 5},
+        net, x, torch.zeros(12, dtype=torch.long),
+        EvaluationConfig(
+            eps=0.1, attacks=[{"attack": "fgsm", "estimator": "bptt-pcw-1"}],
+            diagnostics="none", randomness={"eot_draws": 2, "prediction_draws": 5},
+        ),
+        EvaluationContext(quiet=True),
     )  # fmt: skip
     assert result["randomness"]["detected"] and result["randomness"]["handled"]

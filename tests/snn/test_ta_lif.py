@@ -9,7 +9,7 @@ import torch
 
 from robustsnn.conversion import convert
 from robustsnn.errors import UserError
-from robustsnn.evaluation import evaluate
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
 from robustsnn.io.models import load_model, save_snn
 from robustsnn.models import build_model
 from robustsnn.snn import ANNProxy, SpikingNetwork, parse_estimator
@@ -126,8 +126,11 @@ def test_network_with_ta_lif_runs_attacks_and_round_trips(tmp_path: Path) -> Non
     assert torch.equal(loaded(x), snn(x))
     y = after.argmax(1)
     result = evaluate(
-        snn, x[:8], y[:8], eps=0.1, attacks=[{"attack": "fgsm", "estimator": "bptt-pcw-1"}],
-        quiet=True, diagnostics="none",
+        snn, x[:8], y[:8],
+        EvaluationConfig(
+            eps=0.1, attacks=[{"attack": "fgsm", "estimator": "bptt-pcw-1"}], diagnostics="none"
+        ),
+        EvaluationContext(quiet=True),
     )  # fmt: skip
     assert result["randomness"]["detected"] is False
     assert 0.0 <= result["robust_accuracy"] <= result["clean_accuracy"]
