@@ -160,7 +160,7 @@ class _StartRecorder(Attack):
 
     name = "test-start-recorder"
     supports_start = True
-    init = "given"
+    wants_start = True  # type: ignore[assignment]
 
     def __init__(self, eps: float = 0.0) -> None:
         super().__init__(eps)

@@ -45,6 +45,13 @@ class Attack:
     supports_start: bool = False
     #: The validated start point of the current call (None: the attack's own start).
     given_start: Tensor | None = None
+
+    @property
+    def wants_start(self) -> bool:
+        """Whether this attack, as configured, needs a start point on every call (the
+        evaluation then hands it each sample's closest call)."""
+        return False
+
     #: Attributes that :meth:`params` reports, in order (the constructor parameters).
     param_names: tuple[str, ...] = ("eps",)
 

@@ -121,6 +121,11 @@ class SAPGD(Attack):
         #: step sizes of the last run's iterations (for tests and logs)
         self.last_etas: list[float] = []
 
+    @property
+    def wants_start(self) -> bool:
+        """With ``init="given"`` every call needs start points."""
+        return self.init == "given"
+
     def params(self) -> dict[str, Any]:
         """Constructor parameters; ``init`` and ``first_step`` only where not the defaults
         (so every earlier log and statistics file reads as before)."""

@@ -467,7 +467,7 @@ def _run_batch(
             continue
         start = time.perf_counter()
         generator = seeded_generator(seed, xb.device, "batch", batch_index, "member", member.name)
-        if getattr(attack, "init", None) == "given":  # begins at each sample's closest call
+        if attack.wants_start:  # begins at each sample's closest call
             begin = (book.closest_x if book.closest_x is not None else xb)[idx]
             x_adv = attack(view, xb[idx], yb[idx], generator=generator, start=begin)
         else:
