@@ -467,7 +467,7 @@ def _run_batch(
             continue
         start = time.perf_counter()
         generator = seeded_generator(seed, xb.device, "batch", batch_index, "member", member.name)
-        if attack.wants_start:  # begins at each sample's closest call
+        if getattr(attack, "wants_start", False):  # begins at each sample's closest call
             begin = (book.closest_x if book.closest_x is not None else xb)[idx]
             x_adv = attack(view, xb[idx], yb[idx], generator=generator, start=begin)
         else:
