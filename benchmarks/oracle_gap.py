@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from robustsnn.evaluation import run_evaluation
+from robustsnn.evaluation.config import EvaluationConfig, EvaluationRun
 from robustsnn.evaluation.ensembles import REFERENCE_POOL_VERSION
 from robustsnn.evaluation.intervals import wilson_interval
 from robustsnn.io.atomic import atomic_write_json, atomic_write_text
@@ -38,6 +39,8 @@ from robustsnn.io.atomic import atomic_write_json, atomic_write_text
 POOL = "reference-pool"
 GROUND_TRUTH = (POOL, "reliable-v1")
 """The runs whose per-sample union is the ground truth."""
+SURVIVORS_FILE = "survivors.json"
+"""In a pool folder run with ``--pool-on-survivors-of P``: P and the indices the pool attacked."""
 
 
 def load_suite(path: Path) -> list[dict[str, Any]]:
@@ -82,6 +85,29 @@ def _finished(folder: Path, n: int) -> bool:
         return False
 
 
+def survivors(model_dir: Path, preset: str) -> list[int]:
+    """Dataset indices of the samples ``preset`` left standing in ``model_dir`` (clean-correct
+    and robust): the only samples where the pool can find a gap to it."""
+    records = _records(model_dir / preset)
+    if records is None:
+        raise SystemExit(
+            f"{model_dir.name}: --pool-on-survivors-of {preset} needs {preset}'s finished run "
+            f"in {model_dir / preset}; run it first (--evals {preset})"
+        )
+    return sorted(i for i, r in records.items() if r["clean_correct"] and r["robust"])
+
+
+def _finished_run(folder: Path, n: int, indices: Sequence[int] | None) -> bool:
+    if indices is None:
+        return _finished(folder, n)
+    marker = folder / SURVIVORS_FILE
+    return (
+        _finished(folder, len(indices))
+        and marker.exists()
+        and json.loads(marker.read_text()).get("indices") == list(indices)
+    )
+
+
 def run(args: argparse.Namespace) -> None:
     suite = load_suite(Path(args.suite))
     wanted = set(args.models.split(",")) if args.models else None
@@ -92,22 +118,39 @@ def run(args: argparse.Namespace) -> None:
             continue
         for preset in evals:
             folder = out / entry["name"] / preset
-            if _finished(folder, args.n):
+            indices = None
+            if preset == POOL and args.pool_on_survivors_of:
+                indices = survivors(out / entry["name"], args.pool_on_survivors_of)
+            if _finished_run(folder, args.n, indices):
                 continue
             print(f"[oracle-gap] {entry['name']} / {preset} ...", file=sys.stderr, flush=True)
             cpu0, wall0 = time.process_time(), time.perf_counter()
+            if indices is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(
+                    folder / SURVIVORS_FILE, {"of": args.pool_on_survivors_of, "indices": indices}
+                )
+            if indices == []:  # nothing stands: nothing for the pool to break
+                atomic_write_json(folder / "evaluation.json", {"n": 0})
+                atomic_write_text(folder / "records.jsonl", "")
+                continue
             result = run_evaluation(
                 entry["path"],
-                ensemble=preset,
-                eps=entry["eps"],
-                n=args.n,
-                out_dir=folder,
-                seed=args.seed,
-                quiet=True,
-                dataset=entry.get("dataset"),
-                diagnostics="none" if preset == POOL else args.diagnostics,
+                EvaluationConfig(
+                    eps=entry["eps"],
+                    ensemble=preset,
+                    seed=args.seed,
+                    diagnostics="none" if preset == POOL else args.diagnostics,
+                ),
+                EvaluationRun(
+                    n=args.n if indices is None else None,
+                    indices=indices,
+                    dataset=entry.get("dataset"),
+                    out_dir=folder,
+                    quiet=True,
+                    workers=1,
+                ),
                 loaded=_loaded(entry),
-                workers=1,
             )
             cost = {
                 "cpu_seconds": time.process_time() - cpu0,
@@ -179,14 +222,17 @@ def model_gap(model_dir: Path, preset: str) -> dict[str, Any] | None:
     truth_runs = {k: v for k, v in runs.items() if k in GROUND_TRUTH and v is not None}
     if mine is None or POOL not in truth_runs:
         return None
+    on_survivors = (model_dir / POOL / SURVIVORS_FILE).exists()
     common = set(mine)
-    for records in truth_runs.values():
-        common &= set(records)
+    for name, records in truth_runs.items():
+        if not (on_survivors and name == POOL):  # the pool saw only survivors: not a limit
+            common &= set(records)
     if not common:
         raise SystemExit(f"{model_dir.name}: the pool and {preset} share no sample")
     samples = sorted(common)
     broken_truth = {
-        i: [name for name, rec in truth_runs.items() if _broken(rec[i])] for i in samples
+        i: [name for name, rec in truth_runs.items() if i in rec and _broken(rec[i])]
+        for i in samples
     }
     members = {
         i: [f"{name}: {truth_runs[name][i]['broken_by']}" for name in broken_truth[i]]
@@ -202,7 +248,19 @@ def model_gap(model_dir: Path, preset: str) -> dict[str, Any] | None:
         "n_pool": len(truth_runs[POOL]),
         "pool_finished": (model_dir / POOL / "evaluation.json").exists(),
         "clean": sum(bool(mine[i]["clean_correct"]) for i in samples),
-        "truth_robust": sum(1 for i in samples if mine[i]["clean_correct"] and not broken_truth[i]),
+        # on survivors, the pool never saw the preset's breaks: the truth counts those too
+        "truth_robust": sum(
+            1
+            for i in samples
+            if mine[i]["clean_correct"]
+            and not broken_truth[i]
+            and not (on_survivors and _broken(mine[i]))
+        ),
+        "pool_on_survivors": (
+            json.loads((model_dir / POOL / SURVIVORS_FILE).read_text())["of"]
+            if on_survivors
+            else None
+        ),
         "preset_robust": sum(bool(mine[i]["robust"]) for i in samples),
         "gap": len(gap),
         "gap_samples": [{"index": i, "broken_by": members[i]} for i in gap],
@@ -266,6 +324,9 @@ def markdown(rows: Sequence[Mapping[str, Any]], preset: str) -> str:
                 f"{len(r['new_breaks'])}"
             )
         where = "" if r.get("pool_finished", True) else " (pool: finished batches only)"
+        of = r.get("pool_on_survivors")
+        if of:  # another preset's survivors: the pool never saw what that one broke
+            where += f" (pool on {of}'s survivors{'' if of == preset else ': a lower bound'})"
         lines.append(
             f"| {r['model']}{where} | {n} | {_pct(int(r['clean']), n)} | "
             f"{_pct(int(r['truth_robust']), n)} | {_pct(int(r['preset_robust']), n)} | {old} | "
@@ -339,6 +400,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     r.add_argument("--n", type=int, default=200)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--diagnostics", default="fast")
+    r.add_argument(
+        "--pool-on-survivors-of",
+        default=None,
+        metavar="PRESET",
+        help="run the pool only on the samples PRESET left standing (its finished run in the "
+        "same model folder): the gap to PRESET is the same, at a fraction of the pool's cost; "
+        "the ground truth's robust accuracy then counts PRESET's breaks too",
+    )
     r.set_defaults(fn=run)
     p = sub.add_parser("report", help="the gap table of a preset against the pool")
     p.add_argument("--out", required=True)

@@ -141,6 +141,10 @@ class EvaluationRun:
         device: the torch device.
         workers: processes on a CPU (:mod:`robustsnn.evaluation.workers`); 0 = one per core.
         quiet: no progress bars or messages.
+        indices: exactly these dataset indices of the split, in this order, instead of the
+            stratified ``n`` (e.g. re-attack the samples an earlier run left standing: the
+            reference pool of ``benchmarks/oracle_gap.py`` on a preset's survivors); ``n``
+            must then be None or their number.
     """
 
     n: int | None = None
@@ -154,6 +158,7 @@ class EvaluationRun:
     device: str = "cpu"
     workers: int = 1
     quiet: bool = False
+    indices: Sequence[int] | None = None
 
 
 CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(EvaluationConfig))

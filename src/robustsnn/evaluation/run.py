@@ -154,7 +154,7 @@ def run_evaluation(
             "dataset": spec,
             "split": run.split,
             "checkpoint_kind": meta.get("kind"),
-            "selection": "stratified",
+            "selection": "stratified" if run.indices is None else "given indices",
             "transfer_from": str(run.transfer_from) if run.transfer_from is not None else None,
         },
         indices=index,
@@ -230,10 +230,31 @@ def _load(
     data = load_dataset(spec, run.data_dir)
     test = run.split == "test"
     xs, ys = (data.x_test, data.y_test) if test else (data.x_train, data.y_train)
-    index = stratified_indices(ys, run.n, data.info.num_classes)
+    index = _indices(run, ys, data.info.num_classes)
     x, y = to_float(xs[index]), ys[index]
     check_input(model, meta, x.to(run.device), spec)  # a dataset the model cannot read: one line
     return model, meta, spec, index, x, y
+
+
+def _indices(run: EvaluationRun, ys: Tensor, num_classes: int) -> Tensor:
+    """The dataset indices the run evaluates: ``run.indices`` or ``n`` stratified ones."""
+    if run.indices is None:
+        return stratified_indices(ys, run.n, num_classes)
+    index = torch.as_tensor(list(run.indices), dtype=torch.long)
+    if index.numel() == 0:
+        raise UserError("indices: the list is empty; give at least one dataset index")
+    if run.n is not None and run.n != index.numel():
+        raise UserError(
+            f"n = {run.n} but {index.numel()} indices were given: drop n or make them agree"
+        )
+    bad = index[(index < 0) | (index >= len(ys))]
+    if bad.numel():
+        raise UserError(
+            f"indices: {bad[0].item()} is outside the split's {len(ys)} samples (0-{len(ys) - 1})"
+        )
+    if torch.unique(index).numel() != index.numel():
+        raise UserError("indices: an index appears twice; give each sample once")
+    return index
 
 
 def _write(result: dict[str, Any], out: Path, model: torch.nn.Module) -> dict[str, Any]:

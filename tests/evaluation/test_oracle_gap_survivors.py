@@ -1,0 +1,141 @@
+"""The reference pool on a preset's survivors (issue 30): ``EvaluationRun(indices=...)``
+evaluates exactly the given dataset samples, and ``benchmarks/oracle_gap.py run
+--pool-on-survivors-of P`` attacks only what P left standing, with the same gap to P as a pool
+run on every sample (checked with a deterministic stand-in for the pool: FGSM, which has no
+random start, so a sample's result does not depend on which others share its batch)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+from robustsnn.conversion import convert
+from robustsnn.data import load_dataset, to_float
+from robustsnn.errors import UserError
+from robustsnn.evaluation import RECORDS_FILE, EvaluationConfig, EvaluationRun, run_evaluation
+from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member
+from robustsnn.io.models import save_snn
+from robustsnn.models import build_model
+
+EPS = 0.2
+"""The stand-in pool breaks samples its one member misses at this radius (and not all)."""
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _oracle_gap() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("oracle_gap", ROOT / "benchmarks/oracle_gap.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["oracle_gap"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def snn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-class 8x8 npz dataset and a small converted SNN (T 4) on it."""
+    root = tmp_path_factory.mktemp("survivors")
+    g = np.random.default_rng(1)
+    y = np.arange(36) % 3
+    x = g.normal(70 + 50 * y[:, None, None], 30, size=(36, 8, 8)).clip(0, 255).astype(np.uint8)
+    npz = root / "toy.npz"
+    np.savez(npz, x_train=x, y_train=y, x_test=x, y_test=y)
+    spec = f"npz:{npz}"
+    info = load_dataset(spec).info
+    torch.manual_seed(0)
+    ann = build_model("cnn_small", num_classes=3, in_channels=1, image_size=8, mean=info.mean,
+                      std=info.std, width=4, fc=16)  # fmt: skip
+    calib = to_float(torch.from_numpy(x[:, None]))
+    labels = torch.from_numpy(y).long()
+    optimizer = torch.optim.Adam(ann.parameters(), lr=0.01)
+    for _ in range(60):  # fit the toy data, so attacks have something to break
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(ann(calib), labels).backward()
+        optimizer.step()
+    snn = convert(ann.eval(), calib, T=4, calib_T=8, calib_batches=1, calib_batch_size=16)
+    return save_snn(root / "snn.safetensors", snn, dataset=spec)
+
+
+def _records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / RECORDS_FILE).read_text().splitlines()]
+
+
+def test_given_indices_are_evaluated_exactly_in_order(snn_checkpoint: Path) -> None:
+    root = snn_checkpoint.parent
+    config = EvaluationConfig(eps=0.05, ensemble="fgsm-ensemble", diagnostics="none")
+    run_evaluation(snn_checkpoint, config, EvaluationRun(n=12, out_dir=root / "all", quiet=True))
+    everything = {r["index"]: r for r in _records(root / "all")}
+    chosen = [sorted(everything)[k] for k in (7, 2, 10)]
+    result = run_evaluation(
+        snn_checkpoint, config, EvaluationRun(indices=chosen, out_dir=root / "some", quiet=True)
+    )
+    some = _records(root / "some")
+    assert [r["index"] for r in some] == chosen and result["n"] == 3
+    assert result["selection"] == "given indices"
+    for record in some:  # FGSM is deterministic: the same sample gives the same record
+        assert record == everything[record["index"]]
+
+
+@pytest.mark.parametrize(
+    ("run", "message"),
+    [
+        (EvaluationRun(indices=[0, 1], n=3), "n = 3 but 2 indices"),
+        (EvaluationRun(indices=[0, 36]), "36 is outside the split's 36 samples"),
+        (EvaluationRun(indices=[4, 4]), "appears twice"),
+        (EvaluationRun(indices=[]), "empty"),
+    ],
+)
+def test_bad_indices_get_one_line(snn_checkpoint: Path, run: EvaluationRun, message: str) -> None:
+    config = EvaluationConfig(eps=0.05, ensemble="fgsm-ensemble", diagnostics="none")
+    with pytest.raises(UserError, match=message):
+        run_evaluation(snn_checkpoint, config, run)
+
+
+def test_pool_on_survivors_gives_the_gap_of_the_full_pool(
+    snn_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gap = _oracle_gap()
+    # the preset: one FGSM member of the stand-in pool (FGSM through all 19 estimators)
+    weak = Ensemble("weak-test", (Member("fgsm", "bptt-ste"),), "one FGSM member")
+    monkeypatch.setitem(ENSEMBLES._items, "weak-test", weak)
+    monkeypatch.setattr(gap, "POOL", "fgsm-ensemble")
+    monkeypatch.setattr(gap, "GROUND_TRUTH", ("fgsm-ensemble",))
+    suite = tmp_path / "suite.json"
+    entry = {"name": "toy", "path": str(snn_checkpoint), "dataset": None, "eps": EPS}
+    suite.write_text(json.dumps([entry]))
+    preset = "weak-test"
+    rows = {}
+    for mode in ("full", "survivors"):
+        out = tmp_path / mode
+        argv = ["run", "--suite", str(suite), "--out", str(out), "--n", "18"]
+        argv += ["--diagnostics", "none", "--evals", f"{preset},fgsm-ensemble"]
+        if mode == "survivors":
+            argv += ["--pool-on-survivors-of", preset]
+        gap.main(argv)
+        rows[mode] = gap.model_gap(out / "toy", preset)
+    standing = gap.survivors(tmp_path / "survivors" / "toy", preset)
+    pool = _records(tmp_path / "survivors" / "toy" / "fgsm-ensemble")
+    assert [r["index"] for r in pool] == standing  # the pool attacked exactly the survivors
+    assert len(pool) < 18
+    full, cheap = rows["full"], rows["survivors"]
+    assert cheap["gap_samples"] == full["gap_samples"]
+    assert cheap["gap"] == full["gap"] >= 1  # the stand-in breaks what its one member missed
+    assert cheap["n"] == full["n"] == 18
+    assert cheap["preset_robust"] == full["preset_robust"]
+    # on survivors the truth counts the preset's breaks too: robust only if nothing broke it
+    assert cheap["truth_robust"] == cheap["preset_robust"] - cheap["gap"]
+    assert cheap["truth_robust"] <= full["truth_robust"]
+    text = gap.markdown([cheap], preset)
+    assert "pool on weak-test's survivors" in text
+    # a second call finds the survivors' run finished and does not redo it
+    before = (tmp_path / "survivors" / "toy" / "fgsm-ensemble" / "cost.json").read_text()
+    gap.main(argv)
+    after = (tmp_path / "survivors" / "toy" / "fgsm-ensemble" / "cost.json").read_text()
+    assert before == after
