@@ -36,6 +36,7 @@ from robustsnn.attacks import PGD, Square, Transfer, margin
 from robustsnn.attacks.base import default_step_size, project
 from robustsnn.errors import UserError
 from robustsnn.evaluation.ensembles import ADAPTIVE_ESTIMATORS, Member, canonical_estimator
+from robustsnn.evaluation.stochastic import resolve_randomness
 from robustsnn.evaluation.views import (
     ViewFactory,
     attack_view,
@@ -456,7 +457,13 @@ def check_transfer(
     config: DiagnosticsConfig,
     seed: int,
 ) -> dict[str, Any]:
-    """Adversarial examples crafted on ``source`` must not beat the white-box ensemble."""
+    """Adversarial examples crafted on ``source`` must not beat the white-box ensemble.
+
+    A random source (Poisson input coding, noisy thresholds, a wrapped model drawing from
+    torch's generator) is crafted on with expectation over its randomness: its gradients
+    averaged over K draws, K by the same variance check as the evaluation's
+    (:func:`~robustsnn.evaluation.stochastic.resolve_randomness`); one draw per step would make
+    the transfer attack a random walk and the check pass by noise."""
     n = x.shape[0]
     if n == 0:
         return _check(
@@ -466,13 +473,18 @@ def check_transfer(
             broken=0,
         )
     restarts = 3 if config.mode == "full" else 1
+    source_randomness = resolve_randomness(source, x, y, seed=seed, eps=eps, device=x.device)
     attack = Transfer(
-        attack_view(source, None), PGD(eps, steps=config.base_steps, restarts=restarts)
+        source_randomness.view_factory(source, None),
+        PGD(eps, steps=config.base_steps, restarts=restarts),
     )
     generator = seeded_generator(seed, x.device, "diagnostics", "transfer")
     x_adv = attack(attack_view(model, None), x, y, generator=generator)
     broken = int((real_predict(model, x_adv) != y).sum())
-    values = {"n": n, "broken": broken}
+    values: dict[str, Any] = {"n": n, "broken": broken}
+    if source_randomness.detected:  # absent otherwise: a deterministic source's entry is as before
+        values["source_random"] = True
+        values["source_eot_draws"] = source_randomness.eot_draws
     if broken:
         return _check(
             False,
