@@ -111,7 +111,7 @@ def _ensemble(p: Options, default: str | None = None, help: str | None = None) -
     p.add_argument("--ensemble", default=default, help=help)
 
 
-def _num_samples(p: Options, default: int, help: str | None = None) -> None:
+def _num_samples(p: Options, default: int | None, help: str | None = None) -> None:
     p.add_argument("--num-samples", "--n", dest="n", type=int, default=default, help=help)
 
 

@@ -38,6 +38,7 @@ from robustsnn.cli.options import (
     _stochastic_parts,
     _time_steps,
 )
+from robustsnn.evaluation.config import EVALUATE_COMMAND, LATENCY_COMMAND
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,22 +232,25 @@ def _add_evaluate_parser(sub: SubParsers) -> None:
     g.add_argument(
         "--attack", default=None, help="single attack (all estimators); 'none' = clean only"
     )
-    _ensemble(g, help="preset ensemble (default reliable), e.g. pgd-ensemble, pgd-fast")
+    _ensemble(
+        g,
+        help=f"preset ensemble (default {EVALUATE_COMMAND.ensemble}), e.g. pgd-ensemble, pgd-fast",
+    )
     p.add_argument("--estimator", default=None, help="restrict --attack to one estimator")
     _eps_option(p)
     _num_samples(
-        p, 1000,
+        p, EVALUATE_COMMAND.n,
         "number of samples, stratified by class (--n is a short alias; torchrun's own parser "
         "misreads --n, so write --num-samples under torchrun)",
     )  # fmt: skip
-    _batch_size(p, 100)
+    _batch_size(p, EVALUATE_COMMAND.batch_size)
     _diagnostics(p)
     _escalate(
         p,
         "while a masking check fails or late members still break samples, rerun the "
         "standing samples with the next stronger preset (reliable, reliable-plus, reliable-max)",
     )  # fmt: skip
-    _escalate_levels(p, 2, "most escalation steps")
+    _escalate_levels(p, EVALUATE_COMMAND.escalate_levels, "most escalation steps")
     p.add_argument(
         "--escalate-seconds", type=float, default=None, help="no escalation step starts after this"
     )
@@ -264,7 +268,7 @@ def _add_evaluate_parser(sub: SubParsers) -> None:
     _evaluate_randomness(p)
     _overwrite(p)
     p.add_argument(
-        "--workers", type=int, default=0,
+        "--workers", type=int, default=EVALUATE_COMMAND.workers,
         help="processes on a CPU, one thread each, sharing the batches with the result of one "
         "process (0 = one per core, the default; 1 = this process only)",
     )  # fmt: skip
@@ -365,13 +369,13 @@ def _add_latency_parser(sub: SubParsers) -> None:
     )
     _checkpoint(p)
     p.add_argument("--steps", default="4,8,16,32", help="comma-separated T values")
-    _ensemble(p, "reliable")
+    _ensemble(p, LATENCY_COMMAND.ensemble)
     _eps_option(p)
-    _num_samples(p, 200)
-    _batch_size(p, 100)
+    _num_samples(p, LATENCY_COMMAND.n)
+    _batch_size(p, LATENCY_COMMAND.batch_size)
     _diagnostics(p)
     _escalate(p, "escalate at each T (see evaluate)")
-    _escalate_levels(p, 1)
+    _escalate_levels(p, LATENCY_COMMAND.escalate_levels)
     _data_dir(p)
     p.add_argument(
         "--label", default=None, help="curve name in latency.json (default: CKPT's name)"

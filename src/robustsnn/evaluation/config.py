@@ -24,6 +24,35 @@ from robustsnn.evaluation.views import ViewFactory, attack_view
 
 DEFAULT_BATCH_SIZE = 128
 
+
+@dataclass(frozen=True)
+class CommandProfile:
+    """The defaults of a command that evaluates files (``robustsnn evaluate``, ``latency``),
+    named here beside the Python API's so that every default lives in this module.
+
+    They differ from :class:`EvaluationConfig`'s and :class:`EvaluationRun`'s on purpose: a
+    command picks a stratified subset (the API: the samples it is given, or the whole split)
+    and spreads a CPU's cores over worker processes (the API: the caller's process). The batch
+    size is part of every record's random streams, so changing one here changes the numbers
+    of every run made with the default: a new profile, not an edit."""
+
+    n: int | None
+    batch_size: int
+    ensemble: str
+    escalate_levels: int
+    workers: int = 1
+
+
+EVALUATE_COMMAND = CommandProfile(
+    n=1000, batch_size=100, ensemble="reliable", escalate_levels=2, workers=0
+)
+"""``robustsnn evaluate``: 1000 stratified test images, batches of 100, the ``reliable``
+preset, at most 2 escalation steps, one worker process per core."""
+
+LATENCY_COMMAND = CommandProfile(n=200, batch_size=100, ensemble="reliable", escalate_levels=1)
+"""``robustsnn latency``: 200 images per T (a curve runs one evaluation per T), batches of
+100, ``reliable``, at most 1 escalation step per T, this process only."""
+
 EnsembleLike = str | Ensemble | Sequence[Mapping[str, Any] | str | Member]
 
 
