@@ -14,6 +14,15 @@ seconds per sample of each run (one process, one thread: wall time is CPU time).
     python benchmarks/oracle_gap.py report --out /work/exp/oracle/evals --preset reliable \\
         --markdown /work/exp/oracle/gap.md --json /work/exp/oracle/gap.json
 
+The pool's cost can be spent only where a gap can be: ``--pool-on-survivors-of reliable`` runs it
+on the samples ``reliable`` left standing (folder ``reference-pool@survivors-of-reliable``,
+merged with a full or partial pool run if there is one). The gap to ``reliable`` is then exactly
+the full pool's (a sample the preset broke cannot be in it), and the ground truth's robust
+accuracy counts the preset's breaks too.
+
+    OMP_NUM_THREADS=1 python benchmarks/oracle_gap.py run --suite ... --out ... \
+        --evals reliable,reliable-v1,reference-pool --pool-on-survivors-of reliable --n 200
+
 Every run resumes where it stopped (each evaluation keeps its resume state in its folder);
 ``run`` skips a (model, preset) whose evaluation.json already holds ``n`` samples.
 """
@@ -41,6 +50,12 @@ GROUND_TRUTH = (POOL, "reliable-v1")
 """The runs whose per-sample union is the ground truth."""
 SURVIVORS_FILE = "survivors.json"
 """In a pool folder run with ``--pool-on-survivors-of P``: P and the indices the pool attacked."""
+
+
+def survivors_folder(preset: str) -> str:
+    """The folder (in a model's folder) of the pool run on ``preset``'s survivors; apart from
+    a full pool run's, so neither overwrites the other's resume state."""
+    return f"{POOL}@survivors-of-{preset}"
 
 
 def load_suite(path: Path) -> list[dict[str, Any]]:
@@ -121,6 +136,7 @@ def run(args: argparse.Namespace) -> None:
             indices = None
             if preset == POOL and args.pool_on_survivors_of:
                 indices = survivors(out / entry["name"], args.pool_on_survivors_of)
+                folder = out / entry["name"] / survivors_folder(args.pool_on_survivors_of)
             if _finished_run(folder, args.n, indices):
                 continue
             print(f"[oracle-gap] {entry['name']} / {preset} ...", file=sys.stderr, flush=True)
@@ -188,6 +204,17 @@ def _records(folder: Path, partial: bool = False) -> dict[int, dict[str, Any]] |
     return records or None
 
 
+def _merged(
+    first: Mapping[int, dict[str, Any]], second: Mapping[int, dict[str, Any]]
+) -> dict[int, dict[str, Any]]:
+    """Two pool runs' records as one: a sample either run broke is broken."""
+    merged = dict(first)
+    for i, record in second.items():
+        if i not in merged or (_broken(record) and not _broken(merged[i])):
+            merged[i] = record
+    return merged
+
+
 def _broken(record: Mapping[str, Any]) -> bool:
     return bool(record["clean_correct"]) and not bool(record["robust"])
 
@@ -219,13 +246,15 @@ def model_gap(model_dir: Path, preset: str) -> dict[str, Any] | None:
         name: _records(model_dir / name, partial=name == POOL) for name in (preset, *GROUND_TRUTH)
     }
     mine = runs[preset]
+    on_survivors = _records(model_dir / survivors_folder(preset))
+    if on_survivors is not None:  # the pool on the preset's survivors, with any full pool run
+        runs[POOL] = _merged(runs[POOL] or {}, on_survivors)
     truth_runs = {k: v for k, v in runs.items() if k in GROUND_TRUTH and v is not None}
     if mine is None or POOL not in truth_runs:
         return None
-    on_survivors = (model_dir / POOL / SURVIVORS_FILE).exists()
     common = set(mine)
     for name, records in truth_runs.items():
-        if not (on_survivors and name == POOL):  # the pool saw only survivors: not a limit
+        if not (on_survivors is not None and name == POOL):  # it covers every survivor
             common &= set(records)
     if not common:
         raise SystemExit(f"{model_dir.name}: the pool and {preset} share no sample")
@@ -246,7 +275,8 @@ def model_gap(model_dir: Path, preset: str) -> dict[str, Any] | None:
         "n": n,
         "n_preset": len(mine),
         "n_pool": len(truth_runs[POOL]),
-        "pool_finished": (model_dir / POOL / "evaluation.json").exists(),
+        "pool_finished": on_survivors is not None
+        or (model_dir / POOL / "evaluation.json").exists(),
         "clean": sum(bool(mine[i]["clean_correct"]) for i in samples),
         # on survivors, the pool never saw the preset's breaks: the truth counts those too
         "truth_robust": sum(
@@ -254,13 +284,9 @@ def model_gap(model_dir: Path, preset: str) -> dict[str, Any] | None:
             for i in samples
             if mine[i]["clean_correct"]
             and not broken_truth[i]
-            and not (on_survivors and _broken(mine[i]))
+            and not (on_survivors is not None and _broken(mine[i]))
         ),
-        "pool_on_survivors": (
-            json.loads((model_dir / POOL / SURVIVORS_FILE).read_text())["of"]
-            if on_survivors
-            else None
-        ),
+        "pool_on_survivors": preset if on_survivors is not None else None,
         "preset_robust": sum(bool(mine[i]["robust"]) for i in samples),
         "gap": len(gap),
         "gap_samples": [{"index": i, "broken_by": members[i]} for i in gap],
@@ -324,9 +350,8 @@ def markdown(rows: Sequence[Mapping[str, Any]], preset: str) -> str:
                 f"{len(r['new_breaks'])}"
             )
         where = "" if r.get("pool_finished", True) else " (pool: finished batches only)"
-        of = r.get("pool_on_survivors")
-        if of:  # another preset's survivors: the pool never saw what that one broke
-            where += f" (pool on {of}'s survivors{'' if of == preset else ': a lower bound'})"
+        if r.get("pool_on_survivors"):
+            where += f" (pool on {preset}'s survivors)"
         lines.append(
             f"| {r['model']}{where} | {n} | {_pct(int(r['clean']), n)} | "
             f"{_pct(int(r['truth_robust']), n)} | {_pct(int(r['preset_robust']), n)} | {old} | "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -121,7 +122,9 @@ def test_pool_on_survivors_gives_the_gap_of_the_full_pool(
         gap.main(argv)
         rows[mode] = gap.model_gap(out / "toy", preset)
     standing = gap.survivors(tmp_path / "survivors" / "toy", preset)
-    pool = _records(tmp_path / "survivors" / "toy" / "fgsm-ensemble")
+    pool_dir = tmp_path / "survivors" / "toy" / gap.survivors_folder(preset)
+    pool = _records(pool_dir)
+    assert not (tmp_path / "survivors" / "toy" / "fgsm-ensemble").exists()  # its own folder
     assert [r["index"] for r in pool] == standing  # the pool attacked exactly the survivors
     assert len(pool) < 18
     full, cheap = rows["full"], rows["survivors"]
@@ -135,7 +138,12 @@ def test_pool_on_survivors_gives_the_gap_of_the_full_pool(
     text = gap.markdown([cheap], preset)
     assert "pool on weak-test's survivors" in text
     # a second call finds the survivors' run finished and does not redo it
-    before = (tmp_path / "survivors" / "toy" / "fgsm-ensemble" / "cost.json").read_text()
+    before = (pool_dir / "cost.json").read_text()
     gap.main(argv)
-    after = (tmp_path / "survivors" / "toy" / "fgsm-ensemble" / "cost.json").read_text()
-    assert before == after
+    assert (pool_dir / "cost.json").read_text() == before
+    # beside a full pool run, the survivors' run adds to it (a sample either broke is broken)
+    full_pool = tmp_path / "full" / "toy" / "fgsm-ensemble"
+    shutil.copytree(pool_dir, tmp_path / "full" / "toy" / gap.survivors_folder(preset))
+    both = gap.model_gap(tmp_path / "full" / "toy", preset)
+    assert full_pool.exists() and both["gap_samples"] == full["gap_samples"]
+    assert both["truth_robust"] == cheap["truth_robust"]
