@@ -20,7 +20,6 @@ OVERSIZED = {
     "robustsnn.evaluation.evaluate:_summarize": "the evaluation.json assembly from many parts",
     "robustsnn.evaluation.recheck:_recheck_examples": "float64, reference-simulator and random-model rechecks in one loop",
     "robustsnn.interop.adapters:_adapt": "every wrap() option forwarded",
-    "robustsnn.interop.nir_import:nir_to_graph": "one branch per NIR node type",
     "robustsnn.models.vgg:__init__": "the VGG family's width, depth and head options",
     "robustsnn.snn.triton_kernels:_forward_kernel": "a Triton kernel takes the dynamics as scalars (no structs)",
     "robustsnn.snn.triton_kernels:_backward_kernel": "a Triton kernel takes the dynamics as scalars (no structs)",

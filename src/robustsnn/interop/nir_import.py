@@ -162,18 +162,7 @@ def nir_to_graph(graph: Any, *, T: int | None = None, dt: float | None = None) -
     if int(steps) < 1:
         raise UserError(f"T must be >= 1, not {steps}")
     kinds = {name: type(node).__name__ for name, node in graph.nodes.items()}
-    for name, kind in kinds.items():
-        if kind not in _SUPPORTED:
-            why = {
-                "NIRGraph": "nested subgraphs are not supported (inline them)",
-                "LI": "a leaky integrator readout without spikes has no robustsnn layer",
-                "CubaLIF": "current-based synapses have no robustsnn layer",
-                "CubaLI": "current-based synapses have no robustsnn layer",
-                "Threshold": "a stateless threshold has no robustsnn layer",
-                "Delay": "delays have no robustsnn layer",
-                "Conv1d": "robustsnn runs 2-d convolutions only",
-            }.get(kind, "robustsnn has no exact layer for it")
-            raise UserError(f"NIR node {name!r} ({kind}) cannot be imported: {why}")
+    _refuse_unsupported(kinds)
     order = _order(graph)
     preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
     succs: dict[str, list[str]] = {n: [] for n in graph.nodes}
@@ -189,6 +178,76 @@ def nir_to_graph(graph: Any, *, T: int | None = None, dt: float | None = None) -
         )
     input_type = graph.nodes[inputs[0]].input_type
     input_shape = [int(s) for s in np.asarray(next(iter(input_type.values()))).reshape(-1)]
+    dt = _time_step(graph, kinds, order, meta, dt, notes)
+    normalize = meta.get("normalize") if own else None
+    norm_node = normalize.get("node") if isinstance(normalize, dict) else None
+    own_thresholds = _OwnThresholds(
+        meta.get("thresholds") if own else None, meta.get("threshold_rule") if own else None
+    )
+    taken: set[str] = set()
+    keys = {n: safe_key(n, taken) for n in order}
+    nodes: list[dict[str, Any]] = []
+    tensors: dict[str, dict[str, torch.Tensor]] = {}
+    gains: dict[str, float] = {}
+    for name in order:
+        kind, key = kinds[name], keys[name]
+        if kind == "Input":
+            continue
+        spec: dict[str, Any] = {"name": name, "key": key, "inputs": list(preds[name])}
+        if kind == "Output" or name == norm_node:
+            spec["op"] = "identity"
+            nodes.append(spec)
+            continue
+        fields, weights, gain = _translate(name, graph.nodes[name], kind, dt, own_thresholds)
+        spec.update(fields)
+        if weights:
+            tensors[key] = weights
+        if gain is not None:
+            gains[name] = gain
+        nodes.append(spec)
+    _fold_gains(nodes, tensors, gains, keys, succs, notes)
+    spec_graph = {
+        "input": {"name": inputs[0], "shape": input_shape},
+        "nodes": nodes,
+        "output": outputs[0],
+    }
+    channels = input_shape[0] if len(input_shape) == 3 else 1
+    mean, std = [0.0] * channels, [1.0] * channels
+    if isinstance(normalize, dict) and norm_node in graph.nodes:
+        mean = [float(m) for m in normalize["mean"]]
+        std = [float(s) for s in normalize["std"]]
+    return ImportedGraph(spec_graph, tensors, mean, std, int(steps), float(dt), producer, notes)
+
+
+_UNSUPPORTED_WHY = {
+    "NIRGraph": "nested subgraphs are not supported (inline them)",
+    "LI": "a leaky integrator readout without spikes has no robustsnn layer",
+    "CubaLIF": "current-based synapses have no robustsnn layer",
+    "CubaLI": "current-based synapses have no robustsnn layer",
+    "Threshold": "a stateless threshold has no robustsnn layer",
+    "Delay": "delays have no robustsnn layer",
+    "Conv1d": "robustsnn runs 2-d convolutions only",
+}
+
+
+def _refuse_unsupported(kinds: dict[str, str]) -> None:
+    """One line naming the first node robustsnn has no exact layer for, and why."""
+    for name, kind in kinds.items():
+        if kind not in _SUPPORTED:
+            why = _UNSUPPORTED_WHY.get(kind, "robustsnn has no exact layer for it")
+            raise UserError(f"NIR node {name!r} ({kind}) cannot be imported: {why}")
+
+
+def _time_step(
+    graph: Any,
+    kinds: dict[str, str],
+    order: list[str],
+    meta: dict[str, Any],
+    dt: float | None,
+    notes: list[str],
+) -> float:
+    """The simulation step: given, else the file's, else r*dt = 1 for IF-only graphs (noted);
+    an LIF graph without one is refused (its leak depends on it)."""
     if dt is None and meta.get("dt") is not None:
         dt = float(meta["dt"])
     if dt is None:
@@ -206,88 +265,87 @@ def nir_to_graph(graph: Any, *, T: int | None = None, dt: float | None = None) -
             dt = 1.0
     if not (math.isfinite(dt) and dt > 0):
         raise UserError(f"dt must be a positive number, not {dt}")
-    normalize = meta.get("normalize") if own else None
-    norm_node = normalize.get("node") if isinstance(normalize, dict) else None
-    thresholds = meta.get("thresholds") if own else None
-    rules = meta.get("threshold_rule") if own else None
-    taken: set[str] = set()
-    keys = {n: safe_key(n, taken) for n in order}
-    nodes: list[dict[str, Any]] = []
-    tensors: dict[str, dict[str, torch.Tensor]] = {}
-    gains: dict[str, float] = {}
-    for name in order:
-        node, kind, key = graph.nodes[name], kinds[name], keys[name]
-        spec: dict[str, Any] = {"name": name, "key": key, "inputs": list(preds[name])}
-        if kind == "Input":
-            continue
-        if kind == "Output" or name == norm_node:
-            spec["op"] = "identity"
-        elif kind == "Conv2d":
-            weight = np.asarray(node.weight)
-            if weight.ndim != 4:
-                raise UserError(f"NIR node {name!r}: Conv2d weight must be 4-d, got {weight.shape}")
-            padding = node.padding
-            spec.update(
-                op="conv2d", in_channels=int(weight.shape[1]) * int(node.groups),
-                out_channels=int(weight.shape[0]), kernel_size=list(weight.shape[2:]),
-                stride=_tuple(node.stride), dilation=_tuple(node.dilation),
-                padding=padding if isinstance(padding, str) else _tuple(padding),
-                groups=int(node.groups), bias=True,
-            )  # fmt: skip
-            tensors[key] = {
+    return dt
+
+
+@dataclass(frozen=True)
+class _OwnThresholds:
+    """robustsnn's own files store each layer's exact threshold and firing rule in the metadata
+    (the NIR node holds the float32 below it); None for other producers."""
+
+    values: Any
+    rules: Any
+
+    def exact(self, name: str, theta: float) -> tuple[float, bool | None]:
+        """The exact threshold and whether it fires at equality, where the file has them."""
+        if not (isinstance(self.values, dict) and name in self.values):
+            return theta, None
+        original = float(self.values[name])
+        rule = (self.rules or {}).get(name, ">=") if isinstance(self.rules, dict) else ">="
+        if firing_threshold(original, rule == ">=") == np.float32(theta):
+            return original, rule == ">="
+        return theta, None
+
+
+def _translate(
+    name: str, node: Any, kind: str, dt: float, own: _OwnThresholds
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], float | None]:
+    """One NIR node's spec fields, tensors and (for a neuron) input gain."""
+    fields: dict[str, Any]
+    if kind == "Conv2d":
+        weight = np.asarray(node.weight)
+        if weight.ndim != 4:
+            raise UserError(f"NIR node {name!r}: Conv2d weight must be 4-d, got {weight.shape}")
+        padding = node.padding
+        fields = dict(
+            op="conv2d", in_channels=int(weight.shape[1]) * int(node.groups),
+            out_channels=int(weight.shape[0]), kernel_size=list(weight.shape[2:]),
+            stride=_tuple(node.stride), dilation=_tuple(node.dilation),
+            padding=padding if isinstance(padding, str) else _tuple(padding),
+            groups=int(node.groups), bias=True,
+        )  # fmt: skip
+        bias = np.asarray(node.bias)
+        return (
+            fields,
+            {
                 "weight": torch.tensor(weight, dtype=torch.float32),
-                "bias": torch.tensor(np.asarray(node.bias), dtype=torch.float32).reshape(-1)
-                if np.asarray(node.bias).size
+                "bias": torch.tensor(bias, dtype=torch.float32).reshape(-1)
+                if bias.size
                 else torch.zeros(weight.shape[0]),
-            }
-        elif kind in ("Affine", "Linear"):
-            weight = np.asarray(node.weight)
-            if weight.ndim != 2:
-                raise UserError(f"NIR node {name!r}: {kind} weight must be 2-d, got {weight.shape}")
-            spec.update(op="linear", in_features=int(weight.shape[1]),
-                        out_features=int(weight.shape[0]), bias=kind == "Affine")  # fmt: skip
-            tensors[key] = {"weight": torch.tensor(weight, dtype=torch.float32)}
-            if kind == "Affine":
-                tensors[key]["bias"] = torch.tensor(np.asarray(node.bias), dtype=torch.float32)
-        elif kind in ("AvgPool2d", "SumPool2d"):
-            spec.update(
-                op="avgpool2d" if kind == "AvgPool2d" else "sumpool2d",
-                kernel_size=_tuple(node.kernel_size), stride=_tuple(node.stride),
-                padding=_tuple(node.padding),
-            )  # fmt: skip
-        elif kind == "Flatten":
-            end = int(node.end_dim)
-            spec.update(op="flatten", start_dim=int(node.start_dim) + 1,
-                        end_dim=end + 1 if end >= 0 else end)  # fmt: skip
-        elif kind == "Scale":
-            scale = np.asarray(node.scale, dtype=np.float32)
-            spec.update(op="scale", shape=list(scale.shape))
-            tensors[key] = {"scale": torch.tensor(scale)}
-        else:  # IF / LIF
-            spec.update(_neuron(name, node, kind, dt))
-            gains[name] = spec.pop("gain")
-            theta = spec.pop("theta")
-            if isinstance(thresholds, dict) and name in thresholds:
-                # robustsnn's own file: the stored theta is the float32 below the real one
-                original = float(thresholds[name])
-                rule = (rules or {}).get(name, ">=") if isinstance(rules, dict) else ">="
-                if firing_threshold(original, rule == ">=") == np.float32(theta):
-                    theta, spec["fire_at_equal"] = original, rule == ">="
-            spec["threshold_min"] = min(THRESHOLD_MIN, float(theta))
-            tensors[key] = {"threshold": torch.tensor(float(theta), dtype=torch.float32)}
-        nodes.append(spec)
-    _fold_gains(nodes, tensors, gains, keys, succs, notes)
-    spec_graph = {
-        "input": {"name": inputs[0], "shape": input_shape},
-        "nodes": nodes,
-        "output": outputs[0],
-    }
-    channels = input_shape[0] if len(input_shape) == 3 else 1
-    mean, std = [0.0] * channels, [1.0] * channels
-    if isinstance(normalize, dict) and norm_node in graph.nodes:
-        mean = [float(m) for m in normalize["mean"]]
-        std = [float(s) for s in normalize["std"]]
-    return ImportedGraph(spec_graph, tensors, mean, std, int(steps), float(dt), producer, notes)
+            },
+            None,
+        )
+    if kind in ("Affine", "Linear"):
+        weight = np.asarray(node.weight)
+        if weight.ndim != 2:
+            raise UserError(f"NIR node {name!r}: {kind} weight must be 2-d, got {weight.shape}")
+        fields = dict(op="linear", in_features=int(weight.shape[1]),
+                      out_features=int(weight.shape[0]), bias=kind == "Affine")  # fmt: skip
+        weights = {"weight": torch.tensor(weight, dtype=torch.float32)}
+        if kind == "Affine":
+            weights["bias"] = torch.tensor(np.asarray(node.bias), dtype=torch.float32)
+        return fields, weights, None
+    if kind in ("AvgPool2d", "SumPool2d"):
+        return dict(
+            op="avgpool2d" if kind == "AvgPool2d" else "sumpool2d",
+            kernel_size=_tuple(node.kernel_size), stride=_tuple(node.stride),
+            padding=_tuple(node.padding),
+        ), {}, None  # fmt: skip
+    if kind == "Flatten":
+        end = int(node.end_dim)
+        return dict(op="flatten", start_dim=int(node.start_dim) + 1,
+                    end_dim=end + 1 if end >= 0 else end), {}, None  # fmt: skip
+    if kind == "Scale":
+        scale = np.asarray(node.scale, dtype=np.float32)
+        return dict(op="scale", shape=list(scale.shape)), {"scale": torch.tensor(scale)}, None
+    # IF / LIF
+    fields = _neuron(name, node, kind, dt)
+    gain = float(fields.pop("gain"))
+    theta, fire_at_equal = own.exact(name, float(fields.pop("theta")))
+    if fire_at_equal is not None:
+        fields["fire_at_equal"] = fire_at_equal
+    fields["threshold_min"] = min(THRESHOLD_MIN, float(theta))
+    return fields, {"threshold": torch.tensor(float(theta), dtype=torch.float32)}, gain
 
 
 def _neuron(name: str, node: Any, kind: str, dt: float) -> dict[str, Any]:
