@@ -16,8 +16,6 @@ MAX_LINES = 120
 MAX_PARAMS = 12
 
 OVERSIZED = {
-    "robustsnn.evaluation.evaluate:_run_batch": "one batch through every member with its bookkeeping",
-    "robustsnn.evaluation.evaluate:_summarize": "the evaluation.json assembly from many parts",
     "robustsnn.evaluation.recheck:_recheck_examples": "float64, reference-simulator and random-model rechecks in one loop",
     "robustsnn.interop.adapters:_adapt": "every wrap() option forwarded",
     "robustsnn.models.vgg:__init__": "the VGG family's width, depth and head options",

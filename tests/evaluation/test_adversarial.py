@@ -120,8 +120,8 @@ def test_examples_outside_range_or_ball_are_refused() -> None:
     keep: dict = {}  # type: ignore[type-arg]
     with pytest.warns(RuntimeWarning, match=r"outside \[0, 1\] or the eps-ball"):
         result = _run_batch(
-            model, x, y, list(range(6)), members, [bad_attack, fine_attack], [model, model],
-            eps=eps, independent=False, seed=0, batch_index=0, on_member=lambda _: None,
+            model, x, y, list(range(6)),
+            list(zip(members, [bad_attack, fine_attack], [model, model], strict=True)), eps=eps, independent=False, seed=0, batch_index=0, on_member=lambda _: None,
             keep=keep,
         )  # fmt: skip
     records = result["records"]

@@ -437,9 +437,7 @@ def _run_batch(
     xb: Tensor,
     yb: Tensor,
     indices: Sequence[int],
-    members: Sequence[Member],
-    attacks: Sequence[Attack],
-    views: Sequence[Callable[[Tensor], Tensor]],
+    lineup: Sequence[tuple[Member, Attack, Callable[[Tensor], Tensor]]],
     *,
     eps: float,
     independent: bool,
@@ -448,7 +446,8 @@ def _run_batch(
     on_member: Callable[[str], None],
     keep: dict[int, tuple[Tensor, str]] | None = None,
 ) -> dict[str, Any]:
-    """Attack one batch with every member; return its per-sample records and timings.
+    """Attack one batch with every member (``lineup``: each member, its built attack and the
+    view it runs on, in order); return its per-sample records and timings.
 
     An example that is not finite, leaves [0, 1] or the eps-ball is refused: it does not count
     as a break, the record's ``refused_by`` names the member, and a warning says so. ``keep``
@@ -459,7 +458,7 @@ def _run_batch(
     seconds["clean"] = time.perf_counter() - start
     standing = book.standing
 
-    for member, attack, view in zip(members, attacks, views, strict=True):
+    for member, attack, view in lineup:
         on_member(member.name)
         idx = book.targets(member, independent)
         seconds[member.name] = 0.0
@@ -493,7 +492,7 @@ def _run_batch(
         standing[first] = False
 
     records = [
-        book.record(i, int(indices[i]), bool(members), independent) for i in range(xb.shape[0])
+        book.record(i, int(indices[i]), bool(lineup), independent) for i in range(xb.shape[0])
     ]
     return {"records": records, "seconds": seconds}
 
@@ -551,16 +550,11 @@ def evaluate(
 
     summary = _summarize(
         model,
-        plan.meta,
+        plan,
         records,
         batches,
-        plan.chosen,
-        plan.from_attacks,
-        plan.independent,
-        eps=plan.eps,
         seed=config.seed,
         batch_size=config.batch_size,
-        config=plan.diagnostics,
         diagnostics=diag_results,
         seconds={"attacks": attack_seconds, "diagnostics": diag_seconds},
     )
@@ -714,6 +708,7 @@ def _attack_batches(
         bar.set_postfix_str(member_name, refresh=False)
         bar.update(1)
 
+    lineup = list(zip(members, plan.built, plan.views, strict=True))
     try:
         for b in mine:
             saved = plan.state.batch(b)
@@ -728,9 +723,7 @@ def _attack_batches(
                 x[lo:hi].to(device),
                 y[lo:hi].to(device),
                 plan.index_list[lo:hi],
-                members,
-                plan.built,
-                plan.views,
+                lineup,
                 eps=plan.eps,
                 independent=plan.independent,
                 seed=plan.seed,
@@ -829,21 +822,19 @@ def _kept(
 
 def _summarize(
     model: nn.Module,
-    meta: dict[str, Any],
+    plan: _Plan,
     records: list[dict[str, Any]],
     batches: list[dict[str, Any]],
-    chosen: Ensemble | None,
-    from_attacks: bool,
-    independent: bool,
     *,
-    eps: float,
     seed: int,
     batch_size: int,
-    config: DiagnosticsConfig,
     diagnostics: dict[str, Any],
     seconds: dict[str, float],
 ) -> dict[str, Any]:
-    """Aggregate per-sample records into the evaluation.json dict."""
+    """Aggregate per-sample records into the evaluation.json dict (what was attacked, how and
+    with which checks: from the call's ``plan``)."""
+    meta, chosen, from_attacks = plan.meta, plan.chosen, plan.from_attacks
+    independent, eps, config = plan.independent, plan.eps, plan.diagnostics
     n = len(records)
     members = chosen.members if chosen is not None else ()
     member_seconds = {
