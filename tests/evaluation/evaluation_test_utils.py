@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -85,3 +87,26 @@ def strip_seconds(obj: Any) -> Any:
     if isinstance(obj, list):
         return [strip_seconds(v) for v in obj]
     return obj
+
+
+def toy_npz_cnn(
+    root: Path, n: int, seed: int, base: float, step: float, spread: float
+) -> tuple[str, np.ndarray, np.ndarray, nn.Module]:
+    """A 3-class 8x8 npz dataset written to ``root/toy.npz`` (class c's pixels ~ N(base + step c,
+    spread), the same images as train and test) and an untrained ``cnn_small`` on it; returns
+    the dataset spec, images, labels and the model."""
+    from robustsnn.data import load_dataset
+    from robustsnn.models import build_model
+
+    g = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = g.normal(base + step * y[:, None, None], spread, size=(n, 8, 8))
+    x = x.clip(0, 255).astype(np.uint8)
+    npz = root / "toy.npz"
+    np.savez(npz, x_train=x, y_train=y, x_test=x, y_test=y)
+    spec = f"npz:{npz}"
+    info = load_dataset(spec).info
+    torch.manual_seed(0)
+    ann = build_model("cnn_small", num_classes=3, in_channels=1, image_size=8, mean=info.mean,
+                      std=info.std, width=4, fc=16)  # fmt: skip
+    return spec, x, y, ann

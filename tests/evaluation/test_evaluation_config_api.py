@@ -10,13 +10,12 @@ import inspect
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from evaluation_test_utils import images, labels_of, tiny_mlp, tiny_snn
+from evaluation_test_utils import images, labels_of, tiny_mlp, tiny_snn, toy_npz_cnn
 
 from robustsnn.conversion import convert
-from robustsnn.data import load_dataset, to_float
+from robustsnn.data import to_float
 from robustsnn.evaluation import (
     RECORDS_FILE,
     DiagnosticsRun,
@@ -33,7 +32,6 @@ from robustsnn.evaluation.escalate import EscalationPolicy, evaluate_escalating
 from robustsnn.evaluation.evaluate import DEFAULT_BATCH_SIZE as OLD_DEFAULT_BATCH_SIZE
 from robustsnn.evaluation.latency import latency_curve
 from robustsnn.io.models import save_ann, save_snn
-from robustsnn.models import build_model
 
 MEMBERS = [{"attack": "pgd", "estimator": "bptt-exp-1", "params": {"steps": 3}}]
 
@@ -154,16 +152,7 @@ def test_escalating_with_a_policy_equals_the_old_keywords(tmp_path: Path) -> Non
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-class 8x8 npz dataset and a small ANN checkpoint on it."""
     root = tmp_path_factory.mktemp("config-api")
-    g = np.random.default_rng(0)
-    y = np.arange(30) % 3
-    x = g.normal(60 + 60 * y[:, None, None], 20, size=(30, 8, 8)).clip(0, 255).astype(np.uint8)
-    npz = root / "toy.npz"
-    np.savez(npz, x_train=x, y_train=y, x_test=x, y_test=y)
-    spec = f"npz:{npz}"
-    info = load_dataset(spec).info
-    torch.manual_seed(0)
-    ann = build_model("cnn_small", num_classes=3, in_channels=1, image_size=8, mean=info.mean,
-                      std=info.std, width=4, fc=16)  # fmt: skip
+    spec, x, _, ann = toy_npz_cnn(root, n=30, seed=0, base=60, step=60, spread=20)
     path = save_ann(root / "ann.safetensors", ann.eval(), dataset={"spec": spec, "name": "toy"})
     calib = to_float(torch.from_numpy(x[:, None]))
     snn = convert(ann, calib, T=4, calib_T=8, calib_batches=1, calib_batch_size=16)

@@ -13,17 +13,16 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
 import pytest
 import torch
+from evaluation_test_utils import toy_npz_cnn
 
 from robustsnn.conversion import convert
-from robustsnn.data import load_dataset, to_float
+from robustsnn.data import to_float
 from robustsnn.errors import UserError
 from robustsnn.evaluation import RECORDS_FILE, EvaluationConfig, EvaluationRun, run_evaluation
 from robustsnn.evaluation.ensembles import ENSEMBLES, Ensemble, Member
 from robustsnn.io.models import save_snn
-from robustsnn.models import build_model
 
 EPS = 0.2
 """The stand-in pool breaks samples its one member misses at this radius (and not all)."""
@@ -43,16 +42,7 @@ def _oracle_gap() -> ModuleType:
 def snn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-class 8x8 npz dataset and a small converted SNN (T 4) on it."""
     root = tmp_path_factory.mktemp("survivors")
-    g = np.random.default_rng(1)
-    y = np.arange(36) % 3
-    x = g.normal(70 + 50 * y[:, None, None], 30, size=(36, 8, 8)).clip(0, 255).astype(np.uint8)
-    npz = root / "toy.npz"
-    np.savez(npz, x_train=x, y_train=y, x_test=x, y_test=y)
-    spec = f"npz:{npz}"
-    info = load_dataset(spec).info
-    torch.manual_seed(0)
-    ann = build_model("cnn_small", num_classes=3, in_channels=1, image_size=8, mean=info.mean,
-                      std=info.std, width=4, fc=16)  # fmt: skip
+    spec, x, y, ann = toy_npz_cnn(root, n=36, seed=1, base=70, step=50, spread=30)
     calib = to_float(torch.from_numpy(x[:, None]))
     labels = torch.from_numpy(y).long()
     optimizer = torch.optim.Adam(ann.parameters(), lr=0.01)
