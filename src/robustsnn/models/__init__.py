@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,6 +58,15 @@ MODELS.add("cnn_small", SmallCNN)
 MODELS.add("vgg_small", SmallVGG)
 
 
+def _unexpected_hint(detail: str) -> str:
+    """For an option the model does not take: how to leave it out (a run config's ``model.width``
+    and ``model.fc`` default to ``cnn_small``'s 8 and 64, which other models may not take)."""
+    match = re.search(r"unexpected keyword argument '(\w+)'", detail)
+    if match is None:
+        return ""
+    return f" (this model takes no {match.group(1)!r}: set model.{match.group(1)}: null)"
+
+
 def build_model(
     name: str,
     *,
@@ -94,6 +104,7 @@ def build_model(
         detail = " ".join(str(exc).split())
         raise UserError(
             f"model {name!r}: bad argument ({detail}); check model.* in the config"
+            + _unexpected_hint(detail)
         ) from None
     model.arch = arch  # type: ignore[assignment]
     return model
