@@ -325,7 +325,10 @@ def _verdict(evaluation: dict[str, Any]) -> str:
 
     verdict = diagnostics_verdict(evaluation.get("diagnostics"))
     steps = (evaluation.get("escalation") or {}).get("steps") or []
-    return f"{verdict}; escalated {len(steps)}x" if steps else verdict
+    if steps:
+        verdict += f"; escalated {len(steps)}x"
+    ties = evaluation.get("ties")
+    return f"{verdict}; {ties['count']} robust at a tie" if ties else verdict
 
 
 def _spikes(stats: dict[str, Any] | None) -> float | None:

@@ -42,6 +42,7 @@ from robustsnn.evaluation.evaluate import _model_device, evaluate
 from robustsnn.evaluation.intervals import wilson_interval
 from robustsnn.evaluation.stochastic import restore_randomness
 from robustsnn.evaluation.stochastic import step_config as randomness_step
+from robustsnn.evaluation.ties import robust_at_tie
 from robustsnn.evaluation.views import eval_mode
 
 LATE_FRACTION = 0.5
@@ -315,6 +316,8 @@ def _attack_standing(
             records[i]["broken_by"] = f"{preset}:{record['broken_by']}"
             records[i]["prediction"] = record["prediction"]
             broken += 1
+        elif _came_closer(record, records[i]):  # the closest call of any step
+            records[i]["margin"] = record["margin"]
     # members the model cannot run (a wrapped model's HART), with their reasons
     result.setdefault("left_out", {}).update(sub.get("left_out", {}))
     if "adversarial" in result and "adversarial" in sub:
@@ -371,6 +374,11 @@ def _finish(
     if not steps:
         return
     final = robust_count / n
+    ties = robust_at_tie(records)
+    if ties is not None:
+        result["ties"] = ties
+    else:
+        result.pop("ties", None)
     result["robust_accuracy"] = final
     result["robust_accuracy_ci95"] = list(wilson_interval(robust_count, n))
     result["ensembles"][f"{start_name} + escalation"] = {
@@ -383,6 +391,15 @@ def _finish(
         "steps": [s["preset"] for s in steps],
     }
     result["ensemble"] = f"{start_name} + escalation"
+
+
+def _came_closer(step_record: dict[str, Any], record: dict[str, Any]) -> bool:
+    """Whether an escalation step's record of a still-robust sample has a closer call
+    (a lower ``margin``) than the record so far (both deterministic margins)."""
+    new, old = step_record.get("margin"), record.get("margin")
+    if new is None or "draws" in step_record or "draws" in record:
+        return False
+    return old is None or float(new) < float(old)
 
 
 def _reasons(diagnostics: dict[str, Any], late: int) -> list[str]:

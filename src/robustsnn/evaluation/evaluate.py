@@ -71,6 +71,7 @@ from robustsnn.evaluation.stochastic import (
     resolve_randomness,
     seeded_global_rng,
 )
+from robustsnn.evaluation.ties import robust_at_tie
 from robustsnn.evaluation.views import (
     derive_seed,
     eval_mode,
@@ -918,5 +919,8 @@ def _summarize(
     }
     for key, value in meta.items():
         result.setdefault(key, value)
+    ties = robust_at_tie(records)
+    if ties is not None:  # absent without ties: such results are unchanged
+        result["ties"] = ties
     result["records"] = records
     return result

@@ -8,6 +8,7 @@ from typing import Any
 
 from robustsnn.evaluation.escalate import failing_checks
 from robustsnn.evaluation.intervals import format_accuracy
+from robustsnn.evaluation.ties import tie_line
 
 
 def diagnostics_verdict(diagnostics: dict[str, Any] | None) -> str:
@@ -58,4 +59,7 @@ def evaluation_lines(result: dict[str, Any], *, label: str = "") -> list[str]:
     for name, check in (result.get("diagnostics") or {}).items():
         if isinstance(check, dict) and not check.get("passed", True):
             lines.append(f"  check    {name:<30} FAIL: {check.get('detail', '')}")
+    ties = tie_line(result)
+    if ties is not None:
+        lines.append(ties)
     return lines
