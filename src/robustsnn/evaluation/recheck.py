@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,63 +306,82 @@ def _note_random(
     )
 
 
-def _recheck_examples(
-    folder: Path,
-    examples: AdversarialSet,
-    meta: dict[str, Any],
-    result: RecheckResult,
-    reference: bool,
-) -> None:
-    eps = float(meta["eps"])
-    tolerance = float(meta.get("eps_tolerance", 0.0))
-    evaluation = folder / "evaluation.json"
+def _compare_with_records(folder: Path, examples: AdversarialSet, result: RecheckResult) -> None:
+    """The file must hold exactly the breaks that ``records.jsonl`` counts."""
     records_file = folder / "records.jsonl"
-    if records_file.is_file():
-        try:
-            records = [json.loads(line) for line in records_file.read_text().splitlines() if line]
-            broken = {int(r["index"]) for r in records if r["clean_correct"] and not r["robust"]}
-        except (ValueError, KeyError, TypeError) as exc:
-            result.failures.append(f"{folder}: records.jsonl is malformed ({exc})")
-            broken = None
-        saved = {int(i) for i in examples.index.tolist()}
-        if broken is not None and broken != saved:
-            result.failures.append(
-                f"{folder}: the file holds {len(saved)} examples but the records count "
-                f"{len(broken)} breaks ({len(broken - saved)} unsaved, {len(saved - broken)} "
-                "not breaks)"
-            )
-    elif not evaluation.is_file():
-        result.notes.append("no records.jsonl beside the file: the break count is not compared")
-    if not len(examples):
-        result.notes.append("no breaks saved: nothing to recheck")
+    if not records_file.is_file():
+        if not (folder / "evaluation.json").is_file():
+            result.notes.append("no records.jsonl beside the file: the break count is not compared")
         return
-    model, _ = load_evaluated_model(folder, meta)
-
-    def fail(row: int, why: str) -> None:
+    try:
+        records = [json.loads(line) for line in records_file.read_text().splitlines() if line]
+        broken = {int(r["index"]) for r in records if r["clean_correct"] and not r["robust"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        result.failures.append(f"{folder}: records.jsonl is malformed ({exc})")
+        return
+    saved = {int(i) for i in examples.index.tolist()}
+    if broken != saved:
         result.failures.append(
-            f"{folder}: sample {int(examples.index[row])} (label {int(examples.label[row])}, "
-            f"broken by {examples.member[row]}): {why}"
+            f"{folder}: the file holds {len(saved)} examples but the records count "
+            f"{len(broken)} breaks ({len(broken - saved)} unsaved, {len(saved - broken)} "
+            "not breaks)"
         )
 
-    adv, clean, labels = examples.adversarial, examples.clean, examples.label
-    k = len(examples)
+
+Fail = Callable[[int, str], None]
+
+
+def _dataset_rows(
+    folder: Path, examples: AdversarialSet, meta: dict[str, Any], result: RecheckResult, fail: Fail
+) -> tuple[Tensor | None, Tensor] | None:
+    """The dataset split (None when it cannot be loaded here) and which saved indices lie in
+    it; None when its images have another shape than the saved ones (nothing to compare)."""
+    clean = examples.clean
     dataset = _dataset_split(meta)
-    in_split = torch.ones(k, dtype=torch.bool)
+    in_split = torch.ones(len(examples), dtype=torch.bool)
     if dataset is None:
         result.notes.append(f"dataset {meta.get('dataset')!r} not loadable here: clean images "
                             "are not compared with it")  # fmt: skip
-    else:
-        size = int(dataset.shape[0])
-        in_split = examples.index < size
-        for row in (~in_split).nonzero().squeeze(1).tolist():
-            fail(row, f"index out of range (the {meta.get('split', 'test')} split has {size} "
-                      "samples)")  # fmt: skip
-        if tuple(dataset.shape[1:]) != tuple(clean.shape[1:]):
-            result.failures.append(
-                f"{folder}: the saved images have shape {list(clean.shape[1:])}, the dataset's "
-                f"{list(dataset.shape[1:])}"
-            )
-            return
+        return dataset, in_split
+    size = int(dataset.shape[0])
+    in_split = examples.index < size
+    for row in (~in_split).nonzero().squeeze(1).tolist():
+        fail(row, f"index out of range (the {meta.get('split', 'test')} split has {size} "
+                  "samples)")  # fmt: skip
+    if tuple(dataset.shape[1:]) != tuple(clean.shape[1:]):
+        result.failures.append(
+            f"{folder}: the saved images have shape {list(clean.shape[1:])}, the dataset's "
+            f"{list(dataset.shape[1:])}"
+        )
+        return None
+    return dataset, in_split
+
+
+@dataclass
+class _Verdicts:
+    """What the float64 forward and the reference simulator say about the saved examples."""
+
+    logits64: Tensor
+    bad_label: Tensor
+    wrong64: Tensor
+    wrong_ref: Tensor
+    votes64: Tensor | None
+    votes_ref: Tensor | None
+    reference: bool  # whether the reference simulator ran
+    draws: int  # a random model's draws per verdict (0: deterministic)
+
+
+def _verdicts(
+    model: nn.Module,
+    folder: Path,
+    examples: AdversarialSet,
+    reference: bool,
+    result: RecheckResult,
+    fail: Fail,
+) -> _Verdicts:
+    """The float64 forward's verdict per example (a random model's: the majority of M fresh
+    draws), labels outside the model's classes failed, and the reference simulator's."""
+    adv, labels = examples.adversarial, examples.label
     draws = random_model_draws(folder, model, adv)
     logits64 = _logits64(model, adv, 0 if draws else None)
     classes = int(logits64.shape[1])
@@ -386,13 +405,20 @@ def _recheck_examples(
         except UserError as exc:  # a layer it does not know: said, and not counted as checked
             result.notes.append(f"reference simulator skipped: {exc}")
             reference = False
+    return _Verdicts(logits64, bad_label, wrong64, wrong_ref, votes64, votes_ref, reference, draws)
+
+
+def _check_stored_logits(
+    folder: Path, model: nn.Module, examples: AdversarialSet, result: RecheckResult, fail: Fail
+) -> Tensor:
+    """Compare the stored float32 logits with the model's; returns which adversarial rows
+    are reproduced bit for bit."""
     from robustsnn.evaluation.adversarial import single_logits
 
-    recomputed = single_logits(model, adv)
-    reproduced = torch.zeros(k, dtype=torch.bool)
+    reproduced = torch.zeros(len(examples), dtype=torch.bool)
     for name, stored, fresh in (
-        ("adversarial", examples.adversarial_logits, recomputed),
-        ("clean", examples.clean_logits, single_logits(model, clean)),
+        ("adversarial", examples.adversarial_logits, single_logits(model, examples.adversarial)),
+        ("clean", examples.clean_logits, single_logits(model, examples.clean)),
     ):
         if tuple(stored.shape) != tuple(fresh.shape):
             result.failures.append(
@@ -408,43 +434,91 @@ def _recheck_examples(
         for row in (gap > LOGIT_TOLERANCE * scale).nonzero().squeeze(1).tolist():
             fail(row, f"stored {name} logits do not match the model's (max difference "
                       f"{float(gap[row]):.3g})")  # fmt: skip
-    flat_adv = adv.reshape(k, -1).double()
-    flat_clean = clean.reshape(k, -1).double()
+    return reproduced
+
+
+def _check_row(
+    row: int,
+    examples: AdversarialSet,
+    ball: tuple[Tensor, Tensor, Tensor, float, float],
+    rows: tuple[Tensor | None, Tensor],
+    verdicts: _Verdicts,
+    fail: Fail,
+) -> None:
+    """One saved example: in [0, 1], in the eps-ball, its clean image the dataset's, and
+    misclassified by the float64 forward and the reference simulator."""
+    low, high, distance, eps, eps_bound = ball
+    dataset, in_split = rows
+    v = verdicts
+    if not (0.0 <= float(low[row]) and float(high[row]) <= 1.0):
+        fail(row, f"pixels outside [0, 1] (min {float(low[row]):.6g}, "
+                  f"max {float(high[row]):.6g})")  # fmt: skip
+    if not float(distance[row]) <= eps_bound:
+        fail(row, f"outside the eps-ball: max |x_adv - x| = {float(distance[row]):.6g} > "
+                  f"eps {eps:.6g}")  # fmt: skip
+    if dataset is not None and bool(in_split[row]):
+        if not torch.equal(_to_float(dataset[int(examples.index[row])]), examples.clean[row]):
+            fail(row, "the stored clean image is not the dataset's image at this index")
+    if not bool(v.wrong64[row]) and not bool(v.bad_label[row]):
+        if v.votes64 is not None:
+            fail(row, f"misclassified on only {int(v.votes64[row])} of {v.draws} fresh draws of "
+                      "the float64 forward (a break needs a strict majority)")  # fmt: skip
+        else:
+            fail(row, f"correctly classified by the float64 forward (predicts "
+                      f"{int(v.logits64[row].argmax())}, true class {int(examples.label[row])})")  # fmt: skip
+    if v.reference and not bool(v.wrong_ref[row]) and not bool(v.bad_label[row]):
+        if v.votes_ref is not None:
+            fail(row, f"misclassified on only {int(v.votes_ref[row])} of {v.draws} draws of the "
+                      "reference simulator (a break needs a strict majority)")  # fmt: skip
+        else:
+            fail(row, "correctly classified by the reference simulator (float64)")
+
+
+def _recheck_examples(
+    folder: Path,
+    examples: AdversarialSet,
+    meta: dict[str, Any],
+    result: RecheckResult,
+    reference: bool,
+) -> None:
+    """Every check of :func:`recheck_folder` on one folder's saved examples, into ``result``."""
+    eps = float(meta["eps"])
+    tolerance = float(meta.get("eps_tolerance", 0.0))
+    _compare_with_records(folder, examples, result)
+    if not len(examples):
+        result.notes.append("no breaks saved: nothing to recheck")
+        return
+    model, _ = load_evaluated_model(folder, meta)
+
+    def fail(row: int, why: str) -> None:
+        result.failures.append(
+            f"{folder}: sample {int(examples.index[row])} (label {int(examples.label[row])}, "
+            f"broken by {examples.member[row]}): {why}"
+        )
+
+    rows = _dataset_rows(folder, examples, meta, result, fail)
+    if rows is None:
+        return
+    verdicts = _verdicts(model, folder, examples, reference, result, fail)
+    reproduced = _check_stored_logits(folder, model, examples, result, fail)
+    k = len(examples)
+    flat_adv = examples.adversarial.reshape(k, -1).double()
+    flat_clean = examples.clean.reshape(k, -1).double()
     distance = (flat_adv - flat_clean).abs().amax(1)
     low, high = flat_adv.amin(1), flat_adv.amax(1)
+    ball = (low, high, distance, eps, eps + tolerance)
     for row in range(k):
-        if not (0.0 <= float(low[row]) and float(high[row]) <= 1.0):
-            fail(row, f"pixels outside [0, 1] (min {float(low[row]):.6g}, "
-                      f"max {float(high[row]):.6g})")  # fmt: skip
-        if not float(distance[row]) <= eps + tolerance:
-            fail(row, f"outside the eps-ball: max |x_adv - x| = {float(distance[row]):.6g} > "
-                      f"eps {eps:.6g}")  # fmt: skip
-        if dataset is not None and bool(in_split[row]):
-            if not torch.equal(_to_float(dataset[int(examples.index[row])]), clean[row]):
-                fail(row, "the stored clean image is not the dataset's image at this index")
-        if not bool(wrong64[row]) and not bool(bad_label[row]):
-            if votes64 is not None:
-                fail(row, f"misclassified on only {int(votes64[row])} of {draws} fresh draws of "
-                          "the float64 forward (a break needs a strict majority)")  # fmt: skip
-            else:
-                fail(row, f"correctly classified by the float64 forward (predicts "
-                          f"{int(logits64[row].argmax())}, true class {int(labels[row])})")  # fmt: skip
-        if reference and not bool(wrong_ref[row]) and not bool(bad_label[row]):
-            if votes_ref is not None:
-                fail(row, f"misclassified on only {int(votes_ref[row])} of {draws} draws of the "
-                          "reference simulator (a break needs a strict majority)")  # fmt: skip
-            else:
-                fail(row, "correctly classified by the reference simulator (float64)")
+        _check_row(row, examples, ball, rows, verdicts, fail)
     result.counts = {
         "saved": k,
         "in_range": int(((low >= 0) & (high <= 1)).sum()),
         "in_eps_ball": int((distance <= eps + tolerance).sum()),
-        "misclassified_float64": int(wrong64.sum()),
-        "misclassified_reference": int(wrong_ref.sum()) if reference else -1,
+        "misclassified_float64": int(verdicts.wrong64.sum()),
+        "misclassified_reference": int(verdicts.wrong_ref.sum()) if verdicts.reference else -1,
         "logits_reproduced": int(reproduced.sum()),
     }
-    if draws:
-        _note_random(result, draws, votes64, votes_ref)
+    if verdicts.draws:
+        _note_random(result, verdicts.draws, verdicts.votes64, verdicts.votes_ref)
     largest = float(distance.max())
     result.notes.append(
         f"max |x_adv - x| = {largest:.9g}, eps = {eps:.9g} (float32 rounding above eps: "
