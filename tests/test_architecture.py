@@ -16,7 +16,6 @@ MAX_LINES = 120
 MAX_PARAMS = 12
 
 OVERSIZED = {
-    "robustsnn.interop.adapters:_adapt": "every wrap() option forwarded",
     "robustsnn.models.vgg:__init__": "the VGG family's width, depth and head options",
     "robustsnn.snn.triton_kernels:_forward_kernel": "a Triton kernel takes the dynamics as scalars (no structs)",
     "robustsnn.snn.triton_kernels:_backward_kernel": "a Triton kernel takes the dynamics as scalars (no structs)",

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from robustsnn.errors import UserError
-from robustsnn.interop.adapters import _adapt, _Neuron, _neuron_spec
+from robustsnn.interop.adapters import _adapt, _Feed, _Neuron, _neuron_spec, _Source
 from robustsnn.interop.frameworks import scalar
 from robustsnn.snn.estimators import parse_estimator
 
@@ -70,7 +70,11 @@ def adapt(net: nn.Sequential, x: torch.Tensor, T: int = 5, **kw):
                "time_convention": "test", "example": x, "input_shape": None,
                "image_shape": None, "readout": "mean", "mean": None, "std": None}  # fmt: skip
     options.update(kw)
-    return _adapt("Fake", "0", net, T, **options)
+    source = _Source("Fake", "0", net, options["read_neuron"], options["reset"],
+                     options["multi_step"], options["time_convention"])  # fmt: skip
+    feed = _Feed(options["example"], options["input_shape"], options["image_shape"],
+                 options["mean"], options["std"])  # fmt: skip
+    return _adapt(source, T, options["readout"], feed)
 
 
 def source_outputs(net: nn.Sequential, x: torch.Tensor, T: int) -> torch.Tensor:

@@ -488,23 +488,54 @@ def _inputs(
     return x, shape, image
 
 
-def _adapt(
-    framework: str,
-    version: str,
-    module: nn.Module,
-    T: int,
-    *,
-    read_neuron: NeuronReader,
-    reset: Callable[[], None],
-    multi_step: bool,
-    time_convention: str,
-    example: torch.Tensor | None,
-    input_shape: Sequence[int] | None,
-    image_shape: Sequence[int] | None,
-    readout: str,
-    mean: Sequence[float] | None,
-    std: Sequence[float] | None,
-) -> SpikingNetwork:
+@dataclass(frozen=True)
+class _Source:
+    """A framework model to adapt and how to run it: its neuron reader, its reset, whether it
+    takes the whole time axis in one call, and the convention in words (for ``snn.adapter``)."""
+
+    framework: str
+    version: str
+    module: nn.Module
+    read_neuron: NeuronReader
+    reset: Callable[[], None]
+    multi_step: bool
+    time_convention: str
+
+
+@dataclass(frozen=True)
+class _Feed:
+    """What the adapted network reads: a verification batch (or one input's shape), the
+    image shape it feeds, and the per-channel normalisation the source expects."""
+
+    example: torch.Tensor | None
+    input_shape: Sequence[int] | None
+    image_shape: Sequence[int] | None
+    mean: Sequence[float] | None
+    std: Sequence[float] | None
+
+
+def _normalisation(feed: _Feed, channels: int) -> tuple[list[float], list[float]]:
+    """``mean`` and ``std`` as one float per image channel (0 and 1 when not given)."""
+    mean = [0.0] * channels if feed.mean is None else [float(v) for v in feed.mean]
+    std = [1.0] * channels if feed.std is None else [float(v) for v in feed.std]
+    if len(mean) != channels or len(std) != channels:
+        raise UserError(f"mean and std need one value per image channel ({channels})")
+    return mean, std
+
+
+def _gradient_note(detached: set[bool]) -> str:
+    """Which robustsnn estimator family trains like the source (by its neurons' reset)."""
+    if detached == {True}:
+        return "reset detached: the source trains with robustsnn's bptt-<surrogate>-dr"
+    if detached == {False}:
+        return "gradient through the reset: the source trains with robustsnn's bptt-<surrogate>"
+    return "detach_reset differs between layers (no single robustsnn estimator)"
+
+
+def _adapt(source: _Source, T: int, readout: str, feed: _Feed) -> SpikingNetwork:
+    """Translate ``source`` to a robustsnn SpikingNetwork and verify it spike for spike
+    against the source's own forward on the feed's batch."""
+    framework = source.framework
     if readout not in READOUTS:
         why = _READOUT_REFUSALS.get(str(readout))
         raise UserError(
@@ -514,15 +545,15 @@ def _adapt(
     if int(T) < 1:
         raise UserError(f"T must be >= 1, not {T}")
     T = int(T)
-    spec, tensors, notes, sources, neurons = _translate(framework, module, T, readout, read_neuron)
-    x, shape, image = _inputs(example, input_shape, image_shape)
+    spec, tensors, notes, sources, neurons = _translate(
+        framework, source.module, T, readout, source.read_neuron
+    )
+    x, shape, image = _inputs(feed.example, feed.input_shape, feed.image_shape)
     spec["input"]["shape"] = list(shape)
-    channels = image[0]
-    mean = [0.0] * channels if mean is None else [float(v) for v in mean]
-    std = [1.0] * channels if std is None else [float(v) for v in std]
-    if len(mean) != channels or len(std) != channels:
-        raise UserError(f"mean and std need one value per image channel ({channels})")
-    imported = ImportedGraph(spec, tensors, mean, std, T, 1.0, f"{framework} {version}", notes)
+    mean, std = _normalisation(feed, image[0])
+    imported = ImportedGraph(
+        spec, tensors, mean, std, T, 1.0, f"{framework} {source.version}", notes
+    )
     try:
         snn = build_network(imported, image)
     except UserError:
@@ -535,27 +566,21 @@ def _adapt(
     images = x.reshape(x.shape[0], *image)
     with torch.no_grad():
         source_input = Normalize(mean, std)(images).reshape(x.shape)
-    logits, spikes = _reference(framework, module, source_input, T, readout, sources, reset,
-                                multi_step)  # fmt: skip
+    logits, spikes = _reference(framework, source.module, source_input, T, readout, sources,
+                                source.reset, source.multi_step)  # fmt: skip
     try:
         result = verify(snn, images, logits, spikes)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:200]
         raise UserError(f"the adapted {framework} model does not run ({detail})") from None
     require(result, f"the {framework} model adapted by robustsnn")
-    detached = {n.detach_reset for n in neurons}
-    if detached == {True}:
-        gradient = "reset detached: the source trains with robustsnn's bptt-<surrogate>-dr"
-    elif detached == {False}:
-        gradient = "gradient through the reset: the source trains with robustsnn's bptt-<surrogate>"
-    else:
-        gradient = "detach_reset differs between layers (no single robustsnn estimator)"
+    gradient = _gradient_note({n.detach_reset for n in neurons})
     surrogates = sorted({n.surrogate for n in neurons if n.surrogate})
     if surrogates:
         notes.append(f"source surrogate(s): {', '.join(surrogates)}")
     snn.imported = imported  # type: ignore[assignment]
-    snn.adapter = AdapterInfo(framework, version, T, readout, time_convention, gradient,  # type: ignore[assignment]
-                              notes, result)  # fmt: skip
+    snn.adapter = AdapterInfo(framework, source.version, T, readout, source.time_convention,  # type: ignore[assignment]
+                              gradient, notes, result)  # fmt: skip
     return snn
 
 
@@ -618,13 +643,13 @@ def from_spikingjelly(
         f"multi-step: x repeated to [{T}, B, ...], one call" if multi_step
         else f"single-step: {T} calls on x, then functional.reset_net"
     )  # fmt: skip
-    return _adapt(
-        "SpikingJelly", getattr(spikingjelly, "__version__", "2.x"), module, T,
+    source = _Source(
+        "SpikingJelly", getattr(spikingjelly, "__version__", "2.x"), module,
         read_neuron=lambda name, m, last: _sj_neuron(name, m),
         reset=lambda: functional.reset_net(module), multi_step=multi_step,
-        time_convention=convention, example=example, input_shape=input_shape,
-        image_shape=image_shape, readout=readout, mean=mean, std=std,
+        time_convention=convention,
     )  # fmt: skip
+    return _adapt(source, T, readout, _Feed(example, input_shape, image_shape, mean, std))
 
 
 def from_snntorch(
@@ -662,10 +687,9 @@ def from_snntorch(
             if isinstance(m, snntorch.SpikingNeuron) and hasattr(m, "reset_mem"):
                 m.reset_mem()
 
-    return _adapt(
-        "snnTorch", getattr(snntorch, "__version__", "1.x"), module, T,
+    source = _Source(
+        "snnTorch", getattr(snntorch, "__version__", "1.x"), module,
         read_neuron=_snntorch_neuron, reset=reset, multi_step=False,
         time_convention=f"{T} calls on x (init_hidden state), reset_mem() before and after",
-        example=example, input_shape=input_shape, image_shape=image_shape, readout=readout,
-        mean=mean, std=std,
     )  # fmt: skip
+    return _adapt(source, T, readout, _Feed(example, input_shape, image_shape, mean, std))
