@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from robustsnn.analysis.sections import diagnostics_cell
 from robustsnn.evaluation import EvaluationConfig, evaluate
 from robustsnn.evaluation.escalate import _came_closer
 from robustsnn.evaluation.table import evaluation_lines
@@ -43,6 +44,7 @@ def test_samples_pushed_to_an_exact_tie_are_reported() -> None:
     assert ties["robust_accuracy_ties_broken_ci95"][0] == 0.0
     assert any("argmax's tie rule" in line for line in evaluation_lines(result))
     assert _verdict(result).endswith("6 robust at a tie")
+    assert diagnostics_cell(result).text.endswith("; 6 robust at a tie")  # report, compare
 
 
 def test_no_tie_no_entry() -> None:
@@ -51,6 +53,7 @@ def test_no_tie_no_entry() -> None:
     assert "ties" not in result
     assert not any("tie rule" in line for line in evaluation_lines(result))
     assert "tie" not in _verdict(result)
+    assert "tie" not in diagnostics_cell(result).text
 
 
 @pytest.mark.parametrize(

@@ -100,16 +100,20 @@ def overview_blocks(runs: Sequence[RunFiles], several: bool) -> list[Block]:
 
 
 def diagnostics_cell(evaluation: Mapping[str, Any]) -> Cell:
-    """Overview verdict of an evaluation's gradient-masking checks: passed, failed or not run."""
+    """Overview verdict of an evaluation's gradient-masking checks: passed, failed or not run;
+    plus how many robust samples stand only by argmax's tie rule, where any do
+    (:mod:`robustsnn.evaluation.ties`)."""
     diagnostics = evaluation.get("diagnostics") or {}
     checks = [v for v in diagnostics.values() if isinstance(v, Mapping)]
     ran = [c for c in checks if c.get("skipped") is not True]
+    ties = evaluation.get("ties")
+    tail = f"; {int(ties['count'])} robust at a tie" if isinstance(ties, Mapping) else ""
     if not ran:
-        return Cell("not run")
+        return Cell("not run" + tail)
     failed = sum(1 for c in ran if c.get("passed") is False)
     if failed:
-        return Cell(f"FAIL {failed}/{len(ran)}", "fail")
-    return Cell(f"PASS {len(ran)}/{len(ran)}", "pass")
+        return Cell(f"FAIL {failed}/{len(ran)}{tail}", "fail")
+    return Cell(f"PASS {len(ran)}/{len(ran)}{tail}", "pass")
 
 
 def _summary_blocks(run: RunFiles) -> list[Block]:
