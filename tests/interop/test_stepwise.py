@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from robustsnn.errors import UserError
-from robustsnn.evaluation import evaluate
+from robustsnn.evaluation import EvaluationConfig, EvaluationContext, evaluate
 from robustsnn.interop.adapters import from_snntorch, from_spikingjelly
 from robustsnn.interop.stepwise import SourceSurrogate, wrap
 from robustsnn.snn.estimators import parse_estimator
@@ -283,9 +283,10 @@ def test_hart_is_left_out_with_its_reason() -> None:
     net = wrap(Looped(body), T, example=x)
     with torch.no_grad():
         y = net(x).argmax(1)
-    result = evaluate(net, x, y, eps=0.03, attacks=[{"attack": "pgd", "estimator": "bptt-pcw-1", "params": {"steps": 2}},
-                               {"attack": "pgd", "estimator": "hart-1", "params": {"steps": 2}}],
-                      quiet=True, diagnostics="none")  # fmt: skip
+    members = [{"attack": "pgd", "estimator": "bptt-pcw-1", "params": {"steps": 2}},
+               {"attack": "pgd", "estimator": "hart-1", "params": {"steps": 2}}]  # fmt: skip
+    config = EvaluationConfig(eps=0.03, attacks=members, diagnostics="none")
+    result = evaluate(net, x, y, config, EvaluationContext(quiet=True))
     assert len(result["left_out"]) == 1 and "hart-1" in next(iter(result["left_out"]))
     assert all("per-step form" in why for why in result["left_out"].values())
     assert not any("hart" in str(m) for m in result["members"])
