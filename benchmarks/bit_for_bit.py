@@ -63,6 +63,7 @@ VOLATILE_KEYS: dict[str, str] = {
     "conversion (conversion_summary), every attack batch, diagnostic, ensemble and escalation "
     "step (evaluation*.json, evaluation-state.json)",
     "cpu_seconds": "CPU seconds of a training epoch",
+    "member_seconds": "wall-clock seconds of each ensemble member (evaluation*.json)",
     "stage_seconds": "wall-clock seconds of a pipeline stage (log.jsonl)",
 }
 # JSON key paths removed where a key path ends with them

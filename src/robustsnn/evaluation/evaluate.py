@@ -876,6 +876,7 @@ def _summarize(
             "robust_accuracy_ci95": list(wilson_interval(robust_count, n)),
             "members": len(members),
             "seconds": sum(member_seconds.values()),
+            "member_seconds": member_seconds,  # where the time goes, member by member
             "mode": "independent" if independent else "early-exit",
             "member_names": [m.name for m in members],
             "broken_by": broken_counts,
