@@ -1,9 +1,9 @@
 """Content hashes of written evidence: a number that was changed after it was written is found.
 
 ``evaluation.json`` carries ``"integrity": {"sha256": ..., "files": {name: sha256}}``: the
-SHA-256 of its own content (every key but ``integrity`` and the wall-clock ``seconds`` timings,
-so two runs with the same results carry the same hash) and of the files written beside it
-(``records.jsonl``, ``adversarial.safetensors``). ``robustsnn recheck`` recomputes them.
+SHA-256 of its own content (every key but ``integrity`` and the wall-clock timings ``seconds``
+and ``member_seconds``, so two runs with the same results carry the same hash) and of the files
+written beside it (``records.jsonl``, ``adversarial.safetensors``). ``robustsnn recheck`` recomputes them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 INTEGRITY_KEY = "integrity"
-TIMING_KEYS = ("seconds",)
+TIMING_KEYS = ("seconds", "member_seconds")
 NO_HASH = "no hash recorded"
 
 

@@ -81,9 +81,12 @@ class HardStep(nn.Module):
 
 
 def strip_seconds(obj: Any) -> Any:
-    """A copy of a JSON-like object without any ``seconds`` keys (timings differ per run)."""
+    """A copy of a JSON-like object without any ``seconds`` or ``member_seconds`` keys
+    (timings differ per run)."""
     if isinstance(obj, dict):
-        return {k: strip_seconds(v) for k, v in obj.items() if k != "seconds"}
+        return {
+            k: strip_seconds(v) for k, v in obj.items() if k not in ("seconds", "member_seconds")
+        }
     if isinstance(obj, list):
         return [strip_seconds(v) for v in obj]
     return obj

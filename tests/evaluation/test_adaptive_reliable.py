@@ -71,13 +71,18 @@ def test_reliable_breaks_what_reliable_v1_misses_on_a_narrow_width_model() -> No
         m for m in old["ensembles"]["reliable-v1"]["broken_by"] if "square" not in m
     ]
     assert all(old["ensembles"]["reliable-v1"]["broken_by"][m] == 0 for m in gradient_members)
-    # the race broke them (the anchor, ASSG, follows the far neuron too), at its first round
+    # `reliable` runs v1's members first (same seeds): they break what v1 broke (Square, by
+    # chance), and the race through the narrow widths v1 lacks breaks the rest
+    by = new["ensembles"]["reliable"]["broken_by"]
+    assert {m: by[m] for m in old["ensembles"]["reliable-v1"]["broken_by"]} == dict(
+        old["ensembles"]["reliable-v1"]["broken_by"]
+    )
     member = next(m for m in ENSEMBLES.get("reliable").members if m.attack == "race")
-    assert new["ensembles"]["reliable"]["broken_by"][member.name] == 4
+    assert by[member.name] == 4 - len(old_broken) >= 1
     attack = member.build(EPS)
     with eval_mode(snn):
         attack(member_view(snn, member.estimator, attack), x, y)
-    assert attack.last_winners == [None] * 4  # broken within the race
+    assert attack.last_winners == [None] * 4  # on all 4, broken within the race
     assert attack.last_rounds[0]["bptt-rel-pcw-0.25"] >= 1
 
 

@@ -233,15 +233,32 @@ def test_sapgd_from_a_given_start_begins_there() -> None:
     assert "init" not in SAPGD(eps).params()  # earlier logs read as before
 
 
-def test_reliable_is_reliable_v2_then_the_warm_start_round() -> None:
-    """`reliable` runs `reliable-v2`'s members first, the same members in the same order (so
+def test_reliable_v3_is_reliable_v2_then_the_warm_start_round() -> None:
+    """`reliable-v3` runs `reliable-v2`'s members first, the same members in the same order (so
     the same seeds and targets: every break of `reliable-v2` stands), then the warm-start
     round, whose members all start at the closest call."""
     from robustsnn.evaluation.ensembles import ENSEMBLES
 
-    new = ENSEMBLES.get("reliable").members
+    new = ENSEMBLES.get("reliable-v3").members
     v2 = ENSEMBLES.get("reliable-v2").members
     assert new[: len(v2)] == v2
     warm = new[len(v2) :]
     assert warm and all(m.params.get("init") == "given" for m in warm)
     assert all(m.close_call is not None for m in warm)  # only where the attacks came close
+
+
+def test_reliable_is_reliable_v1_then_the_adaptive_rounds() -> None:
+    """`reliable` runs every member of `reliable-v1` first, in its order (the same seeds on
+    the same standing samples: every `reliable-v1` break stands), then a race through the
+    estimators v1 lacks, the close-call budget and the warm-start round (`reliable-v3`'s)."""
+    from robustsnn.evaluation.ensembles import ENSEMBLES
+
+    new = ENSEMBLES.get("reliable").members
+    v1 = ENSEMBLES.get("reliable-v1").members
+    v3 = ENSEMBLES.get("reliable-v3").members
+    assert new[: len(v1)] == v1
+    race = new[len(v1)]
+    assert race.attack == "race" and race.close_call is None
+    assert not set(race.params["estimators"]) & {m.estimator for m in v1}  # only what v1 lacks
+    rest = new[len(v1) + 1 :]
+    assert rest == tuple(m for m in v3 if m.close_call is not None)  # close calls, warm round

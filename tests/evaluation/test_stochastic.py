@@ -75,7 +75,7 @@ def _without_seconds(result: dict[str, Any]) -> Any:
 
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in ("seconds",)}
+            return {k: strip(v) for k, v in value.items() if k not in ("seconds", "member_seconds")}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
