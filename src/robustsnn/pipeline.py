@@ -327,8 +327,9 @@ def _verdict(evaluation: dict[str, Any]) -> str:
     steps = (evaluation.get("escalation") or {}).get("steps") or []
     if steps:
         verdict += f"; escalated {len(steps)}x"
-    ties = evaluation.get("ties")
-    return f"{verdict}; {ties['count']} robust at a tie" if ties else verdict
+    from robustsnn.evaluation.ties import tie_suffix
+
+    return verdict + tie_suffix(evaluation)
 
 
 def _spikes(stats: dict[str, Any] | None) -> float | None:

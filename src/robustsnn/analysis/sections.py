@@ -30,6 +30,7 @@ from robustsnn.analysis.runs import (
 from robustsnn.errors import UserError
 from robustsnn.evaluation.intervals import format_ratio
 from robustsnn.evaluation.table import diagnostics_verdict
+from robustsnn.evaluation.ties import tie_suffix
 
 ENERGY_NOTE = (
     "Energy values are estimates, not measurements: operation counts x energy per operation "
@@ -106,8 +107,7 @@ def diagnostics_cell(evaluation: Mapping[str, Any]) -> Cell:
     diagnostics = evaluation.get("diagnostics") or {}
     checks = [v for v in diagnostics.values() if isinstance(v, Mapping)]
     ran = [c for c in checks if c.get("skipped") is not True]
-    ties = evaluation.get("ties")
-    tail = f"; {int(ties['count'])} robust at a tie" if isinstance(ties, Mapping) else ""
+    tail = tie_suffix(evaluation)
     if not ran:
         return Cell("not run" + tail)
     failed = sum(1 for c in ran if c.get("passed") is False)

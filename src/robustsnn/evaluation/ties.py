@@ -17,7 +17,7 @@ relabelling of the classes can beat.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from robustsnn.evaluation.intervals import format_accuracy, wilson_interval
@@ -52,6 +52,12 @@ def robust_at_tie(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         "note": "robust only because argmax breaks an exact tie toward the lower class index "
         "(closest call: margin 0); robust_accuracy_ties_broken counts them as broken",
     }
+
+
+def tie_suffix(result: Mapping[str, Any]) -> str:
+    """``"; N robust at a tie"`` for a verdict text (empty without ties)."""
+    ties = result.get("ties")
+    return f"; {int(ties['count'])} robust at a tie" if isinstance(ties, Mapping) else ""
 
 
 def tie_line(result: dict[str, Any]) -> str | None:
