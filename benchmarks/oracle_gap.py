@@ -268,6 +268,11 @@ def model_gap(model_dir: Path, preset: str) -> dict[str, Any] | None:
         for i in samples
     }
     gap = [i for i in samples if broken_truth[i] and bool(mine[i]["robust"])]
+    # a break whose every breaking run reached margin exactly 0: the label ties another class
+    # and argmax's index order decides (RESULTS 12f); the records of older runs have no margin
+    at_tie = {
+        i: all(truth_runs[name][i].get("margin") == 0 for name in broken_truth[i]) for i in gap
+    }
     n = len(samples)
     old = runs.get("reliable-v1")
     row: dict[str, Any] = {
@@ -289,7 +294,7 @@ def model_gap(model_dir: Path, preset: str) -> dict[str, Any] | None:
         "pool_on_survivors": preset if on_survivors is not None else None,
         "preset_robust": sum(bool(mine[i]["robust"]) for i in samples),
         "gap": len(gap),
-        "gap_samples": [{"index": i, "broken_by": members[i]} for i in gap],
+        "gap_samples": [{"index": i, "broken_by": members[i], "at_tie": at_tie[i]} for i in gap],
         "preset_checks": _verdict(model_dir / preset),
         "cpu_per_sample": {
             name: _cost(model_dir / name, len(runs[name] or {}))
@@ -335,7 +340,9 @@ def markdown(rows: Sequence[Mapping[str, Any]], preset: str) -> str:
             gap += (
                 " ("
                 + "; ".join(
-                    f"#{s['index']}: {', '.join(s['broken_by'])}" for s in r["gap_samples"][:4]
+                    f"#{s['index']}{' (a tie)' if s.get('at_tie') else ''}: "
+                    f"{', '.join(s['broken_by'])}"
+                    for s in r["gap_samples"][:4]
                 )
                 + (", ..." if len(r["gap_samples"]) > 4 else "")
                 + ")"

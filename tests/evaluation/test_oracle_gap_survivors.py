@@ -137,3 +137,35 @@ def test_pool_on_survivors_gives_the_gap_of_the_full_pool(
     both = gap.model_gap(tmp_path / "full" / "toy", preset)
     assert full_pool.exists() and both["gap_samples"] == full["gap_samples"]
     assert both["truth_robust"] == cheap["truth_robust"]
+
+
+def _write_run(folder: Path, records: list[dict]) -> None:
+    folder.mkdir(parents=True)
+    (folder / RECORDS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    (folder / "evaluation.json").write_text(json.dumps({"n": len(records)}))
+
+
+def _record(index: int, robust: bool, margin: float | None) -> dict:
+    record = {"index": index, "label": 1, "clean_correct": True, "robust": robust}
+    record["broken_by"] = None if robust else "sapgd[steps=300]/assg-atan-0.4-dr"
+    if margin is not None:
+        record["margin"] = margin
+    return record
+
+
+def test_a_gap_sample_the_pool_broke_only_at_a_tie_is_marked(tmp_path: Path) -> None:
+    """The pool's break of #1 reached margin exactly 0 (a spike-count tie that argmax's index
+    order decides), #2's went below 0, #3's record has no margin (an older run): only #1 is
+    marked; #0 stands in both runs and is not in the gap."""
+    gap = _oracle_gap()
+    model = tmp_path / "toy"
+    preset = "reliable"
+    _write_run(model / preset, [_record(i, True, 1.0) for i in range(4)])
+    pool = [_record(0, True, 0.5), _record(1, False, 0.0), _record(2, False, -0.25)]
+    _write_run(model / gap.POOL, [*pool, _record(3, False, None)])
+    row = gap.model_gap(model, preset)
+    assert row is not None
+    marks = {s["index"]: s["at_tie"] for s in row["gap_samples"]}
+    assert marks == {1: True, 2: False, 3: False}
+    text = gap.markdown([row], preset)
+    assert "#1 (a tie): " in text and "#2: " in text and "#2 (a tie)" not in text
