@@ -247,13 +247,34 @@ def test_reliable_v3_is_reliable_v2_then_the_warm_start_round() -> None:
     assert all(m.close_call is not None for m in warm)  # only where the attacks came close
 
 
-def test_reliable_is_reliable_v1_then_the_adaptive_rounds() -> None:
-    """`reliable` runs every member of `reliable-v1` first, in its order (the same seeds on
+def test_reliable_is_reliable_v4_then_the_boundary_restarts() -> None:
+    """`reliable` runs every member of `reliable-v4` first, in its order (every `reliable-v4`
+    break stands), then SA-PGD-300 from 2 fresh starts through each ASSG anchor, only where
+    the attacks came within 0.5 of the clean margin."""
+    from robustsnn.evaluation.ensembles import ANCHOR_ESTIMATORS, CLOSE_CALL_LOOSE, ENSEMBLES
+
+    new = ENSEMBLES.get("reliable").members
+    v4 = ENSEMBLES.get("reliable-v4").members
+    assert new[: len(v4)] == v4
+    extra = new[len(v4) :]
+    assert [m.estimator for m in extra] == list(ANCHOR_ESTIMATORS)
+    for member in extra:
+        assert member.attack == "sapgd" and member.close_call == CLOSE_CALL_LOOSE
+        assert member.params == {"steps": 300, "restarts": 2}
+    assert len({m.name for m in new}) == len(new)  # new names: seeds of their own
+    plus = ENSEMBLES.get("reliable-plus").members
+    assert plus[: len(ENSEMBLES.get("reliable-plus-v2").members)] == (
+        ENSEMBLES.get("reliable-plus-v2").members
+    )
+
+
+def test_reliable_v4_is_reliable_v1_then_the_adaptive_rounds() -> None:
+    """`reliable-v4` runs every member of `reliable-v1` first, in its order (the same seeds on
     the same standing samples: every `reliable-v1` break stands), then a race through the
     estimators v1 lacks, the close-call budget and the warm-start round (`reliable-v3`'s)."""
     from robustsnn.evaluation.ensembles import ENSEMBLES
 
-    new = ENSEMBLES.get("reliable").members
+    new = ENSEMBLES.get("reliable-v4").members
     v1 = ENSEMBLES.get("reliable-v1").members
     v3 = ENSEMBLES.get("reliable-v3").members
     assert new[: len(v1)] == v1
