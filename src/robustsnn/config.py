@@ -99,6 +99,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """The ``model`` section. ``width`` and ``fc`` default to the quickstart's ``cnn_small``
+    (8, 64); a run config that names another model without them gets that model's own defaults
+    (:func:`load_config`), not a ``cnn_small``-sized copy of it."""
+
     name: str = "cnn_small"
     width: int | None = 8
     fc: int | None = 64
@@ -427,8 +431,32 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError(f"--set expects KEY=VALUE (e.g. finetune.epochs=5), got {item!r}")
         key, raw = item.split("=", 1)
         set_value(config, key.strip(), raw.strip())
+    _model_defaults(config.model, data if path is not None else None, overrides or [])
     validate_config(config)
     return config
+
+
+QUICKSTART_MODEL = "cnn_small"
+"""The model whose sizes are :class:`ModelConfig`'s ``width`` and ``fc`` defaults."""
+
+
+def _model_defaults(model: ModelConfig, data: Any, overrides: list[str]) -> None:
+    """Clear ``width`` / ``fc`` that come from the quickstart's defaults when the config names
+    another model: ``model: {name: resnet20}`` is ResNet-20 at its own width 1, not 8 (which
+    would build a network 64x the size), and has no ``fc`` to reject."""
+    if model.name == QUICKSTART_MODEL:
+        return
+    given = set()
+    section = data.get("model") if isinstance(data, dict) else None
+    if isinstance(section, dict):
+        given |= set(section)
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key.startswith("model."):
+            given.add(key[len("model.") :])
+    for key in ("width", "fc"):
+        if key not in given:
+            setattr(model, key, None)
 
 
 def validate_config(config: RunConfig) -> None:

@@ -59,8 +59,8 @@ MODELS.add("vgg_small", SmallVGG)
 
 
 def _unexpected_hint(detail: str) -> str:
-    """For an option the model does not take: how to leave it out (a run config's ``model.width``
-    and ``model.fc`` default to ``cnn_small``'s 8 and 64, which other models may not take)."""
+    """For an option the model does not take: how to leave it out (e.g. ``model.fc`` given in a
+    run config for a model without a hidden FC size)."""
     match = re.search(r"unexpected keyword argument '(\w+)'", detail)
     if match is None:
         return ""
