@@ -395,6 +395,57 @@ def versus_v1(out: Path, preset: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def member_credit(out: Path, preset: str) -> tuple[list[dict[str, Any]], str]:
+    """Where the preset's time goes and what it buys, summed over the suite's finished runs:
+    per member, its CPU seconds (``member_seconds``: each member runs only on the samples still
+    standing when its turn comes), their share, and its **first breaks** (the samples the
+    records credit to it: no earlier member had broken them) with the models they were on.
+
+    A member with a large share and no first break on any model is where a cheaper
+    allocation would look first; it is not proof that dropping it is free: a later member
+    may have broken only what it would have broken first, and its breaks may sit on models
+    outside the suite."""
+    seconds: dict[str, float] = {}
+    firsts: dict[str, dict[str, int]] = {}
+    for model_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+        folder = model_dir / preset
+        records = _records(folder)
+        if records is None:
+            continue
+        evaluation = json.loads((folder / "evaluation.json").read_text())
+        spent = evaluation.get("ensembles", {}).get(preset, {}).get("member_seconds", {})
+        for name, value in spent.items():
+            seconds[name] = seconds.get(name, 0.0) + float(value)
+            firsts.setdefault(name, {})
+        for record in records.values():
+            if _broken(record):
+                name = str(record["broken_by"])
+                models = firsts.setdefault(name, {})
+                models[model_dir.name] = models.get(model_dir.name, 0) + 1
+    total = sum(seconds.values()) or 1.0
+    rows: list[dict[str, Any]] = [
+        {
+            "member": name,
+            "cpu_seconds": seconds.get(name, 0.0),
+            "share": seconds.get(name, 0.0) / total,
+            "first_breaks": sum(firsts.get(name, {}).values()),
+            "models": dict(sorted(firsts.get(name, {}).items())),
+        }
+        for name in {**seconds, **firsts}
+    ]
+    lines = [
+        f"| {preset} member | CPU s (all models) | share | first breaks | on models |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        on = ", ".join(f"{m} {k}" for m, k in row["models"].items() if k) or "-"
+        lines.append(
+            f"| {row['member']} | {row['cpu_seconds']:.0f} | {100 * row['share']:.1f}% | "
+            f"{row['first_breaks']} | {on} |"
+        )
+    return rows, "\n".join(lines) + "\n"
+
+
 def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
     rows = []
@@ -406,6 +457,9 @@ def report(args: argparse.Namespace) -> None:
         rows.append(row)
     text = markdown(rows, args.preset)
     text += "\n" + versus_v1(out, args.preset)
+    credit, credit_text = member_credit(out, args.preset)
+    if credit:
+        text += "\n" + credit_text
     total_gap = sum(int(r["gap"]) for r in rows)
     text += (
         f"\nReference pool v{REFERENCE_POOL_VERSION}; ground truth = union of {', '.join(GROUND_TRUTH)}"
@@ -417,7 +471,12 @@ def report(args: argparse.Namespace) -> None:
     if args.json:
         atomic_write_json(
             Path(args.json),
-            {"preset": args.preset, "pool_version": REFERENCE_POOL_VERSION, "rows": rows},
+            {
+                "preset": args.preset,
+                "pool_version": REFERENCE_POOL_VERSION,
+                "rows": rows,
+                "members": credit,
+            },
         )
 
 

@@ -1,0 +1,61 @@
+"""``oracle_gap.py report``'s member table: CPU seconds and first breaks per preset member,
+summed over the suite's models (read from each run's ``member_seconds`` and records)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _oracle_gap() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("oracle_gap", ROOT / "benchmarks/oracle_gap.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["oracle_gap"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(folder: Path, seconds: dict[str, float], verdicts: list[tuple[bool, bool, str]]) -> None:
+    """A finished run: ``verdicts`` = (clean_correct, robust, broken_by) per sample."""
+    folder.mkdir(parents=True)
+    evaluation = {"n": len(verdicts), "ensembles": {"p": {"member_seconds": seconds}}}
+    (folder / "evaluation.json").write_text(json.dumps(evaluation))
+    lines = [
+        json.dumps({"index": i, "clean_correct": c, "robust": r, "broken_by": b})
+        for i, (c, r, b) in enumerate(verdicts)
+    ]
+    (folder / "records.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_member_credit_sums_seconds_and_first_breaks_over_models(tmp_path: Path) -> None:
+    gap = _oracle_gap()
+    _run(
+        tmp_path / "m1" / "p",
+        {"a": 1.0, "b": 3.0},
+        [(True, False, "a"), (True, False, "b"), (True, True, ""), (False, False, "")],
+    )
+    _run(tmp_path / "m2" / "p", {"a": 2.0, "b": 2.0}, [(True, False, "a"), (True, False, "a")])
+    (tmp_path / "m3").mkdir()  # a model without this preset's run is skipped
+    rows, text = gap.member_credit(tmp_path, "p")
+    by = {r["member"]: r for r in rows}
+    assert by["a"]["cpu_seconds"] == 3.0 and by["b"]["cpu_seconds"] == 5.0
+    assert by["a"]["share"] == 3.0 / 8.0
+    assert by["a"]["first_breaks"] == 3 and by["a"]["models"] == {"m1": 1, "m2": 2}
+    # a clean miss is not a break; a robust sample credits nobody
+    assert by["b"]["first_breaks"] == 1 and by["b"]["models"] == {"m1": 1}
+    assert "| a | 3 | 37.5% | 3 | m1 1, m2 2 |" in text
+
+
+def test_a_member_that_never_breaks_shows_zero(tmp_path: Path) -> None:
+    gap = _oracle_gap()
+    _run(tmp_path / "m1" / "p", {"a": 1.0, "idle": 9.0}, [(True, False, "a")])
+    rows, text = gap.member_credit(tmp_path, "p")
+    idle = next(r for r in rows if r["member"] == "idle")
+    assert idle["first_breaks"] == 0 and idle["share"] == 0.9
+    assert "| idle | 9 | 90.0% | 0 | - |" in text
