@@ -123,6 +123,23 @@ def _finished_run(folder: Path, n: int, indices: Sequence[int] | None) -> bool:
     )
 
 
+def pool_batch(args: argparse.Namespace, preset: str, folder: Path) -> dict[str, int]:
+    """``--pool-batch-size``: the pool's samples per attack call (its resume granularity: a
+    long pool run killed mid-way keeps every finished batch). Only the pool's: a preset's
+    records depend on its batch size (float32 rounding, RESULTS.md 12h) and must stay
+    comparable with its other runs. Recorded in the folder, so a resume uses the same."""
+    marker = folder / "pool-batch-size.json"
+    if preset != POOL:
+        return {}
+    if marker.exists():
+        return {"batch_size": int(json.loads(marker.read_text())["batch_size"])}
+    if args.pool_batch_size is None:
+        return {}
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, {"batch_size": args.pool_batch_size})
+    return {"batch_size": int(args.pool_batch_size)}
+
+
 def run(args: argparse.Namespace) -> None:
     suite = load_suite(Path(args.suite))
     wanted = set(args.models.split(",")) if args.models else None
@@ -157,6 +174,7 @@ def run(args: argparse.Namespace) -> None:
                     ensemble=preset,
                     seed=args.seed,
                     diagnostics="none" if preset == POOL else args.diagnostics,
+                    **pool_batch(args, preset, folder),
                 ),
                 EvaluationRun(
                     n=args.n if indices is None else None,
@@ -491,6 +509,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     r.add_argument("--n", type=int, default=200)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--diagnostics", default="fast")
+    r.add_argument(
+        "--pool-batch-size",
+        type=int,
+        default=None,
+        help="the pool's samples per attack call (default: the evaluation's); smaller batches "
+        "save a long pool run's progress more often (recorded in its folder)",
+    )
     r.add_argument(
         "--pool-on-survivors-of",
         default=None,

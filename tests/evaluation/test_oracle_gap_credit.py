@@ -59,3 +59,23 @@ def test_a_member_that_never_breaks_shows_zero(tmp_path: Path) -> None:
     idle = next(r for r in rows if r["member"] == "idle")
     assert idle["first_breaks"] == 0 and idle["share"] == 0.9
     assert "| idle | 9 | 90.0% | 0 | - |" in text
+
+
+def test_pool_batch_size_applies_to_the_pool_only_and_is_kept_for_a_resume(
+    tmp_path: Path,
+) -> None:
+    import argparse
+
+    gap = _oracle_gap()
+    args = argparse.Namespace(pool_batch_size=8)
+    assert gap.pool_batch(args, "reliable", tmp_path / "reliable") == {}
+    pool = tmp_path / gap.POOL
+    assert gap.pool_batch(args, gap.POOL, pool) == {"batch_size": 8}
+    # a resume without the option (or with another) keeps the batch size the run began with
+    assert gap.pool_batch(argparse.Namespace(pool_batch_size=None), gap.POOL, pool) == {
+        "batch_size": 8
+    }
+    assert gap.pool_batch(argparse.Namespace(pool_batch_size=32), gap.POOL, pool) == {
+        "batch_size": 8
+    }
+    assert gap.pool_batch(argparse.Namespace(pool_batch_size=None), gap.POOL, tmp_path / "x") == {}
