@@ -283,3 +283,21 @@ def test_reliable_v4_is_reliable_v1_then_the_adaptive_rounds() -> None:
     assert not set(race.params["estimators"]) & {m.estimator for m in v1}  # only what v1 lacks
     rest = new[len(v1) + 1 :]
     assert rest == tuple(m for m in v3 if m.close_call is not None)  # close calls, warm round
+
+
+def test_reliable_v6_is_reliable_then_the_wide_close_call_round() -> None:
+    """The candidate `reliable-v6` runs every member of `reliable` (v5) first, in its order
+    (every v5 break stands), then APGD-DLR-300 and SA-PGD-300 (reset detached) through the
+    threshold-relative width 0.5 within 0.75 of the clean margin, under names of their own."""
+    from robustsnn.evaluation.ensembles import CLOSE_CALL_LOOSE, CLOSE_CALL_WIDE, ENSEMBLES
+
+    new = ENSEMBLES.get("reliable-v6").members
+    v5 = ENSEMBLES.get("reliable").members
+    assert new[: len(v5)] == v5
+    extra = new[len(v5) :]
+    assert [(m.attack, m.estimator) for m in extra] == [
+        ("apgd-dlr", "bptt-rel-pcw-0.5"),
+        ("sapgd", "bptt-rel-pcw-0.5-dr"),
+    ]
+    assert all(m.close_call == CLOSE_CALL_WIDE > CLOSE_CALL_LOOSE for m in extra)
+    assert len({m.name for m in new}) == len(new)

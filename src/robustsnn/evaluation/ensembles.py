@@ -654,6 +654,29 @@ RELIABLE_V5 = (*RELIABLE_V4, *boundary_restart_members())
 """``reliable`` (issue 30, fifth design): ``reliable-v4`` (the same members first, so every
 ``reliable-v4`` break stands) and the boundary-restart round."""
 
+CLOSE_CALL_WIDE = 0.75
+"""The gate of the wide close-call round (a candidate, not yet the default)."""
+
+
+def wide_close_call_members(fraction: float = CLOSE_CALL_WIDE) -> tuple[Member, ...]:
+    """The wide close-call round: where the attacks came within ``fraction`` of the clean
+    margin, APGD-DLR-300 and SA-PGD-300 (reset detached) through the threshold-relative width
+    0.5. Measured (docs/RESULTS.md 12i): on the CIFAR recipe-D SNN the reference pool broke
+    #2, which ``reliable`` v5 left standing with its closest call at 0.509 of the clean margin,
+    just outside the close-call gate (0.5), through SA-PGD-300/``bptt-rel-pcw-0.5-dr``; on that
+    image alone the close-call budget's APGD-DLR-300/``bptt-rel-pcw-0.5`` breaks it too. A hard
+    gate has an edge; this round moves the width the breaks needed past it."""
+    return (
+        Member("apgd-dlr", "bptt-rel-pcw-0.5", {"n_iter": 300}, close_call=fraction),
+        Member("sapgd", "bptt-rel-pcw-0.5-dr", {"steps": 300}, close_call=fraction),
+    )
+
+
+RELIABLE_V6 = (*RELIABLE_V5, *wide_close_call_members())
+"""A candidate for ``reliable`` (issue 30, sixth design): ``reliable`` v5 whole and first (every
+v5 break stands by construction), then the wide close-call round. Not the default until it is
+measured on the suite (its cost and its breaks)."""
+
 _add(
     "reliable",
     RELIABLE_V5,
@@ -666,6 +689,13 @@ _add(
     "with 9 targets, APGD-DLR-300), within 0.2 the same from 2 more random starts and SA-PGD-100 "
     "started at the closest call; within 0.5, SA-PGD-300 from 2 more random starts through each "
     "ASSG anchor (the boundary-restart round)",
+)
+_add(
+    "reliable-v6",
+    RELIABLE_V6,
+    "a candidate for the next `reliable` (issue 30's sixth design): `reliable` (v5) whole and "
+    "first, then, where the attacks came within 0.75 of the clean margin, APGD-DLR-300 and "
+    "SA-PGD-300 (reset detached) through the threshold-relative width 0.5",
 )
 _add(
     "reliable-v4",
