@@ -113,3 +113,17 @@ def toy_npz_cnn(
     ann = build_model("cnn_small", num_classes=3, in_channels=1, image_size=8, mean=info.mean,
                       std=info.std, width=4, fc=16)  # fmt: skip
     return spec, x, y, ann
+
+
+def load_oracle_gap() -> Any:
+    """``benchmarks/oracle_gap.py`` as a module (benchmarks are scripts, not a package)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks/oracle_gap.py"
+    spec = importlib.util.spec_from_file_location("oracle_gap", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["oracle_gap"] = module
+    spec.loader.exec_module(module)
+    return module

@@ -3,22 +3,10 @@ summed over the suite's models (read from each run's ``member_seconds`` and reco
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _oracle_gap() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("oracle_gap", ROOT / "benchmarks/oracle_gap.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["oracle_gap"] = module
-    spec.loader.exec_module(module)
-    return module
+from evaluation_test_utils import load_oracle_gap
 
 
 def _run(folder: Path, seconds: dict[str, float], verdicts: list[tuple[bool, bool, str]]) -> None:
@@ -34,7 +22,7 @@ def _run(folder: Path, seconds: dict[str, float], verdicts: list[tuple[bool, boo
 
 
 def test_member_credit_sums_seconds_and_first_breaks_over_models(tmp_path: Path) -> None:
-    gap = _oracle_gap()
+    gap = load_oracle_gap()
     _run(
         tmp_path / "m1" / "p",
         {"a": 1.0, "b": 3.0},
@@ -53,7 +41,7 @@ def test_member_credit_sums_seconds_and_first_breaks_over_models(tmp_path: Path)
 
 
 def test_a_member_that_never_breaks_shows_zero(tmp_path: Path) -> None:
-    gap = _oracle_gap()
+    gap = load_oracle_gap()
     _run(tmp_path / "m1" / "p", {"a": 1.0, "idle": 9.0}, [(True, False, "a")])
     rows, text = gap.member_credit(tmp_path, "p")
     idle = next(r for r in rows if r["member"] == "idle")
@@ -66,7 +54,7 @@ def test_pool_batch_size_applies_to_the_pool_only_and_is_kept_for_a_resume(
 ) -> None:
     import argparse
 
-    gap = _oracle_gap()
+    gap = load_oracle_gap()
     args = argparse.Namespace(pool_batch_size=8)
     assert gap.pool_batch(args, "reliable", tmp_path / "reliable") == {}
     pool = tmp_path / gap.POOL

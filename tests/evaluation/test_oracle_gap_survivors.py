@@ -6,16 +6,13 @@ random start, so a sample's result does not depend on which others share its bat
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
-from evaluation_test_utils import toy_npz_cnn
+from evaluation_test_utils import load_oracle_gap, toy_npz_cnn
 
 from robustsnn.conversion import convert
 from robustsnn.data import to_float
@@ -26,16 +23,6 @@ from robustsnn.io.models import save_snn
 
 EPS = 0.2
 """The stand-in pool breaks samples its one member misses at this radius (and not all)."""
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _oracle_gap() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("oracle_gap", ROOT / "benchmarks/oracle_gap.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["oracle_gap"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +79,7 @@ def test_bad_indices_get_one_line(snn_checkpoint: Path, run: EvaluationRun, mess
 def test_pool_on_survivors_gives_the_gap_of_the_full_pool(
     snn_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gap = _oracle_gap()
+    gap = load_oracle_gap()
     # the preset: one FGSM member of the stand-in pool (FGSM through all 19 estimators)
     weak = Ensemble("weak-test", (Member("fgsm", "bptt-ste"),), "one FGSM member")
     monkeypatch.setitem(ENSEMBLES._items, "weak-test", weak)
@@ -157,7 +144,7 @@ def test_a_gap_sample_the_pool_broke_only_at_a_tie_is_marked(tmp_path: Path) -> 
     """The pool's break of #1 reached margin exactly 0 (a spike-count tie that argmax's index
     order decides), #2's went below 0, #3's record has no margin (an older run): only #1 is
     marked; #0 stands in both runs and is not in the gap."""
-    gap = _oracle_gap()
+    gap = load_oracle_gap()
     model = tmp_path / "toy"
     preset = "reliable"
     _write_run(model / preset, [_record(i, True, 1.0) for i in range(4)])
