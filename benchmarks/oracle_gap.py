@@ -252,6 +252,30 @@ def _verdict(folder: Path) -> str:
     return "pass" if not failing else "FAIL: " + ", ".join(failing)
 
 
+def covering_pool(
+    model_dir: Path, preset: str, mine: Mapping[int, dict[str, Any]]
+) -> tuple[dict[int, dict[str, Any]] | None, str | None]:
+    """The finished pool run on survivors that covers every survivor of ``preset`` (its
+    records, and the preset whose survivors it ran on), or ``(None, None)``.
+
+    The pool on ``preset``'s own survivors first; else one run on another preset's survivors
+    that include all of ``preset``'s (e.g. ``reliable-v5``'s, for a ``reliable-v6`` that runs
+    v5 whole and first and so leaves a subset of them standing): the gap is the pool's breaks
+    among the preset's survivors, which that run attacked, every one of them."""
+    own = _records(model_dir / survivors_folder(preset))
+    if own is not None:
+        return own, preset
+    standing = {i for i, r in mine.items() if r["clean_correct"] and r["robust"]}
+    for folder in sorted(model_dir.glob(f"{POOL}@survivors-of-*")):
+        records = _records(folder)
+        marker = folder / SURVIVORS_FILE
+        if records is None or not marker.exists():
+            continue
+        if standing <= set(records):
+            return records, str(json.loads(marker.read_text()).get("of", preset))
+    return None, None
+
+
 def model_gap(model_dir: Path, preset: str) -> dict[str, Any] | None:
     """The gap row of one model (None while the preset or the pool has not finished).
 
@@ -264,7 +288,9 @@ def model_gap(model_dir: Path, preset: str) -> dict[str, Any] | None:
         name: _records(model_dir / name, partial=name == POOL) for name in (preset, *GROUND_TRUTH)
     }
     mine = runs[preset]
-    on_survivors = _records(model_dir / survivors_folder(preset))
+    on_survivors, covered = (
+        covering_pool(model_dir, preset, mine) if mine is not None else (None, None)
+    )
     if on_survivors is not None:  # the pool on the preset's survivors, with any full pool run
         runs[POOL] = _merged(runs[POOL] or {}, on_survivors)
     truth_runs = {k: v for k, v in runs.items() if k in GROUND_TRUTH and v is not None}
@@ -309,7 +335,7 @@ def model_gap(model_dir: Path, preset: str) -> dict[str, Any] | None:
             and not broken_truth[i]
             and not (on_survivors is not None and _broken(mine[i]))
         ),
-        "pool_on_survivors": preset if on_survivors is not None else None,
+        "pool_on_survivors": covered,
         "preset_robust": sum(bool(mine[i]["robust"]) for i in samples),
         "gap": len(gap),
         "gap_samples": [{"index": i, "broken_by": members[i], "at_tie": at_tie[i]} for i in gap],
@@ -376,7 +402,7 @@ def markdown(rows: Sequence[Mapping[str, Any]], preset: str) -> str:
             )
         where = "" if r.get("pool_finished", True) else " (pool: finished batches only)"
         if r.get("pool_on_survivors"):
-            where += f" (pool on {preset}'s survivors)"
+            where += f" (pool on {r['pool_on_survivors']}'s survivors)"
         lines.append(
             f"| {r['model']}{where} | {n} | {_pct(int(r['clean']), n)} | "
             f"{_pct(int(r['truth_robust']), n)} | {_pct(int(r['preset_robust']), n)} | {old} | "

@@ -247,13 +247,13 @@ def test_reliable_v3_is_reliable_v2_then_the_warm_start_round() -> None:
     assert all(m.close_call is not None for m in warm)  # only where the attacks came close
 
 
-def test_reliable_is_reliable_v4_then_the_boundary_restarts() -> None:
-    """`reliable` runs every member of `reliable-v4` first, in its order (every `reliable-v4`
+def test_reliable_v5_is_reliable_v4_then_the_boundary_restarts() -> None:
+    """`reliable-v5` runs every member of `reliable-v4` first, in its order (every `reliable-v4`
     break stands), then SA-PGD-300 from 2 fresh starts through each ASSG anchor, only where
     the attacks came within 0.5 of the clean margin."""
     from robustsnn.evaluation.ensembles import ANCHOR_ESTIMATORS, CLOSE_CALL_LOOSE, ENSEMBLES
 
-    new = ENSEMBLES.get("reliable").members
+    new = ENSEMBLES.get("reliable-v5").members
     v4 = ENSEMBLES.get("reliable-v4").members
     assert new[: len(v4)] == v4
     extra = new[len(v4) :]
@@ -262,7 +262,7 @@ def test_reliable_is_reliable_v4_then_the_boundary_restarts() -> None:
         assert member.attack == "sapgd" and member.close_call == CLOSE_CALL_LOOSE
         assert member.params == {"steps": 300, "restarts": 2}
     assert len({m.name for m in new}) == len(new)  # new names: seeds of their own
-    plus = ENSEMBLES.get("reliable-plus").members
+    plus = ENSEMBLES.get("reliable-plus-v3").members
     assert plus[: len(ENSEMBLES.get("reliable-plus-v2").members)] == (
         ENSEMBLES.get("reliable-plus-v2").members
     )
@@ -285,14 +285,16 @@ def test_reliable_v4_is_reliable_v1_then_the_adaptive_rounds() -> None:
     assert rest == tuple(m for m in v3 if m.close_call is not None)  # close calls, warm round
 
 
-def test_reliable_v6_is_reliable_then_the_wide_close_call_round() -> None:
-    """The candidate `reliable-v6` runs every member of `reliable` (v5) first, in its order
-    (every v5 break stands), then APGD-DLR-300 and SA-PGD-300 (reset detached) through the
-    threshold-relative width 0.5 within 0.75 of the clean margin, under names of their own."""
+def test_reliable_is_reliable_v5_then_the_wide_close_call_round() -> None:
+    """`reliable` (v6, also reachable as `reliable-v6`) runs every member of `reliable-v5`
+    first, in its order (every v5 break stands), then APGD-DLR-300 and SA-PGD-300 (reset
+    detached) through the threshold-relative width 0.5 within 0.75 of the clean margin, under
+    names of their own; `reliable-plus` is its v3 with the same round appended."""
     from robustsnn.evaluation.ensembles import CLOSE_CALL_LOOSE, CLOSE_CALL_WIDE, ENSEMBLES
 
-    new = ENSEMBLES.get("reliable-v6").members
-    v5 = ENSEMBLES.get("reliable").members
+    new = ENSEMBLES.get("reliable").members
+    assert ENSEMBLES.get("reliable-v6").members == new
+    v5 = ENSEMBLES.get("reliable-v5").members
     assert new[: len(v5)] == v5
     extra = new[len(v5) :]
     assert [(m.attack, m.estimator) for m in extra] == [
@@ -301,3 +303,7 @@ def test_reliable_v6_is_reliable_then_the_wide_close_call_round() -> None:
     ]
     assert all(m.close_call == CLOSE_CALL_WIDE > CLOSE_CALL_LOOSE for m in extra)
     assert len({m.name for m in new}) == len(new)
+    plus = ENSEMBLES.get("reliable-plus").members
+    plus_v3 = ENSEMBLES.get("reliable-plus-v3").members
+    assert plus == (*plus_v3, *extra)
+    assert not {m.name for m in extra} & {m.name for m in plus_v3}  # seeds of their own

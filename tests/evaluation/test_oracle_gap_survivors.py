@@ -156,3 +156,31 @@ def test_a_gap_sample_the_pool_broke_only_at_a_tie_is_marked(tmp_path: Path) -> 
     assert marks == {1: True, 2: False, 3: False}
     text = gap.markdown([row], preset)
     assert "#1 (a tie): " in text and "#2: " in text and "#2 (a tie)" not in text
+
+
+def test_a_pool_on_a_supersets_survivors_gives_the_gap_of_a_stronger_preset(
+    tmp_path: Path,
+) -> None:
+    """`reliable-v6` runs v5 whole and first, so its survivors are a subset of v5's: the pool
+    run on v5's survivors covers them and gives v6's gap (here none: the pool's one break, #1,
+    v6 breaks too). A pool run that misses one of the preset's survivors is not used."""
+    gap = load_oracle_gap()
+    model = tmp_path / "toy"
+    _write_run(model / "reliable-v5", [_record(i, i != 0, 1.0) for i in range(4)])
+    _write_run(model / "reliable-v6", [_record(i, i in (2, 3), 1.0) for i in range(4)])
+    _write_run(model / "reliable-v1", [_record(i, i != 0, 1.0) for i in range(4)])
+    pool = model / gap.survivors_folder("reliable-v5")
+    _write_run(pool, [_record(1, False, -0.1), _record(2, True, 0.5), _record(3, True, 0.2)])
+    (pool / gap.SURVIVORS_FILE).write_text(json.dumps({"of": "reliable-v5", "indices": [1, 2, 3]}))
+    row = gap.model_gap(model, "reliable-v6")
+    assert row is not None
+    assert row["pool_on_survivors"] == "reliable-v5" and row["gap"] == 0
+    assert row["truth_robust"] == 2 and row["preset_robust"] == 2
+    v5 = gap.model_gap(model, "reliable-v5")
+    assert v5 is not None and [s["index"] for s in v5["gap_samples"]] == [1]
+    assert "(pool on reliable-v5's survivors)" in gap.markdown([row], "reliable-v6")
+    # a pool run that did not attack #3 cannot speak for a preset that left #3 standing
+    shutil.rmtree(pool)
+    _write_run(pool, [_record(1, False, -0.1), _record(2, True, 0.5)])
+    (pool / gap.SURVIVORS_FILE).write_text(json.dumps({"of": "reliable-v5", "indices": [1, 2]}))
+    assert gap.model_gap(model, "reliable-v6") is None
