@@ -78,3 +78,36 @@ def test_escalation_keeps_the_closest_call_of_any_step() -> None:
     assert _came_closer({"margin": 0.2}, {})
     assert not _came_closer({}, {"margin": 0.5})
     assert not _came_closer({"margin": 0.0, "draws": 15}, {"margin": 0.5})
+
+
+def test_a_break_in_an_escalation_step_carries_its_own_margin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sample the screen left standing with margin 0.8 and an escalation step breaks at
+    margin -0.05 reads margin -0.05 (a broken record with the screen's positive margin would
+    contradict itself, and a break at an exact tie must read 0); a sample the step leaves
+    standing keeps the closest call of any step."""
+    from robustsnn.evaluation import escalate
+
+    step_records = [
+        {"index": 7, "clean_correct": True, "robust": False, "broken_by": "m", "prediction": 3,
+         "margin": -0.05},
+        {"index": 8, "clean_correct": True, "robust": True, "broken_by": None, "prediction": 0,
+         "margin": 0.1},
+        {"index": 9, "clean_correct": True, "robust": False, "broken_by": "m", "prediction": 2,
+         "margin": 0.0},
+    ]  # fmt: skip
+    monkeypatch.setattr(escalate, "evaluate", lambda *a, **k: {"records": step_records})
+    records = [
+        {"index": i, "clean_correct": True, "robust": True, "broken_by": None, "prediction": 0,
+         "margin": 0.8}
+        for i in (7, 8, 9)
+    ]  # fmt: skip
+    result = {"records": records}
+    config = EvaluationConfig(eps=0.1, ensemble="reliable", diagnostics="none")
+    x, y = torch.zeros(3, 1, 2, 2), torch.zeros(3, dtype=torch.long)
+    context = escalate.EvaluationContext(quiet=True)
+    broken, _ = escalate._attack_standing(nn.Identity(), x, y, result, [0, 1, 2], config, context)
+    assert broken == 2
+    assert [r["margin"] for r in records] == [-0.05, 0.1, 0.0]
+    assert [r["broken_by"] for r in records] == ["reliable:m", None, "reliable:m"]

@@ -315,6 +315,12 @@ def _attack_standing(
             records[i]["robust"] = False
             records[i]["broken_by"] = f"{preset}:{record['broken_by']}"
             records[i]["prediction"] = record["prediction"]
+            # the break's margin, not an earlier step's closest call (a positive margin on a
+            # broken record would contradict it, and a tie break must read as margin 0)
+            if "margin" in record:
+                records[i]["margin"] = record["margin"]
+            else:
+                records[i].pop("margin", None)
             broken += 1
         elif _came_closer(record, records[i]):  # the closest call of any step
             records[i]["margin"] = record["margin"]
