@@ -109,6 +109,11 @@ def survivors(model_dir: Path, preset: str) -> list[int]:
             f"{model_dir.name}: --pool-on-survivors-of {preset} needs {preset}'s finished run "
             f"in {model_dir / preset}; run it first (--evals {preset})"
         )
+    return standing(records)
+
+
+def standing(records: Mapping[int, Mapping[str, Any]]) -> list[int]:
+    """Dataset indices of the clean-correct samples a run left robust, in order."""
     return sorted(i for i, r in records.items() if r["clean_correct"] and r["robust"])
 
 
@@ -265,13 +270,13 @@ def covering_pool(
     own = _records(model_dir / survivors_folder(preset))
     if own is not None:
         return own, preset
-    standing = {i for i, r in mine.items() if r["clean_correct"] and r["robust"]}
+    left = set(standing(mine))
     for folder in sorted(model_dir.glob(f"{POOL}@survivors-of-*")):
         records = _records(folder)
         marker = folder / SURVIVORS_FILE
         if records is None or not marker.exists():
             continue
-        if standing <= set(records):
+        if left <= set(records):
             return records, str(json.loads(marker.read_text()).get("of", preset))
     return None, None
 
