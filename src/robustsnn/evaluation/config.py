@@ -81,7 +81,10 @@ class EvaluationConfig:
     Attributes:
         eps: L-inf radius in pixels, as a float or a string (``"8/255"``).
         ensemble: preset name (``ENSEMBLES``), :class:`Ensemble` or a spec list of
-            ``{attack, estimator, params}`` dicts. None with ``attacks`` None: clean only.
+            ``{attack, estimator, params}`` dicts. None with ``attacks`` None: clean
+            accuracy only in :func:`~robustsnn.evaluation.evaluate.evaluate`, but the default
+            preset (``reliable``) in :func:`~robustsnn.evaluation.run.run_evaluation`, which
+            mirrors the CLI (there ``attacks="none"`` is clean accuracy only).
         attacks: an attack name (``"pgd"``: with every estimator for an SNN) or a member list,
             run independently to fill ``attacks``; their per-sample worst case is reported as an
             ensemble when there are several.
