@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -33,9 +32,7 @@ def probe(
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "probe"
         run_evaluation(checkpoint, config, EvaluationRun(indices=indices, out_dir=out, quiet=True))
-        records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-        shutil.rmtree(out, ignore_errors=True)
-    return records
+        return [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             records = probe(args.checkpoint, indices, estimator, args.attack, args.eps, seed)
             marks = "".join("." if r["robust"] else "B" for r in records)
-            margins = ",".join(f"{float(str(r['margin'])):.2f}" for r in records)
+            margins = ",".join(
+                "-" if r["margin"] is None else f"{float(r['margin']):.2f}"  # type: ignore[arg-type]
+                for r in records
+            )
             cells.append(f"{marks}({margins})")
         seconds = time.process_time() - start
         print(f"{args.attack}/{estimator}: {' '.join(cells)}  {seconds:.1f} CPU-s", flush=True)
