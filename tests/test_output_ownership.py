@@ -4,11 +4,13 @@ started together on one --out never both write."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +95,17 @@ def test_other_settings_are_refused_unless_overwrite_and_the_same_settings_resum
     assert json.loads((out / SETTINGS_FILE).read_text())["attack"] == "pgd"
 
 
+def _wait_for_exec(pid: int, program: bytes) -> None:
+    """Wait (at most 5 s) until a just-started child runs ``program``: between fork and exec
+    its command line is still the parent's (python), which the lock rightly counts as alive."""
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if program in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return
+        time.sleep(0.01)
+
+
 def test_lock_is_reentrant_and_refuses_a_live_holder_in_python() -> None:
     import tempfile
 
@@ -103,6 +116,7 @@ def test_lock_is_reentrant_and_refuses_a_live_holder_in_python() -> None:
         assert not folder.exists()  # created by the lock, left empty: removed
         holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         other = subprocess.Popen(["sleep", "60"])  # not python: a reused pid, not an owner
+        _wait_for_exec(other.pid, b"sleep")  # until then the child is a fork of this python
         try:
             _write_lock(folder, holder.pid)  # a live python process
             with pytest.raises(UserError, match="in use"):
