@@ -24,10 +24,16 @@ STEP_PARAM = {"sapgd": "steps", "apgd-ce": "n_iter", "apgd-dlr": "n_iter"}
 
 
 def probe(
-    checkpoint: str, indices: list[int], estimator: str, attack: str, eps: float, seed: int
+    checkpoint: str,
+    indices: list[int],
+    estimator: str,
+    attack: str,
+    eps: float,
+    seed: int,
+    steps: int = 300,
 ) -> list[dict[str, object]]:
-    """The records of one member (300 steps) on exactly ``indices``."""
-    member = {"attack": attack, "estimator": estimator, "params": {STEP_PARAM[attack]: 300}}
+    """The records of one member (``steps`` steps) on exactly ``indices``."""
+    member = {"attack": attack, "estimator": estimator, "params": {STEP_PARAM[attack]: steps}}
     config = EvaluationConfig(eps=eps, attacks=[member], seed=seed, diagnostics="none")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "probe"
@@ -43,13 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attack", default="sapgd", choices=sorted(STEP_PARAM))
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args(argv)
     indices = [int(i) for i in args.indices.split(",")]
     for estimator in args.estimators.split(","):
         start = time.process_time()
         cells = []
         for seed in range(args.seeds):
-            records = probe(args.checkpoint, indices, estimator, args.attack, args.eps, seed)
+            records = probe(
+                args.checkpoint, indices, estimator, args.attack, args.eps, seed, args.steps
+            )
             marks = "".join("." if r["robust"] else "B" for r in records)
             margins = ",".join(
                 "-" if r["margin"] is None else f"{float(r['margin']):.2f}"  # type: ignore[arg-type]

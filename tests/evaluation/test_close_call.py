@@ -285,15 +285,14 @@ def test_reliable_v4_is_reliable_v1_then_the_adaptive_rounds() -> None:
     assert rest == tuple(m for m in v3 if m.close_call is not None)  # close calls, warm round
 
 
-def test_reliable_is_reliable_v5_then_the_wide_close_call_round() -> None:
-    """`reliable` (v6, also reachable as `reliable-v6`) runs every member of `reliable-v5`
-    first, in its order (every v5 break stands), then APGD-DLR-300 and SA-PGD-300 (reset
-    detached) through the threshold-relative width 0.5 within 0.75 of the clean margin, under
-    names of their own; `reliable-plus` is its v3 with the same round appended."""
+def test_reliable_v6_is_reliable_v5_then_the_wide_close_call_round() -> None:
+    """`reliable-v6` runs every member of `reliable-v5` first, in its order (every v5 break
+    stands), then APGD-DLR-300 and SA-PGD-300 (reset detached) through the threshold-relative
+    width 0.5 within 0.75 of the clean margin, under names of their own; `reliable-plus-v4` is
+    its v3 with the same round appended."""
     from robustsnn.evaluation.ensembles import CLOSE_CALL_LOOSE, CLOSE_CALL_WIDE, ENSEMBLES
 
-    new = ENSEMBLES.get("reliable").members
-    assert ENSEMBLES.get("reliable-v6").members == new
+    new = ENSEMBLES.get("reliable-v6").members
     v5 = ENSEMBLES.get("reliable-v5").members
     assert new[: len(v5)] == v5
     extra = new[len(v5) :]
@@ -303,7 +302,33 @@ def test_reliable_is_reliable_v5_then_the_wide_close_call_round() -> None:
     ]
     assert all(m.close_call == CLOSE_CALL_WIDE > CLOSE_CALL_LOOSE for m in extra)
     assert len({m.name for m in new}) == len(new)
-    plus = ENSEMBLES.get("reliable-plus").members
+    plus = ENSEMBLES.get("reliable-plus-v4").members
     plus_v3 = ENSEMBLES.get("reliable-plus-v3").members
     assert plus == (*plus_v3, *extra)
     assert not {m.name for m in extra} & {m.name for m in plus_v3}  # seeds of their own
+
+
+def test_reliable_is_reliable_v6_then_the_mixed_width_round() -> None:
+    """`reliable` (v7, also reachable as `reliable-v7`) runs every member of `reliable-v6`
+    first, in its order (every v6 break stands), then SA-PGD-300 through 8 draws of per-layer
+    threshold-relative widths, each within 0.5 of the clean margin, under names of their own;
+    `reliable-plus` is its v4 with the same round appended, so escalating never drops it."""
+    from robustsnn.evaluation.ensembles import CLOSE_CALL_LOOSE, ENSEMBLES, MIXED_WIDTH_DRAWS
+    from robustsnn.snn.estimators import MixedWidthBPTT, parse_estimator
+
+    new = ENSEMBLES.get("reliable").members
+    assert ENSEMBLES.get("reliable-v7").members == new
+    v6 = ENSEMBLES.get("reliable-v6").members
+    assert new[: len(v6)] == v6
+    extra = new[len(v6) :]
+    assert len(extra) == MIXED_WIDTH_DRAWS == 8
+    estimators = [parse_estimator(m.estimator or "") for m in extra]
+    assert estimators == [MixedWidthBPTT(0.25, 1.0, d) for d in range(8)]
+    for member in extra:
+        assert member.attack == "sapgd" and member.params == {"steps": 300}
+        assert member.close_call == CLOSE_CALL_LOOSE
+    assert len({m.name for m in new}) == len(new)
+    plus = ENSEMBLES.get("reliable-plus").members
+    plus_v4 = ENSEMBLES.get("reliable-plus-v4").members
+    assert plus == (*plus_v4, *extra)
+    assert not {m.name for m in extra} & {m.name for m in plus_v4}

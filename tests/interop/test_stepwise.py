@@ -236,7 +236,7 @@ def snntorch_body() -> nn.Module:
 
 
 ESTIMATORS = ["bptr", "ann-proxy", "assg-atan-0.425-dr", "assg-pcw-0.85", "bptt-pcw-1",
-              "bptt-exp-1-dr", "bptt-rel-pcw-0.5", "rga", "pdsg"]  # fmt: skip
+              "bptt-exp-1-dr", "bptt-rel-pcw-0.5", "rga", "pdsg", "bptt-mix-0.5-0.5-0"]  # fmt: skip
 
 
 def pairs() -> list:

@@ -677,9 +677,40 @@ RELIABLE_V6 = (*RELIABLE_V5, *wide_close_call_members())
 by construction: the same members in the same order draw the same seeds on the same standing
 samples), then the wide close-call round."""
 
+MIXED_WIDTH_DRAWS = 8
+"""Width configurations (draws) of ``reliable``'s mixed-width round."""
+MIXED_WIDTH_RANGE = (0.25, 1.0)
+"""Threshold-relative PCW widths the mixed-width round draws from (log-uniform, per layer)."""
+
+
+def mixed_width_members(
+    fraction: float = CLOSE_CALL_LOOSE, draws: int = MIXED_WIDTH_DRAWS, steps: int = 300
+) -> tuple[Member, ...]:
+    """The mixed-width round: where the attacks came within ``fraction`` of the clean margin,
+    SA-PGD-``steps`` through ``draws`` configurations of per-layer widths
+    (``bptt-mix-0.25-1-d``, :class:`robustsnn.snn.estimators.MixedWidthBPTT`: every layer's
+    threshold-relative PCW width drawn log-uniformly in [0.25, 1], independently per layer).
+
+    Why (issue 30, docs/RESULTS.md 12k/12l): under ``reliable`` v6 the reference pool broke a
+    converted MNIST SNN's #2 only through the *absolute* width 2 (relative 0.55 / 0.63 / 0.26 in
+    its three layers); every uniform relative width, ASSG setting and PDSG stopped at the same
+    margin. The near-boundary samples sit on plateaus that one gradient configuration leaves
+    and others do not; as the boundary-restart round buys diversity of starts, this round buys
+    diversity of per-layer widths, in threshold units so a layer's rescaling does not move it."""
+    low, high = MIXED_WIDTH_RANGE
+    return tuple(
+        Member("sapgd", f"bptt-mix-{low:g}-{high:g}-{d}", {"steps": steps}, close_call=fraction)
+        for d in range(draws)
+    )
+
+
+RELIABLE_V7 = (*RELIABLE_V6, *mixed_width_members())
+"""``reliable`` (issue 30, seventh design): ``reliable-v6`` whole and first (every v6 break
+stands by construction), then the mixed-width round."""
+
 _add(
     "reliable",
-    RELIABLE_V6,
+    RELIABLE_V7,
     "the default evaluation: every member of `reliable-v1` (SA-PGD-100 through ASSG a = 0.425 / "
     "0.4 / 0.45 with the reset detached, PDSG, RGA, HART, BPTT(relative PCW 1), BPTR and the ANN "
     "proxy; APGD-T with 3 targets through ASSG; Square-1000), then a per-sample race of "
@@ -689,14 +720,22 @@ _add(
     "with 9 targets, APGD-DLR-300), within 0.2 the same from 2 more random starts and SA-PGD-100 "
     "started at the closest call; within 0.5, SA-PGD-300 from 2 more random starts through each "
     "ASSG anchor (the boundary-restart round); within 0.75, APGD-DLR-300 and SA-PGD-300 (reset "
-    "detached) through the threshold-relative width 0.5 (the wide close-call round)",
+    "detached) through the threshold-relative width 0.5 (the wide close-call round); within "
+    "0.5, SA-PGD-300 through 8 draws of per-layer relative widths in [0.25, 1] (the mixed-width "
+    "round)",
+)
+_add(
+    "reliable-v7",
+    RELIABLE_V7,
+    "`reliable` of issue 30's seventh design under its own name (the same members: `reliable-v6` "
+    "and the mixed-width round), so numbers that name it stay reproducible when the default "
+    "moves on",
 )
 _add(
     "reliable-v6",
     RELIABLE_V6,
-    "`reliable` of issue 30's sixth design under its own name (the same members: `reliable-v5` "
-    "and the wide close-call round), so numbers that name it stay reproducible when the default "
-    "moves on",
+    "`reliable` of issue 30's sixth design (`reliable-v5` and the wide close-call round; no "
+    "mixed-width round), kept so its numbers can be reproduced",
 )
 _add(
     "reliable-v5",
@@ -906,14 +945,23 @@ RELIABLE_PLUS_V2 = (
 """``reliable-plus`` up to issue 30's fifth design (without the boundary-restart round)."""
 RELIABLE_PLUS_V3 = (*RELIABLE_PLUS_V2, *boundary_restart_members())
 """``reliable-plus`` of issue 30's fifth design (without the wide close-call round)."""
+RELIABLE_PLUS_V4 = (*RELIABLE_PLUS_V3, *wide_close_call_members())
+"""``reliable-plus`` of issue 30's sixth design (without the mixed-width round)."""
 _add(
     "reliable-plus",
-    (*RELIABLE_PLUS_V3, *wide_close_call_members()),
+    (*RELIABLE_PLUS_V4, *mixed_width_members()),
     "escalation level 2: a race of SA-PGD-300 through the reference pool's 28 scale-free "
     "estimators (keep 8/4/2 after 10/40/120 iterations, APGD-T with 9 targets through the "
     "winner), every member of reliable-plus-v1, APGD-DLR-300 through the relative width 0.5 and "
     "ASSG, reliable's restarted close-call round and its warm-start round (within 0.5), "
-    "reliable's boundary-restart round and its wide close-call round (within 0.75)",
+    "reliable's boundary-restart round and its wide close-call round (within 0.75), reliable's "
+    "mixed-width round (within 0.5)",
+)
+_add(
+    "reliable-plus-v4",
+    RELIABLE_PLUS_V4,
+    "`reliable-plus` before the mixed-width round (issue 30's sixth design), kept so its "
+    "numbers can be reproduced",
 )
 _add(
     "reliable-plus-v3",

@@ -76,6 +76,7 @@ from robustsnn.snn.estimators import (
     RGA,
     ANNProxy,
     Estimator,
+    MixedWidthBPTT,
     RelativeBPTT,
 )
 from robustsnn.snn.network import SpikingNetwork
@@ -325,6 +326,8 @@ class StepNeuron(SpikingNeuron):
             x = h.detach() - th
         if isinstance(estimator, RelativeBPTT):
             return estimator.surrogate.grad(x / th) / th
+        if isinstance(estimator, MixedWidthBPTT):
+            return estimator.surrogate(self.name).grad(x / th) / th
         if isinstance(estimator, BPTT):
             return estimator.surrogate.grad(x.clone())
         if isinstance(estimator, ASSG):

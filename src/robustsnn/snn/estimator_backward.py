@@ -34,7 +34,16 @@ from torch import Tensor
 
 import robustsnn.snn.triton_kernels as triton_kernels
 from robustsnn.snn.dynamics import _block_size, _blocks, _run
-from robustsnn.snn.estimators import ASSG, BPTT, HART, PDSG, RGA, Estimator, RelativeBPTT
+from robustsnn.snn.estimators import (
+    ASSG,
+    BPTT,
+    HART,
+    PDSG,
+    RGA,
+    Estimator,
+    MixedWidthBPTT,
+    RelativeBPTT,
+)
 from robustsnn.snn.run_state import Moments, RunState
 from robustsnn.snn.spec import Dynamics
 
@@ -518,6 +527,12 @@ def backward_spec(
     if isinstance(estimator, RelativeBPTT):
         return BackwardSpec(
             relative_multiplier(estimator.surrogate), estimator.detach_reset, elementwise=True
+        )
+    if isinstance(estimator, MixedWidthBPTT):
+        return BackwardSpec(
+            relative_multiplier(estimator.surrogate(layer)),
+            estimator.detach_reset,
+            elementwise=True,
         )
     if isinstance(estimator, BPTT):
         surrogate = estimator.surrogate

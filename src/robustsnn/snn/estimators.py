@@ -22,6 +22,7 @@ parser), so a new estimator is one value class and one registry entry.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,6 +87,55 @@ class RelativeBPTT(Estimator):
     @property
     def name(self) -> str:  # type: ignore[override]
         return f"bptt-rel-{self.surrogate.name}{_suffix(self.detach_reset)}"
+
+
+def layer_draw(key: str) -> float:
+    """A number in [0, 1) fixed by ``key`` (SHA-256: the same on every machine and run, and
+    unrelated for keys that differ in one character, which CRC-32 values are not)."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+@dataclass(frozen=True)
+class MixedWidthBPTT(Estimator):
+    """BPTT through a triangle (PCW) surrogate whose threshold-relative width differs per layer.
+
+    Layer ``l`` gets the width ``low * (high / low) ** u`` in units of its threshold, ``u`` in
+    [0, 1) fixed by ``draw`` and the layer's name (:func:`layer_draw`): log-uniform between
+    ``low`` and ``high``, one independent value per layer, the same in every pass, run and
+    process. Each ``draw`` is another configuration of widths.
+
+    Why (issue 30, docs/RESULTS.md 12k): on a converted MNIST SNN a sample that every uniform
+    relative width (0.125-2), every ASSG setting and PDSG left at the same margin was broken by
+    the *absolute* width 2, i.e. relative widths 0.55 / 0.63 / 0.26 in its three layers (wide in
+    the convolutions, narrow in the classifier): a configuration no uniform width gives. A fixed
+    absolute width is not a fix (it is not invariant to rescaling a layer); draws of per-layer
+    relative widths are (each layer's width stays in threshold units) and reach such mixes.
+    """
+
+    low: float = 0.25
+    high: float = 1.0
+    draw: int = 0
+    detach_reset: bool = False
+
+    def __post_init__(self) -> None:
+        if not (0 < self.low <= self.high and math.isfinite(self.high)) or self.draw < 0:
+            raise UserError(
+                f"bptt-mix: need 0 < low <= high and a draw >= 0, got low {self.low:g}, "
+                f"high {self.high:g}, draw {self.draw} (e.g. bptt-mix-0.25-1-3)"
+            )
+
+    def width(self, layer: str) -> float:
+        """The relative PCW width of ``layer`` under this draw."""
+        return self.low * (self.high / self.low) ** layer_draw(f"{self.draw}/{layer}")
+
+    def surrogate(self, layer: str) -> Surrogate:
+        """The threshold-relative surrogate ``layer`` runs through."""
+        return Surrogate("pcw", self.width(layer))
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"bptt-mix-{self.low:g}-{self.high:g}-{self.draw}{_suffix(self.detach_reset)}"
 
 
 ASSG_FAMILIES = ("atan", "pcw", "rect")
@@ -226,7 +276,9 @@ def gives_threshold_gradient(estimator: Estimator) -> bool:
     through it): BPTT with a fixed, threshold-relative or adaptive (ASSG, PDSG) surrogate,
     with or without the reset path, and BPTR. HART (temporal cut), RGA (rate factor) and the
     ANN proxy (ReLU, no threshold in the forward) do not."""
-    return uses_fused_kernels(estimator) or isinstance(estimator, (BPTT, RelativeBPTT, ASSG, PDSG))
+    return uses_fused_kernels(estimator) or isinstance(
+        estimator, (BPTT, RelativeBPTT, MixedWidthBPTT, ASSG, PDSG)
+    )
 
 
 def paper_estimators() -> list[Estimator]:
@@ -265,7 +317,21 @@ def _number(text: str, what: str, example: str) -> float:
     return value
 
 
+def _parse_mix(rest: str, detach: bool) -> Estimator:
+    parts = rest.split("-")
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise UserError(
+            f"bptt-mix-{rest}: expected bptt-mix-LOW-HIGH-DRAW with relative widths LOW <= HIGH "
+            "and an integer draw, e.g. bptt-mix-0.25-1-3"
+        )
+    example = "bptt-mix-0.25-1-3"
+    low, high = (_number(p, "bptt-mix", example) for p in parts[:2])
+    return MixedWidthBPTT(low, high, int(parts[2]), detach)
+
+
 def _parse_bptt(rest: str, detach: bool) -> Estimator:
+    if rest == "mix" or rest.startswith("mix-"):
+        return _parse_mix(rest[len("mix-") :], detach)
     if rest.startswith("rel-"):
         return RelativeBPTT(parse_surrogate(rest[len("rel-") :]), detach)
     return BPTT(parse_surrogate(rest), detach)
