@@ -114,3 +114,13 @@ def test_rescaling_a_layer_leaves_the_mixed_gradient_unchanged() -> None:
     assert grads[(mix, 1.0)].abs().sum() > 0
     torch.testing.assert_close(grads[(mix, 1.0)], grads[(mix, 100.0)], rtol=1e-4, atol=1e-6)
     assert not torch.allclose(grads[("bptt-pcw-0.3", 1.0)], grads[("bptt-pcw-0.3", 100.0)])
+
+
+def test_a_ta_lif_layer_gets_its_own_drawn_width_not_the_fallback() -> None:
+    from robustsnn.snn.ta_lif import FALLBACK, _surrogate
+
+    estimator = MixedWidthBPTT(0.25, 1.0, 2, detach_reset=True)
+    for layer in ("features.2", "classifier.1"):
+        surrogate, relative, detach = _surrogate(estimator, layer)
+        assert surrogate == Surrogate("pcw", estimator.width(layer)) != FALLBACK.surrogate
+        assert relative and detach

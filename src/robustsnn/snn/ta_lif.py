@@ -20,7 +20,8 @@ too: the neuron fires less than the perturbation alone would make it (the paper'
 suppressed error growth, not a claim about robust accuracy: that is for the evaluation).
 
 Gradients: the loop runs in autograd with a surrogate derivative at ``h[t] - theta[t]``: the
-surrogate of a BPTT estimator, or a threshold-relative one (``bptt-rel-*``); every other
+surrogate of a BPTT estimator, or a threshold-relative one (``bptt-rel-*``, and ``bptt-mix-*``
+with the layer's drawn width); every other
 estimator (BPTR, ASSG, PDSG, RGA, HART) falls back to ``bptt-rel-pcw-1`` for a TA-LIF layer, and
 the ANN proxy sees a ReLU. The adaptive threshold's dependence on the input is differentiated
 (attacks see it). The fused kernels do not apply: a TA-LIF network runs a Python loop per step.
@@ -40,7 +41,7 @@ from torch import nn
 
 from robustsnn.errors import UserError
 from robustsnn.io.formats import register_body_transform
-from robustsnn.snn.estimators import BPTT, ANNProxy, Estimator, RelativeBPTT
+from robustsnn.snn.estimators import BPTT, ANNProxy, Estimator, MixedWidthBPTT, RelativeBPTT
 from robustsnn.snn.neuron import SpikingNeuron, strict_threshold
 from robustsnn.snn.spec import Dynamics
 from robustsnn.snn.stochastic import threshold_noise_currents
@@ -68,8 +69,11 @@ class _Spike(torch.autograd.Function):
         return grad * ctx.surrogate.grad(margin / scale) / scale, None, None
 
 
-def _surrogate(estimator: Estimator) -> tuple[Surrogate, bool, bool]:
-    """(surrogate, relative width, detach the reset) a TA-LIF layer uses for ``estimator``."""
+def _surrogate(estimator: Estimator, layer: str) -> tuple[Surrogate, bool, bool]:
+    """(surrogate, relative width, detach the reset) TA-LIF layer ``layer`` uses for
+    ``estimator`` (a per-layer width draw, ``bptt-mix-*``, gives the layer its own width)."""
+    if isinstance(estimator, MixedWidthBPTT):
+        return estimator.surrogate(layer), True, estimator.detach_reset
     if isinstance(estimator, BPTT):
         return estimator.surrogate, False, estimator.detach_reset
     if isinstance(estimator, RelativeBPTT):
@@ -143,7 +147,7 @@ class ThresholdAdaptingNeuron(SpikingNeuron):
             currents = threshold_noise_currents(
                 currents, Dynamics(theta, steps, self.leak), self.threshold_noise
             )
-        surrogate, relative, detach_reset = _surrogate(ctx.estimator)
+        surrogate, relative, detach_reset = _surrogate(ctx.estimator, self.name)
         scale = theta.detach() if relative else torch.ones_like(theta.detach())
         init = self.initial_membrane(theta, batch, currents.shape[2:], False)
         u = torch.zeros_like(currents[0]) if init is None else init.expand_as(currents[0])
