@@ -101,3 +101,31 @@ def test_uniform_widths_fail_and_the_mixed_width_round_breaks_it() -> None:
     # v6's only breaks, if any, are black-box luck (a flat margin upwards), never a gradient
     assert all(r["broken_by"].startswith("square") for r in v6_broken)
     assert {r["broken_by"] for r in by_round} == {"sapgd[steps=300]/bptt-mix-0.25-1-0@close-0.5"}
+
+
+def test_the_appended_round_does_not_move_the_late_line_of_escalation() -> None:
+    """`--escalate` moves up when members in the second half of the ensemble still break
+    samples. Appending 8 members would move that line by 4 and turn breaks of v6's members 15-18
+    (close-call APGD-DLR-300, restarted SA-PGD-300) into early ones: a weaker trigger. `reliable`
+    names v6's line (`late_from`), the result carries it, and `late_breaks` counts from it."""
+    from robustsnn.evaluation.escalate import late_breaks
+
+    v6 = ENSEMBLES.get("reliable-v6").members
+    v7 = ENSEMBLES.get("reliable")
+    names = v7.names()
+    line = len(v6) // 2
+    assert v7.late_from == names[line] and ENSEMBLES.get("reliable-v6").late_from is None
+    assert (
+        ENSEMBLES.get("reliable-plus").late_from
+        == ENSEMBLES.get("reliable-plus-v4").names()[len(ENSEMBLES.get("reliable-plus-v4")) // 2]
+    )
+    summary = {"member_names": names, "broken_by": {names[line]: 2, names[-1]: 1}}
+    assert late_breaks({"ensembles": {"reliable": summary}}) == 1  # the fraction alone: weaker
+    with_line = {"ensembles": {"reliable": {**summary, "late_from": v7.late_from}}}
+    assert late_breaks(with_line) == 3
+    # the result of an evaluation carries the line; a preset without one keeps its output
+    snn, x = layer_specific_snn(), _images(1)
+    members = (Member("fgsm", "bptt-rel-pcw-1"), Member("pgd", "bptt-rel-pcw-0.5", {"steps": 2}))
+    marked = Ensemble("marked", members, late_from=members[1].name)
+    assert _run(snn, x, marked)["ensembles"]["marked"]["late_from"] == members[1].name
+    assert "late_from" not in _run(snn, x, Ensemble("plain", members))["ensembles"]["plain"]

@@ -154,6 +154,10 @@ class Ensemble:
     members: tuple[Member, ...]
     description: str = ""
     left_out: tuple[tuple[str, str], ...] = ()  # (member, reason): estimators the model lacks
+    # the first member whose breaks count as "late" for `--escalate` (None: the second half);
+    # set where rounds were appended to a preset, so they do not move the line its older
+    # members are judged by (a weaker trigger)
+    late_from: str | None = None
 
     def __len__(self) -> int:
         return len(self.members)
@@ -348,8 +352,16 @@ def attack_grid(
 ENSEMBLES: Registry[Ensemble] = Registry("ensemble")
 
 
-def _add(name: str, members: Iterable[Member], description: str) -> None:
-    ENSEMBLES.add(name, Ensemble(name, tuple(members), description))
+def _add(
+    name: str, members: Iterable[Member], description: str, late_from: str | None = None
+) -> None:
+    ENSEMBLES.add(name, Ensemble(name, tuple(members), description, late_from=late_from))
+
+
+def second_half(members: Sequence[Member]) -> str:
+    """The name of the first member of ``members``' second half (the default line of "late"
+    members for ``--escalate``)."""
+    return members[len(members) // 2].name
 
 
 _add("fgsm-ensemble", estimator_grid("fgsm"), "FGSM with each of the 19 gradient estimators")
@@ -723,6 +735,7 @@ _add(
     "detached) through the threshold-relative width 0.5 (the wide close-call round); within "
     "0.5, SA-PGD-300 through 8 draws of per-layer relative widths in [0.25, 1] (the mixed-width "
     "round)",
+    late_from=second_half(RELIABLE_V6),
 )
 _add(
     "reliable-v7",
@@ -730,6 +743,7 @@ _add(
     "`reliable` of issue 30's seventh design under its own name (the same members: `reliable-v6` "
     "and the mixed-width round), so numbers that name it stay reproducible when the default "
     "moves on",
+    late_from=second_half(RELIABLE_V6),
 )
 _add(
     "reliable-v6",
@@ -956,6 +970,7 @@ _add(
     "ASSG, reliable's restarted close-call round and its warm-start round (within 0.5), "
     "reliable's boundary-restart round and its wide close-call round (within 0.75), reliable's "
     "mixed-width round (within 0.5)",
+    late_from=second_half(RELIABLE_PLUS_V4),
 )
 _add(
     "reliable-plus-v4",

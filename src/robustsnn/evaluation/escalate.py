@@ -59,11 +59,15 @@ def failing_checks(diagnostics: dict[str, Any]) -> list[str]:
 
 
 def late_breaks(result: dict[str, Any]) -> int:
-    """Samples first broken by a member in the second half of the result's ensemble."""
+    """Samples first broken by a member in the second half of the result's ensemble (or from
+    the member the preset names as its ``late_from``: rounds appended to a preset do not move
+    the line its older members are judged by)."""
     total = 0
     for summary in result.get("ensembles", {}).values():
         names = summary.get("member_names", [])
         first_late = int(len(names) * LATE_FRACTION)
+        if summary.get("late_from") in names:
+            first_late = min(first_late, names.index(summary["late_from"]))
         if len(names) < 2:
             continue
         counts = summary.get("broken_by", {})

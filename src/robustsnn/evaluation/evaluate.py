@@ -882,6 +882,8 @@ def _summarize(
             "broken_by": broken_counts,
             "robust_accuracy_after": after,
         }
+        if chosen.late_from is not None and chosen.late_from in broken_counts:
+            ensembles[chosen.name]["late_from"] = chosen.late_from
 
     if ensembles:
         headline: float | None = robust_accuracy
