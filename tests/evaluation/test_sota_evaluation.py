@@ -21,7 +21,13 @@ from robustsnn.evaluation.intervals import format_accuracy, wilson_interval
 from robustsnn.evaluation.table import diagnostics_verdict, evaluation_lines
 from robustsnn.evaluation.views import eval_mode, member_view
 from robustsnn.snn import SpikingNetwork
-from robustsnn.snn.estimators import paper_estimators, parse_estimator
+from robustsnn.snn.estimators import (
+    BPTT,
+    MixedWidthBPTT,
+    RelativeBPTT,
+    paper_estimators,
+    parse_estimator,
+)
 
 EPS = 0.1
 
@@ -143,7 +149,11 @@ def test_reliable_members_are_all_scale_free(preset: str) -> None:
             if name is None:
                 continue
             estimator = parse_estimator(name)
-            assert not estimator.name.startswith("bptt-") or estimator.name.startswith("bptt-rel")
+            # absolute widths are the one kind a layer's rescaling moves; relative and per-layer
+            # drawn relative widths (bptt-rel-*, bptt-mix-*) are in threshold units
+            assert not isinstance(estimator, BPTT), name
+            if estimator.name.startswith("bptt-"):
+                assert isinstance(estimator, (RelativeBPTT, MixedWidthBPTT)), name
 
 
 def test_escalation_on_the_rescaled_copy(pair) -> None:  # type: ignore[no-untyped-def]
